@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int cbm_placeholder_t;

@@ -1,0 +1,230 @@
+/**
+ * @file cerebelum.h
+ * @brief The public C API of Cerebelum: embed a durable workflow engine.
+ *
+ * A program creates an engine on a PostgreSQL URL (or lets it start a private
+ * PostgreSQL in a state directory), registers step handlers and blueprints,
+ * starts executions with JSON inputs and waits for their results. Every step
+ * event is committed to PostgreSQL before the engine acts on it; after a crash
+ * the next engine on the same database resumes every unfinished execution.
+ *
+ * Threads: every function here may be called from any thread except where a
+ * comment says otherwise. Step handlers run on the engine's worker threads,
+ * never on the caller's thread and never on the engine's event-loop thread.
+ *
+ * Ownership: strings passed in are copied unless stated; objects returned
+ * through out-parameters belong to the caller and are freed with the matching
+ * *_free / *_destroy function. Every destroy function accepts NULL.
+ */
+#ifndef CEREBELUM_H
+#define CEREBELUM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cerebelum/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Steps                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** What a step handler is given. Valid only during the handler call. */
+typedef struct cbm_step_call {
+    const char *execution_id; /**< UUID text of the execution */
+    const char *step;         /**< step name in the blueprint */
+    int attempt;              /**< 1 for the first run of this step */
+    /** JSON object text: {"inputs": <execution inputs>, "deps": {"<dep>":
+     *  <result of that dependency>, ...}}. */
+    const char *input_json;
+} cbm_step_call_t;
+
+/** Where a handler puts its outcome (opaque; see cbm_step_ok/cbm_step_fail). */
+typedef struct cbm_step_out cbm_step_out_t;
+
+/**
+ * A step handler. Runs on an engine worker thread. It must finish by calling
+ * exactly one of cbm_step_ok() or cbm_step_fail() on @p out; a handler that
+ * calls neither fails the step with error kind "no_result". Steps are run at
+ * least once: after a crash, a step that had started but whose completion was
+ * not yet recorded runs again, so handlers with outside effects should be
+ * idempotent (execution_id + step is a natural idempotency key).
+ */
+typedef void (*cbm_step_fn)(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg);
+
+/** Finish the step successfully with @p result_json (any JSON value; copied).
+ *  Returns CBM_EJSON if it does not parse (the step then fails). */
+CBM_EXTERN int cbm_step_ok(cbm_step_out_t *out, const char *result_json);
+
+/** Finish the step with an error of @p kind (e.g. "timeout", "bad_input") and
+ *  a human-readable @p message (both copied). With no retry policy the
+ *  execution fails with this error recorded. */
+CBM_EXTERN int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message,
+                             bool retryable);
+
+/* ------------------------------------------------------------------------ */
+/* Blueprint builder: emits blueprint JSON, validated like any other.        */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cbm_builder cbm_builder_t;
+
+/** New builder for a blueprint called @p name. NULL on out-of-memory. */
+CBM_EXTERN cbm_builder_t *cbm_builder_create(const char *name);
+/** Free a builder (NULL is a no-op). */
+CBM_EXTERN void cbm_builder_destroy(cbm_builder_t *b);
+/** Add a task step run by the handler registered under @p handler (NULL: the
+ *  step's own name) that depends on the @p ndeps steps named in @p deps. */
+CBM_EXTERN int cbm_builder_add_step(cbm_builder_t *b, const char *name, const char *handler,
+                                    const char *const *deps, size_t ndeps);
+/** The blueprint as JSON text; *json is malloc'd and owned by the caller.
+ *  Nothing is validated here: registering the JSON validates it. */
+CBM_EXTERN int cbm_builder_to_json(const cbm_builder_t *b, char **json);
+
+/* ------------------------------------------------------------------------ */
+/* Engine                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cbm_engine cbm_engine_t;
+
+/** Options for cbm_engine_create(). Zero-initialise, then set what you need. */
+typedef struct cbm_engine_opts {
+    /** libpq URL or conninfo of the store. NULL: $CEREBELUM_DATABASE_URL, and
+     *  if that is unset too, a private PostgreSQL that the engine initialises
+     *  and starts in @ref state_dir and stops on destroy. */
+    const char *database_url;
+    /** Directory for the private PostgreSQL (NULL: $CEREBELUM_STATE_DIR, else
+     *  "./.cerebelum"). Ignored when a database URL is given. */
+    const char *state_dir;
+    /** Worker threads that run local step handlers (0: 4). */
+    int threads;
+    /** How long cbm_engine_start() keeps retrying an unreachable database
+     *  before it gives up with CBM_EUNAVAIL, in ms (0: 30000; <0: forever). */
+    int connect_timeout_ms;
+    /** Most decisions committed in one transaction (0: 512). */
+    int max_batch;
+} cbm_engine_opts_t;
+
+/** Create an engine. Nothing is connected or started until
+ *  cbm_engine_start(). *out is owned by the caller (cbm_engine_destroy). */
+CBM_EXTERN int cbm_engine_create(cbm_engine_t **out, const cbm_engine_opts_t *opts,
+                                 cbm_error_t *err);
+
+/** Register @p fn as the handler called @p name. Call before
+ *  cbm_engine_start(). @p arg is passed through untouched. */
+CBM_EXTERN int cbm_engine_register_step(cbm_engine_t *e, const char *name, cbm_step_fn fn,
+                                        void *arg);
+
+/**
+ * Connect to the store (retrying with back-off up to connect_timeout_ms),
+ * apply schema migrations, load every unfinished execution and resume it, and
+ * start the engine's threads. Blueprints that unfinished executions use are
+ * loaded from the store. Returns CBM_EUNAVAIL (with the database's message in
+ * @p err) if the store stays unreachable.
+ */
+CBM_EXTERN int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err);
+
+/** Stop accepting work, let in-flight commits finish, stop the threads and
+ *  free everything (and stop the private PostgreSQL, if any). Running step
+ *  handlers are waited for; their results are committed if the store is up.
+ *  Unfinished executions stay in the store and resume on the next start. */
+CBM_EXTERN void cbm_engine_destroy(cbm_engine_t *e);
+
+/**
+ * Register a blueprint given as JSON text. It is validated (CBM_EJSON or
+ * CBM_EBLUEPRINT with a message naming the step and the problem), stored, and
+ * becomes the latest version of its name. Registering identical content again
+ * is a no-op. If @p version_out is not NULL it receives the version (SHA-256
+ * hex, 65 bytes with the NUL). Requires a started engine.
+ */
+CBM_EXTERN int cbm_engine_register_blueprint(cbm_engine_t *e, const char *json,
+                                             char version_out[65], cbm_error_t *err);
+
+/**
+ * Start an execution of the latest version of @p blueprint with
+ * @p inputs_json (a JSON object; NULL means {}). Returns once the start is
+ * durably committed, with the new execution's id (UUID text) in @p id_out.
+ * Errors: CBM_ENOTFOUND (unknown blueprint), CBM_EJSON / CBM_EINVAL (inputs
+ * not a JSON object), CBM_EHANDLER (a local step has no registered handler).
+ */
+CBM_EXTERN int cbm_execution_start(cbm_engine_t *e, const char *blueprint,
+                                   const char *inputs_json, char id_out[37],
+                                   cbm_error_t *err);
+
+/** Snapshot of an execution's projection. */
+typedef struct cbm_execution_info {
+    char id[37];
+    char *blueprint;
+    char *version;
+    char *status;   /**< running, completed, failed, cancelled, ... */
+    char *inputs;   /**< JSON text */
+    char *result;   /**< JSON text of the results by step, or NULL */
+    char *error;    /**< JSON text {"step","kind","message"} or NULL */
+    int64_t last_seq;
+    int64_t created_at_us;
+    int64_t updated_at_us;
+} cbm_execution_info_t;
+
+/** Free an info returned by this API (NULL is a no-op). */
+CBM_EXTERN void cbm_execution_info_free(cbm_execution_info_t *info);
+
+/** Read an execution's current projection from the store. */
+CBM_EXTERN int cbm_execution_get(cbm_engine_t *e, const char *id, cbm_execution_info_t **out,
+                                 cbm_error_t *err);
+
+/** Wait until the execution is completed, failed or cancelled, or until
+ *  @p timeout_ms passes (CBM_ETIMEDOUT; <0 waits forever), then return its
+ *  projection as cbm_execution_get() does. */
+CBM_EXTERN int cbm_execution_wait(cbm_engine_t *e, const char *id, int timeout_ms,
+                                  cbm_execution_info_t **out, cbm_error_t *err);
+
+/** One event of a history. */
+typedef struct cbm_event {
+    int64_t seq;
+    char *type;     /**< e.g. "StepCompleted" */
+    char *payload;  /**< JSON object text */
+    int64_t recorded_at_us;
+} cbm_event_t;
+
+/** The events of an execution with seq >= @p from_seq (1 for all), in order.
+ *  *events is an array of *n owned by the caller (cbm_events_free). */
+CBM_EXTERN int cbm_execution_history(cbm_engine_t *e, const char *id, int64_t from_seq,
+                                     cbm_event_t **events, size_t *n, cbm_error_t *err);
+CBM_EXTERN void cbm_events_free(cbm_event_t *events, size_t n);
+
+/** Filter and cursor for cbm_execution_list(). */
+typedef struct cbm_list_opts {
+    const char *status;    /**< NULL: any */
+    const char *blueprint; /**< NULL: any */
+    const char *after;     /**< id of the last execution of the previous page,
+                                NULL for the first page */
+    size_t limit;          /**< 0: 100 */
+} cbm_list_opts_t;
+
+/** A page of executions, oldest first. *out is an array of *n infos owned by
+ *  the caller (cbm_execution_infos_free). Pass the last id as opts->after to
+ *  get the next page; an empty page means the end. */
+CBM_EXTERN int cbm_execution_list(cbm_engine_t *e, const cbm_list_opts_t *opts,
+                                  cbm_execution_info_t **out, size_t *n, cbm_error_t *err);
+CBM_EXTERN void cbm_execution_infos_free(cbm_execution_info_t *infos, size_t n);
+
+/** Counters, for monitoring and benchmarks. */
+typedef struct cbm_engine_stats {
+    uint64_t commits;        /**< store transactions committed */
+    uint64_t decisions;      /**< execution decisions committed */
+    uint64_t events;         /**< events appended */
+    uint64_t steps_run;      /**< handler invocations */
+    uint64_t store_errors;   /**< failed store attempts (retried) */
+    uint64_t resumed;        /**< executions resumed at start */
+    uint64_t active;         /**< executions in memory now */
+} cbm_engine_stats_t;
+
+CBM_EXTERN void cbm_engine_get_stats(cbm_engine_t *e, cbm_engine_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,176 @@
+/*
+ * store.h - the store port: what the engine needs from durable storage.
+ *
+ * A store handle wraps ONE database connection and is used by one thread at a
+ * time; every call blocks. The engine never calls these on its loop thread: a
+ * committer thread owns one handle for writes (engine/committer.c), and the
+ * SDK's read calls use their own handle under a mutex. Backends: store/pg/
+ * (PostgreSQL via libpq). A SQLite backend can implement the same functions.
+ *
+ * Ownership: every out-parameter allocated by the store is owned by the caller
+ * and freed with the matching *_free function below.
+ */
+#ifndef CBM_STORE_H
+#define CBM_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cerebelum/error.h"
+
+typedef struct store store_t;
+
+/* One event row. */
+typedef struct store_event {
+    char execution_id[37];   /* canonical lower-case UUID text */
+    int64_t seq;             /* 1, 2, 3... per execution, no gaps */
+    char *type;              /* e.g. "StepCompleted" */
+    char *payload;           /* JSON text (an object) */
+    int64_t recorded_at_us;  /* microseconds since the Unix epoch, set by the
+                                engine from its (injectable) clock and stored
+                                as given, so rebuilt state equals live state */
+} store_event_t;
+
+/* The projection of an execution (cbm_executions). */
+typedef struct store_execution {
+    char id[37];
+    char *blueprint;         /* blueprint name */
+    char *version;           /* blueprint version (sha256 hex) */
+    char *status;            /* running, sleeping, ..., completed, failed, cancelled */
+    char *inputs;            /* JSON text */
+    char *result;            /* JSON text or NULL */
+    char *error;             /* JSON text or NULL */
+    int64_t last_seq;
+    int64_t created_at_us;
+    int64_t updated_at_us;
+} store_execution_t;
+
+/* A durable timer row (cbm_timers); used by the scheduler. */
+typedef struct store_timer {
+    char execution_id[37];
+    char *kind;              /* sleep, approval, signal, retry, timeout */
+    char *key;               /* unique per execution, e.g. the step name */
+    int64_t due_at_us;
+} store_timer_t;
+
+/* A remote task row (cbm_tasks). */
+typedef struct store_task {
+    char execution_id[37];
+    char *step;
+    int attempt;
+    char *queue;
+    char *payload;           /* JSON text */
+} store_task_t;
+
+/*
+ * One decision: everything one engine decision writes for ONE execution. It is
+ * committed atomically, and a batch of decisions for DIFFERENT executions is
+ * committed in one transaction (group commit).
+ */
+typedef struct store_decision {
+    char execution_id[37];
+    int64_t expected_seq;       /* last seq the engine saw; events[0].seq must
+                                   be expected_seq + 1 (optimistic lock) */
+    store_event_t *events;      /* nevents >= 1, seq contiguous */
+    size_t nevents;
+
+    /* Projection. When is_new, a cbm_executions row is inserted with
+     * blueprint/version/inputs; otherwise the row is updated. status is always
+     * set; result/error may be NULL (left NULL in the row). */
+    bool is_new;
+    const char *blueprint;
+    const char *version;
+    const char *inputs;
+    const char *status;
+    const char *result;
+    const char *error;
+
+    store_timer_t *timers_set;  /* upserted (execution_id, key) */
+    size_t ntimers_set;
+    char **timers_cleared;      /* keys deleted for this execution */
+    size_t ntimers_cleared;
+    store_task_t *tasks;        /* inserted */
+    size_t ntasks;
+
+    /* Out: 0 if committed, CBM_ECONFLICT if (execution_id, seq) already
+     * existed (stale expected_seq), another CBM_E* otherwise. */
+    int result_code;
+} store_decision_t;
+
+typedef struct store_list_filter {
+    const char *status;       /* NULL = any */
+    const char *blueprint;    /* NULL = any */
+    const char *after_id;     /* keyset cursor: executions created after this
+                                 one (ordered by created_at, id); NULL = start */
+    size_t limit;             /* 0 = 100 */
+} store_list_filter_t;
+
+/* Open a connection (libpq conninfo or postgres:// URL). Applies nothing.
+ * Returns CBM_EUNAVAIL with PostgreSQL's message when it cannot connect. */
+int store_open(const char *url, store_t **out, cbm_error_t *err);
+void store_close(store_t *s);
+
+/* True when the connection is healthy; false after a connection loss.
+ * store_reconnect() tries once to re-establish it. */
+bool store_ok(store_t *s);
+int store_reconnect(store_t *s, cbm_error_t *err);
+
+/* Apply the versioned migrations (store/migrations/NNN_*.sql) that are not yet
+ * recorded in cbm_schema_version, each in a transaction, under an advisory
+ * lock so concurrent engines do not race. Idempotent. */
+int store_migrate(store_t *s, cbm_error_t *err);
+
+/*
+ * Commit n decisions (for n distinct executions) in ONE transaction. The
+ * number of SQL statements does not grow with n (multi-row, unnest arrays).
+ * Returns 0 when every decision committed. If the batch fails because one
+ * decision conflicts, the store retries the others without it, so a conflict
+ * never blocks other executions: each decision's result_code says what
+ * happened to it. Returns CBM_EUNAVAIL on connection loss: then NO decision is
+ * known to be committed, and the caller must check with store_last_seq()
+ * after reconnecting (the commit may or may not have happened).
+ */
+int store_append(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t *err);
+
+/* Last committed seq of an execution (0 if it has no events). */
+int store_last_seq(store_t *s, const char *execution_id, int64_t *out, cbm_error_t *err);
+
+/* Events of an execution with seq >= from_seq, in order. */
+int store_read_history(store_t *s, const char *execution_id, int64_t from_seq,
+                       store_event_t **out, size_t *n, cbm_error_t *err);
+
+/* Projection of one execution; CBM_ENOTFOUND if none. */
+int store_get_execution(store_t *s, const char *id, store_execution_t **out, cbm_error_t *err);
+
+/* Page of executions matching filter, ordered by (created_at, id), using an
+ * index (keyset pagination, no OFFSET). */
+int store_list_executions(store_t *s, const store_list_filter_t *f,
+                          store_execution_t **out, size_t *n, cbm_error_t *err);
+
+/* Every execution whose status is not terminal (completed, failed,
+ * cancelled), with ALL its events, for resurrection. execs[i]'s events are
+ * events[first[i] .. first[i]+count[i]). */
+typedef struct store_unfinished {
+    store_execution_t *execs;
+    size_t nexecs;
+    store_event_t *events;
+    size_t nevents;
+    size_t *first;
+    size_t *count;
+} store_unfinished_t;
+int store_load_unfinished(store_t *s, store_unfinished_t *out, cbm_error_t *err);
+void store_unfinished_free(store_unfinished_t *u);
+
+/* Blueprints (cbm_blueprints): keyed by (name, version); inserting an
+ * existing (name, version) is a no-op. get with version NULL returns the
+ * latest registered version of name. */
+int store_put_blueprint(store_t *s, const char *name, const char *version,
+                        const char *canonical_json, cbm_error_t *err);
+int store_get_blueprint(store_t *s, const char *name, const char *version,
+                        char **version_out, char **json_out, cbm_error_t *err);
+
+void store_events_free(store_event_t *ev, size_t n);
+void store_executions_free(store_execution_t *ex, size_t n);
+
+#endif
