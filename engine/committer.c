@@ -1,2 +1,247 @@
-/* placeholder: being written */
-typedef int cbm_placeholder_t;
+/* committer.c - see committer.h. */
+#include "engine/committer.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cbm_internal.h"
+
+struct committer {
+    uv_loop_t *loop;
+    uv_async_t async;
+    uv_thread_t thread;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    store_t *store;
+    char *url;
+    int max_batch;
+    cm_done_cb cb;
+    void *ctx;
+    cm_stats_t *stats;
+
+    /* Guarded by mu. */
+    cm_req_t *qhead, *qtail;      /* waiting to be committed */
+    cm_req_t *dhead, *dtail;      /* done, waiting for the loop */
+    int stopping;                 /* give up on an unreachable store */
+    int exiting;                  /* thread exits once the queue is empty */
+    int busy;                     /* a batch is being committed */
+    size_t outstanding;           /* submitted and not yet called back */
+};
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int stopping(committer_t *c)
+{
+    int s;
+    uv_mutex_lock(&c->mu);
+    s = c->stopping;
+    uv_mutex_unlock(&c->mu);
+    return s;
+}
+
+/*
+ * After a connection loss mid-commit we do not know whether the transaction
+ * committed. Reconnect (with back-off), then look at each decision's last seq:
+ * already there means it committed; unchanged means it did not.
+ * Returns 0 when reconnected (results set for resolved decisions, the rest
+ * left at CBM_EUNAVAIL to retry), CBM_ESHUTDOWN when asked to stop meanwhile.
+ */
+static int recover(committer_t *c, cm_req_t **batch, size_t n)
+{
+    int backoff = 100;
+    cbm_error_t err;
+
+    for (;;) {
+        if (stopping(c)) return CBM_ESHUTDOWN;
+        sleep_ms(backoff);
+        if (store_reconnect(c->store, &err) == 0) break;
+        atomic_fetch_add(&c->stats->errors, 1);
+        cbm_log_warn("store unreachable, retrying in %d ms: %s", backoff, err.message);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+    cbm_log_info("store reconnected");
+    for (size_t i = 0; i < n; i++) {
+        store_decision_t *d = &batch[i]->d;
+        int64_t last = 0;
+        if (store_last_seq(c->store, d->execution_id, &last, &err) != 0) return CBM_EUNAVAIL;
+        if (last >= d->expected_seq + (int64_t)d->nevents) d->result_code = 0;
+        else if (last == d->expected_seq) d->result_code = CBM_EUNAVAIL;
+        else d->result_code = CBM_ECONFLICT;
+    }
+    return 0;
+}
+
+/* Commit one batch until every decision has a final result. */
+static void commit_batch(committer_t *c, cm_req_t **batch, size_t n)
+{
+    store_decision_t **ds = malloc(n * sizeof(*ds));
+    size_t m;
+    cbm_error_t err;
+
+    for (size_t i = 0; i < n; i++) batch[i]->d.result_code = CBM_EUNAVAIL;
+    for (;;) {
+        int rc;
+        m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (batch[i]->d.result_code == CBM_EUNAVAIL) ds[m++] = &batch[i]->d;
+        if (m == 0) break;
+        rc = store_append(c->store, ds, m, &err);
+        if (rc == 0 || rc != CBM_EUNAVAIL) {
+            if (rc != 0) {
+                atomic_fetch_add(&c->stats->errors, 1);
+                cbm_log_error("commit of %zu decisions failed: %s", m, err.message);
+            } else {
+                atomic_fetch_add(&c->stats->commits, 1);
+            }
+            for (size_t i = 0; i < m; i++)
+                if (rc != 0 && ds[i]->result_code == CBM_EUNAVAIL) ds[i]->result_code = rc;
+            break;
+        }
+        atomic_fetch_add(&c->stats->errors, 1);
+        cbm_log_warn("store connection lost during commit: %s", err.message);
+        if (recover(c, batch, n) == CBM_ESHUTDOWN) {
+            for (size_t i = 0; i < n; i++)
+                if (batch[i]->d.result_code == CBM_EUNAVAIL) batch[i]->d.result_code = CBM_ESHUTDOWN;
+            break;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (batch[i]->d.result_code == 0) {
+            atomic_fetch_add(&c->stats->decisions, 1);
+            atomic_fetch_add(&c->stats->events, batch[i]->d.nevents);
+        }
+    }
+    free(ds);
+}
+
+static void thread_main(void *arg)
+{
+    committer_t *c = arg;
+    cm_req_t **batch = malloc((size_t)c->max_batch * sizeof(*batch));
+
+    uv_mutex_lock(&c->mu);
+    for (;;) {
+        size_t n = 0;
+        while (c->qhead == NULL && !c->exiting) uv_cond_wait(&c->cv, &c->mu);
+        if (c->qhead == NULL) break;
+        while (c->qhead != NULL && n < (size_t)c->max_batch) {
+            batch[n++] = c->qhead;
+            c->qhead = c->qhead->next;
+        }
+        if (c->qhead == NULL) c->qtail = NULL;
+        c->busy = 1;
+        uv_mutex_unlock(&c->mu);
+
+        commit_batch(c, batch, n);
+
+        uv_mutex_lock(&c->mu);
+        for (size_t i = 0; i < n; i++) {
+            batch[i]->next = NULL;
+            if (c->dtail != NULL) c->dtail->next = batch[i];
+            else c->dhead = batch[i];
+            c->dtail = batch[i];
+        }
+        c->busy = 0;
+        uv_async_send(&c->async);
+    }
+    uv_mutex_unlock(&c->mu);
+    free(batch);
+}
+
+static void on_async(uv_async_t *h)
+{
+    committer_t *c = h->data;
+    cm_req_t *r;
+
+    uv_mutex_lock(&c->mu);
+    r = c->dhead;
+    c->dhead = c->dtail = NULL;
+    uv_mutex_unlock(&c->mu);
+    while (r != NULL) {
+        cm_req_t *next = r->next;
+        c->outstanding--;
+        c->cb(r, c->ctx);
+        r = next;
+    }
+}
+
+int cm_create(committer_t **out, uv_loop_t *loop, store_t **store, const char *url,
+              int max_batch, cm_done_cb cb, void *ctx, cm_stats_t *stats)
+{
+    committer_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) return CBM_ENOMEM;
+    c->loop = loop;
+    c->store = *store;
+    c->url = cbm_strdup(url);
+    c->max_batch = max_batch > 0 ? max_batch : 512;
+    c->cb = cb;
+    c->ctx = ctx;
+    c->stats = stats;
+    uv_mutex_init(&c->mu);
+    uv_cond_init(&c->cv);
+    uv_async_init(loop, &c->async, on_async);
+    c->async.data = c;
+    if (uv_thread_create(&c->thread, thread_main, c) != 0) {
+        uv_close((uv_handle_t *)&c->async, NULL);
+        uv_cond_destroy(&c->cv);
+        uv_mutex_destroy(&c->mu);
+        free(c->url);
+        free(c);
+        return CBM_ENOMEM;
+    }
+    *store = NULL;
+    *out = c;
+    return 0;
+}
+
+void cm_submit(committer_t *c, cm_req_t *r)
+{
+    r->next = NULL;
+    c->outstanding++;
+    uv_mutex_lock(&c->mu);
+    if (c->qtail != NULL) c->qtail->next = r;
+    else c->qhead = r;
+    c->qtail = r;
+    uv_cond_signal(&c->cv);
+    uv_mutex_unlock(&c->mu);
+}
+
+int cm_idle(committer_t *c)
+{
+    return c->outstanding == 0;
+}
+
+void cm_stop(committer_t *c)
+{
+    uv_mutex_lock(&c->mu);
+    c->stopping = 1;
+    uv_cond_signal(&c->cv);
+    uv_mutex_unlock(&c->mu);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    committer_t *c = h->data;
+    store_close(c->store);
+    uv_cond_destroy(&c->cv);
+    uv_mutex_destroy(&c->mu);
+    free(c->url);
+    free(c);
+}
+
+void cm_close(committer_t *c)
+{
+    uv_mutex_lock(&c->mu);
+    c->stopping = 1;
+    c->exiting = 1;
+    uv_cond_signal(&c->cv);
+    uv_mutex_unlock(&c->mu);
+    uv_thread_join(&c->thread);
+    on_async(&c->async); /* deliver anything finished after the last wake-up */
+    uv_close((uv_handle_t *)&c->async, on_close);
+}

@@ -154,6 +154,17 @@ CBM_EXTERN int cbm_execution_start(cbm_engine_t *e, const char *blueprint,
                                    const char *inputs_json, char id_out[37],
                                    cbm_error_t *err);
 
+/**
+ * Start @p n executions of the latest version of @p blueprint at once, the
+ * i-th with @p inputs[i] (NULL entries mean {}). Their starts are committed
+ * together (one transaction for many), so this is the fast way to start a
+ * batch. Returns once all are durable; @p ids receives the n ids. On error
+ * nothing is reported as started (some may have been: they run normally).
+ */
+CBM_EXTERN int cbm_execution_start_many(cbm_engine_t *e, const char *blueprint,
+                                        const char *const *inputs, size_t n,
+                                        char (*ids)[37], cbm_error_t *err);
+
 /** Snapshot of an execution's projection. */
 typedef struct cbm_execution_info {
     char id[37];
@@ -161,7 +172,8 @@ typedef struct cbm_execution_info {
     char *version;
     char *status;   /**< running, completed, failed, cancelled, ... */
     char *inputs;   /**< JSON text */
-    char *result;   /**< JSON text of the results by step, or NULL */
+    char *result;   /**< JSON object {"<step>": <result>} of the steps that
+                         no other step depends on, once completed; else NULL */
     char *error;    /**< JSON text {"step","kind","message"} or NULL */
     int64_t last_seq;
     int64_t created_at_us;

@@ -1,0 +1,91 @@
+/*
+ * event.h - the event catalogue (DESIGN.md section 3) and the decoded form of
+ * an event that the reducer folds.
+ *
+ * On the wire and in the store an event is (type name, JSON payload text). The
+ * engine builds payloads by concatenation from already-normalised JSON pieces
+ * (results are normalised by the worker thread that produced them), and the
+ * reducer works on eng_event_t, so the loop thread parses no JSON on the live
+ * path. Rebuilding from the store decodes each payload once (ev_decode).
+ */
+#ifndef CBM_ENGINE_EVENT_H
+#define CBM_ENGINE_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cerebelum/error.h"
+
+#define EV_TYPE_MAP(XX)          \
+    XX(EXECUTION_STARTED, "ExecutionStarted")     \
+    XX(STEP_SCHEDULED, "StepScheduled")           \
+    XX(STEP_STARTED, "StepStarted")               \
+    XX(STEP_COMPLETED, "StepCompleted")           \
+    XX(STEP_FAILED, "StepFailed")                 \
+    XX(STEP_RETRY_SCHEDULED, "StepRetryScheduled") \
+    XX(DIVERGE_TAKEN, "DivergeTaken")             \
+    XX(BRANCH_TAKEN, "BranchTaken")               \
+    XX(JUMP_TAKEN, "JumpTaken")                   \
+    XX(SLEEP_STARTED, "SleepStarted")             \
+    XX(TIMER_FIRED, "TimerFired")                 \
+    XX(APPROVAL_REQUESTED, "ApprovalRequested")   \
+    XX(APPROVAL_GRANTED, "ApprovalGranted")       \
+    XX(APPROVAL_REJECTED, "ApprovalRejected")     \
+    XX(APPROVAL_TIMED_OUT, "ApprovalTimedOut")    \
+    XX(SIGNAL_RECEIVED, "SignalReceived")         \
+    XX(CHILD_STARTED, "ChildStarted")             \
+    XX(CHILD_COMPLETED, "ChildCompleted")         \
+    XX(CANCEL_REQUESTED, "CancelRequested")       \
+    XX(EXECUTION_COMPLETED, "ExecutionCompleted") \
+    XX(EXECUTION_FAILED, "ExecutionFailed")       \
+    XX(EXECUTION_CANCELLED, "ExecutionCancelled")
+
+typedef enum ev_type {
+    EV_UNKNOWN = 0,
+#define XX(sym, name) EV_##sym,
+    EV_TYPE_MAP(XX)
+#undef XX
+} ev_type_t;
+
+const char *ev_type_name(ev_type_t t);
+ev_type_t ev_type_from_name(const char *name);
+
+/*
+ * A decoded event. String members are owned by the event (ev_finish frees
+ * them); which members are set depends on the type:
+ *   ExecutionStarted:   blueprint, version, json (= inputs)
+ *   StepScheduled:      step, attempt
+ *   StepCompleted:      step, attempt, json (= result)
+ *   StepFailed:         step, attempt, json (= error object)
+ *   ExecutionCompleted: json (= result object)
+ *   ExecutionFailed:    json (= error object)
+ * step is an index into the blueprint (-1 when the type has none).
+ */
+typedef struct eng_event {
+    ev_type_t type;
+    int64_t seq;
+    int64_t at_us;
+    int step;
+    int attempt;
+    char *blueprint;
+    char *version;
+    char *json;
+} eng_event_t;
+
+struct bp_blueprint;
+
+void ev_finish(eng_event_t *ev);
+
+/* Payload text of ev (malloc'd; NULL on OOM). bp names the steps. */
+char *ev_encode(const eng_event_t *ev, const struct bp_blueprint *bp);
+
+/* Decode a stored (type, payload) pair. bp may be NULL only for
+ * ExecutionStarted (which names the blueprint). JSON members are normalised
+ * with cJSON_PrintUnformatted, the same form the live path uses. */
+int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
+              const struct bp_blueprint *bp, eng_event_t *out, cbm_error_t *err);
+
+/* Normalise JSON text (parse + unformatted print). NULL if it does not parse. */
+char *json_normalize(const char *text);
+
+#endif

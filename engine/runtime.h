@@ -1,0 +1,84 @@
+/*
+ * runtime.h - the execution runtime: one libuv loop thread that owns every
+ * in-memory execution, decides, and hands decisions to the committer.
+ *
+ * Threads:
+ *   - the loop thread (created by rt_start) runs the reducer and decider,
+ *     builds decisions and dispatches steps; nothing else touches executions;
+ *   - libuv's thread pool runs step handlers (uv_queue_work), never the loop;
+ *   - the committer thread commits decisions (engine/committer.h);
+ *   - callers (rt_start_executions, rt_wait_*) hand work to the loop through a
+ *     locked inbox and uv_async_send, and block on their own condition.
+ *
+ * Order of effects for every decision: apply its events to the in-memory
+ * state, commit them, and only after the commit acknowledges, dispatch the
+ * steps it scheduled, answer callers and notify waiters. A step never starts
+ * before the decision that scheduled it is durable.
+ */
+#ifndef CBM_ENGINE_RUNTIME_H
+#define CBM_ENGINE_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cerebelum/cerebelum.h"
+#include "engine/blueprint.h"
+#include "scheduler/clock.h"
+#include "store/store.h"
+
+typedef struct rt rt_t;
+
+typedef struct rt_opts {
+    const char *database_url;     /* for the committer's reconnects */
+    int max_batch;
+    const cbm_clock_t *clock;     /* NULL: the system clock */
+} rt_opts_t;
+
+int rt_create(rt_t **out, const rt_opts_t *o);
+
+/* Before rt_start only. */
+int rt_register_handler(rt_t *rt, const char *name, cbm_step_fn fn, void *arg);
+
+/* Thread-safe. Takes ownership of *bp (sets it NULL). If the same name and
+ * version is known already the new copy is freed. With latest, it becomes the
+ * version that starts without a version use; otherwise (an old version loaded
+ * for running executions) it is only findable by version. */
+void rt_add_blueprint(rt_t *rt, bp_blueprint_t **bp, int latest);
+/* Thread-safe. version NULL: latest. Blueprints live as long as rt. */
+const bp_blueprint_t *rt_find_blueprint(rt_t *rt, const char *name, const char *version);
+
+/* CBM_EHANDLER if a local step of bp has no registered handler. */
+int rt_check_handlers(rt_t *rt, const bp_blueprint_t *bp, cbm_error_t *err);
+
+/* Rebuild the unfinished executions (their blueprints must have been added),
+ * then start the loop thread, which resumes them. Takes ownership of *store
+ * (the committer's connection). */
+int rt_start(rt_t *rt, store_t **store, const store_unfinished_t *u, cbm_error_t *err);
+
+/* Start n executions of bp with the given normalised JSON object inputs.
+ * Blocks until all are durably started (or failed). ids receives n ids.
+ * Thread-safe; not on the loop thread. */
+int rt_start_executions(rt_t *rt, const bp_blueprint_t *bp, char *const *inputs, size_t n,
+                        char (*ids)[37], cbm_error_t *err);
+
+/* Waiting for terminal executions. rt_wait_begin registers interest in id
+ * (before the caller checks the store, so no completion is missed);
+ * rt_wait_until blocks until id is reported terminal by this engine or the
+ * absolute monotonic deadline (us; <0 forever) passes (CBM_ETIMEDOUT);
+ * rt_wait_end unregisters. */
+typedef struct rt_waiter rt_waiter_t;
+rt_waiter_t *rt_wait_begin(rt_t *rt, const char *id);
+int rt_wait_until(rt_t *rt, rt_waiter_t *w, int64_t deadline_mono_us);
+void rt_wait_end(rt_t *rt, rt_waiter_t *w);
+
+void rt_get_stats(rt_t *rt, cbm_engine_stats_t *out);
+
+/* Stop: finish running handlers and in-flight commits, stop the loop thread.
+ * Then free everything. rt_destroy(NULL) is a no-op. */
+void rt_destroy(rt_t *rt);
+
+/* Testing: canonical JSON of the live state of an execution held in memory
+ * (NULL if not in memory). Thread-safe (runs on the loop and waits). */
+char *rt_debug_state_json(rt_t *rt, const char *id);
+
+#endif
