@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# setup.sh - install what Cerebelum needs on Debian 12 (idempotent).
+# As root it runs apt-get; otherwise it prints the exact apt-get line and stops.
+set -euo pipefail
+
+PKGS=(build-essential meson ninja-build pkg-config python3
+      libuv1-dev libcjson-dev libpq-dev libssl-dev uuid-dev libcmocka-dev
+      postgresql postgresql-client)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+  echo "Missing packages. Run, as root:" >&2
+  echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian's postgresql package starts a cluster on port 5432; Cerebelum never
+# uses it (tests and the embedded store run private servers), so leave it be.
