@@ -51,8 +51,10 @@ typedef struct bp_blueprint {
     char *name;
     char version[65];        /* SHA-256 hex of canonical_json */
     char *canonical_json;    /* NUL-terminated */
-    bp_step_t *steps;        /* in declaration order; deps always point to
-                                a step with a lower or higher index (a DAG) */
+    bp_step_t *steps;        /* declaration order: the steps array, then the
+                                timeline; each step's deps are sorted,
+                                deduplicated indexes (a dependency may have a
+                                higher index); the graph is acyclic */
     size_t nsteps;
 } bp_blueprint_t;
 
@@ -66,6 +68,8 @@ int bp_parse_json(const char *json, size_t len, bp_blueprint_t **out, cbm_error_
 /* Index of the step named name, or -1. */
 int bp_step_index(const bp_blueprint_t *bp, const char *name);
 
+/* Free a blueprint (NULL is a no-op). Blueprints are allocated through
+ * cJSON's allocator; free them only with this. */
 void bp_destroy(bp_blueprint_t *bp);
 
 #endif
