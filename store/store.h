@@ -29,7 +29,9 @@ typedef struct store_event {
     char *payload;           /* JSON text (an object) */
     int64_t recorded_at_us;  /* microseconds since the Unix epoch, set by the
                                 engine from its (injectable) clock and stored
-                                as given, so rebuilt state equals live state */
+                                as given, so rebuilt state equals live state
+                                (exact for |value| < 2^53 us, i.e. the years
+                                1685 to 2255) */
 } store_event_t;
 
 /* The projection of an execution (cbm_executions). */
@@ -86,15 +88,24 @@ typedef struct store_decision {
     const char *result;
     const char *error;
 
-    store_timer_t *timers_set;  /* upserted (execution_id, key) */
+    store_timer_t *timers_set;  /* upserted (execution_id, key); of several
+                                   with one key the last wins */
     size_t ntimers_set;
-    char **timers_cleared;      /* keys deleted for this execution */
+    char **timers_cleared;      /* keys deleted for this execution; clears
+                                   apply before sets, so a key both cleared
+                                   and set ends up set (re-armed) */
     size_t ntimers_cleared;
-    store_task_t *tasks;        /* inserted */
+    store_task_t *tasks;        /* inserted; a duplicate (execution_id, step,
+                                   attempt) fails the whole batch (CBM_ESTORE) */
     size_t ntasks;
+    /* The execution_id members of events, timers_set and tasks are not read:
+     * the decision's execution_id is used for every row. */
 
     /* Out: 0 if committed, CBM_ECONFLICT if (execution_id, seq) already
-     * existed (stale expected_seq), another CBM_E* otherwise. */
+     * existed or the projection's last_seq was not expected_seq (stale
+     * expected_seq; also is_new for an execution that exists),
+     * CBM_ENOTFOUND if !is_new and the execution does not exist, another
+     * CBM_E* (the function's return value) when the batch as a whole failed. */
     int result_code;
 } store_decision_t;
 
@@ -102,12 +113,16 @@ typedef struct store_list_filter {
     const char *status;       /* NULL = any */
     const char *blueprint;    /* NULL = any */
     const char *after_id;     /* keyset cursor: executions created after this
-                                 one (ordered by created_at, id); NULL = start */
+                                 one (ordered by created_at, id); NULL = start.
+                                 An id that names no execution gives
+                                 CBM_ENOTFOUND, a malformed one CBM_EINVAL */
     size_t limit;             /* 0 = 100 */
 } store_list_filter_t;
 
 /* Open a connection (libpq conninfo or postgres:// URL). Applies nothing.
- * Returns CBM_EUNAVAIL with PostgreSQL's message when it cannot connect. */
+ * Returns CBM_EUNAVAIL with PostgreSQL's message when it cannot connect.
+ * Defaults connect_timeout=10 and TCP keepalives (30 s idle); the URL may
+ * override them. Needs PostgreSQL 14 or newer. */
 int store_open(const char *url, store_t **out, cbm_error_t *err);
 void store_close(store_t *s);
 
@@ -130,6 +145,10 @@ int store_migrate(store_t *s, cbm_error_t *err);
  * happened to it. Returns CBM_EUNAVAIL on connection loss: then NO decision is
  * known to be committed, and the caller must check with store_last_seq()
  * after reconnecting (the commit may or may not have happened).
+ * When some decisions were rejected one by one and all the others committed,
+ * returns CBM_ECONFLICT (or CBM_ENOTFOUND if no rejection was a conflict).
+ * Any other failure (CBM_ESTORE: invalid JSON, a duplicate task...) fails
+ * the whole batch: nothing is written, every result_code is set to it.
  */
 int store_append(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t *err);
 
@@ -140,7 +159,10 @@ int store_last_seq(store_t *s, const char *execution_id, int64_t *out, cbm_error
 int store_read_history(store_t *s, const char *execution_id, int64_t from_seq,
                        store_event_t **out, size_t *n, cbm_error_t *err);
 
-/* Projection of one execution; CBM_ENOTFOUND if none. */
+/* Projection of one execution; CBM_ENOTFOUND if none (*out = NULL), CBM_EINVAL
+ * if id is not a UUID. Free with store_executions_free(*out, 1). JSON members
+ * are PostgreSQL's jsonb rendering (keys sorted, ", " and ": "), not the
+ * bytes given. */
 int store_get_execution(store_t *s, const char *id, store_execution_t **out, cbm_error_t *err);
 
 /* Page of executions matching filter, ordered by (created_at, id), using an
@@ -164,7 +186,11 @@ void store_unfinished_free(store_unfinished_t *u);
 
 /* Blueprints (cbm_blueprints): keyed by (name, version); inserting an
  * existing (name, version) is a no-op. get with version NULL returns the
- * latest registered version of name. */
+ * latest registered version of name; CBM_ENOTFOUND if none. *version_out and
+ * *json_out (either pointer may be NULL if not wanted) are malloc'd, freed
+ * with free(). The definition column is jsonb, so json_out is PostgreSQL's
+ * rendering of it (keys reordered, whitespace normalised), not the canonical
+ * bytes that were hashed: parse it, do not re-hash it. */
 int store_put_blueprint(store_t *s, const char *name, const char *version,
                         const char *canonical_json, cbm_error_t *err);
 int store_get_blueprint(store_t *s, const char *name, const char *version,

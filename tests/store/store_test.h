@@ -1,0 +1,72 @@
+/*
+ * store_test.h - the fixture and decision helpers shared by the store
+ * conformance suite (test_store_pg.c, test_store_pg_concurrency.c).
+ *
+ * Each test gets a fresh database, migrated, a store handle on it, and a
+ * plain libpq connection of its own for checking the tables directly.
+ */
+#ifndef CBM_STORE_TEST_H
+#define CBM_STORE_TEST_H
+
+#include <libpq-fe.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "store/store.h"
+
+/* Compare CBM_E* codes, printing both by name on failure. */
+#define assert_code(actual, expected)                                                       \
+    do {                                                                                    \
+        int a_ = (actual), e_ = (expected);                                                 \
+        if (a_ != e_)                                                                       \
+            fail_msg("%s is %s (%d), expected %s (%d)", #actual, cbm_err_name(a_), a_,     \
+                     cbm_err_name(e_), e_);                                                 \
+    } while (0)
+
+typedef struct fixture {
+    char url[512];
+    store_t *s;
+    PGconn *pg; /* the suite's own connection, for checks */
+} fixture_t;
+
+/* cmocka setup/teardown: *state is a fixture_t. */
+int fixture_setup(void **state);
+int fixture_teardown(void **state);
+
+/* One value of a one-row query on the fixture's connection ("" for NULL);
+ * the text lives in a static buffer until the next call. */
+char *sql_text(fixture_t *f, const char *fmt, ...);
+#define sql_int(f, ...) strtoll(sql_text((f), __VA_ARGS__), NULL, 10)
+
+void new_id(char out[37]);
+
+#define MAXEV 8
+
+/* A decision with its own event storage (d first, so a store_decision_t *
+ * from it converts back). */
+typedef struct tdec {
+    store_decision_t d;
+    store_event_t ev[MAXEV];
+} tdec_t;
+
+/* nev events of type "StepCompleted" with payload {"seq":<seq>}, recorded
+ * at 1700000000000000 + seq microseconds, for execution id after seq
+ * expected; blueprint "bp" v1 inputs {"x":1} when is_new. */
+void tdec_init(tdec_t *t, const char *id, int64_t expected, size_t nev, bool is_new,
+               const char *status);
+int append1(fixture_t *f, tdec_t *t, cbm_error_t *err);
+/* Create execution id with nev events; returns its last seq. */
+int64_t create_exec(fixture_t *f, const char *id, size_t nev, const char *status);
+
+/* Tests in test_store_pg_concurrency.c. */
+void test_migrate_concurrent(void **state);
+void test_conflict_race(void **state);
+void test_connection_loss(void **state);
+void test_bench_group_commit(void **state);
+
+#endif
