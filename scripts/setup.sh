@@ -5,7 +5,8 @@ set -euo pipefail
 
 PKGS=(build-essential meson ninja-build pkg-config python3
       libuv1-dev libcjson-dev libpq-dev libssl-dev uuid-dev libcmocka-dev
-      postgresql postgresql-client)
+      libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
+      python3-grpcio openssl postgresql postgresql-client)
 
 missing=()
 for p in "${PKGS[@]}"; do

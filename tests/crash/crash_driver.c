@@ -8,7 +8,7 @@
  * "GEN EXECUTION STEP" to RUNS_FILE (one write(2) with O_APPEND, so a line is
  * whole even when the process is killed) and returns {"gen": GEN}, so the
  * test can tell which process's run the engine recorded. Starts BATCHES
- * batches of BATCH_SIZE executions, appending each id to ACKED_FILE only
+ * batches of BATCH_SIZE executions (100 ms apart), appending each id to ACKED_FILE only
  * after the start returned (= acknowledged), then waits until no execution is
  * running and exits 0.
  */
@@ -27,7 +27,7 @@ static int runs_fd;
 static void work(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
 {
     char line[128], res[64];
-    struct timespec ts = {0, (rand() % 3000) * 1000L};
+    struct timespec ts = {0, (rand() % 1000) * 1000L};
     int n;
     (void)arg;
     nanosleep(&ts, NULL);
@@ -75,6 +75,7 @@ int main(int argc, char **argv)
         if (cbm_execution_start_many(e, "crash", NULL, (size_t)size, ids, &err) != 0) goto fail;
         for (int i = 0; i < size; i++) fprintf(acked, "%s\n", ids[i]);
         fflush(acked);
+        if (b + 1 < batches) usleep(100000); /* a steady stream, not a flood */
     }
     for (;;) {
         cbm_list_opts_t lo = {0};

@@ -2,8 +2,8 @@
 # crash_test.sh DRIVER - kill -9 an engine at random moments, restart it, and
 # check that nothing acknowledged was lost and no completed step ran again.
 #
-# Generations 0..K-1 each start executions and are SIGKILLed after a random
-# 0.2-1.4 s; generation K runs to the end. Then, in the store and the run log:
+# Generations 0..K-1 each keep starting executions and are SIGKILLed after a
+# random 0.3-1.5 s; generation K runs to the end. Then, in the store and the run log:
 #   - every acknowledged execution (and every execution at all) completed;
 #   - every history is seq 1..n with no gap, one StepCompleted per step and one
 #     ExecutionCompleted;
@@ -30,9 +30,11 @@ runs=$work/runs acked=$work/acked
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=1"
 
 for gen in $(seq 0 $((K - 1))); do
-  "$driver" "$url" "$gen" "$runs" "$acked" 3 60 2>>"$work/driver.log" &
+  # 1000 batches: far more than it can start before the kill, so the kill
+  # always lands in the middle of work (starts, steps and commits in flight).
+  "$driver" "$url" "$gen" "$runs" "$acked" 1000 40 2>>"$work/driver.log" &
   pid=$!
-  sleep "$(awk -v s=$RANDOM 'BEGIN { srand(s); printf "%.2f", 0.2 + rand() * 1.2 }')"
+  sleep "$(awk -v s=$RANDOM 'BEGIN { srand(s); printf "%.2f", 0.3 + rand() * 1.2 }')"
   kill -9 "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
   pid=
@@ -56,6 +58,8 @@ check() {  # check DESCRIPTION SQL: the SQL must return 0
 }
 echo "executions: $(q 'SELECT count(*) FROM cbm_executions'), acknowledged: $(q 'SELECT count(*) FROM acked'), step runs: $(q 'SELECT count(*) FROM runs'), re-runs after crashes: $(q "SELECT count(*) - (SELECT count(*) FROM cbm_events WHERE type='StepCompleted') FROM runs")"
 check "some executions were acknowledged" "SELECT CASE WHEN count(*) > 0 THEN 0 ELSE 1 END FROM acked"
+check "kills landed mid-step (some steps really re-ran)" \
+  "SELECT CASE WHEN (SELECT count(*) FROM runs) > (SELECT count(*) FROM cbm_events WHERE type = 'StepCompleted') THEN 0 ELSE 1 END"
 check "every acknowledged execution completed" \
   "SELECT count(*) FROM acked a LEFT JOIN cbm_executions x ON x.id = a.id WHERE x.status IS DISTINCT FROM 'completed'"
 check "no execution left unfinished" "SELECT count(*) FROM cbm_executions WHERE status <> 'completed'"
