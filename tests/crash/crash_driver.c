@@ -4,8 +4,8 @@
  *
  *   crash_driver URL GEN RUNS_FILE ACKED_FILE BATCHES BATCH_SIZE
  *
- * Runs the blueprint a -> (b, c) -> d. Every handler run appends
- * "GEN EXECUTION STEP" to RUNS_FILE (one write(2) with O_APPEND, so a line is
+ * Runs the blueprint a -> (b, c) -> d. Every handler run appends, as it
+ * starts, "GEN EXECUTION STEP" to RUNS_FILE (one write(2) with O_APPEND, so a line is
  * whole even when the process is killed) and returns {"gen": GEN}, so the
  * test can tell which process's run the engine recorded. Starts BATCHES
  * batches of BATCH_SIZE executions (100 ms apart), appending each id to ACKED_FILE only
@@ -27,12 +27,15 @@ static int runs_fd;
 static void work(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
 {
     char line[128], res[64];
-    struct timespec ts = {0, (rand() % 1000) * 1000L};
+    /* Step b is slow (5-15 ms), so a kill nearly always finds one running. */
+    long us = strcmp(call->step, "b") == 0 ? 5000 + rand() % 10000 : rand() % 1000;
+    struct timespec ts = {0, us * 1000L};
     int n;
     (void)arg;
-    nanosleep(&ts, NULL);
+    /* Logged as the run starts: a run cut short by the kill counts too. */
     n = snprintf(line, sizeof(line), "%d %s %s\n", gen, call->execution_id, call->step);
     if (write(runs_fd, line, (size_t)n) != n) abort();
+    nanosleep(&ts, NULL);
     snprintf(res, sizeof(res), "{\"gen\": %d}", gen);
     cbm_step_ok(out, res);
 }

@@ -32,7 +32,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=1"
 for gen in $(seq 0 $((K - 1))); do
   # 1000 batches: far more than it can start before the kill, so the kill
   # always lands in the middle of work (starts, steps and commits in flight).
-  "$driver" "$url" "$gen" "$runs" "$acked" 1000 40 2>>"$work/driver.log" &
+  "$driver" "$url" "$gen" "$runs" "$acked" 1000 20 2>>"$work/driver.log" &
   pid=$!
   sleep "$(awk -v s=$RANDOM 'BEGIN { srand(s); printf "%.2f", 0.3 + rand() * 1.2 }')"
   kill -9 "$pid" 2>/dev/null
