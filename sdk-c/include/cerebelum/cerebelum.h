@@ -66,6 +66,18 @@ CBM_EXTERN int cbm_step_ok(cbm_step_out_t *out, const char *result_json);
 CBM_EXTERN int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message,
                              bool retryable);
 
+/** Finish the step successfully with @p result_json, then put the execution
+ *  to sleep for @p duration_ms (durably: a timer in the store) before the
+ *  steps that depend on it run. */
+CBM_EXTERN int cbm_step_sleep(cbm_step_out_t *out, const char *result_json, int64_t duration_ms);
+
+/** Finish the step by asking for a person's approval of @p type with
+ *  @p data_json; the step's result becomes the approval's response. With
+ *  @p timeout_ms > 0 the step fails with kind "approval_timeout" when nobody
+ *  decides in time; a rejection fails it with kind "approval_rejected". */
+CBM_EXTERN int cbm_step_approval(cbm_step_out_t *out, const char *type, const char *data_json,
+                                 int64_t timeout_ms);
+
 /* ------------------------------------------------------------------------ */
 /* Blueprint builder: emits blueprint JSON, validated like any other.        */
 /* ------------------------------------------------------------------------ */
@@ -222,6 +234,36 @@ typedef struct cbm_list_opts {
 CBM_EXTERN int cbm_execution_list(cbm_engine_t *e, const cbm_list_opts_t *opts,
                                   cbm_execution_info_t **out, size_t *n, cbm_error_t *err);
 CBM_EXTERN void cbm_execution_infos_free(cbm_execution_info_t *infos, size_t n);
+
+/**
+ * Decisions from outside. Each works whether or not this engine holds the
+ * execution in memory and whether or not this process started it: the
+ * decision is made against the execution's history in the store and
+ * committed there with the optimistic lock; the engine that runs the
+ * execution picks it up. A decision that does not apply (the execution is
+ * finished, the step is not waiting, it was already decided) is refused with
+ * CBM_ESTATE and a message saying why; an unknown execution or step gives
+ * CBM_ENOTFOUND. Nothing changes on an error.
+ */
+/** Approve the approval that step @p step waits for; @p response_json (NULL:
+ *  {}) becomes the step's result. @p who is recorded (may be NULL). */
+CBM_EXTERN int cbm_execution_approve(cbm_engine_t *e, const char *id, const char *step,
+                                     const char *response_json, const char *who,
+                                     cbm_error_t *err);
+/** Reject it: the step fails with kind "approval_rejected" and @p reason. */
+CBM_EXTERN int cbm_execution_reject(cbm_engine_t *e, const char *id, const char *step,
+                                    const char *reason, const char *who, cbm_error_t *err);
+/** Deliver signal @p name with @p payload_json (NULL: null) to an execution.
+ *  A signal that arrives before the execution waits for it is kept and
+ *  consumed when the wait begins. */
+CBM_EXTERN int cbm_execution_signal(cbm_engine_t *e, const char *id, const char *name,
+                                    const char *payload_json, cbm_error_t *err);
+/** Cancel an execution: no new step is scheduled, its timers are cleared,
+ *  running attempts are abandoned, and it ends "cancelled". Cancelling a
+ *  cancelled execution succeeds and changes nothing; cancelling a completed
+ *  or failed one is CBM_ESTATE. */
+CBM_EXTERN int cbm_execution_cancel(cbm_engine_t *e, const char *id, const char *reason,
+                                    cbm_error_t *err);
 
 /** Counters, for monitoring and benchmarks. */
 typedef struct cbm_engine_stats {
