@@ -1,0 +1,136 @@
+/**
+ * @file client.h
+ * @brief The C client of a Cerebelum server's WorkflowService (gRPC).
+ *
+ * A program that does not embed the engine talks to `cerebelum serve` with
+ * this: register blueprints, start executions, read them and their histories,
+ * and decide waiting executions. The calls mirror the engine API of
+ * cerebelum.h and return the same types (cbm_execution_info_t, cbm_event_t),
+ * freed with the same functions.
+ *
+ * Errors: every call returns 0 or a CBM_E* code, and fills the optional
+ * cbm_error_t with the server's message. gRPC statuses map as in
+ * docs/protocol.md: INVALID_ARGUMENT -> CBM_EINVAL, NOT_FOUND ->
+ * CBM_ENOTFOUND, FAILED_PRECONDITION -> CBM_ESTATE, UNAVAILABLE (server down,
+ * unreachable, or its store down) -> CBM_EUNAVAIL, DEADLINE_EXCEEDED ->
+ * CBM_ETIMEDOUT, and anything else (UNAUTHENTICATED, UNIMPLEMENTED,
+ * INTERNAL, ...) -> CBM_EIO with the status name leading the message, e.g.
+ * "UNAUTHENTICATED: missing or wrong bearer token".
+ *
+ * Deadlines: every call has one (10 s unless set otherwise). A server that is
+ * down answers CBM_EUNAVAIL at once (connection refused); one that does not
+ * answer gives CBM_ETIMEDOUT when the deadline passes. No call blocks longer.
+ *
+ * Threads: a client may be used by any number of threads at once;
+ * cbm_client_connect() and cbm_client_destroy() excepted.
+ *
+ * Ownership: strings passed in are copied or only read during the call;
+ * objects returned through out-parameters belong to the caller.
+ */
+#ifndef CEREBELUM_CLIENT_H
+#define CEREBELUM_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cerebelum/cerebelum.h"
+#include "cerebelum/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A connection to one server (opaque). */
+typedef struct cbm_client cbm_client_t;
+
+/** The per-call deadline used when none is set, in milliseconds. */
+#define CBM_CLIENT_DEFAULT_TIMEOUT_MS 10000
+
+/** Options for cbm_client_connect(). Zero-initialise, then set what you need. */
+typedef struct cbm_client_opts {
+    /** Sent as `authorization: Bearer <token>` on every call; NULL: none. */
+    const char *token;
+    /** PEM text (not a file name) of the CA or self-signed certificate that
+     *  signed the server's certificate. Setting it turns TLS on. */
+    const char *tls_root_pem;
+    /** TLS with the system's default roots (when tls_root_pem is NULL). */
+    bool tls;
+    /** Check the server certificate against this name instead of the host
+     *  part of the target (NULL: the host part). */
+    const char *tls_server_name;
+    /** Deadline of each call in ms; 0: CBM_CLIENT_DEFAULT_TIMEOUT_MS. */
+    int timeout_ms;
+} cbm_client_opts_t;
+
+/**
+ * Create a client for the server at @p target ("host:port" or
+ * "unix:/path"). Nothing is sent yet: the connection is made by the first
+ * call, so an unreachable server shows up there (CBM_EUNAVAIL), not here.
+ * @p opts may be NULL. *out is owned by the caller (cbm_client_destroy).
+ * Returns CBM_EINVAL for a missing target, CBM_EIO if the channel cannot be
+ * created.
+ */
+CBM_EXTERN int cbm_client_connect(cbm_client_t **out, const char *target,
+                                  const cbm_client_opts_t *opts, cbm_error_t *err);
+
+/** Close the connection and free the client. No call may be running on it.
+ *  NULL is a no-op. */
+CBM_EXTERN void cbm_client_destroy(cbm_client_t *c);
+
+/** Set the deadline of later calls, in ms (<= 0: back to the default). */
+CBM_EXTERN void cbm_client_set_timeout(cbm_client_t *c, int timeout_ms);
+
+/**
+ * Register a blueprint given as JSON text (validated by the server:
+ * CBM_EINVAL with a message naming the step). If @p version_out is not NULL
+ * it receives the version (SHA-256 hex, 65 bytes with the NUL).
+ */
+CBM_EXTERN int cbm_client_register_blueprint(cbm_client_t *c, const char *json,
+                                             char version_out[65], cbm_error_t *err);
+
+/**
+ * Start an execution of the latest version of @p blueprint with
+ * @p inputs_json (a JSON object; NULL: {}). @p idempotency_key may be NULL;
+ * servers that do not support keys refuse a non-NULL one (CBM_EIO,
+ * "UNIMPLEMENTED: ..."). Returns once the start is durable, with the id in
+ * @p id_out. CBM_ENOTFOUND: unknown blueprint; CBM_ESTATE: the server cannot
+ * run one of its steps (no handler).
+ */
+CBM_EXTERN int cbm_client_start(cbm_client_t *c, const char *blueprint,
+                                const char *inputs_json, const char *idempotency_key,
+                                char id_out[37], cbm_error_t *err);
+
+/**
+ * Read an execution. *out is owned by the caller (cbm_execution_info_free).
+ * Its status is one of running, sleeping, awaiting_approval,
+ * awaiting_signal, completed, failed, cancelled (or "unknown" from a newer
+ * server). If @p state_json is not NULL it receives the server's reduced
+ * state as JSON text (malloc'd, caller frees; "{}" if the server sent none):
+ * {"steps": {"<step>": {"status", "attempt", "result" or "error"}}}.
+ * CBM_ENOTFOUND if there is no such execution.
+ */
+CBM_EXTERN int cbm_client_get(cbm_client_t *c, const char *id, cbm_execution_info_t **out,
+                              char **state_json, cbm_error_t *err);
+
+/**
+ * A page of executions matching @p opts (NULL: all), in the server's order.
+ * Pass the last id as opts->after for the next page; an empty page is the
+ * end. *out is an array of *n infos owned by the caller
+ * (cbm_execution_infos_free).
+ */
+CBM_EXTERN int cbm_client_list(cbm_client_t *c, const cbm_list_opts_t *opts,
+                               cbm_execution_info_t **out, size_t *n, cbm_error_t *err);
+
+/**
+ * The events of an execution with seq >= @p from_seq (1 for all), in order;
+ * as many calls as the server's page size needs. *events is an array of *n
+ * owned by the caller (cbm_events_free). CBM_ENOTFOUND if unknown.
+ */
+CBM_EXTERN int cbm_client_history(cbm_client_t *c, const char *id, int64_t from_seq,
+                                  cbm_event_t **events, size_t *n, cbm_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
