@@ -1,0 +1,102 @@
+/*
+ * cli.h - private header of the `cerebelum` program: the parsed command line,
+ * exit codes, and the entry points of its parts.
+ *
+ *   main.c      command-line parsing, usage, dispatch
+ *   commands.c  the client commands, on the public client (cerebelum/client.h)
+ *   format.c    human-readable and --json output of executions and events
+ *   serve.c     `cerebelum serve`: the engine, the gRPC server, signals
+ *   service.c   the WorkflowService handlers of the server
+ */
+#ifndef CBM_CLI_H
+#define CBM_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cerebelum/cerebelum.h"
+#include "cerebelum/client.h"
+
+/* Exit codes (docs/cli.md). */
+enum {
+    CLI_OK = 0,          /* done */
+    CLI_REFUSED = 1,     /* the server said no: not found, invalid, wrong state,
+                            unauthenticated; serve: could not start */
+    CLI_USAGE = 2,       /* bad command line, unreadable file, bad JSON argument */
+    CLI_UNREACHABLE = 3, /* no server, no answer in time, or it is unavailable */
+};
+
+/* Everything the command line can say; NULL/0 = not given. */
+typedef struct cli_opts {
+    /* client */
+    const char *server;
+    const char *token;
+    const char *tls_ca;
+    const char *tls_server_name;
+    bool tls;
+    int timeout_ms;
+    bool json;
+    /* start */
+    const char *input;
+    const char *idem_key;
+    /* list */
+    const char *status;
+    const char *blueprint;
+    const char *after;
+    size_t limit;
+    /* approve, reject, signal, cancel */
+    const char *response;
+    const char *who;
+    const char *reason;
+    const char *payload;
+    /* serve */
+    const char *listen;
+    const char *database_url;
+    const char *state_dir;
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_client_ca;
+    size_t max_message_bytes;
+    bool demo_handlers;
+    /* positional arguments after the command words */
+    char **args;
+    int nargs;
+} cli_opts_t;
+
+/* Print "cerebelum: <message>\n" on stderr. */
+void cli_errorf(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/* Read a whole file into a malloc'd NUL-terminated string; NULL with errno
+ * set on failure. */
+char *cli_read_file(const char *path);
+
+/* The client commands; each returns an exit code. */
+int cli_cmd_register(const cli_opts_t *o);
+int cli_cmd_start(const cli_opts_t *o);
+int cli_cmd_list(const cli_opts_t *o);
+int cli_cmd_show(const cli_opts_t *o);
+int cli_cmd_history(const cli_opts_t *o);
+
+/* `cerebelum serve`; returns the exit code. */
+int cli_serve(const cli_opts_t *o);
+
+/* ---- format.c ------------------------------------------------------------ */
+
+/* "2024-05-01T12:00:00.123Z" (UTC) into buf; "-" for 0. */
+const char *fmt_time_us(int64_t us, char buf[64]);
+
+/* One execution, as JSON or as text, with its state when given. */
+void fmt_execution_json(FILE *f, const cbm_execution_info_t *x, const char *state_json);
+void fmt_execution_text(FILE *f, const cbm_execution_info_t *x, const char *state_json);
+void fmt_list_json(FILE *f, const cbm_execution_info_t *xs, size_t n);
+void fmt_list_text(FILE *f, const cbm_execution_info_t *xs, size_t n);
+void fmt_history_json(FILE *f, const cbm_event_t *evs, size_t n);
+void fmt_history_text(FILE *f, const cbm_event_t *evs, size_t n);
+
+#endif

@@ -1,0 +1,303 @@
+/*
+ * commands.c - the client commands of `cerebelum`, each one call (or a few)
+ * on the public client (cerebelum/client.h).
+ *
+ * Output contract (docs/cli.md): results on stdout, every message on stderr
+ * prefixed "cerebelum: ", and the exit code says which kind of failure it
+ * was: 1 the server answered no, 2 the command line is wrong, 3 the server
+ * could not be reached or is unavailable. JSON given on the command line is
+ * checked here, before anything is sent, so a typo is a usage error.
+ */
+#include <cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct conn {
+    cbm_client_t *client;
+    const char *target;
+    int timeout_ms;
+} conn_t;
+
+void cli_errorf(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("cerebelum: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+char *cli_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+
+    if (f == NULL) return NULL;
+    for (;;) {
+        size_t got;
+        if (cap - len < 4096) {
+            char *grown = realloc(buf, cap ? cap * 2 : 8192);
+            if (grown == NULL) {
+                free(buf);
+                fclose(f);
+                errno = ENOMEM;
+                return NULL;
+            }
+            buf = grown;
+            cap = cap ? cap * 2 : 8192;
+        }
+        got = fread(buf + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0) break;
+    }
+    if (ferror(f)) {
+        int e = errno;
+        free(buf);
+        fclose(f);
+        errno = e ? e : EIO;
+        return NULL;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    return buf;
+}
+
+static const char *env_or(const char *flag, const char *env, const char *dflt)
+{
+    const char *v;
+    if (flag != NULL) return flag;
+    v = getenv(env);
+    return v != NULL && v[0] != '\0' ? v : dflt;
+}
+
+/* Make the client from --server/--token/--tls-ca (or their environment
+ * variables). Returns an exit code. */
+static int conn_open(const cli_opts_t *o, conn_t *c)
+{
+    cbm_client_opts_t co = {0};
+    const char *ca_path = env_or(o->tls_ca, "CEREBELUM_TLS_CA", NULL);
+    char *ca = NULL;
+    cbm_error_t err = {0};
+    int rc;
+
+    c->target = env_or(o->server, "CEREBELUM_SERVER", "127.0.0.1:7233");
+    c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : CBM_CLIENT_DEFAULT_TIMEOUT_MS;
+    if (ca_path != NULL && (ca = cli_read_file(ca_path)) == NULL) {
+        cli_errorf("cannot read --tls-ca %s: %s", ca_path, strerror(errno));
+        return CLI_USAGE;
+    }
+    co.token = env_or(o->token, "CEREBELUM_TOKEN", NULL);
+    co.tls_root_pem = ca;
+    co.tls = o->tls;
+    co.tls_server_name = o->tls_server_name;
+    co.timeout_ms = c->timeout_ms;
+    rc = cbm_client_connect(&c->client, c->target, &co, &err);
+    free(ca);
+    if (rc != 0) {
+        cli_errorf("cannot use server address '%s': %s", c->target, err.message);
+        return rc == CBM_EINVAL ? CLI_USAGE : CLI_UNREACHABLE;
+    }
+    return CLI_OK;
+}
+
+static void conn_close(conn_t *c)
+{
+    cbm_client_destroy(c->client);
+}
+
+/* Say what went wrong with a call, and the exit code for it. */
+static int report(const conn_t *c, int rc, const cbm_error_t *err)
+{
+    const char *msg = err->message[0] != '\0' ? err->message : cbm_strerror(rc);
+    switch (rc) {
+    case CBM_EUNAVAIL:
+        /* The gRPC library's words for "nothing listens there". */
+        if (strncmp(msg, "failed to connect", 17) == 0)
+            cli_errorf("cannot reach server %s (is it running?): %s", c->target, msg);
+        else
+            cli_errorf("server %s unavailable: %s", c->target, msg);
+        return CLI_UNREACHABLE;
+    case CBM_ETIMEDOUT:
+        cli_errorf("no answer from server %s within %d ms", c->target, c->timeout_ms);
+        return CLI_UNREACHABLE;
+    default:
+        cli_errorf("%s", msg);
+        return CLI_REFUSED;
+    }
+}
+
+/* A JSON argument must parse (and be an object where the server wants one). */
+static int check_json(const char *opt, const char *text, int want_object)
+{
+    cJSON *v;
+    int ok;
+    if (text == NULL) return 0;
+    v = cJSON_Parse(text);
+    ok = v != NULL && (!want_object || cJSON_IsObject(v));
+    cJSON_Delete(v);
+    if (ok) return 0;
+    if (v == NULL) cli_errorf("%s is not valid JSON: %s", opt, text);
+    else cli_errorf("%s must be a JSON object, not %s", opt, text);
+    return -1;
+}
+
+int cli_cmd_register(const cli_opts_t *o)
+{
+    const char *path = o->args[0];
+    char *json = cli_read_file(path), version[65];
+    cbm_error_t err = {0};
+    cJSON *doc, *name;
+    conn_t c;
+    int rc;
+
+    if (json == NULL) {
+        cli_errorf("cannot read %s: %s", path, strerror(errno));
+        return CLI_USAGE;
+    }
+    if ((rc = conn_open(o, &c)) != CLI_OK) {
+        free(json);
+        return rc;
+    }
+    rc = cbm_client_register_blueprint(c.client, json, version, &err);
+    if (rc == CBM_EINVAL) {
+        /* The server's word on the file's content: say which file. */
+        cli_errorf("%s: %s", path, err.message);
+        rc = CLI_REFUSED;
+    } else if (rc != 0) {
+        rc = report(&c, rc, &err);
+    } else {
+        /* The server validated it, so it parses and has a name. */
+        doc = cJSON_Parse(json);
+        name = cJSON_GetObjectItemCaseSensitive(doc, "name");
+        if (o->json) {
+            cJSON *out = cJSON_CreateObject();
+            char *s;
+            cJSON_AddStringToObject(out, "name", cJSON_IsString(name) ? name->valuestring : "");
+            cJSON_AddStringToObject(out, "version", version);
+            s = cJSON_Print(out);
+            printf("%s\n", s != NULL ? s : "null");
+            free(s);
+            cJSON_Delete(out);
+        } else {
+            printf("registered %s version %s\n", cJSON_IsString(name) ? name->valuestring : "?",
+                   version);
+        }
+        cJSON_Delete(doc);
+        rc = CLI_OK;
+    }
+    conn_close(&c);
+    free(json);
+    return rc;
+}
+
+int cli_cmd_start(const cli_opts_t *o)
+{
+    cbm_error_t err = {0};
+    char id[37];
+    conn_t c;
+    int rc;
+
+    if (check_json("--input", o->input, 1) != 0) return CLI_USAGE;
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    rc = cbm_client_start(c.client, o->args[0], o->input, o->idem_key, id, &err);
+    if (rc != 0) {
+        rc = report(&c, rc, &err);
+    } else {
+        if (o->json) printf("{\n  \"execution_id\": \"%s\"\n}\n", id);
+        else printf("%s\n", id);
+        rc = CLI_OK;
+    }
+    conn_close(&c);
+    return rc;
+}
+
+static const char *const statuses[] = {"running", "sleeping", "awaiting_approval",
+                                       "awaiting_signal", "completed", "failed", "cancelled"};
+
+int cli_cmd_list(const cli_opts_t *o)
+{
+    cbm_list_opts_t lo = {0};
+    cbm_execution_info_t *xs = NULL;
+    cbm_error_t err = {0};
+    size_t n = 0;
+    conn_t c;
+    int rc;
+
+    if (o->status != NULL) {
+        size_t i;
+        for (i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
+            if (strcmp(o->status, statuses[i]) == 0) break;
+        if (i == sizeof(statuses) / sizeof(statuses[0])) {
+            cli_errorf("unknown --status '%s' (one of running, sleeping, awaiting_approval, "
+                       "awaiting_signal, completed, failed, cancelled)", o->status);
+            return CLI_USAGE;
+        }
+    }
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    lo.status = o->status;
+    lo.blueprint = o->blueprint;
+    lo.after = o->after;
+    lo.limit = o->limit;
+    rc = cbm_client_list(c.client, &lo, &xs, &n, &err);
+    if (rc != 0) {
+        rc = report(&c, rc, &err);
+    } else {
+        if (o->json) fmt_list_json(stdout, xs, n);
+        else fmt_list_text(stdout, xs, n);
+        cbm_execution_infos_free(xs, n);
+        rc = CLI_OK;
+    }
+    conn_close(&c);
+    return rc;
+}
+
+int cli_cmd_show(const cli_opts_t *o)
+{
+    cbm_execution_info_t *x = NULL;
+    cbm_error_t err = {0};
+    char *state = NULL;
+    conn_t c;
+    int rc;
+
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    rc = cbm_client_get(c.client, o->args[0], &x, &state, &err);
+    if (rc != 0) {
+        rc = report(&c, rc, &err);
+    } else {
+        if (o->json) fmt_execution_json(stdout, x, state);
+        else fmt_execution_text(stdout, x, state);
+        cbm_execution_info_free(x);
+        free(state);
+        rc = CLI_OK;
+    }
+    conn_close(&c);
+    return rc;
+}
+
+int cli_cmd_history(const cli_opts_t *o)
+{
+    cbm_event_t *evs = NULL;
+    cbm_error_t err = {0};
+    size_t n = 0;
+    conn_t c;
+    int rc;
+
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    rc = cbm_client_history(c.client, o->args[0], 1, &evs, &n, &err);
+    if (rc != 0) {
+        rc = report(&c, rc, &err);
+    } else {
+        if (o->json) fmt_history_json(stdout, evs, n);
+        else fmt_history_text(stdout, evs, n);
+        cbm_events_free(evs, n);
+        rc = CLI_OK;
+    }
+    conn_close(&c);
+    return rc;
+}

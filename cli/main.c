@@ -1,0 +1,289 @@
+/*
+ * main.c - the `cerebelum` program: parse the command line and run one
+ * command (docs/cli.md).
+ *
+ * Options may come before or after the command words (`cerebelum --json
+ * show ID` and `cerebelum show ID --json` are the same). Every option is
+ * parsed in one pass with getopt_long; each command then lists the options
+ * it accepts, so `cerebelum list --reason x` is a usage error rather than a
+ * silently ignored flag.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#ifndef CBM_VERSION
+#define CBM_VERSION "unknown"
+#endif
+
+enum opt {
+    O_SERVER = 1000, O_TOKEN, O_TLS_CA, O_TLS, O_TLS_SERVER_NAME, O_TIMEOUT, O_JSON,
+    O_INPUT, O_ID, O_STATUS, O_BLUEPRINT, O_LIMIT, O_AFTER,
+    O_RESPONSE, O_WHO, O_REASON, O_PAYLOAD,
+    O_LISTEN, O_DATABASE_URL, O_STATE_DIR, O_TLS_CERT, O_TLS_KEY, O_TLS_CLIENT_CA, O_MAX_MSG,
+    O_DEMO, O_HELP = 'h', O_VERSION = 'V',
+};
+
+static const struct option long_opts[] = {
+    {"server", required_argument, NULL, O_SERVER},
+    {"token", required_argument, NULL, O_TOKEN},
+    {"tls-ca", required_argument, NULL, O_TLS_CA},
+    {"tls", no_argument, NULL, O_TLS},
+    {"tls-server-name", required_argument, NULL, O_TLS_SERVER_NAME},
+    {"timeout-ms", required_argument, NULL, O_TIMEOUT},
+    {"json", no_argument, NULL, O_JSON},
+    {"input", required_argument, NULL, O_INPUT},
+    {"id", required_argument, NULL, O_ID},
+    {"status", required_argument, NULL, O_STATUS},
+    {"blueprint", required_argument, NULL, O_BLUEPRINT},
+    {"limit", required_argument, NULL, O_LIMIT},
+    {"after", required_argument, NULL, O_AFTER},
+    {"response", required_argument, NULL, O_RESPONSE},
+    {"who", required_argument, NULL, O_WHO},
+    {"reason", required_argument, NULL, O_REASON},
+    {"payload", required_argument, NULL, O_PAYLOAD},
+    {"listen", required_argument, NULL, O_LISTEN},
+    {"database-url", required_argument, NULL, O_DATABASE_URL},
+    {"state-dir", required_argument, NULL, O_STATE_DIR},
+    {"tls-cert", required_argument, NULL, O_TLS_CERT},
+    {"tls-key", required_argument, NULL, O_TLS_KEY},
+    {"tls-client-ca", required_argument, NULL, O_TLS_CLIENT_CA},
+    {"max-message-bytes", required_argument, NULL, O_MAX_MSG},
+    {"demo-handlers", no_argument, NULL, O_DEMO},
+    {"help", no_argument, NULL, O_HELP},
+    {"version", no_argument, NULL, O_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+#define CLIENT_OPTS                                                            \
+    {O_SERVER, O_TOKEN, O_TLS_CA, O_TLS, O_TLS_SERVER_NAME, O_TIMEOUT, O_JSON}
+#define MAX_CMD_OPTS 16
+
+typedef struct command {
+    const char *words; /* "start", "blueprint register" */
+    int nargs;         /* positional arguments after the words */
+    int (*run)(const cli_opts_t *o);
+    const char *usage; /* after "cerebelum " */
+    const char *help;
+    int extra[MAX_CMD_OPTS]; /* options beyond the client ones; 0-terminated */
+    int client;        /* takes the client options */
+} command_t;
+
+static const command_t commands[] = {
+    {"serve", 0, cli_serve,
+     "serve [--listen ADDR] [--database-url URL | --state-dir DIR] [--token T]\n"
+     "          [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--max-message-bytes N]",
+     "run the engine and its gRPC server until SIGTERM or SIGINT",
+     {O_LISTEN, O_DATABASE_URL, O_STATE_DIR, O_TLS_CERT, O_TLS_KEY, O_TLS_CLIENT_CA, O_TOKEN,
+      O_MAX_MSG, O_DEMO},
+     0},
+    {"blueprint register", 1, cli_cmd_register, "blueprint register FILE",
+     "validate and store the blueprint in FILE; prints its version", {0}, 1},
+    {"start", 1, cli_cmd_start, "start BLUEPRINT [--input JSON] [--id KEY]",
+     "start an execution of the latest version of BLUEPRINT; prints its id",
+     {O_INPUT, O_ID}, 1},
+    {"list", 0, cli_cmd_list, "list [--status S] [--blueprint B] [--limit N] [--after ID]",
+     "list executions, oldest first; page with --after <last id>",
+     {O_STATUS, O_BLUEPRINT, O_LIMIT, O_AFTER}, 1},
+    {"show", 1, cli_cmd_show, "show ID", "an execution: status, current steps, result", {0}, 1},
+    {"history", 1, cli_cmd_history, "history ID", "an execution's events as a timeline",
+     {0}, 1},
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const int client_opts[] = CLIENT_OPTS;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: cerebelum COMMAND [ARGS] [OPTIONS]\n\nCommands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-20s %s\n", commands[i].words, commands[i].help);
+    fprintf(f,
+            "\nClient options (every command but serve):\n"
+            "  --server ADDR        host:port or unix:/path ($CEREBELUM_SERVER, default 127.0.0.1:7233)\n"
+            "  --token TOKEN        bearer token ($CEREBELUM_TOKEN)\n"
+            "  --tls-ca FILE        trust this CA (PEM) and use TLS ($CEREBELUM_TLS_CA)\n"
+            "  --tls                use TLS with the system's roots\n"
+            "  --tls-server-name N  expect this name in the server's certificate\n"
+            "  --timeout-ms N       deadline of each call (default 10000)\n"
+            "  --json               machine-readable output\n"
+            "\nExit status: 0 ok, 1 the server refused (not found, invalid, wrong state,\n"
+            "unauthenticated), 2 usage error, 3 server unreachable or unavailable.\n"
+            "Run 'cerebelum COMMAND --help' for a command's options. See docs/cli.md.\n");
+}
+
+static void command_usage(FILE *f, const command_t *c)
+{
+    fprintf(f, "Usage: cerebelum %s\n  %s\n", c->usage, c->help);
+    if (c->client)
+        fprintf(f, "Client options: --server ADDR --token TOKEN --tls-ca FILE --tls "
+                   "--tls-server-name NAME --timeout-ms N --json\n");
+}
+
+static const char *opt_name(int id)
+{
+    for (const struct option *o = long_opts; o->name != NULL; o++)
+        if (o->val == id) return o->name;
+    return "?";
+}
+
+static int takes(const command_t *c, int id)
+{
+    for (int i = 0; i < MAX_CMD_OPTS && c->extra[i] != 0; i++)
+        if (c->extra[i] == id) return 1;
+    if (c->client)
+        for (size_t i = 0; i < sizeof(client_opts) / sizeof(client_opts[0]); i++)
+            if (client_opts[i] == id) return 1;
+    return 0;
+}
+
+/* A positive integer option; -1 when it is not one. */
+static long long parse_count(const char *opt, const char *v, long long max)
+{
+    char *end;
+    long long n;
+    errno = 0;
+    n = strtoll(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || n <= 0 || n > max) {
+        cli_errorf("--%s wants a whole number from 1 to %lld, not '%s'", opt, max, v);
+        return -1;
+    }
+    return n;
+}
+
+static int usage_error(void)
+{
+    fprintf(stderr, "Try 'cerebelum --help'.\n");
+    return CLI_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    char **pos = calloc((size_t)argc + 1, sizeof(*pos));
+    int npos = 0, seen[64] = {0}, nseen = 0, help = 0, ch, rc;
+    const command_t *cmd = NULL;
+    size_t words = 0;
+    long long n;
+
+    if (pos == NULL) {
+        cli_errorf("out of memory");
+        return CLI_USAGE;
+    }
+    opterr = 0;
+    /* "-" first: non-options come back as option 1, in order, wherever they are. */
+    while ((ch = getopt_long(argc, argv, "-hV", long_opts, NULL)) != -1) {
+        if (ch != 1 && ch != '?' && ch != ':' && nseen < 64) seen[nseen++] = ch;
+        switch (ch) {
+        case 1: pos[npos++] = optarg; break;
+        case O_SERVER: o.server = optarg; break;
+        case O_TOKEN: o.token = optarg; break;
+        case O_TLS_CA: o.tls_ca = optarg; break;
+        case O_TLS: o.tls = true; break;
+        case O_TLS_SERVER_NAME: o.tls_server_name = optarg; break;
+        case O_TIMEOUT:
+            if ((n = parse_count("timeout-ms", optarg, INT_MAX)) < 0) goto bad;
+            o.timeout_ms = (int)n;
+            break;
+        case O_JSON: o.json = true; break;
+        case O_INPUT: o.input = optarg; break;
+        case O_ID: o.idem_key = optarg; break;
+        case O_STATUS: o.status = optarg; break;
+        case O_BLUEPRINT: o.blueprint = optarg; break;
+        case O_LIMIT:
+            if ((n = parse_count("limit", optarg, 1000)) < 0) goto bad;
+            o.limit = (size_t)n;
+            break;
+        case O_AFTER: o.after = optarg; break;
+        case O_RESPONSE: o.response = optarg; break;
+        case O_WHO: o.who = optarg; break;
+        case O_REASON: o.reason = optarg; break;
+        case O_PAYLOAD: o.payload = optarg; break;
+        case O_LISTEN: o.listen = optarg; break;
+        case O_DATABASE_URL: o.database_url = optarg; break;
+        case O_STATE_DIR: o.state_dir = optarg; break;
+        case O_TLS_CERT: o.tls_cert = optarg; break;
+        case O_TLS_KEY: o.tls_key = optarg; break;
+        case O_TLS_CLIENT_CA: o.tls_client_ca = optarg; break;
+        case O_MAX_MSG:
+            if ((n = parse_count("max-message-bytes", optarg, INT_MAX)) < 0) goto bad;
+            o.max_message_bytes = (size_t)n;
+            break;
+        case O_DEMO: o.demo_handlers = true; break;
+        case O_HELP: help = 1; break;
+        case O_VERSION:
+            printf("cerebelum %s\n", CBM_VERSION);
+            free(pos);
+            return CLI_OK;
+        default:
+            if (optopt != 0 && optopt < 1000) cli_errorf("unknown option '-%c'", optopt);
+            else if (optopt >= 1000) cli_errorf("option '--%s' needs a value", opt_name(optopt));
+            else cli_errorf("unknown option '%s'", argv[optind - 1]);
+            goto bad;
+        }
+    }
+
+    if (npos == 0 || strcmp(pos[0], "help") == 0) {
+        if (npos == 0 && !help) {
+            cli_errorf("no command given");
+            usage(stderr);
+            free(pos);
+            return CLI_USAGE;
+        }
+        usage(stdout);
+        free(pos);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < NCOMMANDS && cmd == NULL; i++) {
+        const char *w = commands[i].words, *sp = strchr(w, ' ');
+        if (sp == NULL && strcmp(pos[0], w) == 0) {
+            cmd = &commands[i];
+            words = 1;
+        } else if (sp != NULL && strncmp(pos[0], w, (size_t)(sp - w)) == 0 &&
+                   pos[0][sp - w] == '\0') {
+            if (npos < 2 || strcmp(pos[1], sp + 1) != 0) {
+                if (help) {
+                    command_usage(stdout, &commands[i]);
+                    free(pos);
+                    return CLI_OK;
+                }
+                cli_errorf("'%s' wants a subcommand: %s", pos[0], w);
+                goto bad;
+            }
+            cmd = &commands[i];
+            words = 2;
+        }
+    }
+    if (cmd == NULL) {
+        cli_errorf("unknown command '%s'", pos[0]);
+        goto bad;
+    }
+    if (help) {
+        command_usage(stdout, cmd);
+        free(pos);
+        return CLI_OK;
+    }
+    for (int i = 0; i < nseen; i++) {
+        if (seen[i] != O_HELP && !takes(cmd, seen[i])) {
+            cli_errorf("option --%s does not apply to '%s'", opt_name(seen[i]), cmd->words);
+            goto bad;
+        }
+    }
+    if (npos - (int)words != cmd->nargs) {
+        cli_errorf("'%s' takes %d argument%s, got %d: usage: cerebelum %s", cmd->words,
+                   cmd->nargs, cmd->nargs == 1 ? "" : "s", npos - (int)words, cmd->usage);
+        goto bad;
+    }
+    o.args = pos + words;
+    o.nargs = cmd->nargs;
+    rc = cmd->run(&o);
+    free(pos);
+    return rc;
+bad:
+    free(pos);
+    return usage_error();
+}

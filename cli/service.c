@@ -1,0 +1,536 @@
+/*
+ * service.c - WorkflowService handlers of `cerebelum serve` (see service.h).
+ *
+ * Life of a call: handler (loop) -> job on the thread pool (blocking engine
+ * calls, builds the reply message) -> after-work (loop) -> rpc_call_reply or
+ * rpc_call_fail. The request belongs to the call and dies with it, so the
+ * handler unpacks a private copy for the job. Replies are built from malloc'd
+ * pieces only, so protobuf_c_message_free_unpacked() frees them (unset string
+ * fields keep protobuf-c's shared empty default, which it knows not to free).
+ *
+ * What the engine API cannot say yet, and how this file copes:
+ *   - RegisterBlueprint `created`: the engine does not tell a new version from
+ *     a repeated one, so it is always true.
+ *   - StartExecution with a `version` or an `idempotency_key`: UNIMPLEMENTED.
+ *   - GetExecution `state_json`: folded here from the history (each step's
+ *     latest event), not read from the engine's reducer.
+ *   - ListExecutions: the engine pages oldest first; so does this server.
+ */
+#include "service.h"
+
+#include <cJSON.h>
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+typedef struct job {
+    uv_work_t req;
+    svc_t *svc;
+    rpc_call_t *call;      /* NULL once the call is gone */
+    rpc_method_t method;
+    ProtobufCMessage *in;  /* private copy of the request */
+    ProtobufCMessage *out; /* the reply, built by the work */
+    int rc;
+    cbm_error_t err;
+} job_t;
+
+grpc_status_code svc_status_of(int rc)
+{
+    switch (rc) {
+    case 0: return GRPC_STATUS_OK;
+    case CBM_EINVAL:
+    case CBM_EJSON:
+    case CBM_EBLUEPRINT: return GRPC_STATUS_INVALID_ARGUMENT;
+    case CBM_ENOTFOUND: return GRPC_STATUS_NOT_FOUND;
+    case CBM_ESTATE:
+    case CBM_EHANDLER: return GRPC_STATUS_FAILED_PRECONDITION;
+    case CBM_EUNAVAIL:
+    case CBM_ESHUTDOWN: return GRPC_STATUS_UNAVAILABLE;
+    case CBM_ETIMEDOUT: return GRPC_STATUS_DEADLINE_EXCEEDED;
+    case CBM_ECONFLICT: return GRPC_STATUS_ABORTED;
+    case CBM_EEXIST: return GRPC_STATUS_ALREADY_EXISTS;
+    case CBM_ENOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    default: return GRPC_STATUS_INTERNAL;
+    }
+}
+
+static int fail(job_t *j, int rc, const char *msg)
+{
+    j->rc = rc;
+    snprintf(j->err.message, sizeof(j->err.message), "%s", msg);
+    return rc;
+}
+
+/* A reply message on the heap, initialised from its INIT value; NULL (and
+ * the job failed with CBM_ENOMEM) when out of memory. */
+static void *alloc_msg(job_t *j, const void *init, size_t size)
+{
+    void *m = malloc(size);
+    if (m == NULL) {
+        fail(j, CBM_ENOMEM, "out of memory");
+        return NULL;
+    }
+    memcpy(m, init, size);
+    return m;
+}
+#define NEW(T, INIT, j) ((T *)alloc_msg((j), &(T)INIT, sizeof(T)))
+
+/* ---- executions ------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    Cerebelum__V1__ExecutionStatus code;
+} statuses[] = {
+    {"running", CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_RUNNING},
+    {"sleeping", CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_SLEEPING},
+    {"awaiting_approval", CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_AWAITING_APPROVAL},
+    {"awaiting_signal", CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_AWAITING_SIGNAL},
+    {"completed", CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_COMPLETED},
+    {"failed", CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_FAILED},
+    {"cancelled", CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_CANCELLED},
+};
+#define NSTATUSES (sizeof(statuses) / sizeof(statuses[0]))
+
+static Cerebelum__V1__ExecutionStatus status_code(const char *name)
+{
+    for (size_t i = 0; name != NULL && i < NSTATUSES; i++)
+        if (strcmp(name, statuses[i].name) == 0) return statuses[i].code;
+    return CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_UNSPECIFIED;
+}
+
+static const char *status_name(Cerebelum__V1__ExecutionStatus code)
+{
+    for (size_t i = 0; i < NSTATUSES; i++)
+        if (statuses[i].code == code) return statuses[i].name;
+    return NULL;
+}
+
+static int is_final(Cerebelum__V1__ExecutionStatus s)
+{
+    return s == CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_COMPLETED ||
+           s == CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_FAILED ||
+           s == CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_CANCELLED;
+}
+
+/* strdup of a string that may be NULL; sets *bad on out-of-memory. */
+static char *dup_or_empty(const char *s, int *bad)
+{
+    char *d;
+    if (s == NULL || s[0] == '\0') return (char *)protobuf_c_empty_string;
+    if ((d = strdup(s)) == NULL) {
+        *bad = 1;
+        return (char *)protobuf_c_empty_string;
+    }
+    return d;
+}
+
+static Cerebelum__V1__Execution *execution_msg(job_t *j, const cbm_execution_info_t *x)
+{
+    Cerebelum__V1__Execution *m = NEW(Cerebelum__V1__Execution, CEREBELUM__V1__EXECUTION__INIT, j);
+    int bad = 0;
+
+    if (m == NULL) return NULL;
+    m->execution_id = dup_or_empty(x->id, &bad);
+    m->blueprint = dup_or_empty(x->blueprint, &bad);
+    m->version = dup_or_empty(x->version, &bad);
+    m->status = status_code(x->status);
+    m->inputs_json = dup_or_empty(x->inputs, &bad);
+    m->result_json = dup_or_empty(x->result, &bad);
+    m->error_json = dup_or_empty(x->error, &bad);
+    m->started_at_ms = x->created_at_us / 1000;
+    m->updated_at_ms = x->updated_at_us / 1000;
+    m->finished_at_ms = is_final(m->status) ? m->updated_at_ms : 0;
+    m->last_seq = x->last_seq > 0 ? (uint64_t)x->last_seq : 0;
+    if (bad) {
+        protobuf_c_message_free_unpacked(&m->base, NULL);
+        fail(j, CBM_ENOMEM, "out of memory");
+        return NULL;
+    }
+    return m;
+}
+
+/* "StepRetryScheduled" -> "retry_scheduled", "ApprovalRequested" ->
+ * "approval_requested": a step's status is the name of its latest event. */
+static void event_status(const char *type, char *out, size_t cap)
+{
+    size_t n = 0;
+    if (strncmp(type, "Step", 4) == 0 && isupper((unsigned char)type[4])) type += 4;
+    for (const char *p = type; *p != '\0' && n + 2 < cap; p++) {
+        if (isupper((unsigned char)*p) && p != type) out[n++] = '_';
+        out[n++] = (char)tolower((unsigned char)*p);
+    }
+    out[n] = '\0';
+}
+
+/* The reduced state as the protocol describes it, folded from the history:
+ * {"steps": {"<step>": {"status", "attempt", "result" | "error"}}}, steps in
+ * the order they first appear. Events without a "step" are skipped. */
+static char *state_from_history(const cbm_event_t *evs, size_t n)
+{
+    cJSON *root = cJSON_CreateObject(), *steps = cJSON_AddObjectToObject(root, "steps");
+    char *out = NULL;
+
+    if (root == NULL || steps == NULL) goto done;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *p = cJSON_Parse(evs[i].payload);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(p, "step");
+        const cJSON *attempt = cJSON_GetObjectItemCaseSensitive(p, "attempt");
+        cJSON *s;
+        char status[64];
+
+        if (!cJSON_IsString(name)) {
+            cJSON_Delete(p);
+            continue;
+        }
+        s = cJSON_GetObjectItemCaseSensitive(steps, name->valuestring);
+        if (s == NULL && (s = cJSON_AddObjectToObject(steps, name->valuestring)) == NULL) {
+            cJSON_Delete(p);
+            goto done;
+        }
+        event_status(evs[i].type, status, sizeof(status));
+        cJSON_DeleteItemFromObjectCaseSensitive(s, "status");
+        cJSON_AddStringToObject(s, "status", status);
+        if (cJSON_IsNumber(attempt)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(s, "attempt");
+            cJSON_AddNumberToObject(s, "attempt", attempt->valuedouble);
+        }
+        if (strcmp(evs[i].type, "StepCompleted") == 0 || strcmp(evs[i].type, "StepFailed") == 0) {
+            const char *key = evs[i].type[4] == 'C' ? "result" : "error";
+            cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(p, key);
+            cJSON_DeleteItemFromObjectCaseSensitive(s, "result");
+            cJSON_DeleteItemFromObjectCaseSensitive(s, "error");
+            if (v != NULL) cJSON_AddItemToObject(s, key, v);
+        }
+        cJSON_Delete(p);
+    }
+    out = cJSON_PrintUnformatted(root);
+done:
+    cJSON_Delete(root);
+    return out;
+}
+
+/* ---- the work of each method (thread pool) --------------------------------- */
+
+static void do_register(job_t *j)
+{
+    const Cerebelum__V1__RegisterBlueprintRequest *rq = (const void *)j->in;
+    Cerebelum__V1__RegisterBlueprintResponse *rp;
+    char version[65];
+    cJSON *doc, *name;
+    int bad = 0;
+
+    if (rq->blueprint_json[0] == '\0') {
+        fail(j, CBM_EINVAL, "blueprint_json is empty");
+        return;
+    }
+    if ((j->rc = cbm_engine_register_blueprint(j->svc->engine, rq->blueprint_json, version,
+                                               &j->err)) != 0)
+        return;
+    rp = NEW(Cerebelum__V1__RegisterBlueprintResponse,
+             CEREBELUM__V1__REGISTER_BLUEPRINT_RESPONSE__INIT, j);
+    if (rp == NULL) return;
+    /* It validated, so it parses and has a name. */
+    doc = cJSON_Parse(rq->blueprint_json);
+    name = cJSON_GetObjectItemCaseSensitive(doc, "name");
+    rp->name = dup_or_empty(cJSON_IsString(name) ? name->valuestring : NULL, &bad);
+    cJSON_Delete(doc);
+    rp->version = dup_or_empty(version, &bad);
+    rp->created = 1;
+    j->out = &rp->base;
+    if (bad) fail(j, CBM_ENOMEM, "out of memory");
+}
+
+static void do_start(job_t *j)
+{
+    const Cerebelum__V1__StartExecutionRequest *rq = (const void *)j->in;
+    Cerebelum__V1__StartExecutionResponse *rp;
+    cbm_execution_info_t *x = NULL;
+    char id[37];
+    int bad = 0;
+
+    if ((j->rc = cbm_execution_start(j->svc->engine, rq->blueprint,
+                                     rq->inputs_json[0] != '\0' ? rq->inputs_json : NULL, id,
+                                     &j->err)) != 0)
+        return;
+    /* The version it runs: read back, since start does not return it. A
+     * failure here does not undo the start, so it is not an error. */
+    cbm_execution_get(j->svc->engine, id, &x, NULL);
+    rp = NEW(Cerebelum__V1__StartExecutionResponse,
+             CEREBELUM__V1__START_EXECUTION_RESPONSE__INIT, j);
+    if (rp != NULL) {
+        rp->execution_id = dup_or_empty(id, &bad);
+        rp->created = 1;
+        rp->version = dup_or_empty(x != NULL ? x->version : NULL, &bad);
+        j->out = &rp->base;
+        if (bad) fail(j, CBM_ENOMEM, "out of memory");
+    }
+    cbm_execution_info_free(x);
+}
+
+static void do_get(job_t *j)
+{
+    const Cerebelum__V1__GetExecutionRequest *rq = (const void *)j->in;
+    Cerebelum__V1__GetExecutionResponse *rp;
+    cbm_execution_info_t *x = NULL;
+    cbm_event_t *evs = NULL;
+    size_t n = 0;
+    char *state;
+
+    if ((j->rc = cbm_execution_get(j->svc->engine, rq->execution_id, &x, &j->err)) != 0) return;
+    if ((j->rc = cbm_execution_history(j->svc->engine, rq->execution_id, 1, &evs, &n,
+                                       &j->err)) != 0)
+        goto out;
+    rp = NEW(Cerebelum__V1__GetExecutionResponse, CEREBELUM__V1__GET_EXECUTION_RESPONSE__INIT, j);
+    if (rp == NULL) goto out;
+    j->out = &rp->base;
+    if ((rp->execution = execution_msg(j, x)) == NULL) goto out;
+    if ((state = state_from_history(evs, n)) == NULL) {
+        fail(j, CBM_ENOMEM, "out of memory");
+        goto out;
+    }
+    rp->state_json = state;
+out:
+    cbm_events_free(evs, n);
+    cbm_execution_info_free(x);
+}
+
+static void do_list(job_t *j)
+{
+    const Cerebelum__V1__ListExecutionsRequest *rq = (const void *)j->in;
+    Cerebelum__V1__ListExecutionsResponse *rp;
+    cbm_list_opts_t lo = {0};
+    cbm_execution_info_t *xs = NULL;
+    size_t n = 0;
+
+    if (rq->status != CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_UNSPECIFIED &&
+        (lo.status = status_name(rq->status)) == NULL) {
+        fail(j, CBM_EINVAL, "unknown status filter");
+        return;
+    }
+    lo.blueprint = rq->blueprint[0] != '\0' ? rq->blueprint : NULL;
+    lo.after = rq->after[0] != '\0' ? rq->after : NULL;
+    lo.limit = rq->limit == 0 ? 50 : rq->limit > 1000 ? 1000 : rq->limit;
+    if ((j->rc = cbm_execution_list(j->svc->engine, &lo, &xs, &n, &j->err)) != 0) return;
+    rp = NEW(Cerebelum__V1__ListExecutionsResponse,
+             CEREBELUM__V1__LIST_EXECUTIONS_RESPONSE__INIT, j);
+    if (rp == NULL) goto out;
+    j->out = &rp->base;
+    if (n > 0 && (rp->executions = calloc(n, sizeof(*rp->executions))) == NULL) {
+        fail(j, CBM_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((rp->executions[i] = execution_msg(j, &xs[i])) == NULL) goto out;
+        rp->n_executions++;
+    }
+    /* A full page may have a successor; an empty next page then ends it. */
+    if (n == lo.limit) {
+        int bad = 0;
+        rp->next_after = dup_or_empty(xs[n - 1].id, &bad);
+        if (bad) fail(j, CBM_ENOMEM, "out of memory");
+    }
+out:
+    cbm_execution_infos_free(xs, n);
+}
+
+static void do_history(job_t *j)
+{
+    const Cerebelum__V1__GetHistoryRequest *rq = (const void *)j->in;
+    Cerebelum__V1__GetHistoryResponse *rp;
+    cbm_execution_info_t *x = NULL;
+    cbm_event_t *evs = NULL;
+    size_t n = 0, take, limit = rq->limit == 0 ? 1000 : rq->limit > 10000 ? 10000 : rq->limit;
+    int64_t from = rq->after_seq >= INT64_MAX ? INT64_MAX : (int64_t)rq->after_seq + 1;
+
+    if ((j->rc = cbm_execution_history(j->svc->engine, rq->execution_id, from, &evs, &n,
+                                       &j->err)) != 0)
+        return;
+    /* The store returns no events for an unknown id: tell that apart. */
+    if (n == 0 && (j->rc = cbm_execution_get(j->svc->engine, rq->execution_id, &x,
+                                             &j->err)) != 0)
+        goto out;
+    rp = NEW(Cerebelum__V1__GetHistoryResponse, CEREBELUM__V1__GET_HISTORY_RESPONSE__INIT, j);
+    if (rp == NULL) goto out;
+    j->out = &rp->base;
+    rp->more = n > limit;
+    take = n > limit ? limit : n;
+    if (take > 0 && (rp->events = calloc(take, sizeof(*rp->events))) == NULL) {
+        fail(j, CBM_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < take; i++) {
+        Cerebelum__V1__Event *e = NEW(Cerebelum__V1__Event, CEREBELUM__V1__EVENT__INIT, j);
+        int bad = 0;
+        if (e == NULL) goto out;
+        rp->events[rp->n_events++] = e;
+        e->seq = evs[i].seq > 0 ? (uint64_t)evs[i].seq : 0;
+        e->type = dup_or_empty(evs[i].type, &bad);
+        e->payload_json = dup_or_empty(evs[i].payload, &bad);
+        e->recorded_at_ms = evs[i].recorded_at_us / 1000;
+        if (bad) {
+            fail(j, CBM_ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+out:
+    cbm_events_free(evs, n);
+    cbm_execution_info_free(x);
+}
+
+/* ---- the loop side ----------------------------------------------------------- */
+
+static void work_cb(uv_work_t *req)
+{
+    job_t *j = (job_t *)req;
+
+    switch (j->method) {
+    case RPC_REGISTER_BLUEPRINT: do_register(j); break;
+    case RPC_START_EXECUTION: do_start(j); break;
+    case RPC_GET_EXECUTION: do_get(j); break;
+    case RPC_LIST_EXECUTIONS: do_list(j); break;
+    case RPC_GET_HISTORY: do_history(j); break;
+    default: fail(j, CBM_EINVAL, "method not served"); break;
+    }
+}
+
+static void job_free(job_t *j)
+{
+    if (j->out != NULL) protobuf_c_message_free_unpacked(j->out, NULL);
+    if (j->in != NULL) protobuf_c_message_free_unpacked(j->in, NULL);
+    free(j);
+}
+
+static void after_work_cb(uv_work_t *req, int status)
+{
+    job_t *j = (job_t *)req;
+    svc_t *svc = j->svc;
+
+    if (j->call != NULL) {
+        if (status != 0)
+            rpc_call_fail(j->call, GRPC_STATUS_INTERNAL, "work cancelled: %s", uv_strerror(status));
+        else if (j->rc != 0)
+            rpc_call_fail(j->call, svc_status_of(j->rc), "%s",
+                          j->err.message[0] != '\0' ? j->err.message : cbm_strerror(j->rc));
+        else
+            rpc_call_reply(j->call, j->out);
+    }
+    job_free(j);
+    svc->inflight--;
+    if (svc->draining && svc->inflight == 0 && svc->on_idle != NULL) svc->on_idle(svc);
+}
+
+/* The call died before its work finished: forget it, drop the reply later. */
+static void on_call_gone(rpc_call_t *call, void *data)
+{
+    job_t *j = data;
+    j->call = NULL;
+}
+
+/* Ids are opaque on the wire (docs/protocol.md): one that is not a UUID
+ * names no execution, which is NOT_FOUND, not a malformed request. */
+static int check_id(rpc_call_t *call, const char *id)
+{
+    uuid_t u;
+    if (id[0] == '\0')
+        return rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "execution_id is required"), -1;
+    if (uuid_parse(id, u) != 0)
+        return rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "execution %s not found", id), -1;
+    return 0;
+}
+
+/* Checks that need no engine, answered on the loop before any work. */
+static int precheck(rpc_call_t *call, rpc_method_t m, const ProtobufCMessage *request)
+{
+    switch (m) {
+    case RPC_START_EXECUTION: {
+        const Cerebelum__V1__StartExecutionRequest *rq = (const void *)request;
+        if (rq->blueprint[0] == '\0')
+            return rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "blueprint is required"), -1;
+        if (rq->idempotency_key[0] != '\0')
+            return rpc_call_fail(call, GRPC_STATUS_UNIMPLEMENTED,
+                                 "idempotency keys are not supported yet"), -1;
+        if (rq->version[0] != '\0')
+            return rpc_call_fail(call, GRPC_STATUS_UNIMPLEMENTED,
+                                 "starting a given blueprint version is not supported yet; "
+                                 "leave version empty to run the latest"), -1;
+        return 0;
+    }
+    case RPC_GET_EXECUTION:
+        return check_id(call, ((const Cerebelum__V1__GetExecutionRequest *)(const void *)request)
+                                  ->execution_id);
+    case RPC_GET_HISTORY:
+        return check_id(call, ((const Cerebelum__V1__GetHistoryRequest *)(const void *)request)
+                                  ->execution_id);
+    case RPC_LIST_EXECUTIONS: {
+        const char *after = ((const Cerebelum__V1__ListExecutionsRequest *)(const void *)request)->after;
+        uuid_t u;
+        if (after[0] != '\0' && uuid_parse(after, u) != 0)
+            return rpc_call_fail(call, GRPC_STATUS_NOT_FOUND,
+                                 "list cursor: execution %s not found", after), -1;
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* An unpacked copy of a message (the call's request dies with the call). */
+static ProtobufCMessage *copy_message(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(n ? n : 1);
+    ProtobufCMessage *out;
+
+    if (buf == NULL) return NULL;
+    protobuf_c_message_pack(m, buf);
+    out = protobuf_c_message_unpack(m->descriptor, NULL, n, buf);
+    free(buf);
+    return out;
+}
+
+static void on_call(rpc_call_t *call, const ProtobufCMessage *request, void *user_data)
+{
+    svc_t *svc = user_data;
+    rpc_method_t m = rpc_call_method(call);
+    job_t *j;
+    int rc;
+
+    if (svc->draining) {
+        rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
+        return;
+    }
+    if (precheck(call, m, request) != 0) return;
+    if ((j = calloc(1, sizeof(*j))) == NULL || (j->in = copy_message(request)) == NULL) {
+        free(j);
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    j->svc = svc;
+    j->call = call;
+    j->method = m;
+    if ((rc = uv_queue_work(svc->loop, &j->req, work_cb, after_work_cb)) != 0) {
+        job_free(j);
+        rpc_call_fail(call, GRPC_STATUS_INTERNAL, "cannot queue the work: %s", uv_strerror(rc));
+        return;
+    }
+    rpc_call_on_cancel(call, on_call_gone, j);
+    svc->inflight++;
+}
+
+void svc_install(svc_t *svc, rpc_server_options_t *opts)
+{
+    opts->handlers[RPC_REGISTER_BLUEPRINT] = on_call;
+    opts->handlers[RPC_START_EXECUTION] = on_call;
+    opts->handlers[RPC_GET_EXECUTION] = on_call;
+    opts->handlers[RPC_LIST_EXECUTIONS] = on_call;
+    opts->handlers[RPC_GET_HISTORY] = on_call;
+    opts->user_data = svc;
+}
+
+void svc_drain(svc_t *svc, svc_idle_cb on_idle)
+{
+    svc->draining = 1;
+    svc->on_idle = on_idle;
+    if (svc->inflight == 0 && on_idle != NULL) on_idle(svc);
+}

@@ -1,0 +1,44 @@
+/*
+ * service.h - the WorkflowService of `cerebelum serve`, on the public engine
+ * API (cerebelum.h).
+ *
+ * The handlers run on the server's uv loop thread (the transport calls them
+ * there) and never block it: each copies its request, hands the blocking
+ * engine call to the libuv thread pool (uv_queue_work), and answers in the
+ * after-work callback, back on the loop. A call that dies while its work runs
+ * (client gone, deadline, server shutdown) is forgotten; the work still
+ * finishes (an engine call cannot be interrupted) and its reply is dropped.
+ */
+#ifndef CBM_CLI_SERVICE_H
+#define CBM_CLI_SERVICE_H
+
+#include <uv.h>
+
+#include "cerebelum/cerebelum.h"
+#include "grpc_transport.h"
+
+typedef struct svc svc_t;
+typedef void (*svc_idle_cb)(svc_t *svc);
+
+struct svc {
+    uv_loop_t *loop;
+    cbm_engine_t *engine;
+    int inflight;        /* jobs queued or running (loop thread only) */
+    int draining;        /* new calls are answered UNAVAILABLE */
+    svc_idle_cb on_idle; /* called when draining and inflight drops to 0 */
+    void *data;          /* for the owner */
+};
+
+/* Fill the WorkflowService handlers into opts (user_data = svc). The worker
+ * methods and ListWorkers stay NULL: the transport answers UNIMPLEMENTED. */
+void svc_install(svc_t *svc, rpc_server_options_t *opts);
+
+/* From now on answer new calls UNAVAILABLE ("server is shutting down"); the
+ * jobs in flight finish and reply. on_idle runs (on the loop) once none is
+ * left, at once if none is. */
+void svc_drain(svc_t *svc, svc_idle_cb on_idle);
+
+/* The gRPC status for a CBM_E* code. */
+grpc_status_code svc_status_of(int cbm_code);
+
+#endif
