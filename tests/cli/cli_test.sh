@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# cli_test.sh CEREBELUM - the `cerebelum` program end to end.
+#
+# Starts real `cerebelum serve --demo-handlers` processes (loopback TCP on a
+# port the kernel picks, and a unix socket in a private temp dir) on a fresh
+# database of the test PostgreSQL, runs every client command against them
+# and checks exit codes, stdout and stderr precisely, including the failure
+# paths: unknown ids, bad JSON, a server that is down or never answers, a
+# missing token, and shutdown by SIGTERM/SIGINT. Servers are always stopped
+# and the database dropped, on failure too. Skips (77) without
+# CEREBELUM_TEST_DATABASE_URL (tests/harness/with-postgres.sh sets it).
+set -u
+exe=$1
+[ -n "${CEREBELUM_TEST_DATABASE_URL:-}" ] || { echo "CEREBELUM_TEST_DATABASE_URL unset: skipped"; exit 77; }
+
+tmp=$(mktemp -d /tmp/cbm-cli-test.XXXXXX)
+db="cbm_cli_$$_$RANDOM"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE $db" || exit 1
+export CEREBELUM_DATABASE_URL="${CEREBELUM_TEST_DATABASE_URL%/*}/$db"
+unset CEREBELUM_SERVER CEREBELUM_TOKEN CEREBELUM_TLS_CA CEREBELUM_LISTEN CEREBELUM_STATE_DIR
+
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+now_ms() { date +%s%3N; }
+
+# run ARGS...: run the program; sets rc, out (stdout), err (stderr), ms.
+run() {
+  local t0
+  t0=$(now_ms)
+  "$exe" "$@" >"$tmp/out" 2>"$tmp/err"
+  rc=$?
+  ms=$(($(now_ms) - t0))
+  out=$(cat "$tmp/out")
+  err=$(cat "$tmp/err")
+}
+# check WANT_RC WHAT ARGS...: run, and fail unless the exit code is WANT_RC.
+check() {
+  local want=$1 what=$2
+  shift 2
+  run "$@"
+  if [ "$rc" != "$want" ]; then
+    fail "$what: exit $rc, want $want (cerebelum $*)"$'\n'"  stdout: $out"$'\n'"  stderr: $err"
+    return 1
+  fi
+  return 0
+}
+# match VAR REGEX WHAT: the text in $VAR (out or err) must match.
+match() {
+  if ! grep -Eq -- "$2" <<<"${!1}"; then
+    fail "$3: $1 does not match /$2/:"$'\n'"  ${!1}"
+  fi
+}
+# exactly VAR TEXT WHAT: the text in $VAR must be TEXT.
+exactly() {
+  if [ "${!1}" != "$2" ]; then
+    fail "$3: $1 is not what was expected"$'\n'"  got:  ${!1}"$'\n'"  want: $2"
+  fi
+}
+# py WHAT EXPR: evaluate a Python expression on j = json.loads(stdout).
+py() {
+  local got
+  got=$(python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" <<<"$out" 2>&1)
+  [ "$got" = "True" ] || fail "$1: $2 is $got; stdout: $out"
+}
+
+# start_server NAME ARGS...: cerebelum serve in the background; waits for
+# its "serving on" line and sets addr and pid. Returns 1 if it never comes.
+start_server() {
+  local name=$1 i
+  shift
+  "$exe" serve --demo-handlers "$@" 2>"$tmp/$name.err" &
+  pid=$!
+  pids+=("$pid")
+  for i in $(seq 600); do
+    addr=$(sed -n 's/^cerebelum: serving on \([^ ]*\).*/\1/p' "$tmp/$name.err")
+    [ -n "$addr" ] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  fail "server $name did not start:"$'\n'"$(cat "$tmp/$name.err")"
+  return 1
+}
+# stop_server PID SIGNAL NAME: signal it, wait (at most 30 s), check exit 0.
+stop_server() {
+  local p=$1 sig=$2 name=$3 i st
+  kill -"$sig" "$p"
+  for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$p" 2>/dev/null; then
+    fail "$name: still running 30 s after SIG$sig"
+    kill -KILL "$p"
+  fi
+  wait "$p"
+  st=$?
+  [ "$st" = 0 ] || fail "$name: exit $st after SIG$sig, want 0:"$'\n'"$(cat "$tmp/$name.err")"
+  grep -q "SIG$sig received, shutting down" "$tmp/$name.err" || fail "$name: no shutdown message"
+  grep -q "^cerebelum: stopped$" "$tmp/$name.err" || fail "$name: no 'stopped' message"
+}
+# wait_status ID STATUS: poll `show --json` until the execution has STATUS.
+wait_status() {
+  local i
+  for i in $(seq 100); do
+    run show "$1" --json
+    [ "$rc" = 0 ] && python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["status"] != sys.argv[1])' "$2" <<<"$out" && return 0
+    sleep 0.1
+  done
+  fail "execution $1 never reached status $2; last: $out $err"
+  return 1
+}
+
+uuid_re='^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+
+cat >"$tmp/demo.json" <<'EOF'
+{"name": "demo", "steps": [
+  {"name": "a", "handler": "echo"},
+  {"name": "b", "handler": "echo", "depends_on": ["a"]}]}
+EOF
+echo '{"name": "boom", "steps": [{"name": "explode", "handler": "fail"}]}' >"$tmp/boom.json"
+echo '{"name": "orphan", "steps": [{"name": "lonely", "handler": "nobody"}]}' >"$tmp/orphan.json"
+echo '{"name": "bad", "steps": [{"name": "a", "depends_on": ["ghost"]}]}' >"$tmp/invalid.json"
+echo '{"name": "demo", "steps": [' >"$tmp/broken.json"
+
+# ---- usage errors (no server needed) -----------------------------------------
+check 2 "no command"
+match err '^cerebelum: no command given' "no command"
+check 2 "unknown command" frobnicate
+exactly err $'cerebelum: unknown command \'frobnicate\'\nTry \'cerebelum --help\'.' "unknown command"
+check 2 "missing argument" show
+match err "'show' takes 1 argument, got 0" "missing argument"
+check 2 "extra argument" show a b
+check 2 "option of another command" list --reason x
+match err "option --reason does not apply to 'list'" "option of another command"
+check 2 "unknown option" list --frobnicate
+match err "unknown option '--frobnicate'" "unknown option"
+check 2 "option without value" start demo --input
+match err "option '--input' needs a value" "option without value"
+check 2 "bad --limit" list --limit zero
+match err "--limit wants a whole number" "bad --limit"
+check 2 "bad --status" list --status sleepy
+match err "unknown --status 'sleepy'" "bad --status"
+check 2 "blueprint without subcommand" blueprint
+check 0 "--help" --help
+match out '^Usage: cerebelum COMMAND' "--help"
+check 0 "command --help" start --help
+match out '^Usage: cerebelum start BLUEPRINT' "command --help"
+check 0 "--version" --version
+match out '^cerebelum [0-9]+\.[0-9]+\.[0-9]+$' "--version"
+check 2 "serve: unknown option" serve --bogus
+
+# ---- the main server, TCP on a kernel-chosen port -------------------------------
+start_server main --listen 127.0.0.1:0 || exit 1
+main_pid=$pid
+main_addr=$addr
+export CEREBELUM_SERVER=$addr
+match addr '^127\.0\.0\.1:[0-9]+$' "serving line"
+
+# blueprint register
+check 0 "register" blueprint register "$tmp/demo.json" &&
+  match out '^registered demo version [0-9a-f]{64}$' "register output"
+version=${out##* }
+check 0 "register again (same version)" blueprint register "$tmp/demo.json" --json &&
+  py "register --json" "j == {'name': 'demo', 'version': '$version'}"
+check 0 "register boom" blueprint register "$tmp/boom.json"
+check 0 "register orphan" blueprint register "$tmp/orphan.json"
+check 1 "register invalid blueprint" blueprint register "$tmp/invalid.json" &&
+  exactly err "cerebelum: $tmp/invalid.json: step 'a': depends_on names unknown step 'ghost'" "invalid blueprint message"
+check 1 "register bad JSON" blueprint register "$tmp/broken.json" &&
+  match err "^cerebelum: $tmp/broken.json: malformed JSON" "bad JSON message"
+check 2 "register missing file" blueprint register "$tmp/nope.json" &&
+  exactly err "cerebelum: cannot read $tmp/nope.json: No such file or directory" "missing file message"
+
+# start, show, history of a completed execution
+check 0 "start" start demo --input '{"x": 1}' && match out "$uuid_re" "start prints the id"
+id1=$out
+check 0 "start --json" start demo --json && py "start --json" "len(j['execution_id']) == 36"
+id2=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["execution_id"])' <<<"$out")
+wait_status "$id1" completed
+wait_status "$id2" completed
+
+check 0 "show" show "$id1"
+match out "^id: +$id1\$" "show: id"
+match out '^blueprint: +demo$' "show: blueprint"
+match out "^version: +$version\$" "show: version"
+match out '^status: +completed$' "show: status"
+match out '^current: +-$' "show: nothing current"
+match out '^inputs: +\{"x":1\}$' "show: inputs"
+match out '^result: +\{"b":' "show: result"
+match out '^  a +completed +attempt 1 ' "show: step a"
+match out '^  b +completed +attempt 1 ' "show: step b"
+check 0 "show --json" show "$id1" --json &&
+  py "show --json" "j['id'] == '$id1' and j['status'] == 'completed' and j['blueprint'] == 'demo' and j['version'] == '$version' and j['inputs'] == {'x': 1} and j['result']['b']['inputs'] == {'x': 1} and j['error'] is None and j['last_seq'] == 6 and j['state']['steps']['a']['status'] == 'completed' and j['state']['steps']['b']['result']['deps']['a']['inputs'] == {'x': 1}"
+
+check 0 "history" history "$id1"
+types=$(awk '{print $3}' <<<"$out")
+exactly types "$(printf '%s\n' ExecutionStarted StepScheduled StepCompleted StepScheduled StepCompleted ExecutionCompleted)" "history: event types"
+seqs=$(awk '{print $1}' <<<"$out" | tr '\n' ' ')
+exactly seqs "1 2 3 4 5 6 " "history: seqs"
+match out '^ +1  [0-9-]{10}T[0-9:.]{12}Z  ExecutionStarted +blueprint=demo version=[0-9a-f]{64} inputs=\{"x":1\}$' "history: first line"
+match out '^ +3  .*StepCompleted +step=a attempt=1 result=\{"inputs":\{"x":1\},"deps":\{\}\}$' "history: step a result"
+check 0 "history --json" history "$id1" --json &&
+  py "history --json" "[e['type'] for e in j] == ['ExecutionStarted','StepScheduled','StepCompleted','StepScheduled','StepCompleted','ExecutionCompleted'] and [e['seq'] for e in j] == [1,2,3,4,5,6] and j[2]['payload'] == {'step': 'a', 'attempt': 1, 'result': {'inputs': {'x': 1}, 'deps': {}}} and all(e['recorded_at_ms'] > 0 for e in j)"
+
+# a failing step
+check 0 "start boom" start boom
+idf=$out
+wait_status "$idf" failed
+check 0 "show failed" show "$idf"
+match out '^status: +failed$' "show failed: status"
+match out '^error: +\{.*"kind":"demo"' "show failed: error"
+match out '^  explode +failed +attempt 1 ' "show failed: step"
+check 0 "show failed --json" show "$idf" --json &&
+  py "show failed --json" "j['error'] == {'step': 'explode', 'kind': 'demo', 'message': \"the demo handler 'fail' always fails\"} and j['result'] is None"
+
+# list, filters, paging
+check 0 "list" list
+match out '^ID +STATUS +BLUEPRINT +STARTED +UPDATED$' "list: header"
+match out "^$id1  completed +demo " "list: id1"
+match out "^$idf  failed +boom " "list: boom"
+[ "$(wc -l <<<"$out")" = 4 ] || fail "list: want a header and 3 rows:"$'\n'"$out"
+check 0 "list --json" list --json &&
+  py "list --json" "[x['id'] for x in j] == ['$id1', '$id2', '$idf']"
+check 0 "list --status failed" list --status failed --json &&
+  py "list --status" "[x['id'] for x in j] == ['$idf']"
+check 0 "list --blueprint demo" list --blueprint demo --json &&
+  py "list --blueprint" "[x['id'] for x in j] == ['$id1', '$id2']"
+check 0 "list --limit 1" list --limit 1 --json && py "list --limit" "[x['id'] for x in j] == ['$id1']"
+check 0 "list --after" list --after "$id1" --limit 1 --json &&
+  py "list --after" "[x['id'] for x in j] == ['$id2']"
+check 0 "list past the end" list --after "$idf" --json && py "list past the end" "j == []"
+check 0 "list no match" list --blueprint nothing-here && [ "$(wc -l <<<"$out")" = 1 ] ||
+  fail "list no match: want only the header: $out"
+
+# refusals: exit 1 with the server's message
+check 1 "show unknown id" show 00000000-0000-0000-0000-000000000000 &&
+  exactly err "cerebelum: execution 00000000-0000-0000-0000-000000000000 not found" "show unknown id message"
+check 1 "show non-uuid id" show not-an-id &&
+  exactly err "cerebelum: execution not-an-id not found" "show non-uuid message"
+check 1 "history unknown id" history 00000000-0000-0000-0000-000000000000 &&
+  exactly err "cerebelum: execution 00000000-0000-0000-0000-000000000000 not found" "history unknown id message"
+check 1 "list unknown cursor" list --after 00000000-0000-0000-0000-000000000000 &&
+  match err "list cursor: execution 00000000-0000-0000-0000-000000000000 not found" "list cursor message"
+check 1 "start unknown blueprint" start nosuch &&
+  exactly err "cerebelum: no blueprint named 'nosuch'" "unknown blueprint message"
+check 1 "start without handler" start orphan &&
+  exactly err "cerebelum: blueprint 'orphan', step 'lonely': no handler registered as 'nobody'" "no handler message"
+check 1 "start with an idempotency key" start demo --id key-1 &&
+  exactly err "cerebelum: UNIMPLEMENTED: idempotency keys are not supported yet" "idempotency key message"
+# bad JSON on the command line: a usage error, nothing sent
+check 2 "start bad --input" start demo --input '{"x": ' &&
+  exactly err "cerebelum: --input is not valid JSON: {\"x\": " "bad --input message"
+check 2 "start non-object --input" start demo --input '[1, 2]' &&
+  exactly err "cerebelum: --input must be a JSON object, not [1, 2]" "non-object --input message"
+check 0 "no execution was started by the refused starts" list --json && py "refused starts" "len(j) == 3"
+
+# ---- token: a second server on a unix socket, configured by environment ------
+sock="unix:$tmp/cbm.sock"
+CEREBELUM_LISTEN=$sock CEREBELUM_TOKEN=s3cret start_server tok || exit 1
+tok_pid=$pid
+exactly addr "$sock" "unix serving line"
+grep -q '(token required)' "$tmp/tok.err" || fail "token server does not say a token is required"
+check 1 "no token" list --server "$sock" &&
+  exactly err "cerebelum: UNAUTHENTICATED: missing or wrong bearer token (authorization metadata)" "no token message"
+check 1 "wrong token" list --server "$sock" --token nope && match err "UNAUTHENTICATED" "wrong token"
+check 0 "right token" list --server "$sock" --token s3cret --json && py "right token" "len(j) == 3"
+CEREBELUM_TOKEN=s3cret check 0 "token from the environment" show "$id1" --server "$sock"
+stop_server "$tok_pid" INT tok
+
+# ---- shutdown, then the server is down ------------------------------------------
+stop_server "$main_pid" TERM main
+check 3 "server down" show "$id1" --timeout-ms 3000 &&
+  match err "^cerebelum: cannot reach server $main_addr \(is it running\?\): " "server down message"
+[ "$ms" -lt 3000 ] || fail "server down: took $ms ms, want well under the 3000 ms deadline"
+check 3 "server down (unix socket)" list --server "$sock" --token s3cret --timeout-ms 3000 &&
+  match err "^cerebelum: cannot reach server $sock" "unix server down message"
+
+# A server that accepts connections and never answers: the deadline ends it.
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)
+print(s.getsockname()[1], flush=True)
+conns = []
+while True:
+    c, _ = s.accept(); conns.append(c)
+' >"$tmp/mute.port" &
+mute_pid=$!
+pids+=("$mute_pid")
+for _ in $(seq 50); do [ -s "$tmp/mute.port" ] && break; sleep 0.1; done
+check 3 "mute server" show "$id1" --server "127.0.0.1:$(cat "$tmp/mute.port")" --timeout-ms 1000 &&
+  exactly err "cerebelum: no answer from server 127.0.0.1:$(cat "$tmp/mute.port") within 1000 ms" "mute server message"
+[ "$ms" -ge 900 ] && [ "$ms" -lt 5000 ] || fail "mute server: took $ms ms for a 1000 ms deadline"
+kill "$mute_pid" 2>/dev/null
+
+# serve refuses an address it cannot bind, and says why
+start_server hold --listen 127.0.0.1:0 || exit 1
+hold_pid=$pid
+hold_addr=$addr
+run serve --listen "$hold_addr"
+[ "$rc" = 1 ] || fail "serve on a taken address: exit $rc, want 1: $err"
+match err "^cerebelum: cannot listen on $hold_addr" "serve on a taken address"
+stop_server "$hold_pid" TERM hold
+
+if [ "$fails" -gt 0 ]; then
+  echo "$fails check(s) failed" >&2
+  exit 1
+fi
+echo "all CLI checks passed"
