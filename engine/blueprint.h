@@ -8,15 +8,27 @@
  * is the version.
  *
  * Immutable after parsing: the engine shares one blueprint between all its
- * executions of that version, from any thread.
+ * executions of that version, from any thread. That includes the cJSON trees
+ * it holds (patterns, conditions, templates, defaults): read them, never
+ * modify them; match.h evaluates them.
  */
 #ifndef CBM_ENGINE_BLUEPRINT_H
 #define CBM_ENGINE_BLUEPRINT_H
 
+#include <cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "cerebelum/error.h"
+
+/* Longest duration or time-out a blueprint may hold: 10 years of 365 days, in
+ * milliseconds. Applies to every *_ms field (timeout_ms, heartbeat_timeout_ms,
+ * duration_ms, retry.initial_ms, retry.max_ms), so that now_us + ms * 1000
+ * cannot overflow. */
+#define BP_MAX_DURATION_MS INT64_C(315360000000)
+/* Largest max_iterations of a diverge rule. */
+#define BP_MAX_ITERATIONS 10000
 
 typedef enum bp_step_kind {
     BP_TASK = 0,
@@ -36,6 +48,56 @@ typedef struct bp_retry {
     size_t n_non_retryable;
 } bp_retry_t;
 
+/* What a diverge rule matches: the step's result (it completed) or its error
+ * (it failed, after its retry policy gave up): the error object
+ * {"kind": ..., "message": ..., "retryable": ...}. */
+typedef enum bp_match_on {
+    BP_ON_RESULT = 0,
+    BP_ON_ERROR,
+} bp_match_on_t;
+
+/* What a matching diverge rule does (docs/blueprints.md, "Diverge"). */
+typedef enum bp_action {
+    BP_ACTION_RETRY = 0,     /* run the step again (a back_to to itself) */
+    BP_ACTION_BACK_TO,       /* re-open target (an ancestor) and every step that
+                                depends on it, directly or not */
+    BP_ACTION_SKIP_TO,       /* skip the steps between this one and target (a
+                                descendant); target runs next */
+    BP_ACTION_FAIL,          /* fail the execution */
+    BP_ACTION_CONTINUE,      /* go on as if no rule matched; on error: the step
+                                counts as completed, the error object its result */
+} bp_action_t;
+
+/* One diverge rule. Rules are tried in order; the first whose pattern matches
+ * (match_pattern(), match.h) is taken. */
+typedef struct bp_diverge {
+    cJSON *match;            /* the pattern, canonical (object keys sorted);
+                                owned by the blueprint */
+    bp_match_on_t on;        /* default BP_ON_RESULT */
+    bp_action_t action;
+    int target;              /* back_to, skip_to: index into steps; -1 otherwise */
+    int max_iterations;      /* retry, back_to: how many times this rule's jump
+                                may be taken in one execution, 1 .. 10000 (the
+                                next match fails the execution with kind
+                                loop_limit); 0 for the other actions */
+} bp_diverge_t;
+
+/* One branch entry. Entries are tried in order; the first whose condition
+ * holds (cond_eval(), match.h, on the step's result) picks its step. The
+ * otherwise entry, if any, is the last one and has when == NULL. */
+typedef struct bp_branch {
+    cJSON *when;             /* the condition, canonical (object keys sorted);
+                                owned; NULL for otherwise */
+    int to;                  /* index into steps: a step that depends directly
+                                on this one */
+} bp_branch_t;
+
+/* A capability a task requires of the worker that runs it. */
+typedef struct bp_capability {
+    char *key;               /* a name */
+    char *value;             /* any string */
+} bp_capability_t;
+
 typedef struct bp_step {
     char *name;              /* unique within the blueprint */
     bp_step_kind_t kind;
@@ -43,9 +105,71 @@ typedef struct bp_step {
     char *queue;             /* "local" (default) or a remote queue name */
     size_t *deps;            /* indexes into blueprint->steps */
     size_t ndeps;
-    int64_t timeout_ms;      /* start-to-close; 0 = none */
+    int64_t timeout_ms;      /* 0 = none. task: start-to-close of one attempt;
+                                approval: deadline for the decision; signal:
+                                deadline for the signal; other kinds: no effect.
+                                At most BP_MAX_DURATION_MS. */
     bp_retry_t retry;
+
+    /* --- derived ------------------------------------------------------ */
+    size_t *dependents;      /* the steps whose deps include this one, sorted */
+    size_t ndependents;
+
+    /* --- kind sleep (-1 in both for every other kind) ------------------- */
+    int64_t sleep_ms;        /* duration_ms, 0 .. BP_MAX_DURATION_MS; -1 when
+                                not set */
+    int64_t sleep_until_us;  /* until, microseconds since 1970-01-01T00:00:00Z
+                                (>= 0); -1 when not set. Exactly one of the two
+                                is set on a sleep step. */
+
+    /* --- kind approval ------------------------------------------------- */
+    char *approval_type;     /* approval steps: approval_type, default the
+                                step's name; NULL for other kinds */
+
+    /* --- kind signal --------------------------------------------------- */
+    char *signal;            /* signal steps: the signal name waited for,
+                                default the step's name; NULL for other kinds */
+
+    /* --- kind task ----------------------------------------------------- */
+    int64_t heartbeat_timeout_ms; /* 0 = none; at most timeout_ms when that
+                                     is set; 0 for other kinds */
+    bp_capability_t *requires;    /* sorted by key, keys unique; NULL when none */
+    size_t nrequires;
+
+    /* --- kind subworkflow (all NULL for other kinds) -------------------- */
+    char *sub_blueprint;     /* blueprint: the child blueprint's name */
+    char *sub_version;       /* version: 64 lowercase hex digits; NULL = the
+                                latest version when the child starts */
+    cJSON *sub_inputs;       /* inputs: the template (an object, canonical);
+                                NULL = the child starts with {}; build the
+                                child's inputs with match_template() */
+    char *sub_inputs_json;   /* the same template as JSON text; NULL with it */
+
+    /* --- routing (any kind) -------------------------------------------- */
+    bp_diverge_t *diverge;   /* rules in order; NULL when none */
+    size_t ndiverge;
+    bp_branch_t *branch;     /* entries in order; NULL when none */
+    size_t nbranch;
 } bp_step_t;
+
+/* Type of a declared input. */
+typedef enum bp_input_type {
+    BP_IN_ANY = 0,           /* no type given: any JSON value */
+    BP_IN_STRING,
+    BP_IN_NUMBER,            /* any finite number */
+    BP_IN_INTEGER,           /* a number without a fractional part, |n| <= 2^53 - 1 */
+    BP_IN_BOOLEAN,
+    BP_IN_OBJECT,
+    BP_IN_ARRAY,
+} bp_input_type_t;
+
+/* One declared execution input (top-level "inputs"). */
+typedef struct bp_input {
+    char *name;              /* [A-Za-z0-9_-], 1 .. 128 characters */
+    bp_input_type_t type;
+    bool required;           /* default false; a required input has no default */
+    cJSON *default_value;    /* canonical; owned; NULL when none */
+} bp_input_t;
 
 typedef struct bp_blueprint {
     char *name;
@@ -54,8 +178,14 @@ typedef struct bp_blueprint {
     bp_step_t *steps;        /* declaration order: the steps array, then the
                                 timeline; each step's deps are sorted,
                                 deduplicated indexes (a dependency may have a
-                                higher index); the graph is acyclic */
+                                higher index); the graph is acyclic (diverge
+                                jumps are not dependencies) */
     size_t nsteps;
+    bool inputs_declared;    /* the blueprint has a top-level "inputs" (maybe
+                                empty): execution inputs are then checked
+                                strictly by bp_check_inputs() */
+    bp_input_t *inputs;      /* sorted by name; NULL when none */
+    size_t ninputs;
 } bp_blueprint_t;
 
 /* Parse and validate blueprint JSON text (len bytes, need not be
@@ -67,6 +197,39 @@ int bp_parse_json(const char *json, size_t len, bp_blueprint_t **out, cbm_error_
 
 /* Index of the step named name, or -1. */
 int bp_step_index(const bp_blueprint_t *bp, const char *name);
+
+/*
+ * Check an execution's inputs against the blueprint's declarations and fill
+ * in defaults. inputs_json is a JSON object (NULL or "" mean {}). Without a
+ * top-level "inputs" in the blueprint any object is accepted as it is. With
+ * one (even {}): a required input must be present; a present input must have
+ * its declared type (null is not a value of any type except "any"); keys that
+ * are not declared are refused; absent inputs with a default get it. A key
+ * given twice is refused in either case. On success *normalized_out (may be
+ * NULL to only check) receives the inputs as unformatted JSON, given keys in
+ * their order and then the defaults in name order; free it with cJSON_free().
+ * Errors: CBM_EJSON (not JSON), CBM_EINVAL (not an object, or the checks
+ * above; the message names the input, e.g. "input 'n' must be an integer
+ * (got string)"), CBM_ENOMEM.
+ */
+int bp_check_inputs(const bp_blueprint_t *bp, const char *inputs_json, char **normalized_out,
+                    cbm_error_t *err);
+
+/*
+ * Parse an RFC 3339 date-time ("2026-12-01T10:00:00Z",
+ * "2026-12-01T11:30:00.25+01:30"; 'T' and 'Z' may be lowercase) into
+ * microseconds since 1970-01-01T00:00:00Z. Fractional seconds beyond the
+ * microsecond are truncated. Rejected, with *why (may be NULL) set to a
+ * static reason: other syntax, month/day/hour/minute/second/offset out of
+ * range (second 60, a leap second, included), a day the month does not have
+ * (2026-02-30, 2025-02-29), a time before 1970. Returns 0 or CBM_EINVAL.
+ */
+int bp_parse_time(const char *text, int64_t *us_out, const char **why);
+
+/* Format microseconds since the epoch (>= 0) as RFC 3339 in UTC, the form the
+ * canonical JSON uses: "2026-12-01T10:00:00Z", with a fraction of up to six
+ * digits (trailing zeros dropped) when there is one. buf needs 32 bytes. */
+void bp_format_time(int64_t us, char buf[32]);
 
 /* Free a blueprint (NULL is a no-op). Blueprints are allocated through
  * cJSON's allocator; free them only with this. */

@@ -172,8 +172,9 @@ static void test_all_fields(void **state)
         "\"timeout_ms\":5000,\"kind\":\"task\","
         "\"retry\":{\"max_attempts\":3,\"initial_ms\":250,\"max_ms\":8000,\"multiplier\":1.5,"
         "\"non_retryable\":[\"bad_input\",\"auth\",\"bad_input\"]}},"
-        "{\"name\":\"s\",\"kind\":\"sleep\"},{\"name\":\"ap\",\"kind\":\"approval\"},"
-        "{\"name\":\"sig\",\"kind\":\"signal\"},{\"name\":\"sub\",\"kind\":\"subworkflow\"},"
+        "{\"name\":\"s\",\"kind\":\"sleep\",\"duration_ms\":5},{\"name\":\"ap\",\"kind\":\"approval\"},"
+        "{\"name\":\"sig\",\"kind\":\"signal\"},"
+        "{\"name\":\"sub\",\"kind\":\"subworkflow\",\"blueprint\":\"child\"},"
         "{\"name\":\"d\",\"kind\":\"deliberation\"}]}");
     assert_int_equal(bp->nsteps, 6);
     const bp_step_t *s = &bp->steps[0];
@@ -214,14 +215,16 @@ static void test_retry_partial_defaults(void **state)
 static void test_large_integers(void **state)
 {
     (void)state;
+    /* The largest durations: 10 years of 365 days. */
     bp_blueprint_t *bp = parse_ok(
-        "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"timeout_ms\":1000000000000000,"
-        "\"retry\":{\"max_ms\":9007199254740991}}]}");
-    assert_int_equal(bp->steps[0].timeout_ms, INT64_C(1000000000000000));
-    assert_int_equal(bp->steps[0].retry.max_ms, INT64_C(9007199254740991));
-    /* Printed as integers, never as 1e+15. */
-    assert_contains(bp->canonical_json, "\"timeout_ms\":1000000000000000,");
-    assert_contains(bp->canonical_json, "\"max_ms\":9007199254740991,");
+        "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"timeout_ms\":315360000000,"
+        "\"retry\":{\"initial_ms\":315360000000,\"max_ms\":3.1536e11}}]}");
+    assert_int_equal(bp->steps[0].timeout_ms, BP_MAX_DURATION_MS);
+    assert_int_equal(bp->steps[0].retry.initial_ms, BP_MAX_DURATION_MS);
+    assert_int_equal(bp->steps[0].retry.max_ms, BP_MAX_DURATION_MS);
+    /* Printed as integers, never in exponent form. */
+    assert_contains(bp->canonical_json, "\"timeout_ms\":315360000000,");
+    assert_contains(bp->canonical_json, "\"max_ms\":315360000000,");
     bp_destroy(bp);
 }
 
@@ -399,11 +402,11 @@ static void test_top_level_errors(void **state)
     expect_message("{\"name\":\"x\",\"steps\":{}}", "blueprint 'x': steps must be an array");
     expect_message("{\"name\":\"x\",\"timeline\":\"a\"}", "blueprint 'x': timeline must be an array");
     expect_message("{\"name\":\"x\"," ONE_STEP ",\"stpes\":[]}",
-                   "blueprint 'x': unknown key 'stpes' (allowed: name, steps, timeline)");
+                   "blueprint 'x': unknown key 'stpes' (allowed: name, steps, timeline, inputs)");
     expect_message("{\"name\":\"x\"," ONE_STEP "," ONE_STEP "}",
                    "blueprint 'x': duplicate key 'steps'");
     expect_message("{\"name\":\"x\",\"Name\":\"y\"," ONE_STEP "}",
-                   "blueprint 'x': unknown key 'Name' (allowed: name, steps, timeline)");
+                   "blueprint 'x': unknown key 'Name' (allowed: name, steps, timeline, inputs)");
 }
 
 static void test_step_shape_errors(void **state)
@@ -428,12 +431,17 @@ static void test_step_shape_errors(void **state)
     expect_error(json, CBM_EBLUEPRINT, "steps[0]: name", "is longer than 128 characters");
     expect_message("{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"depend_on\":[\"b\"]},{\"name\":\"b\"}]}",
                    "step 'a': unknown key 'depend_on' (allowed: name, kind, handler, queue, "
-                   "depends_on, timeout_ms, retry)");
+                   "depends_on, timeout_ms, retry, heartbeat_timeout_ms, requires, diverge, branch)");
     expect_message("{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"handler\":\"h\",\"handler\":\"i\"}]}",
                    "step 'a': duplicate key 'handler'");
+    /* A key of another kind, and the list of keys depends on the kind. */
     expect_message("{\"name\":\"x\",\"timeline\":[{\"name\":\"a\",\"duration_ms\":5}]}",
-                   "step 'a': unknown key 'duration_ms' (allowed: name, kind, handler, queue, "
-                   "depends_on, timeout_ms, retry)");
+                   "step 'a': duration_ms is only for kind sleep");
+    expect_message(STEP("\"kind\":\"sleep\",\"duration_ms\":5,\"sleep_ms\":5"),
+                   "step 'a': unknown key 'sleep_ms' (allowed: name, kind, handler, queue, "
+                   "depends_on, timeout_ms, retry, duration_ms, until, diverge, branch)");
+    expect_message(STEP("\"kind\":\"subworkflow\",\"blueprint\":\"c\",\"blueprint\":\"d\""),
+                   "step 'a': duplicate key 'blueprint'");
 }
 
 static void test_duplicate_names(void **state)
@@ -499,9 +507,12 @@ static void test_field_errors(void **state)
     expect_message(STEP("\"timeout_ms\":-1"), "step 'a': timeout_ms must be a non-negative integer");
     expect_message(STEP("\"timeout_ms\":1.5"), "step 'a': timeout_ms must be a non-negative integer");
     expect_message(STEP("\"timeout_ms\":\"5s\""), "step 'a': timeout_ms must be a non-negative integer");
-    expect_message(STEP("\"timeout_ms\":1e300"), "step 'a': timeout_ms must be at most 9007199254740991");
+    expect_message(STEP("\"timeout_ms\":1e300"),
+                   "step 'a': timeout_ms must be at most 315360000000 (10 years)");
+    expect_message(STEP("\"timeout_ms\":315360000001"),
+                   "step 'a': timeout_ms must be at most 315360000000 (10 years)");
     expect_message(STEP("\"timeout_ms\":9007199254740992"),
-                   "step 'a': timeout_ms must be at most 9007199254740991");
+                   "step 'a': timeout_ms must be at most 315360000000 (10 years)");
     expect_error(STEP("\"timeout_ms\":1e999"), CBM_EBLUEPRINT, "step 'a': timeout_ms", NULL);
 }
 
@@ -522,6 +533,11 @@ static void test_retry_errors(void **state)
     expect_message(STEP("\"retry\":{\"initial_ms\":0}"),
                    "step 'a': retry.initial_ms must be a positive integer");
     expect_message(STEP("\"retry\":{\"max_ms\":\"1m\"}"), "step 'a': retry.max_ms must be a positive integer");
+    expect_message(STEP("\"retry\":{\"max_ms\":-5}"), "step 'a': retry.max_ms must be a positive integer");
+    expect_message(STEP("\"retry\":{\"initial_ms\":315360000001}"),
+                   "step 'a': retry.initial_ms must be at most 315360000000 (10 years)");
+    expect_message(STEP("\"retry\":{\"max_ms\":1e16}"),
+                   "step 'a': retry.max_ms must be at most 315360000000 (10 years)");
     expect_message(STEP("\"retry\":{\"initial_ms\":1000,\"max_ms\":500}"),
                    "step 'a': retry.max_ms (500) must be >= retry.initial_ms (1000)");
     /* Checked on the policy after defaults: max_ms defaults to 60000. */
@@ -583,7 +599,7 @@ static void test_different_meaning_other_version(void **state)
     assert_other_version(base, "{\"name\":\"o\",\"steps\":[{\"name\":\"a\",\"handler\":\"h\"},{\"name\":\"b\"}]}");
     assert_other_version(base, "{\"name\":\"o\",\"steps\":[{\"name\":\"a\"},{\"name\":\"b\",\"depends_on\":[\"a\"]}]}");
     assert_other_version(base, "{\"name\":\"o\",\"steps\":[{\"name\":\"a\",\"timeout_ms\":1},{\"name\":\"b\"}]}");
-    assert_other_version(base, "{\"name\":\"o\",\"steps\":[{\"name\":\"a\",\"kind\":\"sleep\"},{\"name\":\"b\"}]}");
+    assert_other_version(base, "{\"name\":\"o\",\"steps\":[{\"name\":\"a\",\"kind\":\"approval\"},{\"name\":\"b\"}]}");
     assert_other_version(base, "{\"name\":\"o\",\"steps\":[{\"name\":\"a\",\"retry\":{\"multiplier\":2.5}},{\"name\":\"b\"}]}");
     /* Declaration order is kept (it is the order ready steps are scheduled in). */
     assert_other_version(base, "{\"name\":\"o\",\"steps\":[{\"name\":\"b\"},{\"name\":\"a\"}]}");
@@ -599,8 +615,8 @@ static void test_fixed_point(void **state)
         "{\"name\":\"dia\",\"steps\":[{\"name\":\"d\",\"depends_on\":[\"c\",\"b\"]},"
         "{\"name\":\"a\"},{\"name\":\"b\",\"depends_on\":[\"a\"]},{\"name\":\"c\",\"depends_on\":[\"a\"]}]}",
         "{\"name\":\"r\",\"steps\":[{\"name\":\"a\",\"kind\":\"approval\",\"queue\":\"gpu\","
-        "\"timeout_ms\":1000000000000000,\"retry\":{\"max_attempts\":7,\"initial_ms\":3,"
-        "\"max_ms\":9007199254740991,\"multiplier\":1.1,\"non_retryable\":[\"q\",\"p\"]}}]}",
+        "\"timeout_ms\":315360000000,\"retry\":{\"max_attempts\":7,\"initial_ms\":3,"
+        "\"max_ms\":315360000000,\"multiplier\":1.1,\"non_retryable\":[\"q\",\"p\"]}}]}",
         "{\"name\":\"u\",\"steps\":[{\"name\":\"a\",\"handler\":\"caf\\u00e9 \\\"v2\\\"\"}]}",
     };
     for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) assert_fixed_point(inputs[i]);
