@@ -274,6 +274,34 @@ check 0 "right token" list --server "$sock" --token s3cret --json && py "right t
 CEREBELUM_TOKEN=s3cret check 0 "token from the environment" show "$id1" --server "$sock"
 stop_server "$tok_pid" INT tok
 
+# ---- TLS, and the message cap: a third server, on the same database ---------
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" \
+  -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost >/dev/null 2>&1 ||
+  fail "openssl could not make a test certificate"
+check 2 "serve: certificate without key" serve --tls-cert "$tmp/cert.pem" &&
+  match err "TLS needs both --tls-cert and --tls-key" "certificate without key"
+check 2 "serve: unreadable certificate" serve --tls-cert "$tmp/none.pem" --tls-key "$tmp/key.pem" &&
+  exactly err "cerebelum: cannot read --tls-cert $tmp/none.pem: No such file or directory" "unreadable certificate"
+start_server tls --listen 127.0.0.1:0 --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem" \
+  --max-message-bytes 4096 || exit 1
+tls_pid=$pid
+tls_addr=$addr
+grep -q '(TLS)' "$tmp/tls.err" || fail "TLS server does not say TLS"
+check 0 "TLS" show "$id1" --server "$tls_addr" --tls-ca "$tmp/cert.pem" --tls-server-name localhost
+match out '^status: +completed$' "TLS: show"
+check 3 "plaintext client, TLS server" show "$id1" --server "$tls_addr" --timeout-ms 3000
+[ "$ms" -lt 3500 ] || fail "plaintext client, TLS server: took $ms ms"
+check 2 "unreadable --tls-ca" show "$id1" --server "$tls_addr" --tls-ca "$tmp/none.pem" &&
+  exactly err "cerebelum: cannot read --tls-ca $tmp/none.pem: No such file or directory" "unreadable --tls-ca"
+python3 -c '
+import json
+steps = [{"name": "s%04d" % i, "handler": "echo"} for i in range(200)]
+print(json.dumps({"name": "huge", "steps": steps}))' >"$tmp/huge.json"
+check 1 "request over the message cap" blueprint register "$tmp/huge.json" --server "$tls_addr" \
+  --tls-ca "$tmp/cert.pem" --tls-server-name localhost &&
+  match err "^cerebelum: $tmp/huge.json: RESOURCE_EXHAUSTED: .*larger than max" "message cap message"
+stop_server "$tls_pid" TERM tls
+
 # ---- shutdown, then the server is down ------------------------------------------
 stop_server "$main_pid" TERM main
 check 3 "server down" show "$id1" --timeout-ms 3000 &&
