@@ -123,6 +123,7 @@ static void thread_main(void *arg)
 {
     committer_t *c = arg;
     cm_req_t **batch = malloc((size_t)c->max_batch * sizeof(*batch));
+    cm_req_t **jobs = malloc((size_t)c->max_batch * sizeof(*jobs));
 
     uv_mutex_lock(&c->mu);
     for (;;) {
@@ -137,7 +138,20 @@ static void thread_main(void *arg)
         c->busy = 1;
         uv_mutex_unlock(&c->mu);
 
-        commit_batch(c, batch, n);
+        {
+            size_t nd = 0, nj = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (batch[i]->job != NULL) jobs[nj++] = batch[i];
+                else batch[nd++] = batch[i];
+            }
+            /* Decisions first, in one transaction; then the jobs, in order. */
+            if (nd > 0) commit_batch(c, batch, nd);
+            for (size_t j = 0; j < nj; j++) {
+                if (!store_ok(c->store)) store_reconnect(c->store, NULL);
+                jobs[j]->job(c->store, jobs[j]);
+                batch[nd + j] = jobs[j];
+            }
+        }
 
         uv_mutex_lock(&c->mu);
         for (size_t i = 0; i < n; i++) {
@@ -151,6 +165,7 @@ static void thread_main(void *arg)
     }
     uv_mutex_unlock(&c->mu);
     free(batch);
+    free(jobs);
 }
 
 static void on_async(uv_async_t *h)

@@ -28,6 +28,10 @@ typedef struct cm_req {
     store_decision_t d;       /* d.result_code is set when done */
     struct cm_req *next;      /* committer's list link */
     void *owner;              /* for the done callback */
+    /* A job instead of a decision: run on the committer thread with its
+     * store connection (after the decisions queued with it are committed),
+     * for reads the loop must not do itself. It sets d.result_code. */
+    void (*job)(store_t *s, struct cm_req *r);
 } cm_req_t;
 
 typedef struct committer committer_t;

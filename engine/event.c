@@ -36,7 +36,10 @@ void ev_finish(eng_event_t *ev)
     free(ev->blueprint);
     free(ev->version);
     free(ev->json);
-    ev->blueprint = ev->version = ev->json = NULL;
+    free(ev->name);
+    free(ev->text);
+    free(ev->who);
+    ev->blueprint = ev->version = ev->json = ev->name = ev->text = ev->who = NULL;
 }
 
 char *json_normalize(const char *text)
@@ -62,12 +65,72 @@ static char *fmt(const char *f, ...)
     return n < 0 ? NULL : s;
 }
 
+/* Encoding of the rarer events, where strings from users (reasons, names of
+ * people) need JSON escaping: build with cJSON. */
+static char *encode_rare(const eng_event_t *ev, const char *step)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *out = NULL;
+    int ok = o != NULL;
+
+#define ADD_RAW(k, v) ok = ok && cJSON_AddRawToObject(o, k, (v) != NULL ? (v) : "null") != NULL
+#define ADD_STR(k, v) ok = ok && cJSON_AddStringToObject(o, k, (v) != NULL ? (v) : "") != NULL
+#define ADD_NUM(k, v) ok = ok && cJSON_AddNumberToObject(o, k, (double)(v)) != NULL
+    if (ev->step >= 0) ADD_STR("step", step);
+    switch (ev->type) {
+    case EV_STEP_RETRY_SCHEDULED:
+        ADD_NUM("attempt", ev->attempt);
+        ADD_NUM("due_us", ev->due_us);
+        break;
+    case EV_SLEEP_STARTED:
+        ADD_NUM("attempt", ev->attempt);
+        ADD_NUM("until_us", ev->due_us);
+        ADD_RAW("result", ev->json);
+        break;
+    case EV_TIMER_FIRED:
+        ADD_STR("key", ev->name);
+        break;
+    case EV_APPROVAL_REQUESTED:
+        ADD_NUM("attempt", ev->attempt);
+        ADD_STR("type", ev->name);
+        ADD_RAW("data", ev->json);
+        ADD_NUM("timeout_ms", ev->timeout_ms);
+        ADD_NUM("deadline_us", ev->due_us);
+        break;
+    case EV_APPROVAL_GRANTED:
+        ADD_RAW("response", ev->json);
+        ADD_STR("by", ev->who);
+        break;
+    case EV_APPROVAL_REJECTED:
+        ADD_STR("reason", ev->text);
+        ADD_STR("by", ev->who);
+        break;
+    case EV_SIGNAL_RECEIVED:
+        ADD_STR("name", ev->name);
+        ADD_RAW("payload", ev->json);
+        break;
+    case EV_CANCEL_REQUESTED:
+    case EV_EXECUTION_CANCELLED:
+        ADD_STR("reason", ev->text);
+        break;
+    default:
+        break;
+    }
+#undef ADD_RAW
+#undef ADD_STR
+#undef ADD_NUM
+    if (ok) out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return out;
+}
+
 char *ev_encode(const eng_event_t *ev, const bp_blueprint_t *bp)
 {
     const char *step = (ev->step >= 0 && bp != NULL) ? bp->steps[ev->step].name : "";
 
-    /* Names are validated ([A-Za-z0-9_.-]), versions are hex, and json members
-     * are normalised JSON, so concatenation yields valid JSON. */
+    /* The hot events are built by concatenation: names are validated
+     * ([A-Za-z0-9_.-]), versions are hex, and json members are normalised
+     * JSON, so the result is valid JSON. */
     switch (ev->type) {
     case EV_EXECUTION_STARTED:
         return fmt("{\"blueprint\":\"%s\",\"version\":\"%s\",\"inputs\":%s}", ev->blueprint,
@@ -82,8 +145,10 @@ char *ev_encode(const eng_event_t *ev, const bp_blueprint_t *bp)
         return fmt("{\"result\":%s}", ev->json);
     case EV_EXECUTION_FAILED:
         return fmt("{\"error\":%s}", ev->json);
+    case EV_APPROVAL_TIMED_OUT:
+        return fmt("{\"step\":\"%s\"}", step);
     default:
-        return fmt("{}");
+        return encode_rare(ev, step);
     }
 }
 
@@ -99,6 +164,22 @@ static int get_step(const cJSON *p, const bp_blueprint_t *bp, eng_event_t *out, 
                              (long long)out->seq, s->valuestring, bp->name);
     out->attempt = cJSON_IsNumber(a) ? a->valueint : 1;
     return 0;
+}
+
+static int take_str(const cJSON *p, const char *key, char **dst, eng_event_t *out,
+                    cbm_error_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, key);
+    if (!cJSON_IsString(v))
+        return cbm_error_set(err, CBM_EJSON, "event %lld: missing %s", (long long)out->seq, key);
+    *dst = strdup(v->valuestring);
+    return *dst != NULL ? 0 : cbm_error_set(err, CBM_ENOMEM, "out of memory");
+}
+
+static int64_t get_i64(const cJSON *p, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, key);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
 }
 
 static int take_json(const cJSON *p, const char *key, eng_event_t *out, cbm_error_t *err)
@@ -158,6 +239,44 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
         break;
     case EV_EXECUTION_FAILED:
         rc = take_json(p, "error", out, err);
+        break;
+    case EV_STEP_RETRY_SCHEDULED:
+        rc = get_step(p, bp, out, err);
+        out->due_us = get_i64(p, "due_us");
+        break;
+    case EV_SLEEP_STARTED:
+        if ((rc = get_step(p, bp, out, err)) == 0) rc = take_json(p, "result", out, err);
+        out->due_us = get_i64(p, "until_us");
+        break;
+    case EV_TIMER_FIRED:
+        rc = take_str(p, "key", &out->name, out, err);
+        break;
+    case EV_APPROVAL_REQUESTED:
+        if ((rc = get_step(p, bp, out, err)) == 0 &&
+            (rc = take_str(p, "type", &out->name, out, err)) == 0)
+            rc = take_json(p, "data", out, err);
+        out->timeout_ms = get_i64(p, "timeout_ms");
+        out->due_us = get_i64(p, "deadline_us");
+        break;
+    case EV_APPROVAL_GRANTED:
+        if ((rc = get_step(p, bp, out, err)) == 0 && (rc = take_json(p, "response", out, err)) == 0)
+            rc = take_str(p, "by", &out->who, out, err);
+        break;
+    case EV_APPROVAL_REJECTED:
+        if ((rc = get_step(p, bp, out, err)) == 0 &&
+            (rc = take_str(p, "reason", &out->text, out, err)) == 0)
+            rc = take_str(p, "by", &out->who, out, err);
+        break;
+    case EV_APPROVAL_TIMED_OUT:
+        rc = get_step(p, bp, out, err);
+        break;
+    case EV_SIGNAL_RECEIVED:
+        if ((rc = take_str(p, "name", &out->name, out, err)) == 0)
+            rc = take_json(p, "payload", out, err);
+        break;
+    case EV_CANCEL_REQUESTED:
+    case EV_EXECUTION_CANCELLED:
+        rc = take_str(p, "reason", &out->text, out, err);
         break;
     default:
         break;

@@ -52,13 +52,24 @@ ev_type_t ev_type_from_name(const char *name);
 
 /*
  * A decoded event. String members are owned by the event (ev_finish frees
- * them); which members are set depends on the type:
- *   ExecutionStarted:   blueprint, version, json (= inputs)
+ * them); which members are set depends on the type (payload keys in quotes):
+ *   ExecutionStarted:   blueprint, version, json = "inputs"
  *   StepScheduled:      step, attempt
- *   StepCompleted:      step, attempt, json (= result)
- *   StepFailed:         step, attempt, json (= error object)
- *   ExecutionCompleted: json (= result object)
- *   ExecutionFailed:    json (= error object)
+ *   StepCompleted:      step, attempt, json = "result"
+ *   StepFailed:         step, attempt, json = "error" {kind,message,retryable}
+ *   StepRetryScheduled: step, attempt (the next one), due_us = "due_us"
+ *   SleepStarted:       step, attempt, due_us = "until_us", json = "result"
+ *   TimerFired:         name = "key"
+ *   ApprovalRequested:  step, attempt, name = "type", json = "data",
+ *                       timeout_ms, due_us = "deadline_us" (0: none)
+ *   ApprovalGranted:    step, json = "response", who = "by"
+ *   ApprovalRejected:   step, text = "reason", who = "by"
+ *   ApprovalTimedOut:   step
+ *   SignalReceived:     name, json = "payload"
+ *   CancelRequested:    text = "reason"
+ *   ExecutionCompleted: json = "result"
+ *   ExecutionFailed:    json = "error" {step,kind,message}
+ *   ExecutionCancelled: text = "reason"
  * step is an index into the blueprint (-1 when the type has none).
  */
 typedef struct eng_event {
@@ -70,6 +81,11 @@ typedef struct eng_event {
     char *blueprint;
     char *version;
     char *json;
+    char *name;
+    char *text;
+    char *who;
+    int64_t due_us;
+    int64_t timeout_ms;
 } eng_event_t;
 
 struct bp_blueprint;

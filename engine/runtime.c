@@ -1,6 +1,14 @@
 /*
- * runtime.c - the loop thread: executions in memory, decisions, dispatch.
- * See runtime.h for the threading rules and the order of effects.
+ * runtime.c - the loop thread: executions in memory, decisions, dispatch,
+ * timers, hibernation. See runtime.h for the threading rules and the order
+ * of effects.
+ *
+ * An execution is in memory while something is running or about to happen
+ * to it. Once a committed decision leaves it only waiting (a sleep, an
+ * approval, a signal, a back-off) it is evicted; a timer firing, a wake-up
+ * row written by an outside decision, or a refresh from this process loads it
+ * back from the store (a job on the committer thread) and the pending inputs
+ * are applied to the loaded state.
  */
 #include "engine/runtime.h"
 
@@ -13,14 +21,22 @@
 #include "cbm_internal.h"
 #include "engine/committer.h"
 #include "engine/decider.h"
+#include "engine/decision.h"
 #include "engine/event.h"
 #include "engine/state.h"
+#include "scheduler/sched.h"
+
+#define REFILL_MS 1000                 /* store timer window poll period */
+#define WINDOW_US (60 * 1000000LL)     /* how far ahead the heap is filled */
+#define REFILL_LIMIT 20000
 
 /* What a handler produced; filled on a pool thread, read on the loop. */
 struct cbm_step_out {
-    int set;        /* 0 nothing yet, 1 ok, 2 failed */
-    char *result;   /* normalised JSON (ok) */
+    int set;        /* 0 nothing yet, 1 ok, 2 failed, 3 sleep, 4 approval */
+    char *result;   /* normalised JSON (ok, sleep) or approval data */
     char *error;    /* normalised JSON {"kind","message","retryable"} (failed) */
+    char *type;     /* approval type */
+    int64_t ms;     /* sleep duration or approval time-out */
 };
 
 typedef struct rt_exec rt_exec_t;
@@ -32,31 +48,61 @@ typedef struct rt_work {
     size_t step;
     int attempt;
     char *input;
+    char exec_id[37];
+    const char *step_name;
     const char *handler_name;
     struct cbm_step_out out;
-    eng_event_t ev;            /* the event the result becomes */
-    struct rt_work *next;      /* pending list while a commit is in flight */
 } rt_work_t;
 
 typedef struct rt_call rt_call_t;
 
 struct rt_exec {
-    st_exec_t st;
+    st_exec_t st;              /* valid unless loading */
     rt_exec_t *prev, *next;    /* rt->active */
+    rt_exec_t *hnext;          /* rt->map bucket chain */
+    char id[37];
+    const bp_blueprint_t *bp;
     int committing;            /* a decision of this execution is in flight */
+    int loading;               /* its state is being read from the store */
+    int reload;                /* read it again once the commit in flight ends */
     int running;               /* handlers running */
     int dead;                  /* terminal or dropped: free when idle */
-    rt_work_t *pend_head, *pend_tail;
+    unsigned char *dispatched; /* per step: the attempt last dispatched here
+                                  (capped at 255), so no attempt runs twice */
+    eng_event_t *pend;         /* inputs waiting for the next decision */
+    size_t npend, cappend;
+    rt_call_t *start;          /* start request to answer, if any */
 };
 
 typedef struct rt_decision {
     cm_req_t req;
     rt_exec_t *ex;
-    rt_call_t *start;          /* start request to answer, if any */
-    size_t *sched;             /* steps to dispatch once committed */
+    rt_call_t *start;
+    size_t *sched;
     size_t nsched;
+    size_t nin;                /* the first nin events came from outside */
     int terminal;
 } rt_decision_t;
+
+typedef struct rt_load {
+    cm_req_t req;
+    rt_t *rt;
+    rt_exec_t *ex;
+    char id[37];
+    store_execution_t *x;
+    store_event_t *events;
+    size_t nevents;
+    const bp_blueprint_t *bp;
+    cbm_error_t err;
+} rt_load_t;
+
+typedef struct rt_refill {
+    cm_req_t req;
+    rt_t *rt;
+    int64_t until_us;
+    store_timer_t *timers;
+    size_t n;
+} rt_refill_t;
 
 typedef struct rt_handler {
     char *name;
@@ -71,13 +117,14 @@ struct rt_call {
     int done;                  /* guarded by rt->mu */
     int rc;
     uv_cond_t cv;
+    int waited;                /* a caller blocks on cv (else free on done) */
     /* start */
     const bp_blueprint_t *bp;
     char *const *inputs;
     char (*ids)[37];
     size_t n, remaining;
-    /* debug */
-    const char *id;
+    /* debug, refresh */
+    char id[37];
     char *text;
 };
 
@@ -93,6 +140,8 @@ struct rt_waiter {
 struct rt {
     uv_loop_t loop;
     uv_async_t inbox_async;
+    uv_timer_t fire_timer;     /* armed for the earliest timer in the heap */
+    uv_timer_t refill_timer;   /* polls the store's timer window */
     uv_thread_t thread;
     uv_mutex_t mu;             /* inbox, blueprints, waiters, call->done */
     rt_call_t *inbox_head, *inbox_tail;
@@ -110,16 +159,24 @@ struct rt {
 
     /* Loop thread only. */
     rt_exec_t *active;
+    rt_exec_t **map;
+    size_t mapsize, nmap;
+    sched_t *sched;
+    int refilling;
     size_t running_total;
+    size_t loads_in_flight;
     int stopping;
     int closed;
 
     int started;
-    _Atomic uint64_t steps_run, resumed, nactive;
+    _Atomic uint64_t steps_run, resumed, nactive, hibernated, woken, timers_fired;
+    _Atomic int64_t lateness_sum_us;
 };
 
-static void decide_and_commit(rt_t *rt, rt_exec_t *ex, eng_event_t *in, size_t nin,
-                              rt_call_t *start);
+static void process(rt_t *rt, rt_exec_t *ex, int force);
+static void settle(rt_t *rt, rt_exec_t *ex);
+static void start_load(rt_t *rt, rt_exec_t *ex);
+static void arm_fire(rt_t *rt);
 
 /* ---------------------------------------------------------------- outcomes */
 
@@ -150,6 +207,53 @@ int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bo
     cJSON_Delete(o);
     if (out->error == NULL) return CBM_ENOMEM;
     out->set = 2;
+    return 0;
+}
+
+/* Ten years: anything longer is a mistake, not a plan. */
+#define MAX_WAIT_MS (10LL * 366 * 24 * 3600 * 1000)
+
+int cbm_step_sleep(cbm_step_out_t *out, const char *result_json, int64_t duration_ms)
+{
+    char *norm;
+    if (out == NULL || out->set) return CBM_EINVAL;
+    if (duration_ms < 0 || duration_ms > MAX_WAIT_MS) {
+        cbm_step_fail(out, "bad_sleep", "sleep duration must be 0 to 10 years", false);
+        return CBM_EINVAL;
+    }
+    norm = json_normalize(result_json != NULL ? result_json : "null");
+    if (norm == NULL) {
+        cbm_step_fail(out, "bad_result", "step result is not valid JSON", false);
+        return CBM_EJSON;
+    }
+    out->set = 3;
+    out->result = norm;
+    out->ms = duration_ms;
+    return 0;
+}
+
+int cbm_step_approval(cbm_step_out_t *out, const char *type, const char *data_json,
+                      int64_t timeout_ms)
+{
+    char *norm;
+    if (out == NULL || out->set) return CBM_EINVAL;
+    if (timeout_ms < 0 || timeout_ms > MAX_WAIT_MS) {
+        cbm_step_fail(out, "bad_approval", "approval timeout must be 0 to 10 years", false);
+        return CBM_EINVAL;
+    }
+    norm = json_normalize(data_json != NULL ? data_json : "null");
+    if (norm == NULL) {
+        cbm_step_fail(out, "bad_result", "approval data is not valid JSON", false);
+        return CBM_EJSON;
+    }
+    out->type = strdup(type != NULL && *type ? type : "approval");
+    if (out->type == NULL) {
+        free(norm);
+        return CBM_ENOMEM;
+    }
+    out->set = 4;
+    out->result = norm;
+    out->ms = timeout_ms;
     return 0;
 }
 
@@ -222,8 +326,18 @@ int rt_check_handlers(rt_t *rt, const bp_blueprint_t *bp, cbm_error_t *err)
 {
     for (size_t i = 0; i < bp->nsteps; i++) {
         const bp_step_t *s = &bp->steps[i];
-        if (s->kind == BP_TASK && strcmp(s->queue, "local") == 0 &&
-            find_handler(rt, s->handler) == NULL)
+        if (s->kind == BP_SUBWORKFLOW || s->kind == BP_DELIBERATION)
+            return cbm_error_set(err, CBM_EINVAL,
+                                 "blueprint '%s', step '%s': this step kind is not supported by "
+                                 "the engine yet",
+                                 bp->name, s->name);
+        if (s->kind != BP_TASK) continue;
+        if (strcmp(s->queue, "local") != 0)
+            return cbm_error_set(err, CBM_EINVAL,
+                                 "blueprint '%s', step '%s': queue '%s' is remote, and remote "
+                                 "workers are not supported by the embedded engine yet",
+                                 bp->name, s->name, s->queue);
+        if (find_handler(rt, s->handler) == NULL)
             return cbm_error_set(err, CBM_EHANDLER,
                                  "blueprint '%s', step '%s': no handler registered as '%s'",
                                  bp->name, s->name, s->handler);
@@ -253,7 +367,7 @@ static unsigned hash_id(const char *id)
 {
     unsigned h = 2166136261u;
     while (*id) h = (h ^ (unsigned char)*id++) * 16777619u;
-    return h % WAIT_BUCKETS;
+    return h;
 }
 
 rt_waiter_t *rt_wait_begin(rt_t *rt, const char *id)
@@ -263,7 +377,7 @@ rt_waiter_t *rt_wait_begin(rt_t *rt, const char *id)
     if (w == NULL) return NULL;
     snprintf(w->id, sizeof(w->id), "%s", id);
     uv_cond_init(&w->cv);
-    b = hash_id(w->id);
+    b = hash_id(w->id) % WAIT_BUCKETS;
     uv_mutex_lock(&rt->mu);
     w->next = rt->waiters[b];
     rt->waiters[b] = w;
@@ -296,7 +410,7 @@ void rt_wait_end(rt_t *rt, rt_waiter_t *w)
     rt_waiter_t **pp;
     if (w == NULL) return;
     uv_mutex_lock(&rt->mu);
-    for (pp = &rt->waiters[hash_id(w->id)]; *pp != NULL; pp = &(*pp)->next) {
+    for (pp = &rt->waiters[hash_id(w->id) % WAIT_BUCKETS]; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == w) {
             *pp = w->next;
             break;
@@ -310,7 +424,7 @@ void rt_wait_end(rt_t *rt, rt_waiter_t *w)
 static void notify_terminal(rt_t *rt, const char *id)
 {
     uv_mutex_lock(&rt->mu);
-    for (rt_waiter_t *w = rt->waiters[hash_id(id)]; w != NULL; w = w->next) {
+    for (rt_waiter_t *w = rt->waiters[hash_id(id) % WAIT_BUCKETS]; w != NULL; w = w->next) {
         if (strcmp(w->id, id) == 0) {
             w->done = 1;
             uv_cond_signal(&w->cv);
@@ -321,11 +435,64 @@ static void notify_terminal(rt_t *rt, const char *id)
 
 /* ------------------------------------------------------------- executions */
 
-static rt_exec_t *exec_new(rt_t *rt, const char *id, const bp_blueprint_t *bp)
+static rt_exec_t *map_get(rt_t *rt, const char *id)
+{
+    rt_exec_t *ex;
+    if (rt->mapsize == 0) return NULL;
+    for (ex = rt->map[hash_id(id) % rt->mapsize]; ex != NULL; ex = ex->hnext)
+        if (strcmp(ex->id, id) == 0) return ex;
+    return NULL;
+}
+
+static int map_put(rt_t *rt, rt_exec_t *ex)
+{
+    if (rt->nmap >= rt->mapsize) {
+        size_t ns = rt->mapsize ? rt->mapsize * 2 : 1024;
+        rt_exec_t **nm = calloc(ns, sizeof(*nm));
+        if (nm == NULL) return CBM_ENOMEM;
+        for (size_t i = 0; i < rt->mapsize; i++) {
+            rt_exec_t *e = rt->map[i];
+            while (e != NULL) {
+                rt_exec_t *next = e->hnext;
+                unsigned b = hash_id(e->id) % ns;
+                e->hnext = nm[b];
+                nm[b] = e;
+                e = next;
+            }
+        }
+        free(rt->map);
+        rt->map = nm;
+        rt->mapsize = ns;
+    }
+    {
+        unsigned b = hash_id(ex->id) % rt->mapsize;
+        ex->hnext = rt->map[b];
+        rt->map[b] = ex;
+        rt->nmap++;
+    }
+    return 0;
+}
+
+static void map_del(rt_t *rt, rt_exec_t *ex)
+{
+    rt_exec_t **pp;
+    if (rt->mapsize == 0) return;
+    for (pp = &rt->map[hash_id(ex->id) % rt->mapsize]; *pp != NULL; pp = &(*pp)->hnext) {
+        if (*pp == ex) {
+            *pp = ex->hnext;
+            rt->nmap--;
+            return;
+        }
+    }
+}
+
+/* A new in-memory execution, without state yet (see exec_set_bp). */
+static rt_exec_t *exec_new(rt_t *rt, const char *id)
 {
     rt_exec_t *ex = calloc(1, sizeof(*ex));
     if (ex == NULL) return NULL;
-    if (st_init(&ex->st, id, bp) != 0) {
+    snprintf(ex->id, sizeof(ex->id), "%s", id);
+    if (map_put(rt, ex) != 0) {
         free(ex);
         return NULL;
     }
@@ -336,13 +503,54 @@ static rt_exec_t *exec_new(rt_t *rt, const char *id, const bp_blueprint_t *bp)
     return ex;
 }
 
-static void work_free(rt_work_t *w)
+/* Give the execution a fresh, empty state of blueprint bp. */
+static int exec_set_bp(rt_exec_t *ex, const bp_blueprint_t *bp)
 {
-    free(w->input);
-    free(w->out.result);
-    free(w->out.error);
-    ev_finish(&w->ev);
-    free(w);
+    if (ex->bp != NULL) st_finish(&ex->st);
+    ex->bp = NULL;
+    if (st_init(&ex->st, ex->id, bp) != 0) return CBM_ENOMEM;
+    if (ex->dispatched == NULL) {
+        ex->dispatched = calloc(bp->nsteps ? bp->nsteps : 1, sizeof(*ex->dispatched));
+        if (ex->dispatched == NULL) {
+            st_finish(&ex->st);
+            return CBM_ENOMEM;
+        }
+    }
+    ex->bp = bp;
+    return 0;
+}
+
+static void pend_clear(rt_exec_t *ex)
+{
+    for (size_t i = 0; i < ex->npend; i++) ev_finish(&ex->pend[i]);
+    ex->npend = 0;
+}
+
+/* Queue an input for the next decision; takes ev's contents. */
+static int pend_push(rt_exec_t *ex, eng_event_t *ev)
+{
+    /* The same timer twice (a refill raced its commit) is one input. */
+    if (ev->type == EV_TIMER_FIRED) {
+        for (size_t i = 0; i < ex->npend; i++) {
+            if (ex->pend[i].type == EV_TIMER_FIRED && strcmp(ex->pend[i].name, ev->name) == 0) {
+                ev_finish(ev);
+                return 0;
+            }
+        }
+    }
+    if (ex->npend == ex->cappend) {
+        size_t cap = ex->cappend ? ex->cappend * 2 : 4;
+        eng_event_t *n = realloc(ex->pend, cap * sizeof(*n));
+        if (n == NULL) {
+            ev_finish(ev);
+            return CBM_ENOMEM;
+        }
+        ex->pend = n;
+        ex->cappend = cap;
+    }
+    ex->pend[ex->npend++] = *ev;
+    memset(ev, 0, sizeof(*ev));
+    return 0;
 }
 
 static void exec_free(rt_t *rt, rt_exec_t *ex)
@@ -350,27 +558,43 @@ static void exec_free(rt_t *rt, rt_exec_t *ex)
     if (ex->prev != NULL) ex->prev->next = ex->next;
     else rt->active = ex->next;
     if (ex->next != NULL) ex->next->prev = ex->prev;
-    while (ex->pend_head != NULL) {
-        rt_work_t *w = ex->pend_head;
-        ex->pend_head = w->next;
-        work_free(w);
-    }
-    st_finish(&ex->st);
+    map_del(rt, ex);
+    pend_clear(ex);
+    free(ex->pend);
+    if (ex->bp != NULL) st_finish(&ex->st);
+    free(ex->dispatched);
     free(ex);
     atomic_fetch_sub(&rt->nactive, 1);
 }
 
+static void call_complete(rt_t *rt, rt_call_t *c);
+
+static void answer_start(rt_t *rt, rt_call_t *c, int rc)
+{
+    if (c == NULL) return;
+    if (rc != 0) c->rc = rc;
+    if (--c->remaining == 0) call_complete(rt, c);
+}
+
 static void maybe_free(rt_t *rt, rt_exec_t *ex)
 {
-    if (ex->dead && ex->running == 0 && !ex->committing) exec_free(rt, ex);
+    if (ex->dead && ex->running == 0 && !ex->committing && !ex->loading) {
+        answer_start(rt, ex->start, CBM_ESHUTDOWN);
+        ex->start = NULL;
+        exec_free(rt, ex);
+    }
 }
 
 static void call_complete(rt_t *rt, rt_call_t *c)
 {
+    /* Read before done is set: a waited call lives on its caller's stack
+     * and is gone as soon as the caller sees done. */
+    int waited = c->waited;
     uv_mutex_lock(&rt->mu);
     c->done = 1;
-    uv_cond_signal(&c->cv);
+    if (waited) uv_cond_signal(&c->cv);
     uv_mutex_unlock(&rt->mu);
+    if (!waited) free(c);
 }
 
 static void close_all(rt_t *rt);
@@ -386,8 +610,7 @@ static void work_cb(uv_work_t *req)
 {
     rt_work_t *w = req->data;
     const rt_handler_t *h = find_handler(w->rt, w->handler_name);
-    cbm_step_call_t call = {w->ex->st.id, w->ex->st.bp->steps[w->step].name, w->attempt,
-                            w->input};
+    cbm_step_call_t call = {w->exec_id, w->step_name, w->attempt, w->input};
 
     if (h == NULL) cbm_step_fail(&w->out, "no_handler", "no handler registered", false);
     else h->fn(&call, &w->out, h->arg);
@@ -395,42 +618,74 @@ static void work_cb(uv_work_t *req)
     atomic_fetch_add(&w->rt->steps_run, 1);
 }
 
+static void work_free(rt_work_t *w)
+{
+    free(w->input);
+    free(w->out.result);
+    free(w->out.error);
+    free(w->out.type);
+    free(w);
+}
+
+/* The event a handler's outcome becomes. */
+static void outcome_event(rt_t *rt, rt_work_t *w, eng_event_t *ev)
+{
+    int64_t now = clock_now_us(rt->clock);
+    memset(ev, 0, sizeof(*ev));
+    ev->step = (int)w->step;
+    ev->attempt = w->attempt;
+    switch (w->out.set) {
+    case 1:
+        ev->type = EV_STEP_COMPLETED;
+        ev->json = w->out.result;
+        w->out.result = NULL;
+        break;
+    case 3:
+        ev->type = EV_SLEEP_STARTED;
+        ev->json = w->out.result;
+        ev->due_us = now + w->out.ms * 1000;
+        w->out.result = NULL;
+        break;
+    case 4:
+        ev->type = EV_APPROVAL_REQUESTED;
+        ev->json = w->out.result;
+        ev->name = w->out.type;
+        ev->timeout_ms = w->out.ms;
+        ev->due_us = w->out.ms > 0 ? now + w->out.ms * 1000 : 0;
+        w->out.result = NULL;
+        w->out.type = NULL;
+        break;
+    default:
+        ev->type = EV_STEP_FAILED;
+        ev->json = w->out.error;
+        w->out.error = NULL;
+        break;
+    }
+}
+
 static void after_work(uv_work_t *req, int status)
 {
     rt_work_t *w = req->data;
     rt_t *rt = w->rt;
     rt_exec_t *ex = w->ex;
+    eng_event_t ev;
 
     (void)status;
     ex->running--;
     rt->running_total--;
+    /* dispatched[step] keeps the attempt: its outcome may wait for the commit
+     * in flight, and the step must not be dispatched again meanwhile. */
     if (ex->dead) {
         work_free(w);
         maybe_free(rt, ex);
         maybe_quiesce(rt);
         return;
     }
-    w->ev.step = (int)w->step;
-    w->ev.attempt = w->attempt;
-    if (w->out.set == 1) {
-        w->ev.type = EV_STEP_COMPLETED;
-        w->ev.json = w->out.result;
-        w->out.result = NULL;
-    } else {
-        w->ev.type = EV_STEP_FAILED;
-        w->ev.json = w->out.error;
-        w->out.error = NULL;
-    }
-    if (ex->committing) {
-        /* Fold it into the next decision, after the one in flight commits. */
-        w->next = NULL;
-        if (ex->pend_tail != NULL) ex->pend_tail->next = w;
-        else ex->pend_head = w;
-        ex->pend_tail = w;
-        return;
-    }
-    decide_and_commit(rt, ex, &w->ev, 1, NULL);
+    outcome_event(rt, w, &ev);
     work_free(w);
+    if (pend_push(ex, &ev) != 0) ex->dead = 1;
+    if (!ex->committing && !ex->loading) process(rt, ex, 0);
+    maybe_free(rt, ex);
     maybe_quiesce(rt);
 }
 
@@ -440,7 +695,7 @@ static void dispatch(rt_t *rt, rt_exec_t *ex, size_t step)
     if (w == NULL || (w->input = dc_step_input(&ex->st, step)) == NULL) {
         /* Out of memory: drop the execution from memory; it resumes (and
          * re-runs this step) on the next start. */
-        cbm_log_error("execution %s: out of memory dispatching a step", ex->st.id);
+        cbm_log_error("execution %s: out of memory dispatching a step", ex->id);
         free(w);
         ex->dead = 1;
         return;
@@ -450,13 +705,16 @@ static void dispatch(rt_t *rt, rt_exec_t *ex, size_t step)
     w->ex = ex;
     w->step = step;
     w->attempt = ex->st.steps[step].attempt;
-    w->handler_name = ex->st.bp->steps[step].handler;
-    w->ev.step = -1;
+    memcpy(w->exec_id, ex->id, sizeof(w->exec_id));
+    w->step_name = ex->bp->steps[step].name;
+    w->handler_name = ex->bp->steps[step].handler;
+    ex->dispatched[step] = (unsigned char)(w->attempt > 255 ? 255 : w->attempt);
     ex->running++;
     rt->running_total++;
     if (uv_queue_work(&rt->loop, &w->req, work_cb, after_work) != 0) {
         ex->running--;
         rt->running_total--;
+        ex->dispatched[step] = 0;
         work_free(w);
         ex->dead = 1;
     }
@@ -466,169 +724,379 @@ static void dispatch(rt_t *rt, rt_exec_t *ex, size_t step)
 
 static void decision_free(rt_decision_t *d)
 {
-    for (size_t i = 0; i < d->req.d.nevents; i++) {
-        free(d->req.d.events[i].type);
-        free(d->req.d.events[i].payload);
-    }
-    free(d->req.d.events);
-    free((char *)d->req.d.inputs);
-    free((char *)d->req.d.result);
-    free((char *)d->req.d.error);
+    dec_release(&d->req.d);
     free(d->sched);
     free(d);
 }
 
-/* Append ev to the decision: encode, apply, record. Takes ev's strings. */
-static int add_event(rt_t *rt, rt_exec_t *ex, rt_decision_t *d, eng_event_t *ev)
+/* Does an input still apply to the state? A handler's outcome applies to the
+ * attempt it ran; a timer only if the state still has it at that due time. */
+static bool input_applies(const st_exec_t *st, const eng_event_t *ev)
 {
-    store_event_t *se = &d->req.d.events[d->req.d.nevents];
-    int rc;
-
-    ev->seq = ex->st.seq + 1;
-    ev->at_us = clock_now_us(rt->clock);
-    memcpy(se->execution_id, ex->st.id, sizeof(se->execution_id));
-    se->seq = ev->seq;
-    se->recorded_at_us = ev->at_us;
-    se->type = strdup(ev_type_name(ev->type));
-    se->payload = ev_encode(ev, ex->st.bp);
-    if (se->type == NULL || se->payload == NULL) {
-        free(se->type);
-        free(se->payload);
-        return CBM_ENOMEM;
+    const st_step_t *s = ev->step >= 0 ? &st->steps[ev->step] : NULL;
+    if (st_terminal(st)) return false;
+    switch (ev->type) {
+    case EV_EXECUTION_STARTED:
+        return st->seq == 0;
+    case EV_STEP_COMPLETED:
+    case EV_STEP_FAILED:
+    case EV_SLEEP_STARTED:
+    case EV_APPROVAL_REQUESTED:
+        return s != NULL && s->status == SS_SCHEDULED && s->wait == SW_NONE &&
+               s->attempt == ev->attempt;
+    case EV_TIMER_FIRED: {
+        const st_timer_t *t;
+        if (strcmp(ev->name, "wake") == 0) return true;
+        t = st_timer_find(st, ev->name);
+        return t != NULL && t->due_us == ev->due_us;
     }
-    if ((rc = st_apply(&ex->st, ev)) != 0) {
-        free(se->type);
-        free(se->payload);
-        return rc;
+    default:
+        return true;
     }
-    d->req.d.nevents++;
-    if (ev->type == EV_STEP_SCHEDULED) d->sched[d->nsched++] = (size_t)ev->step;
-    return 0;
 }
 
 /*
- * One decision: the incoming events (a start, step results), then whatever
- * the decider derives from the new state, applied to the live state and
- * committed as one unit. A failure here is a bug or out-of-memory: the
- * execution is dropped from memory (never half-committed) and resumes from
- * the store on the next start.
+ * One decision: the inputs that still apply (a start, handler outcomes,
+ * timers), then whatever the decider derives from the new state, applied to
+ * the live state and committed as one unit. A failure here is a bug or
+ * out-of-memory: the execution is dropped from memory (never half-committed)
+ * and resumes from the store later.
  */
-static void decide_and_commit(rt_t *rt, rt_exec_t *ex, eng_event_t *in, size_t nin,
-                              rt_call_t *start)
+static void process(rt_t *rt, rt_exec_t *ex, int force)
 {
-    size_t cap = nin + ex->st.bp->nsteps + 1, ndec = 0;
-    eng_event_t *dec = calloc(ex->st.bp->nsteps + 1, sizeof(*dec));
-    rt_decision_t *d = calloc(1, sizeof(*d));
-    int64_t expected = ex->st.seq;
-    int is_new = ex->st.seq == 0;
-    int rc = CBM_ENOMEM;
+    rt_decision_t *d;
+    eng_event_t *in;
+    size_t nin = 0;
+    int wake = 0, rc;
 
-    if (d == NULL || dec == NULL) goto fail;
-    d->req.d.events = calloc(cap, sizeof(store_event_t));
-    d->sched = calloc(cap, sizeof(size_t));
-    if (d->req.d.events == NULL || d->sched == NULL) goto fail;
-    d->ex = ex;
-    d->start = start;
-    d->req.owner = d;
-
-    for (size_t i = 0; i < nin; i++)
-        if ((rc = add_event(rt, ex, d, &in[i])) != 0) goto fail;
-    if ((rc = dc_decide(&ex->st, dec, ex->st.bp->nsteps + 1, &ndec)) != 0) goto fail;
-    for (size_t i = 0; i < ndec; i++)
-        if ((rc = add_event(rt, ex, d, &dec[i])) != 0) goto fail;
-    for (size_t i = 0; i < ndec; i++) ev_finish(&dec[i]);
-    free(dec);
-    dec = NULL;
-
-    if (d->req.d.nevents == 0) {
-        decision_free(d);
+    if (ex->committing || ex->loading || ex->dead || ex->bp == NULL) return;
+    if (ex->npend == 0 && !force) {
+        settle(rt, ex);
         return;
     }
-    memcpy(d->req.d.execution_id, ex->st.id, sizeof(d->req.d.execution_id));
-    d->req.d.expected_seq = expected;
-    d->req.d.status = st_status_name(ex->st.status);
-    d->terminal = st_terminal(&ex->st);
-    if (is_new) {
-        d->req.d.is_new = true;
-        d->req.d.blueprint = ex->st.bp->name;
-        d->req.d.version = ex->st.bp->version;
-        d->req.d.inputs = cbm_strdup(ex->st.inputs);
+    in = ex->pend;
+    for (size_t i = 0; i < ex->npend; i++) {
+        if (input_applies(&ex->st, &in[i])) {
+            if (in[i].type == EV_TIMER_FIRED && strcmp(in[i].name, "wake") == 0) wake = 1;
+            if (nin != i) {
+                in[nin] = in[i];
+                memset(&in[i], 0, sizeof(in[i]));
+            }
+            nin++;
+        } else {
+            cbm_log_debug("execution %s: %s no longer applies; ignored", ex->id,
+                          ev_type_name(in[i].type));
+            ev_finish(&in[i]);
+        }
     }
-    d->req.d.result = cbm_strdup(ex->st.result);
-    d->req.d.error = cbm_strdup(ex->st.error);
+    ex->npend = 0;
+    if ((d = calloc(1, sizeof(*d))) == NULL) {
+        rc = CBM_ENOMEM;
+        goto fail;
+    }
+    rc = dec_build(&ex->st, in, nin, clock_now_us(rt->clock), &d->req.d, &d->sched, &d->nsched);
+    for (size_t i = 0; i < nin; i++) ev_finish(&in[i]);
+    if (rc == 0 && wake) rc = dec_clear_timer(&d->req.d, "wake");
+    if (rc != 0) goto fail;
+    d->ex = ex;
+    d->nin = nin;
+    d->start = ex->start;
+    ex->start = NULL;
+    d->terminal = st_terminal(&ex->st);
+    d->req.owner = d;
+    if (d->req.d.nevents == 0) {
+        answer_start(rt, d->start, 0);
+        decision_free(d);
+        settle(rt, ex);
+        return;
+    }
     ex->committing = 1;
     cm_submit(rt->cm, &d->req);
     return;
 
 fail:
-    cbm_log_error("execution %s: decision failed (%s); dropped from memory until restart",
-                  ex->st.id, cbm_strerror(rc));
-    if (dec != NULL) {
-        for (size_t i = 0; i < ndec; i++) ev_finish(&dec[i]);
-        free(dec);
+    cbm_log_error("execution %s: decision failed (%s); dropped from memory", ex->id,
+                  cbm_strerror(rc));
+    if (d != NULL) {
+        answer_start(rt, d->start, rc);
+        d->start = NULL;
+        free(d);
     }
-    if (d != NULL) decision_free(d);
     ex->dead = 1;
-    if (start != NULL) {
-        start->rc = rc;
-        if (--start->remaining == 0) call_complete(rt, start);
+}
+
+/*
+ * After a decision (or a load): run what is scheduled and not yet running,
+ * take the next inputs, and leave memory if only waiting is left.
+ */
+static void settle(rt_t *rt, rt_exec_t *ex)
+{
+    if (ex->dead || ex->committing || ex->loading || ex->bp == NULL) return;
+    if (st_terminal(&ex->st)) {
+        ex->dead = 1;
+        return;
     }
+    if (!rt->stopping) {
+        for (size_t i = 0; i < ex->bp->nsteps && !ex->dead; i++) {
+            const st_step_t *s = &ex->st.steps[i];
+            if (s->status == SS_SCHEDULED && ex->bp->steps[i].kind == BP_TASK &&
+                ex->dispatched[i] != (s->attempt > 255 ? 255 : s->attempt))
+                dispatch(rt, ex, i);
+        }
+    }
+    if (ex->dead) return;
+    if (ex->npend > 0) {
+        process(rt, ex, 0);
+    } else if (ex->reload) {
+        ex->reload = 0;
+        start_load(rt, ex);
+    } else if (ex->running == 0 && st_only_waiting(&ex->st)) {
+        /* Hibernate: its timers are in the store (and the heap); a wake-up
+         * loads it back. */
+        atomic_fetch_add(&rt->hibernated, 1);
+        ex->dead = 1;
+    }
+}
+
+static void on_decision(rt_t *rt, rt_decision_t *d)
+{
+    rt_exec_t *ex = d->ex;
+    int rc = d->req.d.result_code;
+
+    ex->committing = 0;
+    if (rc == 0) {
+        int earlier = 0;
+        const sched_entry_t *top = sched_peek(rt->sched);
+        for (size_t i = 0; i < d->req.d.ntimers_set; i++) {
+            const store_timer_t *t = &d->req.d.timers_set[i];
+            if (top == NULL || t->due_at_us < top->due_us) earlier = 1;
+            sched_push(rt->sched, ex->id, t->key, t->due_at_us);
+        }
+        if (earlier) arm_fire(rt);
+        answer_start(rt, d->start, 0);
+        if (d->terminal) {
+            ex->dead = 1;
+            notify_terminal(rt, ex->id);
+        }
+    } else if (rc == CBM_ECONFLICT && !d->req.d.is_new) {
+        /* Someone else (an approval from another process, another engine)
+         * decided first: read the execution again and re-apply what we had
+         * to say that still applies. */
+        cbm_log_info("execution %s: decided elsewhere meanwhile; reloading", ex->id);
+        for (size_t i = 0; i < d->nin && !ex->dead; i++) {
+            eng_event_t ev;
+            const store_event_t *se = &d->req.d.events[i];
+            if (ev_decode(se->type, se->payload, se->seq, se->recorded_at_us, ex->bp, &ev, NULL) ==
+                0) {
+                /* A timer's due time is not in its event, so a re-decoded
+                 * TimerFired no longer matches; the timer's row is still in
+                 * the store if it still holds, and the next refill fires it. */
+                if (pend_push(ex, &ev) != 0) ex->dead = 1;
+            }
+        }
+        if (!ex->dead) start_load(rt, ex);
+    } else {
+        if (rc != CBM_ESHUTDOWN)
+            cbm_log_error("execution %s: commit failed: %s", ex->id, cbm_strerror(rc));
+        answer_start(rt, d->start, rc);
+        ex->dead = 1;
+    }
+    decision_free(d);
+    settle(rt, ex);
+    maybe_free(rt, ex);
+}
+
+/* ------------------------------------------------------------------ loads */
+
+/* On the committer thread: the execution's projection and history, and its
+ * blueprint version if this engine has not seen it. */
+static void job_load(store_t *s, cm_req_t *r)
+{
+    rt_load_t *l = (rt_load_t *)r;
+    int rc = store_load_execution(s, l->id, &l->x, &l->events, &l->nevents, &l->err);
+    if (rc == 0) {
+        l->bp = rt_find_blueprint(l->rt, l->x->blueprint, l->x->version);
+        if (l->bp == NULL) {
+            char *v = NULL, *json = NULL;
+            bp_blueprint_t *parsed = NULL;
+            rc = store_get_blueprint(s, l->x->blueprint, l->x->version, &v, &json, &l->err);
+            if (rc == 0 && (rc = bp_parse_json(json, strlen(json), &parsed, &l->err)) == 0) {
+                rt_add_blueprint(l->rt, &parsed, 0);
+                l->bp = rt_find_blueprint(l->rt, l->x->blueprint, l->x->version);
+            }
+            free(v);
+            free(json);
+        }
+    }
+    r->d.result_code = rc;
+}
+
+static void start_load(rt_t *rt, rt_exec_t *ex)
+{
+    rt_load_t *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        ex->dead = 1;
+        return;
+    }
+    if (ex->bp != NULL) st_finish(&ex->st);
+    ex->bp = NULL;
+    ex->loading = 1;
+    l->rt = rt;
+    l->ex = ex;
+    memcpy(l->id, ex->id, sizeof(l->id));
+    l->req.owner = l;
+    l->req.job = job_load;
+    rt->loads_in_flight++;
+    cm_submit(rt->cm, &l->req);
+}
+
+static int fold(rt_exec_t *ex, const bp_blueprint_t *bp, const store_event_t *evs, size_t n,
+                cbm_error_t *err)
+{
+    int rc;
+    if (ex->bp != NULL) st_finish(&ex->st);
+    ex->bp = NULL;
+    if (ex->dispatched == NULL &&
+        (ex->dispatched = calloc(bp->nsteps ? bp->nsteps : 1, sizeof(*ex->dispatched))) == NULL)
+        return CBM_ENOMEM;
+    rc = dec_fold(&ex->st, ex->id, bp, evs, n, err);
+    if (rc != 0) {
+        st_finish(&ex->st);
+        return rc;
+    }
+    ex->bp = bp;
+    return 0;
+}
+
+static void on_loaded(rt_t *rt, rt_load_t *l)
+{
+    rt_exec_t *ex = l->ex;
+    int rc = l->req.d.result_code;
+
+    rt->loads_in_flight--;
+    ex->loading = 0;
+    if (rc == 0 && l->bp == NULL) rc = CBM_ENOTFOUND;
+    if (rc == 0) rc = fold(ex, l->bp, l->events, l->nevents, &l->err);
+    if (rc == 0) {
+        atomic_fetch_add(&rt->woken, 1);
+    } else {
+        /* Unknown or unreadable: drop it from memory. Its timers stay in the
+         * store and fire again on a later refill, so a store outage delays a
+         * wake-up and loses none. */
+        if (rc != CBM_ENOTFOUND)
+            cbm_log_warn("execution %s: cannot load: %s", ex->id, l->err.message);
+        if (ex->bp != NULL) st_finish(&ex->st);
+        ex->bp = NULL;
+        ex->dead = 1;
+    }
+    store_executions_free(l->x, l->x != NULL ? 1 : 0);
+    store_events_free(l->events, l->nevents);
+    free(l);
+    if (!ex->dead) {
+        if (st_terminal(&ex->st)) ex->dead = 1;
+        else process(rt, ex, 1);
+    }
+    maybe_free(rt, ex);
+}
+
+/* ----------------------------------------------------------------- timers */
+
+static void fire(rt_t *rt, const sched_entry_t *e)
+{
+    rt_exec_t *ex = map_get(rt, e->id);
+    eng_event_t ev = {0};
+
+    if (ex != NULL && ex->dead) return; /* finished or dropped meanwhile */
+    atomic_fetch_add(&rt->timers_fired, 1);
+    ev.type = EV_TIMER_FIRED;
+    ev.step = -1;
+    ev.due_us = e->due_us;
+    if ((ev.name = strdup(e->key)) == NULL) return;
+    if (ex == NULL) {
+        if ((ex = exec_new(rt, e->id)) == NULL) {
+            ev_finish(&ev);
+            return;
+        }
+        pend_push(ex, &ev);
+        start_load(rt, ex);
+        return;
+    }
+    pend_push(ex, &ev);
+    if (!ex->committing && !ex->loading) process(rt, ex, 0);
+}
+
+static void on_fire(uv_timer_t *t)
+{
+    rt_t *rt = t->data;
+    int64_t now = clock_now_us(rt->clock);
+    const sched_entry_t *top;
+
+    if (rt->stopping) return;
+    while ((top = sched_peek(rt->sched)) != NULL && top->due_us <= now) {
+        sched_entry_t e;
+        if (sched_pop(rt->sched, &e) != 0) break;
+        fire(rt, &e);
+        free(e.key);
+    }
+    arm_fire(rt);
+}
+
+static void arm_fire(rt_t *rt)
+{
+    const sched_entry_t *top = sched_peek(rt->sched);
+    int64_t delay;
+    if (rt->stopping || rt->closed) return;
+    if (top == NULL) {
+        uv_timer_stop(&rt->fire_timer);
+        return;
+    }
+    delay = (top->due_us - clock_now_us(rt->clock) + 999) / 1000;
+    uv_timer_start(&rt->fire_timer, on_fire, delay > 0 ? (uint64_t)delay : 0, 0);
+}
+
+static void job_refill(store_t *s, cm_req_t *r)
+{
+    rt_refill_t *f = (rt_refill_t *)r;
+    r->d.result_code = store_timers_due(s, f->until_us, REFILL_LIMIT, &f->timers, &f->n, NULL);
+}
+
+static void on_refilled(rt_t *rt, rt_refill_t *f)
+{
+    rt->refilling = 0;
+    if (f->req.d.result_code == 0) {
+        for (size_t i = 0; i < f->n; i++)
+            sched_push(rt->sched, f->timers[i].execution_id, f->timers[i].key,
+                       f->timers[i].due_at_us);
+        arm_fire(rt);
+    }
+    store_timers_free(f->timers, f->n);
+    free(f);
+}
+
+static void refill(rt_t *rt)
+{
+    rt_refill_t *f;
+    if (rt->refilling || rt->stopping) return;
+    if ((f = calloc(1, sizeof(*f))) == NULL) return;
+    f->rt = rt;
+    f->until_us = clock_now_us(rt->clock) + WINDOW_US;
+    f->req.owner = f;
+    f->req.job = job_refill;
+    rt->refilling = 1;
+    cm_submit(rt->cm, &f->req);
+}
+
+static void on_refill_timer(uv_timer_t *t)
+{
+    refill(t->data);
 }
 
 static void on_commit(cm_req_t *req, void *ctx)
 {
     rt_t *rt = ctx;
-    rt_decision_t *d = req->owner;
-    rt_exec_t *ex = d->ex;
-    int rc = req->d.result_code;
-
-    ex->committing = 0;
-    if (rc != 0) {
-        /* Memory is ahead of the store: drop it; the store is the truth and
-         * the execution resumes from it on the next start. */
-        if (rc != CBM_ESHUTDOWN)
-            cbm_log_error("execution %s: commit failed: %s", ex->st.id, cbm_strerror(rc));
-        ex->dead = 1;
-    } else {
-        if (!ex->dead && !rt->stopping)
-            for (size_t i = 0; i < d->nsched; i++) dispatch(rt, ex, d->sched[i]);
-        if (d->terminal) {
-            ex->dead = 1;
-            notify_terminal(rt, ex->st.id);
-        }
-    }
-    if (d->start != NULL) {
-        if (rc != 0) d->start->rc = rc;
-        if (--d->start->remaining == 0) call_complete(rt, d->start);
-    }
-    decision_free(d);
-
-    if (!ex->dead && ex->pend_head != NULL) {
-        size_t n = 0;
-        eng_event_t *evs;
-        rt_work_t *w;
-        for (w = ex->pend_head; w != NULL; w = w->next) n++;
-        evs = calloc(n, sizeof(*evs));
-        if (evs == NULL) {
-            ex->dead = 1;
-        } else {
-            n = 0;
-            for (w = ex->pend_head; w != NULL; w = w->next) {
-                evs[n++] = w->ev;
-                memset(&w->ev, 0, sizeof(w->ev));
-            }
-            decide_and_commit(rt, ex, evs, n, NULL);
-            for (size_t i = 0; i < n; i++) ev_finish(&evs[i]);
-            free(evs);
-        }
-        while (ex->pend_head != NULL) {
-            w = ex->pend_head;
-            ex->pend_head = w->next;
-            work_free(w);
-        }
-        ex->pend_tail = NULL;
-    }
-    maybe_free(rt, ex);
+    if (req->job == job_load) on_loaded(rt, req->owner);
+    else if (req->job == job_refill) on_refilled(rt, req->owner);
+    else on_decision(rt, req->owner);
     maybe_quiesce(rt);
 }
 
@@ -647,6 +1115,7 @@ static void post(rt_t *rt, rt_call_t *c)
 
 static void post_and_wait(rt_t *rt, rt_call_t *c)
 {
+    c->waited = 1;
     uv_cond_init(&c->cv);
     post(rt, c);
     uv_mutex_lock(&rt->mu);
@@ -668,6 +1137,7 @@ static void on_inbox(uv_async_t *h)
         c->fn(rt, c);
         c = next;
     }
+    maybe_quiesce(rt);
 }
 
 static void do_start(rt_t *rt, rt_call_t *c)
@@ -679,11 +1149,14 @@ static void do_start(rt_t *rt, rt_call_t *c)
     }
     c->remaining = c->n;
     for (size_t i = 0; i < c->n; i++) {
-        rt_exec_t *ex = exec_new(rt, c->ids[i], c->bp);
+        rt_exec_t *ex = exec_new(rt, c->ids[i]);
         eng_event_t ev = {0};
-        if (ex == NULL) {
-            c->rc = CBM_ENOMEM;
-            if (--c->remaining == 0) call_complete(rt, c);
+        if (ex == NULL || exec_set_bp(ex, c->bp) != 0) {
+            if (ex != NULL) {
+                ex->dead = 1;
+                maybe_free(rt, ex);
+            }
+            answer_start(rt, c, CBM_ENOMEM);
             continue;
         }
         ev.type = EV_EXECUTION_STARTED;
@@ -691,16 +1164,14 @@ static void do_start(rt_t *rt, rt_call_t *c)
         ev.blueprint = strdup(c->bp->name);
         ev.version = strdup(c->bp->version);
         ev.json = strdup(c->inputs[i]);
-        if (ev.blueprint == NULL || ev.version == NULL || ev.json == NULL) {
+        ex->start = c;
+        if (ev.blueprint == NULL || ev.version == NULL || ev.json == NULL ||
+            pend_push(ex, &ev) != 0) {
             ev_finish(&ev);
             ex->dead = 1;
-            maybe_free(rt, ex);
-            c->rc = CBM_ENOMEM;
-            if (--c->remaining == 0) call_complete(rt, c);
-            continue;
+        } else {
+            process(rt, ex, 0);
         }
-        decide_and_commit(rt, ex, &ev, 1, c);
-        ev_finish(&ev);
         maybe_free(rt, ex);
     }
 }
@@ -724,12 +1195,8 @@ int rt_start_executions(rt_t *rt, const bp_blueprint_t *bp, char *const *inputs,
 
 static void do_debug(rt_t *rt, rt_call_t *c)
 {
-    for (rt_exec_t *ex = rt->active; ex != NULL; ex = ex->next) {
-        if (strcmp(ex->st.id, c->id) == 0 && !ex->dead) {
-            c->text = st_to_json(&ex->st);
-            break;
-        }
-    }
+    rt_exec_t *ex = map_get(rt, c->id);
+    if (ex != NULL && !ex->dead && !ex->loading && ex->bp != NULL) c->text = st_to_json(&ex->st);
     call_complete(rt, c);
 }
 
@@ -737,9 +1204,36 @@ char *rt_debug_state_json(rt_t *rt, const char *id)
 {
     rt_call_t c = {0};
     c.fn = do_debug;
-    c.id = id;
+    snprintf(c.id, sizeof(c.id), "%s", id);
     post_and_wait(rt, &c);
     return c.text;
+}
+
+/* Something outside the loop committed a decision for this execution: read
+ * it again now (if held) or load it (if hibernated), so its new work starts
+ * without waiting for the wake-up timer. */
+static void do_refresh(rt_t *rt, rt_call_t *c)
+{
+    rt_exec_t *ex = map_get(rt, c->id);
+    if (!rt->stopping) {
+        if (ex == NULL) {
+            if ((ex = exec_new(rt, c->id)) != NULL) start_load(rt, ex);
+        } else if (!ex->dead) {
+            if (ex->committing || ex->loading) ex->reload = 1;
+            else start_load(rt, ex);
+        }
+        if (ex != NULL) maybe_free(rt, ex);
+    }
+    call_complete(rt, c);
+}
+
+void rt_refresh(rt_t *rt, const char *id)
+{
+    rt_call_t *c;
+    if (!rt->started || (c = calloc(1, sizeof(*c))) == NULL) return;
+    c->fn = do_refresh;
+    snprintf(c->id, sizeof(c->id), "%s", id);
+    post(rt, c); /* not waited for: freed when done */
 }
 
 /* The first thing the loop does: carry on with every resumed execution. */
@@ -748,13 +1242,11 @@ static void do_resume(rt_t *rt, rt_call_t *c)
     rt_exec_t *ex = rt->active, *next;
     for (; ex != NULL; ex = next) {
         next = ex->next;
-        for (size_t i = 0; i < ex->st.bp->nsteps; i++)
-            if (ex->st.steps[i].status == SS_SCHEDULED) dispatch(rt, ex, i);
-        /* A decision is atomic, so the rebuilt state normally has nothing
-         * left to decide; deciding again is cheap and makes sure of it. */
-        if (!ex->dead) decide_and_commit(rt, ex, NULL, 0, NULL);
+        process(rt, ex, 1);
         maybe_free(rt, ex);
     }
+    refill(rt);
+    uv_timer_start(&rt->refill_timer, on_refill_timer, REFILL_MS, REFILL_MS);
     call_complete(rt, c);
 }
 
@@ -767,42 +1259,16 @@ int rt_create(rt_t **out, const rt_opts_t *o)
     rt->clock = o->clock != NULL ? o->clock : &clock_system;
     rt->url = cbm_strdup(o->database_url);
     rt->max_batch = o->max_batch > 0 ? o->max_batch : 512;
+    rt->sched = sched_create();
     uv_mutex_init(&rt->mu);
-    if (uv_loop_init(&rt->loop) != 0) {
+    if (rt->sched == NULL || uv_loop_init(&rt->loop) != 0) {
+        sched_destroy(rt->sched);
         uv_mutex_destroy(&rt->mu);
         free(rt->url);
         free(rt);
         return CBM_ENOMEM;
     }
     *out = rt;
-    return 0;
-}
-
-static int rebuild(rt_t *rt, const store_execution_t *x, const store_event_t *evs, size_t n,
-                   cbm_error_t *err)
-{
-    const bp_blueprint_t *bp = rt_find_blueprint(rt, x->blueprint, x->version);
-    rt_exec_t *ex;
-
-    if (bp == NULL)
-        return cbm_error_set(err, CBM_ENOTFOUND, "execution %s: blueprint %s version %s missing",
-                             x->id, x->blueprint, x->version);
-    if ((ex = exec_new(rt, x->id, bp)) == NULL) return CBM_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        eng_event_t ev;
-        int rc = ev_decode(evs[i].type, evs[i].payload, evs[i].seq, evs[i].recorded_at_us, bp,
-                           &ev, err);
-        if (rc == 0 && (rc = st_apply(&ex->st, &ev)) != 0)
-            cbm_error_set(err, rc, "execution %s: event %lld (%s) does not follow its history",
-                          x->id, (long long)evs[i].seq, evs[i].type);
-        ev_finish(&ev);
-        if (rc != 0) {
-            exec_free(rt, ex);
-            return rc;
-        }
-    }
-    if (st_terminal(&ex->st)) exec_free(rt, ex); /* projection lagged; nothing to do */
-    else atomic_fetch_add(&rt->resumed, 1);
     return 0;
 }
 
@@ -818,15 +1284,33 @@ int rt_start(rt_t *rt, store_t **store, const store_unfinished_t *u, cbm_error_t
     int rc;
 
     for (size_t i = 0; u != NULL && i < u->nexecs; i++) {
-        cbm_error_t e2;
-        if (rebuild(rt, &u->execs[i], u->events + u->first[i], u->count[i], &e2) != 0)
+        const store_execution_t *x = &u->execs[i];
+        const bp_blueprint_t *bp = rt_find_blueprint(rt, x->blueprint, x->version);
+        rt_exec_t *ex;
+        cbm_error_t e2 = {0};
+        if (bp == NULL) {
+            cbm_log_error("not resuming %s: blueprint %s version %s missing", x->id, x->blueprint,
+                          x->version);
+            continue;
+        }
+        if ((ex = exec_new(rt, x->id)) == NULL) return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+        if (fold(ex, bp, u->events + u->first[i], u->count[i], &e2) != 0) {
             cbm_log_error("not resuming: %s", e2.message); /* left in the store as is */
+            exec_free(rt, ex);
+            continue;
+        }
+        if (st_terminal(&ex->st)) exec_free(rt, ex); /* projection lagged; nothing to do */
+        else atomic_fetch_add(&rt->resumed, 1);
     }
     rc = cm_create(&rt->cm, &rt->loop, store, rt->url, rt->max_batch, on_commit, rt,
                    &rt->cmstats);
     if (rc != 0) return cbm_error_set(err, rc, "cannot start the committer");
     uv_async_init(&rt->loop, &rt->inbox_async, on_inbox);
     rt->inbox_async.data = rt;
+    uv_timer_init(&rt->loop, &rt->fire_timer);
+    rt->fire_timer.data = rt;
+    uv_timer_init(&rt->loop, &rt->refill_timer);
+    rt->refill_timer.data = rt;
     rt->started = 1;
     if (uv_thread_create(&rt->thread, loop_main, rt) != 0)
         return cbm_error_set(err, CBM_ENOMEM, "cannot start the loop thread");
@@ -840,11 +1324,15 @@ static void close_all(rt_t *rt)
     rt->closed = 1;
     cm_close(rt->cm);
     uv_close((uv_handle_t *)&rt->inbox_async, NULL);
+    uv_close((uv_handle_t *)&rt->fire_timer, NULL);
+    uv_close((uv_handle_t *)&rt->refill_timer, NULL);
 }
 
 static void do_stop(rt_t *rt, rt_call_t *c)
 {
     rt->stopping = 1;
+    uv_timer_stop(&rt->fire_timer);
+    uv_timer_stop(&rt->refill_timer);
     cm_stop(rt->cm);
     call_complete(rt, c);
     maybe_quiesce(rt);
@@ -860,6 +1348,9 @@ void rt_get_stats(rt_t *rt, cbm_engine_stats_t *out)
     out->steps_run = atomic_load(&rt->steps_run);
     out->resumed = atomic_load(&rt->resumed);
     out->active = atomic_load(&rt->nactive);
+    out->hibernated = atomic_load(&rt->hibernated);
+    out->woken = atomic_load(&rt->woken);
+    out->timers_fired = atomic_load(&rt->timers_fired);
 }
 
 void rt_destroy(rt_t *rt)
@@ -872,7 +1363,15 @@ void rt_destroy(rt_t *rt)
         uv_thread_join(&rt->thread);
     }
     while (rt->active != NULL) exec_free(rt, rt->active);
+    /* Calls posted after the stop (refreshes) were never run. */
+    while (rt->inbox_head != NULL) {
+        rt_call_t *c = rt->inbox_head;
+        rt->inbox_head = c->next;
+        if (!c->waited) free(c);
+    }
     if (uv_loop_close(&rt->loop) != 0) cbm_log_error("engine loop closed with live handles");
+    sched_destroy(rt->sched);
+    free(rt->map);
     for (size_t i = 0; i < rt->nbps; i++) bp_destroy(rt->bps[i]);
     free(rt->bps);
     for (size_t i = 0; i < rt->nhandlers; i++) free(rt->handlers[i].name);

@@ -71,6 +71,10 @@ rt_waiter_t *rt_wait_begin(rt_t *rt, const char *id);
 int rt_wait_until(rt_t *rt, rt_waiter_t *w, int64_t deadline_mono_us);
 void rt_wait_end(rt_t *rt, rt_waiter_t *w);
 
+/* After a decision was committed for execution id from outside the loop
+ * (approve, signal, cancel): read it again now. Thread-safe, does not wait. */
+void rt_refresh(rt_t *rt, const char *id);
+
 void rt_get_stats(rt_t *rt, cbm_engine_stats_t *out);
 
 /* Stop: finish running handlers and in-flight commits, stop the loop thread.

@@ -1,7 +1,9 @@
 /*
- * state.c - the reducer. Pure: it reads nothing but the state and the event,
- * and writes nothing but the state. Whatever the engine knows about an
- * execution, it knows because an event said so.
+ * state.c - the reducer. Pure: it reads nothing but the state, the event and
+ * the blueprint, and writes nothing but the state. Whatever the engine knows
+ * about an execution, it knows because an event said so; that includes its
+ * active durable timers, which are derived here from the events that set and
+ * clear them.
  */
 #include "engine/state.h"
 
@@ -11,6 +13,22 @@
 #include <string.h>
 
 #include "cbm_internal.h"
+
+static const char *const timer_kind_names[] = {"sleep", "approval", "signal",
+                                               "retry", "timeout", "wake"};
+
+const char *st_timer_kind_name(st_timer_kind_t k)
+{
+    return (size_t)k < sizeof(timer_kind_names) / sizeof(*timer_kind_names) ? timer_kind_names[k]
+                                                                           : "unknown";
+}
+
+int st_timer_kind_from_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof(timer_kind_names) / sizeof(*timer_kind_names); i++)
+        if (strcmp(timer_kind_names[i], name) == 0) return (int)i;
+    return -1;
+}
 
 int st_init(st_exec_t *st, const char *id, const bp_blueprint_t *bp)
 {
@@ -28,12 +46,20 @@ void st_finish(st_exec_t *st)
         for (size_t i = 0; i < st->bp->nsteps; i++) {
             free(st->steps[i].result);
             free(st->steps[i].error);
+            free(st->steps[i].pending);
         }
     }
+    for (size_t i = 0; i < st->nsignals; i++) {
+        free(st->signals[i].name);
+        free(st->signals[i].payload);
+    }
+    free(st->signals);
+    free(st->timers);
     free(st->steps);
     free(st->inputs);
     free(st->result);
     free(st->error);
+    free(st->cancel_reason);
     memset(st, 0, sizeof(*st));
 }
 
@@ -53,6 +79,85 @@ bool st_terminal(const st_exec_t *st)
     return st->status != XS_RUNNING;
 }
 
+bool st_only_waiting(const st_exec_t *st)
+{
+    if (st_terminal(st) || st->cancel_requested) return false;
+    for (size_t i = 0; i < st->bp->nsteps; i++) {
+        const st_step_t *s = &st->steps[i];
+        if (s->fired) return false;
+        if (s->status == SS_SCHEDULED && s->wait != SW_SIGNAL) return false;
+        if (s->status == SS_FAILED) return false;
+    }
+    /* Pending steps whose dependencies are done would be scheduled by the
+     * decider; the caller asks after deciding, so none are left. */
+    return true;
+}
+
+const char *st_projection_status(const st_exec_t *st)
+{
+    bool approval = false, signal = false, active = false, waiting = false;
+    if (st_terminal(st)) return st_status_name(st->status);
+    for (size_t i = 0; i < st->bp->nsteps; i++) {
+        const st_step_t *s = &st->steps[i];
+        if (s->status == SS_WAITING && s->wait == SW_APPROVAL) approval = true;
+        else if (s->status == SS_SCHEDULED && s->wait == SW_SIGNAL) signal = true;
+        else if (s->status == SS_WAITING || s->status == SS_BACKOFF) waiting = true;
+        else if (s->status == SS_SCHEDULED) active = true;
+    }
+    if (active) return "running";
+    if (approval) return "awaiting_approval";
+    if (signal) return "awaiting_signal";
+    if (waiting) return "sleeping";
+    return "running";
+}
+
+const st_timer_t *st_timer_find(const st_exec_t *st, const char *key)
+{
+    for (size_t i = 0; i < st->ntimers; i++)
+        if (strcmp(st->timers[i].key, key) == 0) return &st->timers[i];
+    return NULL;
+}
+
+static int timer_set(st_exec_t *st, st_timer_kind_t kind, const char *step, int64_t due)
+{
+    char key[160];
+    st_timer_t *t;
+    if (step != NULL) snprintf(key, sizeof(key), "%s:%s", st_timer_kind_name(kind), step);
+    else snprintf(key, sizeof(key), "%s", st_timer_kind_name(kind));
+    t = (st_timer_t *)st_timer_find(st, key);
+    if (t == NULL) {
+        if (st->ntimers == st->captimers) {
+            size_t cap = st->captimers ? st->captimers * 2 : 4;
+            st_timer_t *n = realloc(st->timers, cap * sizeof(*n));
+            if (n == NULL) return CBM_ENOMEM;
+            st->timers = n;
+            st->captimers = cap;
+        }
+        t = &st->timers[st->ntimers++];
+        snprintf(t->key, sizeof(t->key), "%s", key);
+    }
+    t->kind = kind;
+    t->due_us = due;
+    return 0;
+}
+
+static void timer_clear_key(st_exec_t *st, const char *key)
+{
+    for (size_t i = 0; i < st->ntimers; i++) {
+        if (strcmp(st->timers[i].key, key) == 0) {
+            st->timers[i] = st->timers[--st->ntimers];
+            return;
+        }
+    }
+}
+
+static void timer_clear(st_exec_t *st, st_timer_kind_t kind, const char *step)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%s:%s", st_timer_kind_name(kind), step);
+    timer_clear_key(st, key);
+}
+
 static char *take(char **p)
 {
     char *s = *p;
@@ -60,9 +165,46 @@ static char *take(char **p)
     return s;
 }
 
+static int step_fail(st_step_t *s, const char *kind, const char *message)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL) return CBM_ENOMEM;
+    cJSON_AddStringToObject(o, "kind", kind);
+    cJSON_AddStringToObject(o, "message", message != NULL ? message : "");
+    cJSON_AddBoolToObject(o, "retryable", 0);
+    free(s->error);
+    s->error = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (s->error == NULL) return CBM_ENOMEM;
+    s->status = SS_FAILED;
+    s->wait = SW_NONE;
+    return 0;
+}
+
+/* The step's kind decides what waiting means once it is scheduled. */
+static int apply_scheduled(st_exec_t *st, size_t i, eng_event_t *ev)
+{
+    const bp_step_t *b = &st->bp->steps[i];
+    st_step_t *s = &st->steps[i];
+    s->status = SS_SCHEDULED;
+    s->attempt = ev->attempt;
+    s->fired = 0;
+    s->wait = SW_NONE;
+    if (b->kind == BP_SIGNAL) {
+        s->wait = SW_SIGNAL;
+        if (b->timeout_ms > 0)
+            return timer_set(st, TK_SIGNAL, b->name, ev->at_us + b->timeout_ms * 1000);
+    } else if (b->kind == BP_TASK && b->timeout_ms > 0) {
+        return timer_set(st, TK_TIMEOUT, b->name, ev->at_us + b->timeout_ms * 1000);
+    }
+    return 0;
+}
+
 int st_apply(st_exec_t *st, eng_event_t *ev)
 {
     st_step_t *s = NULL;
+    const char *name = NULL;
+    int rc = 0;
 
     if (ev->seq != st->seq + 1) return CBM_EINVAL;
     if (ev->type != EV_EXECUTION_STARTED && st->seq == 0) return CBM_EINVAL;
@@ -70,6 +212,7 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
     if (ev->step >= 0) {
         if ((size_t)ev->step >= st->bp->nsteps) return CBM_EINVAL;
         s = &st->steps[ev->step];
+        name = st->bp->steps[ev->step].name;
     }
 
     switch (ev->type) {
@@ -79,40 +222,156 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         st->started_at_us = ev->at_us;
         break;
     case EV_STEP_SCHEDULED:
-        if (s == NULL || s->status == SS_COMPLETED) return CBM_EINVAL;
-        s->status = SS_SCHEDULED;
-        s->attempt = ev->attempt;
+        if (s == NULL || s->status == SS_COMPLETED || s->status == SS_SCHEDULED) return CBM_EINVAL;
+        rc = apply_scheduled(st, (size_t)ev->step, ev);
         break;
     case EV_STEP_STARTED:
         if (s == NULL || s->status != SS_SCHEDULED) return CBM_EINVAL;
         break;
     case EV_STEP_COMPLETED:
-        if (s == NULL || s->status != SS_SCHEDULED) return CBM_EINVAL;
+        if (s == NULL || (s->status != SS_SCHEDULED && s->status != SS_WAITING)) return CBM_EINVAL;
+        if (st->bp->steps[ev->step].kind == BP_SIGNAL) {
+            /* Completed from a signal that was buffered before the wait. */
+            const char *want = st->bp->steps[ev->step].signal;
+            for (size_t k = 0; k < st->nsignals; k++) {
+                if (strcmp(st->signals[k].name, want) == 0) {
+                    free(st->signals[k].name);
+                    free(st->signals[k].payload);
+                    memmove(&st->signals[k], &st->signals[k + 1],
+                            (st->nsignals - k - 1) * sizeof(*st->signals));
+                    st->nsignals--;
+                    break;
+                }
+            }
+            timer_clear(st, TK_SIGNAL, name);
+        }
         s->status = SS_COMPLETED;
+        s->wait = SW_NONE;
+        s->fired = 0;
         free(s->result);
         s->result = take(&ev->json);
+        free(s->pending);
+        s->pending = NULL;
+        timer_clear(st, TK_TIMEOUT, name);
+        timer_clear(st, TK_SLEEP, name);
         break;
     case EV_STEP_FAILED:
-        if (s == NULL || s->status != SS_SCHEDULED) return CBM_EINVAL;
+        if (s == NULL || (s->status != SS_SCHEDULED && s->status != SS_WAITING)) return CBM_EINVAL;
         s->status = SS_FAILED;
+        s->wait = SW_NONE;
+        s->fired = 0;
         free(s->error);
         s->error = take(&ev->json);
+        timer_clear(st, TK_TIMEOUT, name);
+        timer_clear(st, TK_SIGNAL, name);
+        break;
+    case EV_STEP_RETRY_SCHEDULED:
+        if (s == NULL || s->status != SS_FAILED) return CBM_EINVAL;
+        s->status = SS_BACKOFF;
+        rc = timer_set(st, TK_RETRY, name, ev->due_us);
+        break;
+    case EV_SLEEP_STARTED:
+        /* A sleep step, or a task that finished with "done, now sleep". */
+        if (s == NULL || s->status == SS_COMPLETED) return CBM_EINVAL;
+        s->status = SS_WAITING;
+        s->wait = SW_SLEEP;
+        s->attempt = ev->attempt;
+        free(s->pending);
+        s->pending = take(&ev->json);
+        timer_clear(st, TK_TIMEOUT, name);
+        rc = timer_set(st, TK_SLEEP, name, ev->due_us);
+        break;
+    case EV_TIMER_FIRED: {
+        const st_timer_t *t = st_timer_find(st, ev->name);
+        const char *colon = strchr(ev->name, ':');
+        int idx;
+        /* "wake" is a notification row written by an outside decision, not
+         * part of the state: its firing is recorded and changes nothing. */
+        if (strcmp(ev->name, "wake") == 0) break;
+        if (t == NULL) return CBM_EINVAL;
+        if (t->kind != TK_WAKE) {
+            if (colon == NULL || (idx = bp_step_index(st->bp, colon + 1)) < 0) return CBM_EINVAL;
+            st->steps[idx].fired = 1 + (int)t->kind;
+        }
+        timer_clear_key(st, ev->name);
+        break;
+    }
+    case EV_APPROVAL_REQUESTED:
+        if (s == NULL || s->status == SS_COMPLETED) return CBM_EINVAL;
+        s->status = SS_WAITING;
+        s->wait = SW_APPROVAL;
+        s->attempt = ev->attempt;
+        timer_clear(st, TK_TIMEOUT, name);
+        if (ev->due_us > 0) rc = timer_set(st, TK_APPROVAL, name, ev->due_us);
+        break;
+    case EV_APPROVAL_GRANTED:
+        if (s == NULL || s->status != SS_WAITING || s->wait != SW_APPROVAL) return CBM_EINVAL;
+        s->status = SS_COMPLETED;
+        s->wait = SW_NONE;
+        free(s->result);
+        s->result = take(&ev->json);
+        timer_clear(st, TK_APPROVAL, name);
+        break;
+    case EV_APPROVAL_REJECTED:
+        if (s == NULL || s->status != SS_WAITING || s->wait != SW_APPROVAL) return CBM_EINVAL;
+        rc = step_fail(s, "approval_rejected", ev->text);
+        timer_clear(st, TK_APPROVAL, name);
+        break;
+    case EV_APPROVAL_TIMED_OUT:
+        if (s == NULL || s->status != SS_WAITING || s->wait != SW_APPROVAL) return CBM_EINVAL;
+        s->fired = 0;
+        rc = step_fail(s, "approval_timeout", "nobody decided before the deadline");
+        timer_clear(st, TK_APPROVAL, name);
+        break;
+    case EV_SIGNAL_RECEIVED: {
+        /* The first step waiting for this signal takes it; else it is kept. */
+        size_t i;
+        for (i = 0; i < st->bp->nsteps; i++) {
+            if (st->steps[i].status == SS_SCHEDULED && st->steps[i].wait == SW_SIGNAL &&
+                strcmp(st->bp->steps[i].signal, ev->name) == 0)
+                break;
+        }
+        if (i < st->bp->nsteps) {
+            st_step_t *w = &st->steps[i];
+            w->status = SS_COMPLETED;
+            w->wait = SW_NONE;
+            free(w->result);
+            w->result = take(&ev->json);
+            timer_clear(st, TK_SIGNAL, st->bp->steps[i].name);
+        } else {
+            st_signal_t *n = realloc(st->signals, (st->nsignals + 1) * sizeof(*n));
+            if (n == NULL) return CBM_ENOMEM;
+            st->signals = n;
+            n[st->nsignals].name = take(&ev->name);
+            n[st->nsignals].payload = take(&ev->json);
+            st->nsignals++;
+        }
+        break;
+    }
+    case EV_CANCEL_REQUESTED:
+        st->cancel_requested = 1;
+        free(st->cancel_reason);
+        st->cancel_reason = take(&ev->text);
         break;
     case EV_EXECUTION_COMPLETED:
         st->status = XS_COMPLETED;
         st->result = take(&ev->json);
+        st->ntimers = 0;
         break;
     case EV_EXECUTION_FAILED:
         st->status = XS_FAILED;
         st->error = take(&ev->json);
+        st->ntimers = 0;
         break;
     case EV_EXECUTION_CANCELLED:
         st->status = XS_CANCELLED;
+        st->ntimers = 0;
         break;
     default:
         /* Types of later features: recorded, no effect on this state yet. */
         break;
     }
+    if (rc != 0) return rc;
     st->seq = ev->seq;
     st->updated_at_us = ev->at_us;
     return 0;
@@ -123,6 +382,8 @@ static const char *step_status_name(st_step_status_t s)
     switch (s) {
     case SS_PENDING: return "pending";
     case SS_SCHEDULED: return "scheduled";
+    case SS_WAITING: return "waiting";
+    case SS_BACKOFF: return "backoff";
     case SS_COMPLETED: return "completed";
     case SS_FAILED: return "failed";
     }
@@ -137,7 +398,7 @@ static void add_raw(cJSON *obj, const char *key, const char *json)
 
 char *st_to_json(const st_exec_t *st)
 {
-    cJSON *o = cJSON_CreateObject(), *steps;
+    cJSON *o = cJSON_CreateObject(), *steps, *timers, *signals;
     char *out;
 
     if (o == NULL) return NULL;
@@ -151,14 +412,36 @@ char *st_to_json(const st_exec_t *st)
     add_raw(o, "inputs", st->inputs);
     add_raw(o, "result", st->result);
     add_raw(o, "error", st->error);
+    cJSON_AddBoolToObject(o, "cancel_requested", st->cancel_requested);
     steps = cJSON_AddObjectToObject(o, "steps");
     for (size_t i = 0; steps != NULL && i < st->bp->nsteps; i++) {
         cJSON *s = cJSON_AddObjectToObject(steps, st->bp->steps[i].name);
         if (s == NULL) break;
         cJSON_AddStringToObject(s, "status", step_status_name(st->steps[i].status));
         cJSON_AddNumberToObject(s, "attempt", st->steps[i].attempt);
+        cJSON_AddNumberToObject(s, "wait", st->steps[i].wait);
+        cJSON_AddNumberToObject(s, "fired", st->steps[i].fired);
         add_raw(s, "result", st->steps[i].result);
         add_raw(s, "error", st->steps[i].error);
+        add_raw(s, "pending", st->steps[i].pending);
+    }
+    /* Timers in key order, so equal sets print equally. */
+    timers = cJSON_AddObjectToObject(o, "timers");
+    for (size_t n = 0; timers != NULL && n < st->ntimers; n++) {
+        const st_timer_t *best = NULL;
+        for (size_t i = 0; i < st->ntimers; i++) {
+            const st_timer_t *t = &st->timers[i];
+            if (cJSON_GetObjectItemCaseSensitive(timers, t->key) != NULL) continue;
+            if (best == NULL || strcmp(t->key, best->key) < 0) best = t;
+        }
+        cJSON_AddNumberToObject(timers, best->key, (double)best->due_us);
+    }
+    signals = cJSON_AddArrayToObject(o, "signals");
+    for (size_t i = 0; signals != NULL && i < st->nsignals; i++) {
+        cJSON *g = cJSON_CreateObject();
+        cJSON_AddStringToObject(g, "name", st->signals[i].name);
+        add_raw(g, "payload", st->signals[i].payload);
+        cJSON_AddItemToArray(signals, g);
     }
     out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);

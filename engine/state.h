@@ -17,8 +17,12 @@
 #include "engine/event.h"
 
 typedef enum st_step_status {
-    SS_PENDING = 0,   /* waiting for its dependencies */
-    SS_SCHEDULED,     /* scheduled, running or about to run */
+    SS_PENDING = 0,   /* waiting for its dependencies (or, after a back-off
+                         timer fired, for its next attempt) */
+    SS_SCHEDULED,     /* a task scheduled, running or about to run; a signal
+                         step waiting for its signal */
+    SS_WAITING,       /* sleeping, or waiting for an approval */
+    SS_BACKOFF,       /* failed, waiting for its retry timer */
     SS_COMPLETED,
     SS_FAILED,
 } st_step_status_t;
@@ -30,12 +34,48 @@ typedef enum st_exec_status {
     XS_CANCELLED,
 } st_exec_status_t;
 
+/* What a SS_WAITING or SS_SCHEDULED step waits for, and which of its timers
+ * fired (the decider resolves a fired timer into the step's next event). */
+typedef enum st_wait {
+    SW_NONE = 0,
+    SW_SLEEP,
+    SW_APPROVAL,
+    SW_SIGNAL,
+} st_wait_t;
+
+typedef enum st_timer_kind {
+    TK_SLEEP = 0,
+    TK_APPROVAL,
+    TK_SIGNAL,
+    TK_RETRY,
+    TK_TIMEOUT,
+    TK_WAKE,
+} st_timer_kind_t;
+
 typedef struct st_step {
     st_step_status_t status;
     int attempt;        /* attempt of the last StepScheduled */
+    st_wait_t wait;
+    int fired;          /* 1 + st_timer_kind_t of a fired timer, 0 if none */
     char *result;       /* normalised JSON text when completed */
     char *error;        /* normalised JSON text when failed */
+    char *pending;      /* result to take when a sleep ends */
 } st_step_t;
+
+/* An active durable timer of the execution. Keys are "<kind>:<step>" (or
+ * "wake"); the engine writes the difference of this set before and after a
+ * decision to cbm_timers in the same transaction. */
+typedef struct st_timer {
+    char key[160];
+    st_timer_kind_t kind;
+    int64_t due_us;
+} st_timer_t;
+
+/* A signal that arrived before any step waited for it. */
+typedef struct st_signal {
+    char *name;
+    char *payload;
+} st_signal_t;
 
 typedef struct st_exec {
     char id[37];
@@ -48,6 +88,12 @@ typedef struct st_exec {
     int64_t started_at_us;
     int64_t updated_at_us;
     st_step_t *steps;           /* bp->nsteps entries */
+    st_timer_t *timers;
+    size_t ntimers, captimers;
+    st_signal_t *signals;       /* buffered, oldest first */
+    size_t nsignals;
+    int cancel_requested;
+    char *cancel_reason;
 } st_exec_t;
 
 /* Initialise an empty state for execution id of blueprint bp. */
@@ -61,6 +107,16 @@ void st_finish(st_exec_t *st);
 int st_apply(st_exec_t *st, eng_event_t *ev);
 
 const char *st_status_name(st_exec_status_t s);
+/* The status for the projection: completed/failed/cancelled, or while
+ * running: awaiting_approval, awaiting_signal, sleeping (only timers left),
+ * else running. */
+const char *st_projection_status(const st_exec_t *st);
+/* Nothing is scheduled to run: the execution only waits (for timers,
+ * approvals or signals), so it can leave memory until something happens. */
+bool st_only_waiting(const st_exec_t *st);
+const st_timer_t *st_timer_find(const st_exec_t *st, const char *key);
+const char *st_timer_kind_name(st_timer_kind_t k);
+int st_timer_kind_from_name(const char *name);
 bool st_terminal(const st_exec_t *st);
 
 /* Canonical JSON text of the state (malloc'd), for comparisons and debugging. */

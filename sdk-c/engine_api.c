@@ -14,7 +14,10 @@
 #include "cbm_internal.h"
 #include "cerebelum/cerebelum.h"
 #include "engine/blueprint.h"
+#include "engine/decision.h"
+#include "engine/event.h"
 #include "engine/runtime.h"
+#include "engine/state.h"
 #include "pgembed.h"
 #include "scheduler/clock.h"
 #include "store/store.h"
@@ -425,4 +428,202 @@ char *cbm__debug_state_json(cbm_engine_t *e, const char *id);
 char *cbm__debug_state_json(cbm_engine_t *e, const char *id)
 {
     return rt_debug_state_json(e->rt, id);
+}
+
+/* ------------------------------------------------ decisions from outside */
+
+/*
+ * An outside decision (approve, reject, signal, cancel) is made against the
+ * execution's history in the store, not against any engine's memory, so it
+ * works whether the execution is running here, hibernating, held by another
+ * process, or no engine is up at all. It is committed with the optimistic
+ * lock (retried on a conflict); if it leaves task steps to run, a "wake" timer
+ * row due now tells whichever engine runs the execution to load it.
+ */
+typedef struct ext_cmd {
+    enum { EXT_APPROVE, EXT_REJECT, EXT_SIGNAL, EXT_CANCEL } kind;
+    const char *step;
+    const char *name;
+    const char *json;     /* normalised */
+    const char *text;
+    const char *who;
+} ext_cmd_t;
+
+/* Was the approval of step already decided (granted, rejected, timed out)? */
+static const char *approval_outcome(const store_event_t *evs, size_t n, const char *step)
+{
+    char needle[160];
+    snprintf(needle, sizeof(needle), "\"step\":\"%s\"", step);
+    for (size_t i = n; i-- > 0;) {
+        const char *t = evs[i].type;
+        if (strstr(evs[i].payload, needle) == NULL) continue;
+        if (strcmp(t, "ApprovalGranted") == 0) return "approved";
+        if (strcmp(t, "ApprovalRejected") == 0) return "rejected";
+        if (strcmp(t, "ApprovalTimedOut") == 0) return "timed out";
+    }
+    return NULL;
+}
+
+/* The event the command becomes, or an error saying why it does not apply.
+ * Returns 1 for "nothing to do" (cancelling a cancelled execution). */
+static int ext_event(const st_exec_t *st, const ext_cmd_t *c, const store_event_t *evs, size_t n,
+                     eng_event_t *ev, cbm_error_t *err)
+{
+    int idx = -1;
+    memset(ev, 0, sizeof(*ev));
+    ev->step = -1;
+    if (c->kind == EXT_CANCEL) {
+        if (st->status == XS_CANCELLED) return 1;
+        if (st_terminal(st))
+            return cbm_error_set(err, CBM_ESTATE, "execution %s is already %s", st->id,
+                                 st_status_name(st->status));
+        ev->type = EV_CANCEL_REQUESTED;
+        ev->text = strdup(c->text != NULL ? c->text : "");
+        return ev->text != NULL ? 0 : CBM_ENOMEM;
+    }
+    if (st_terminal(st))
+        return cbm_error_set(err, CBM_ESTATE, "execution %s is already %s", st->id,
+                             st_status_name(st->status));
+    if (c->kind == EXT_SIGNAL) {
+        ev->type = EV_SIGNAL_RECEIVED;
+        ev->name = strdup(c->name);
+        ev->json = strdup(c->json);
+        return ev->name != NULL && ev->json != NULL ? 0 : CBM_ENOMEM;
+    }
+    idx = bp_step_index(st->bp, c->step);
+    if (idx < 0)
+        return cbm_error_set(err, CBM_ENOTFOUND, "execution %s has no step '%s'", st->id, c->step);
+    if (st->steps[idx].status != SS_WAITING || st->steps[idx].wait != SW_APPROVAL) {
+        const char *done = approval_outcome(evs, n, c->step);
+        if (done != NULL)
+            return cbm_error_set(err, CBM_ESTATE,
+                                 "the approval of step '%s' was already decided (%s)", c->step,
+                                 done);
+        return cbm_error_set(err, CBM_ESTATE, "step '%s' of execution %s is not waiting for an "
+                                              "approval", c->step, st->id);
+    }
+    ev->step = idx;
+    ev->who = strdup(c->who != NULL ? c->who : "");
+    if (c->kind == EXT_APPROVE) {
+        ev->type = EV_APPROVAL_GRANTED;
+        ev->json = strdup(c->json);
+        return ev->who != NULL && ev->json != NULL ? 0 : CBM_ENOMEM;
+    }
+    ev->type = EV_APPROVAL_REJECTED;
+    ev->text = strdup(c->text != NULL ? c->text : "");
+    return ev->who != NULL && ev->text != NULL ? 0 : CBM_ENOMEM;
+}
+
+/* One attempt under rd_mu: 0 done, CBM_ECONFLICT to try again, else error. */
+static int ext_try(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_error_t *err)
+{
+    store_execution_t *x = NULL;
+    store_event_t *evs = NULL;
+    size_t n = 0, *sched = NULL, nsched = 0;
+    const bp_blueprint_t *bp;
+    st_exec_t st;
+    eng_event_t ev;
+    store_decision_t d;
+    store_decision_t *dp = &d;
+    int rc, inited = 0;
+
+    memset(&d, 0, sizeof(d));
+    memset(&ev, 0, sizeof(ev));
+    rc = store_load_execution(e->rd, id, &x, &evs, &n, err);
+    if (rc == CBM_EUNAVAIL && store_reconnect(e->rd, NULL) == 0)
+        rc = store_load_execution(e->rd, id, &x, &evs, &n, err);
+    if (rc == CBM_ENOTFOUND) return cbm_error_set(err, rc, "no execution %s", id);
+    if (rc != 0) return rc;
+    if ((bp = load_blueprint(e, x->blueprint, x->version, 0, err)) == NULL) {
+        rc = err != NULL && err->code ? err->code : CBM_ENOTFOUND;
+        goto out;
+    }
+    inited = 1;
+    if ((rc = dec_fold(&st, x->id, bp, evs, n, err)) != 0) goto out;
+    if ((rc = ext_event(&st, c, evs, n, &ev, err)) != 0) {
+        if (rc == 1) rc = 0;
+        goto out;
+    }
+    if ((rc = dec_build(&st, &ev, 1, clock_now_us(&clock_system), &d, &sched, &nsched)) != 0)
+        goto out;
+    if (nsched > 0 && !st_terminal(&st) &&
+        (rc = dec_add_timer(&d, "wake", "wake", clock_now_us(&clock_system))) != 0)
+        goto out;
+    rc = store_append(e->rd, &dp, 1, err);
+    if (rc == 0) rc = d.result_code;
+    if (rc == CBM_ECONFLICT || rc == CBM_ENOTFOUND) rc = CBM_ECONFLICT;
+out:
+    ev_finish(&ev);
+    dec_release(&d);
+    free(sched);
+    if (inited) st_finish(&st);
+    store_executions_free(x, x != NULL ? 1 : 0);
+    store_events_free(evs, n);
+    return rc;
+}
+
+static int ext_decide(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_error_t *err)
+{
+    int rc = CBM_ECONFLICT;
+    if (e == NULL || id == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
+    cbm_error_clear(err);
+    for (int attempt = 0; attempt < 20 && rc == CBM_ECONFLICT; attempt++) {
+        uv_mutex_lock(&e->rd_mu);
+        rc = ext_try(e, id, c, err);
+        uv_mutex_unlock(&e->rd_mu);
+    }
+    if (rc == CBM_ECONFLICT)
+        return cbm_error_set(err, rc, "execution %s kept changing; decision not taken", id);
+    if (rc == 0) rt_refresh(e->rt, id);
+    return rc;
+}
+
+static int normalize_arg(const char *json, const char *dflt, char **out, cbm_error_t *err)
+{
+    *out = json_normalize(json != NULL ? json : dflt);
+    if (*out == NULL) return cbm_error_set(err, CBM_EJSON, "not valid JSON: %.80s", json);
+    return 0;
+}
+
+int cbm_execution_approve(cbm_engine_t *e, const char *id, const char *step,
+                          const char *response_json, const char *who, cbm_error_t *err)
+{
+    ext_cmd_t c = {EXT_APPROVE, step, NULL, NULL, NULL, who};
+    char *json;
+    int rc;
+    if (step == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL step");
+    if ((rc = normalize_arg(response_json, "{}", &json, err)) != 0) return rc;
+    c.json = json;
+    rc = ext_decide(e, id, &c, err);
+    free(json);
+    return rc;
+}
+
+int cbm_execution_reject(cbm_engine_t *e, const char *id, const char *step, const char *reason,
+                         const char *who, cbm_error_t *err)
+{
+    ext_cmd_t c = {EXT_REJECT, step, NULL, NULL, reason, who};
+    if (step == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL step");
+    return ext_decide(e, id, &c, err);
+}
+
+int cbm_execution_signal(cbm_engine_t *e, const char *id, const char *name,
+                         const char *payload_json, cbm_error_t *err)
+{
+    ext_cmd_t c = {EXT_SIGNAL, NULL, name, NULL, NULL, NULL};
+    char *json;
+    int rc;
+    if (name == NULL || *name == '\0') return cbm_error_set(err, CBM_EINVAL, "empty signal name");
+    if ((rc = normalize_arg(payload_json, "null", &json, err)) != 0) return rc;
+    c.json = json;
+    rc = ext_decide(e, id, &c, err);
+    free(json);
+    return rc;
+}
+
+int cbm_execution_cancel(cbm_engine_t *e, const char *id, const char *reason, cbm_error_t *err)
+{
+    ext_cmd_t c = {EXT_CANCEL, NULL, NULL, NULL, reason, NULL};
+    return ext_decide(e, id, &c, err);
 }

@@ -71,7 +71,7 @@ static char *decide(script_t *s)
     eng_event_t out[32];
     size_t n = 0;
     char buf[1024] = "";
-    assert_int_equal(dc_decide(&s->st, out, 32, &n), 0);
+    assert_int_equal(dc_decide(&s->st, 5000000, out, 32, &n), 0);
     for (size_t i = 0; i < n; i++) {
         if (i > 0) strcat(buf, ",");
         strcat(buf, ev_type_name(out[i].type));

@@ -274,6 +274,9 @@ typedef struct cbm_engine_stats {
     uint64_t store_errors;   /**< failed store attempts (retried) */
     uint64_t resumed;        /**< executions resumed at start */
     uint64_t active;         /**< executions in memory now */
+    uint64_t hibernated;     /**< times an execution left memory to wait */
+    uint64_t woken;          /**< times one was loaded back from the store */
+    uint64_t timers_fired;   /**< durable timers that came due here */
 } cbm_engine_stats_t;
 
 CBM_EXTERN void cbm_engine_get_stats(cbm_engine_t *e, cbm_engine_stats_t *out);

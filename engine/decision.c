@@ -1,0 +1,195 @@
+/* decision.c - see decision.h. */
+#include "engine/decision.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbm_internal.h"
+#include "engine/decider.h"
+
+void dec_release(store_decision_t *d)
+{
+    for (size_t i = 0; i < d->nevents; i++) {
+        free(d->events[i].type);
+        free(d->events[i].payload);
+    }
+    free(d->events);
+    for (size_t i = 0; i < d->ntimers_set; i++) {
+        free(d->timers_set[i].kind);
+        free(d->timers_set[i].key);
+    }
+    free(d->timers_set);
+    for (size_t i = 0; i < d->ntimers_cleared; i++) free(d->timers_cleared[i]);
+    free(d->timers_cleared);
+    free((char *)d->inputs);
+    free((char *)d->result);
+    free((char *)d->error);
+    d->events = NULL;
+    d->nevents = 0;
+    d->timers_set = NULL;
+    d->timers_cleared = NULL;
+    d->ntimers_set = d->ntimers_cleared = 0;
+    d->inputs = d->result = d->error = NULL;
+}
+
+int dec_add_timer(store_decision_t *d, const char *kind, const char *key, int64_t due_us)
+{
+    store_timer_t *n = realloc(d->timers_set, (d->ntimers_set + 1) * sizeof(*n));
+    if (n == NULL) return CBM_ENOMEM;
+    d->timers_set = n;
+    memset(&n[d->ntimers_set], 0, sizeof(*n));
+    memcpy(n[d->ntimers_set].execution_id, d->execution_id, sizeof(d->execution_id));
+    n[d->ntimers_set].kind = strdup(kind);
+    n[d->ntimers_set].key = strdup(key);
+    n[d->ntimers_set].due_at_us = due_us;
+    d->ntimers_set++;
+    return n[d->ntimers_set - 1].kind && n[d->ntimers_set - 1].key ? 0 : CBM_ENOMEM;
+}
+
+int dec_clear_timer(store_decision_t *d, const char *key)
+{
+    char **n = realloc(d->timers_cleared, (d->ntimers_cleared + 1) * sizeof(*n));
+    if (n == NULL) return CBM_ENOMEM;
+    d->timers_cleared = n;
+    n[d->ntimers_cleared] = strdup(key);
+    return n[d->ntimers_cleared++] != NULL ? 0 : CBM_ENOMEM;
+}
+
+/* Grow the event array to hold one more. */
+static store_event_t *new_event(store_decision_t *d, size_t *cap)
+{
+    if (d->nevents == *cap) {
+        size_t c = *cap ? *cap * 2 : 8;
+        store_event_t *n = realloc(d->events, c * sizeof(*n));
+        if (n == NULL) return NULL;
+        d->events = n;
+        *cap = c;
+    }
+    memset(&d->events[d->nevents], 0, sizeof(store_event_t));
+    return &d->events[d->nevents];
+}
+
+static int add_event(st_exec_t *st, store_decision_t *d, size_t *cap, eng_event_t *ev,
+                     int64_t now, size_t *sched, size_t *nsched)
+{
+    store_event_t *se = new_event(d, cap);
+    int rc;
+    if (se == NULL) return CBM_ENOMEM;
+    ev->seq = st->seq + 1;
+    ev->at_us = now;
+    memcpy(se->execution_id, st->id, sizeof(se->execution_id));
+    se->seq = ev->seq;
+    se->recorded_at_us = now;
+    se->type = strdup(ev_type_name(ev->type));
+    se->payload = ev_encode(ev, st->bp);
+    if (se->type == NULL || se->payload == NULL) {
+        free(se->type);
+        free(se->payload);
+        return CBM_ENOMEM;
+    }
+    if ((rc = st_apply(st, ev)) != 0) {
+        free(se->type);
+        free(se->payload);
+        return rc;
+    }
+    d->nevents++;
+    if (ev->type == EV_STEP_SCHEDULED && st->bp->steps[ev->step].kind == BP_TASK)
+        sched[(*nsched)++] = (size_t)ev->step;
+    return 0;
+}
+
+int dec_build(st_exec_t *st, eng_event_t *in, size_t nin, int64_t now_us, store_decision_t *d,
+              size_t **sched_out, size_t *nsched)
+{
+    size_t nsteps = st->bp->nsteps, cap = 0, cap_dec = 2 * nsteps + 2, ndec;
+    size_t sched_cap = nin + 4 * nsteps + 4;
+    st_timer_t *before = NULL;
+    size_t nbefore = st->ntimers;
+    eng_event_t *dec = calloc(cap_dec, sizeof(*dec));
+    size_t *sched = calloc(sched_cap, sizeof(*sched));
+    int64_t expected = st->seq;
+    int is_new = st->seq == 0;
+    int rc = CBM_ENOMEM;
+
+    *nsched = 0;
+    memcpy(d->execution_id, st->id, sizeof(d->execution_id));
+    if (dec == NULL || sched == NULL) goto done;
+    if (nbefore > 0) {
+        if ((before = malloc(nbefore * sizeof(*before))) == NULL) goto done;
+        memcpy(before, st->timers, nbefore * sizeof(*before));
+    }
+    for (size_t i = 0; i < nin; i++)
+        if ((rc = add_event(st, d, &cap, &in[i], now_us, sched, nsched)) != 0) goto done;
+    /* The decider's layers: each may follow from the previous one. A step
+     * can change state a bounded number of times per decision, so this ends;
+     * the bound is a guard against a decider bug, not a limit users meet. */
+    for (int layer = 0; layer < 4 * (int)nsteps + 8; layer++) {
+        if ((rc = dc_decide(st, now_us, dec, cap_dec, &ndec)) != 0) goto done;
+        if (ndec == 0) break;
+        if (*nsched + ndec > sched_cap) {
+            size_t *n = realloc(sched, (*nsched + ndec + sched_cap) * sizeof(*n));
+            if (n == NULL) goto done;
+            sched = n;
+            sched_cap = *nsched + ndec + sched_cap;
+        }
+        for (size_t i = 0; i < ndec; i++) {
+            rc = add_event(st, d, &cap, &dec[i], now_us, sched, nsched);
+            ev_finish(&dec[i]);
+            if (rc != 0) {
+                for (size_t j = i + 1; j < ndec; j++) ev_finish(&dec[j]);
+                goto done;
+            }
+        }
+    }
+    rc = CBM_ENOMEM;
+    d->expected_seq = expected;
+    d->status = st_projection_status(st);
+    if (is_new) {
+        d->is_new = true;
+        d->blueprint = st->bp->name;
+        d->version = st->bp->version;
+        if ((d->inputs = cbm_strdup(st->inputs)) == NULL) goto done;
+    }
+    d->result = cbm_strdup(st->result);
+    d->error = cbm_strdup(st->error);
+    /* Timers: what the state gained or changed is set, what it lost cleared. */
+    for (size_t i = 0; i < st->ntimers; i++) {
+        const st_timer_t *t = &st->timers[i];
+        bool same = false;
+        for (size_t j = 0; j < nbefore && !same; j++)
+            same = strcmp(before[j].key, t->key) == 0 && before[j].due_us == t->due_us;
+        if (!same && dec_add_timer(d, st_timer_kind_name(t->kind), t->key, t->due_us) != 0)
+            goto done;
+    }
+    for (size_t j = 0; j < nbefore; j++)
+        if (st_timer_find(st, before[j].key) == NULL && dec_clear_timer(d, before[j].key) != 0)
+            goto done;
+    rc = 0;
+done:
+    free(before);
+    free(dec);
+    if (rc != 0) {
+        free(sched);
+        *nsched = 0;
+        dec_release(d);
+        return rc;
+    }
+    *sched_out = sched;
+    return 0;
+}
+
+int dec_fold(st_exec_t *st, const char *id, const bp_blueprint_t *bp, const store_event_t *evs,
+             size_t n, cbm_error_t *err)
+{
+    int rc = st_init(st, id, bp);
+    if (rc != 0) return cbm_error_set(err, rc, "out of memory");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        eng_event_t ev;
+        rc = ev_decode(evs[i].type, evs[i].payload, evs[i].seq, evs[i].recorded_at_us, bp, &ev, err);
+        if (rc == 0 && (rc = st_apply(st, &ev)) != 0)
+            cbm_error_set(err, rc, "execution %s: event %lld (%s) does not follow its history", id,
+                          (long long)evs[i].seq, evs[i].type);
+        ev_finish(&ev);
+    }
+    return rc;
+}
