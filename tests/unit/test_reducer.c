@@ -28,6 +28,9 @@ static bp_blueprint_t *parse(const char *json)
     return bp;
 }
 
+/* The fake clock the decider and the events read (us). */
+static int64_t now_us = 5000000;
+
 /* A scripted history: the live path (apply what is given, then what the
  * decider says) with every event also encoded, as the engine stores it. */
 typedef struct script {
@@ -35,16 +38,18 @@ typedef struct script {
     st_exec_t st;
     char *types[64];
     char *payloads[64];
+    int64_t at[64];
     size_t n;
 } script_t;
 
 static void record_and_apply(script_t *s, eng_event_t *ev)
 {
     ev->seq = s->st.seq + 1;
-    ev->at_us = 1000000 + ev->seq;
+    ev->at_us = now_us;
     assert_true(s->n < 64);
     s->types[s->n] = strdup(ev_type_name(ev->type));
     s->payloads[s->n] = ev_encode(ev, s->bp);
+    s->at[s->n] = ev->at_us;
     assert_non_null(s->payloads[s->n]);
     s->n++;
     assert_int_equal(st_apply(&s->st, ev), 0);
@@ -71,7 +76,7 @@ static char *decide(script_t *s)
     eng_event_t out[32];
     size_t n = 0;
     char buf[1024] = "";
-    assert_int_equal(dc_decide(&s->st, 5000000, out, 32, &n), 0);
+    assert_int_equal(dc_decide(&s->st, now_us, out, 32, &n), 0);
     for (size_t i = 0; i < n; i++) {
         if (i > 0) strcat(buf, ",");
         strcat(buf, ev_type_name(out[i].type));
@@ -107,7 +112,7 @@ static void step_failed(script_t *s, const char *step, const char *error)
     eng_event_t ev = {0};
     ev.type = EV_STEP_FAILED;
     ev.step = bp_step_index(s->bp, step);
-    ev.attempt = 1;
+    ev.attempt = s->st.steps[ev.step].attempt;
     ev.json = json_normalize(error);
     record_and_apply(s, &ev);
 }
@@ -121,8 +126,9 @@ static void expect_rebuild_equal(script_t *s)
     for (size_t i = 0; i < s->n; i++) {
         eng_event_t ev;
         cbm_error_t err = {0};
-        assert_int_equal(ev_decode(s->types[i], s->payloads[i], (int64_t)i + 1,
-                                   1000000 + (int64_t)i + 1, s->bp, &ev, &err), 0);
+        assert_int_equal(ev_decode(s->types[i], s->payloads[i], (int64_t)i + 1, s->at[i], s->bp,
+                                   &ev, &err),
+                         0);
         assert_int_equal(st_apply(&re, &ev), 0);
         ev_finish(&ev);
     }
@@ -260,6 +266,238 @@ static void test_type_names_round_trip(void **state)
     assert_int_equal(ev_type_from_name("nope"), EV_UNKNOWN);
 }
 
+
+static void fire_timer(script_t *s, const char *key)
+{
+    eng_event_t ev = {0};
+    ev.type = EV_TIMER_FIRED;
+    ev.step = -1;
+    ev.name = strdup(key);
+    record_and_apply(s, &ev);
+}
+
+static int64_t timer_due(script_t *s, const char *key)
+{
+    const st_timer_t *t = st_timer_find(&s->st, key);
+    assert_non_null(t);
+    return t->due_us;
+}
+
+static void test_retry_backoff_arithmetic(void **state)
+{
+    bp_retry_t r = {5, 100, 1000, 3.0, NULL, 0};
+    (void)state;
+    assert_int_equal(dc_backoff_ms(&r, 1), 100);
+    assert_int_equal(dc_backoff_ms(&r, 2), 300);
+    assert_int_equal(dc_backoff_ms(&r, 3), 900);
+    assert_int_equal(dc_backoff_ms(&r, 4), 1000); /* capped */
+    assert_int_equal(dc_backoff_ms(&r, 40), 1000);
+}
+
+static void test_retry_as_timers(void **state)
+{
+    script_t s;
+    (void)state;
+    now_us = 5000000;
+    script_init(&s, "{\"name\":\"r\",\"timeline\":[{\"name\":\"a\",\"retry\":{\"max_attempts\":3,"
+                    "\"initial_ms\":100,\"multiplier\":2,\"non_retryable\":[\"fatal\"]}}]}", "{}");
+    expect_decide(&s, "StepScheduled:a");
+    step_failed(&s, "a", "{\"kind\":\"flaky\",\"message\":\"x\",\"retryable\":true}");
+    expect_decide(&s, "StepRetryScheduled:a");
+    assert_int_equal(timer_due(&s, "retry:a"), 5000000 + 100000);
+    assert_string_equal(st_projection_status(&s.st), "sleeping");
+    assert_true(st_only_waiting(&s.st));
+    expect_decide(&s, ""); /* nothing until the timer fires */
+    now_us += 100000;
+    fire_timer(&s, "retry:a");
+    expect_decide(&s, "StepScheduled:a");
+    assert_int_equal(s.st.steps[0].attempt, 2);
+    step_failed(&s, "a", "{\"kind\":\"flaky\",\"message\":\"x\",\"retryable\":true}");
+    expect_decide(&s, "StepRetryScheduled:a");
+    assert_int_equal(timer_due(&s, "retry:a"), now_us + 200000); /* doubled */
+    now_us += 200000;
+    fire_timer(&s, "retry:a");
+    expect_decide(&s, "StepScheduled:a");
+    /* Third attempt fails: no attempt left. */
+    step_failed(&s, "a", "{\"kind\":\"flaky\",\"message\":\"x\",\"retryable\":true}");
+    expect_decide(&s, "ExecutionFailed");
+    assert_int_equal(s.st.ntimers, 0);
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+
+    /* A non-retryable kind, or retryable=false, fails at once. */
+    script_init(&s, "{\"name\":\"r\",\"timeline\":[{\"name\":\"a\",\"retry\":{\"max_attempts\":3,"
+                    "\"non_retryable\":[\"fatal\"]}}]}", "{}");
+    expect_decide(&s, "StepScheduled:a");
+    step_failed(&s, "a", "{\"kind\":\"fatal\",\"message\":\"x\",\"retryable\":true}");
+    expect_decide(&s, "ExecutionFailed");
+    script_finish(&s);
+    script_init(&s, "{\"name\":\"r\",\"timeline\":[{\"name\":\"a\",\"retry\":{\"max_attempts\":3}}]}",
+                "{}");
+    expect_decide(&s, "StepScheduled:a");
+    step_failed(&s, "a", "{\"kind\":\"x\",\"message\":\"x\",\"retryable\":false}");
+    expect_decide(&s, "ExecutionFailed");
+    script_finish(&s);
+}
+
+static void test_timeout_then_retry(void **state)
+{
+    script_t s;
+    (void)state;
+    now_us = 7000000;
+    script_init(&s, "{\"name\":\"t\",\"timeline\":[{\"name\":\"a\",\"timeout_ms\":50,"
+                    "\"retry\":{\"max_attempts\":2,\"initial_ms\":10}}]}", "{}");
+    expect_decide(&s, "StepScheduled:a");
+    assert_int_equal(timer_due(&s, "timeout:a"), 7000000 + 50000);
+    now_us += 50000;
+    fire_timer(&s, "timeout:a");
+    /* The time-out fails the attempt, and the policy retries it. */
+    expect_decide(&s, "StepFailed:a");
+    assert_non_null(strstr(s.st.steps[0].error, "\"kind\":\"timeout\""));
+    expect_decide(&s, "StepRetryScheduled:a");
+    now_us += 10000;
+    fire_timer(&s, "retry:a");
+    expect_decide(&s, "StepScheduled:a");
+    step_done(&s, "a", "1");
+    assert_null(st_timer_find(&s.st, "timeout:a")); /* cleared by the completion */
+    expect_decide(&s, "ExecutionCompleted");
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+}
+
+static void test_sleep_step(void **state)
+{
+    script_t s;
+    (void)state;
+    now_us = 9000000;
+    script_init(&s, "{\"name\":\"s\",\"timeline\":[{\"name\":\"z\",\"kind\":\"sleep\","
+                    "\"duration_ms\":2000},\"b\"]}", "{}");
+    expect_decide(&s, "SleepStarted:z");
+    assert_int_equal(timer_due(&s, "sleep:z"), 9000000 + 2000000);
+    assert_string_equal(st_projection_status(&s.st), "sleeping");
+    expect_decide(&s, "");
+    now_us += 2000000;
+    fire_timer(&s, "sleep:z");
+    expect_decide(&s, "StepCompleted:z");
+    expect_decide(&s, "StepScheduled:b");
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+}
+
+static void approval_request(script_t *s, const char *step, int64_t timeout_ms)
+{
+    eng_event_t ev = {0};
+    ev.type = EV_APPROVAL_REQUESTED;
+    ev.step = bp_step_index(s->bp, step);
+    ev.attempt = 1;
+    ev.name = strdup("budget");
+    ev.json = strdup("{\"amount\":3}");
+    ev.timeout_ms = timeout_ms;
+    ev.due_us = timeout_ms > 0 ? now_us + timeout_ms * 1000 : 0;
+    record_and_apply(s, &ev);
+}
+
+static void test_approval_paths(void **state)
+{
+    script_t s;
+    eng_event_t ev = {0};
+    (void)state;
+    now_us = 1000000;
+    /* Granted: the response is the step's result. */
+    script_init(&s, "{\"name\":\"a\",\"timeline\":[\"ask\",\"b\"]}", "{}");
+    expect_decide(&s, "StepScheduled:ask");
+    approval_request(&s, "ask", 0);
+    assert_string_equal(st_projection_status(&s.st), "awaiting_approval");
+    assert_true(st_only_waiting(&s.st));
+    ev.type = EV_APPROVAL_GRANTED;
+    ev.step = 0;
+    ev.json = strdup("{\"ok\":true}");
+    ev.who = strdup("ann");
+    record_and_apply(&s, &ev);
+    assert_string_equal(s.st.steps[0].result, "{\"ok\":true}");
+    expect_decide(&s, "StepScheduled:b");
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+
+    /* Timed out. */
+    script_init(&s, "{\"name\":\"a\",\"timeline\":[\"ask\",\"b\"]}", "{}");
+    expect_decide(&s, "StepScheduled:ask");
+    approval_request(&s, "ask", 500);
+    now_us += 500000;
+    fire_timer(&s, "approval:ask");
+    expect_decide(&s, "ApprovalTimedOut:ask");
+    expect_decide(&s, "ExecutionFailed");
+    assert_non_null(strstr(s.st.error, "approval_timeout"));
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+}
+
+static void test_signal_before_and_during_wait(void **state)
+{
+    script_t s;
+    eng_event_t ev = {0};
+    (void)state;
+    script_init(&s, "{\"name\":\"g\",\"timeline\":[\"a\",{\"name\":\"w\",\"kind\":\"signal\","
+                    "\"signal\":\"go\",\"timeout_ms\":1000}]}", "{}");
+    expect_decide(&s, "StepScheduled:a");
+    ev.type = EV_SIGNAL_RECEIVED;
+    ev.step = -1;
+    ev.name = strdup("go");
+    ev.json = strdup("{\"n\":1}");
+    record_and_apply(&s, &ev); /* nobody waits yet: kept */
+    assert_int_equal(s.st.nsignals, 1);
+    step_done(&s, "a", "1");
+    expect_decide(&s, "StepScheduled:w,StepCompleted:w"); /* consumed at once */
+    assert_int_equal(s.st.nsignals, 0);
+    assert_string_equal(s.st.steps[1].result, "{\"n\":1}");
+    assert_int_equal(s.st.ntimers, 0);
+    expect_decide(&s, "ExecutionCompleted");
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+
+    /* Waiting, then it times out. */
+    now_us = 2000000;
+    script_init(&s, "{\"name\":\"g\",\"timeline\":[{\"name\":\"w\",\"kind\":\"signal\","
+                    "\"timeout_ms\":1000}]}", "{}");
+    expect_decide(&s, "StepScheduled:w");
+    assert_string_equal(st_projection_status(&s.st), "awaiting_signal");
+    now_us += 1000000;
+    fire_timer(&s, "signal:w");
+    expect_decide(&s, "StepFailed:w");
+    expect_decide(&s, "ExecutionFailed");
+    assert_non_null(strstr(s.st.error, "signal_timeout"));
+    script_finish(&s);
+}
+
+/* Cancelling each kind of wait: the execution ends cancelled and every
+ * timer it had is gone from its state (so the decision clears their rows). */
+static void test_cancel_each_wait(void **state)
+{
+    const char *bps[] = {
+        "{\"name\":\"c\",\"timeline\":[{\"name\":\"z\",\"kind\":\"sleep\",\"duration_ms\":99999}]}",
+        "{\"name\":\"c\",\"timeline\":[{\"name\":\"p\",\"kind\":\"approval\",\"timeout_ms\":99999}]}",
+        "{\"name\":\"c\",\"timeline\":[{\"name\":\"w\",\"kind\":\"signal\",\"timeout_ms\":99999}]}",
+    };
+    const char *first[] = {"SleepStarted:z", "ApprovalRequested:p", "StepScheduled:w"};
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        script_t s;
+        eng_event_t ev = {0};
+        script_init(&s, bps[i], "{}");
+        expect_decide(&s, first[i]);
+        assert_int_equal(s.st.ntimers, 1);
+        ev.type = EV_CANCEL_REQUESTED;
+        ev.step = -1;
+        ev.text = strdup("stop");
+        record_and_apply(&s, &ev);
+        expect_decide(&s, "ExecutionCancelled");
+        assert_int_equal(s.st.status, XS_CANCELLED);
+        assert_int_equal(s.st.ntimers, 0);
+        expect_rebuild_equal(&s);
+        script_finish(&s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -269,6 +507,13 @@ int main(void)
         cmocka_unit_test(test_reducer_rejects_bad_history),
         cmocka_unit_test(test_decode_errors),
         cmocka_unit_test(test_type_names_round_trip),
+        cmocka_unit_test(test_retry_backoff_arithmetic),
+        cmocka_unit_test(test_retry_as_timers),
+        cmocka_unit_test(test_timeout_then_retry),
+        cmocka_unit_test(test_sleep_step),
+        cmocka_unit_test(test_approval_paths),
+        cmocka_unit_test(test_signal_before_and_during_wait),
+        cmocka_unit_test(test_cancel_each_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
