@@ -63,6 +63,9 @@
 /* Largest integer a JSON number (a double, in cJSON) holds exactly. */
 #define INT_FIELD_MAX INT64_C(9007199254740991)
 #define MAX_ATTEMPTS_MAX 1000
+/* Diverge rules and branch entries per step (each new rule is compared with
+ * the ones before it). */
+#define MAX_RULES 1000
 
 #define DEFAULT_QUEUE "local"
 #define DEFAULT_MAX_ATTEMPTS 1
@@ -925,6 +928,9 @@ static int parse_diverge(parser_t *p, const cJSON *arr, const char *label, bp_st
                              label);
     cJSON_ArrayForEach(r, arr) n++;
     if (n == 0) return 0;
+    if (n > MAX_RULES)
+        return cbm_error_set(p->err, CBM_EBLUEPRINT, "%s: diverge has more than %d rules", label,
+                             MAX_RULES);
     if ((s->diverge = xcalloc(n, sizeof(bp_diverge_t))) == NULL) return oom(p);
     cJSON_ArrayForEach(r, arr) {
         char rl[NAME_MAX_LEN + 48];
@@ -1084,6 +1090,19 @@ static int parse_branch(parser_t *p, const cJSON *arr, const char *label, bp_ste
                              label);
     cJSON_ArrayForEach(e, arr) n++;
     if (n == 0) return 0;
+    if (n > MAX_RULES)
+        return cbm_error_set(p->err, CBM_EBLUEPRINT, "%s: branch has more than %d entries", label,
+                             MAX_RULES);
+    /* Diverge runs first: a rule that takes every result and does not
+     * continue leaves the branch nothing to decide. */
+    for (size_t k = 0; k < s->ndiverge; k++) {
+        const bp_diverge_t *d = &s->diverge[k];
+        if (d->on == BP_ON_RESULT && d->action != BP_ACTION_CONTINUE && cJSON_IsString(d->match) &&
+            strcmp(d->match->valuestring, "_") == 0)
+            return cbm_error_set(p->err, CBM_EBLUEPRINT,
+                                 "%s: branch is unreachable: diverge[%zu] takes every result", label,
+                                 k);
+    }
     if ((s->branch = xcalloc(n, sizeof(bp_branch_t))) == NULL) return oom(p);
     cJSON_ArrayForEach(e, arr) {
         char el[NAME_MAX_LEN + 48];
@@ -1118,6 +1137,10 @@ static int parse_branch(parser_t *p, const cJSON *arr, const char *label, bp_ste
             return cbm_error_set(p->err, CBM_EBLUEPRINT, "%s: to must be a step name", el);
         if ((rc = check_cond(p, when, el)) != 0) return rc;
         if ((rc = canon_field(p, when, el, "when", &b->when)) != 0) return rc;
+        for (size_t k = 0; k < i; k++)
+            if (json_equal(s->branch[k].when, b->when))
+                return cbm_error_set(p->err, CBM_EBLUEPRINT,
+                                     "%s is unreachable: branch[%zu] has the same condition", el, k);
     }
     return 0;
 }

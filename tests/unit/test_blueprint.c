@@ -1345,6 +1345,38 @@ static void test_condition_errors(void **state)
     expect_message(WHEN("{\"not\":{\"path\":\"s\",\"op\":\"exists\"},\"or\":[]}"),
                    "step 'check': branch[0]: a condition with 'or' has no other keys");
     expect_message(WHEN("{\"not\":[]}"), "step 'check': branch[0]: condition must be an object");
+    /* Entries and branches that can never be taken. */
+    expect_message(FORK("[{\"when\":{\"path\":\"s\",\"op\":\"<\",\"value\":1},\"to\":\"audit\"},"
+                        "{\"when\":{\"value\":1.0,\"op\":\"<\",\"path\":\"s\"},\"to\":\"publish\"}]"),
+                   "step 'check': branch[1] is unreachable: branch[0] has the same condition");
+    expect_message("{\"name\":\"x\",\"timeline\":[{\"name\":\"a\",\"diverge\":[{\"match\":1,"
+                   "\"action\":\"continue\"},{\"match\":\"_\",\"action\":\"fail\"}],"
+                   "\"branch\":[{\"otherwise\":\"b\"}]},\"b\"]}",
+                   "step 'a': branch is unreachable: diverge[1] takes every result");
+    /* A catch-all that continues, or one on errors, leaves the branch alone. */
+    bp_destroy(parse_ok("{\"name\":\"x\",\"timeline\":[{\"name\":\"a\",\"diverge\":[{\"match\":"
+                        "\"_\",\"on\":\"error\",\"action\":\"fail\"},{\"match\":\"_\",\"action\":"
+                        "\"continue\"}],\"branch\":[{\"otherwise\":\"b\"}]},\"b\"]}"));
+    /* At most 1000 rules and entries. */
+    {
+        size_t cap = 64 * 1024, used = 0;
+        char *big = malloc(cap);
+        assert_non_null(big);
+        used += (size_t)snprintf(big, cap, "{\"name\":\"x\",\"timeline\":[{\"name\":\"a\",\"diverge\":[");
+        for (int i = 0; i < 1001; i++)
+            used += (size_t)snprintf(big + used, cap - used, "%s{\"match\":%d,\"action\":\"fail\"}",
+                                     i ? "," : "", i);
+        snprintf(big + used, cap - used, "]},\"b\"]}");
+        expect_message(big, "step 'a': diverge has more than 1000 rules");
+        used = (size_t)snprintf(big, cap, "{\"name\":\"x\",\"timeline\":[{\"name\":\"a\",\"branch\":[");
+        for (int i = 0; i < 1001; i++)
+            used += (size_t)snprintf(big + used, cap - used,
+                                     "%s{\"when\":{\"path\":\"n\",\"op\":\"==\",\"value\":%d},\"to\":\"b\"}",
+                                     i ? "," : "", i);
+        snprintf(big + used, cap - used, "]},\"b\"]}");
+        expect_message(big, "step 'a': branch has more than 1000 entries");
+        free(big);
+    }
     /* Errors deep inside are found, with the entry named. */
     expect_message(FORK("[{\"when\":{\"path\":\"s\",\"op\":\"exists\"},\"to\":\"audit\"},"
                         "{\"when\":{\"or\":[{\"path\":\"s\",\"op\":\"exists\"},{\"not\":{\"and\":["
