@@ -164,6 +164,9 @@ int dec_build(st_exec_t *st, eng_event_t *in, size_t nin, int64_t now_us, store_
     for (size_t j = 0; j < nbefore; j++)
         if (st_timer_find(st, before[j].key) == NULL && dec_clear_timer(d, before[j].key) != 0)
             goto done;
+    /* A finished execution needs no wake-up call either (a "wake" row is
+     * written by outside decisions and is not part of the state). */
+    if (st_terminal(st) && dec_clear_timer(d, "wake") != 0) goto done;
     rc = 0;
 done:
     free(before);

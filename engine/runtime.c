@@ -169,6 +169,7 @@ struct rt {
     int closed;
 
     int started;
+    int client_only;
     _Atomic uint64_t steps_run, resumed, nactive, hibernated, woken, timers_fired;
     _Atomic int64_t lateness_sum_us;
 };
@@ -797,6 +798,10 @@ static void process(rt_t *rt, rt_exec_t *ex, int force)
     rc = dec_build(&ex->st, in, nin, clock_now_us(rt->clock), &d->req.d, &d->sched, &d->nsched);
     for (size_t i = 0; i < nin; i++) ev_finish(&in[i]);
     if (rc == 0 && wake) rc = dec_clear_timer(&d->req.d, "wake");
+    /* A client-only process runs nothing: whatever it schedules is for the
+     * engine that runs executions, which the "wake" row calls. */
+    if (rc == 0 && rt->client_only && d->nsched > 0 && !st_terminal(&ex->st))
+        rc = dec_add_timer(&d->req.d, "wake", "wake", clock_now_us(rt->clock));
     if (rc != 0) goto fail;
     d->ex = ex;
     d->nin = nin;
@@ -832,7 +837,7 @@ fail:
 static void settle(rt_t *rt, rt_exec_t *ex)
 {
     if (ex->dead || ex->committing || ex->loading || ex->bp == NULL) return;
-    if (st_terminal(&ex->st)) {
+    if (st_terminal(&ex->st) || rt->client_only) {
         ex->dead = 1;
         return;
     }
@@ -867,7 +872,7 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
     if (rc == 0) {
         int earlier = 0;
         const sched_entry_t *top = sched_peek(rt->sched);
-        for (size_t i = 0; i < d->req.d.ntimers_set; i++) {
+        for (size_t i = 0; !rt->client_only && i < d->req.d.ntimers_set; i++) {
             const store_timer_t *t = &d->req.d.timers_set[i];
             if (top == NULL || t->due_at_us < top->due_us) earlier = 1;
             sched_push(rt->sched, ex->id, t->key, t->due_at_us);
@@ -1230,7 +1235,7 @@ static void do_refresh(rt_t *rt, rt_call_t *c)
 void rt_refresh(rt_t *rt, const char *id)
 {
     rt_call_t *c;
-    if (!rt->started || (c = calloc(1, sizeof(*c))) == NULL) return;
+    if (!rt->started || rt->client_only || (c = calloc(1, sizeof(*c))) == NULL) return;
     c->fn = do_refresh;
     snprintf(c->id, sizeof(c->id), "%s", id);
     post(rt, c); /* not waited for: freed when done */
@@ -1245,8 +1250,10 @@ static void do_resume(rt_t *rt, rt_call_t *c)
         process(rt, ex, 1);
         maybe_free(rt, ex);
     }
-    refill(rt);
-    uv_timer_start(&rt->refill_timer, on_refill_timer, REFILL_MS, REFILL_MS);
+    if (!rt->client_only) {
+        refill(rt);
+        uv_timer_start(&rt->refill_timer, on_refill_timer, REFILL_MS, REFILL_MS);
+    }
     call_complete(rt, c);
 }
 
@@ -1259,6 +1266,7 @@ int rt_create(rt_t **out, const rt_opts_t *o)
     rt->clock = o->clock != NULL ? o->clock : &clock_system;
     rt->url = cbm_strdup(o->database_url);
     rt->max_batch = o->max_batch > 0 ? o->max_batch : 512;
+    rt->client_only = o->client_only;
     rt->sched = sched_create();
     uv_mutex_init(&rt->mu);
     if (rt->sched == NULL || uv_loop_init(&rt->loop) != 0) {

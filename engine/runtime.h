@@ -32,6 +32,7 @@ typedef struct rt_opts {
     const char *database_url;     /* for the committer's reconnects */
     int max_batch;
     const cbm_clock_t *clock;     /* NULL: the system clock */
+    int client_only;              /* resume nothing, wake nothing */
 } rt_opts_t;
 
 int rt_create(rt_t **out, const rt_opts_t *o);

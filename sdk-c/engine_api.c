@@ -30,6 +30,7 @@ struct cbm_engine {
     int connect_timeout_ms;
     int threads;
     int started;
+    int client_only;
     uv_mutex_t rd_mu;         /* guards rd */
     store_t *rd;              /* reads and blueprint writes */
 };
@@ -55,6 +56,8 @@ int cbm_engine_create(cbm_engine_t **out, const cbm_engine_opts_t *opts, cbm_err
     e->threads = opts->threads > 0 ? opts->threads : 4;
     uv_mutex_init(&e->rd_mu);
     ro.max_batch = opts->max_batch;
+    ro.client_only = opts->client_only;
+    e->client_only = opts->client_only;
     if ((e->url == NULL && e->state_dir == NULL) || rt_create(&e->rt, &ro) != 0) {
         cbm_engine_destroy(e);
         return cbm_error_set(err, CBM_ENOMEM, "out of memory");
@@ -137,7 +140,7 @@ int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
     if ((rc = open_store(e, &e->rd, err)) != 0) return rc;
     if ((rc = store_migrate(e->rd, err)) != 0) return rc;
     if ((rc = open_store(e, &wr, err)) != 0) return rc;
-    if ((rc = store_load_unfinished(e->rd, &u, err)) != 0) {
+    if (!e->client_only && (rc = store_load_unfinished(e->rd, &u, err)) != 0) {
         store_close(wr);
         return rc;
     }
@@ -213,7 +216,7 @@ int cbm_execution_start_many(cbm_engine_t *e, const char *blueprint, const char 
             return cbm_error_set(err, CBM_ENOTFOUND, "no blueprint named '%s'", blueprint);
         return err != NULL && err->code != 0 ? err->code : CBM_ENOTFOUND;
     }
-    if ((rc = rt_check_handlers(e->rt, bp, err)) != 0) return rc;
+    if (!e->client_only && (rc = rt_check_handlers(e->rt, bp, err)) != 0) return rc;
     if ((norm = calloc(n ? n : 1, sizeof(*norm))) == NULL)
         return cbm_error_set(err, CBM_ENOMEM, "out of memory");
     for (size_t i = 0; i < n && rc == 0; i++) {

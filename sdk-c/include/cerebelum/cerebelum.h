@@ -118,6 +118,11 @@ typedef struct cbm_engine_opts {
     int connect_timeout_ms;
     /** Most decisions committed in one transaction (0: 512). */
     int max_batch;
+    /** Client only: connect and serve reads and outside decisions (start,
+     *  get, list, history, approve, reject, signal, cancel) but run nothing:
+     *  no execution is resumed or woken here and no step handler runs. For
+     *  tools and processes that act on executions an engine elsewhere runs. */
+    bool client_only;
 } cbm_engine_opts_t;
 
 /** Create an engine. Nothing is connected or started until
