@@ -2,10 +2,13 @@
  * builder.c - the public blueprint builder (cbm_builder_*).
  *
  * The builder only collects steps and prints them as blueprint JSON
- * ({"name": ..., "steps": [{"name", "handler", "depends_on"}, ...]}). It checks
- * nothing but its arguments: names, duplicates and cycles are validated when
- * the JSON is registered, by the same bp_parse_json() that reads hand-written
- * blueprints, so the two ways of writing a blueprint cannot drift apart.
+ * ({"name": ..., "steps": [{"name", "handler", "depends_on"}, ...]}), plus any
+ * other field set with cbm_builder_set() (a kind, diverge rules, a branch,
+ * input declarations: any key of the format, as a JSON value). It checks
+ * nothing but its arguments: names, fields, duplicates and cycles are
+ * validated when the JSON is registered, by the same bp_parse_json() that
+ * reads hand-written blueprints, so the two ways of writing a blueprint cannot
+ * drift apart.
  *
  * Memory comes from cJSON_malloc(), like the blueprint model, so that the unit
  * tests' failing allocator reaches it too; with cJSON's default hooks (the
@@ -13,20 +16,28 @@
  * freed with free().
  */
 #include <cJSON.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cerebelum/cerebelum.h"
+
+/* Declared in cerebelum.h; repeated here so that this file builds against a
+ * header that does not have it yet (an identical redeclaration is harmless). */
+CBM_EXTERN int cbm_builder_set(cbm_builder_t *b, const char *step, const char *key,
+                               const char *value_json);
 
 typedef struct builder_step {
     char *name;
     char *handler; /* NULL: the step's name */
     char **deps;
     size_t ndeps;
+    cJSON *extra; /* fields set with cbm_builder_set, in order; NULL: none */
 } builder_step_t;
 
 struct cbm_builder {
     char *name;
+    cJSON *extra; /* top-level fields set with cbm_builder_set */
     builder_step_t *steps;
     size_t nsteps, cap;
 };
@@ -45,6 +56,7 @@ static void step_finish(builder_step_t *s)
     cJSON_free(s->handler);
     for (size_t i = 0; i < s->ndeps; i++) cJSON_free(s->deps[i]);
     cJSON_free(s->deps);
+    cJSON_Delete(s->extra);
 }
 
 cbm_builder_t *cbm_builder_create(const char *name)
@@ -65,6 +77,7 @@ void cbm_builder_destroy(cbm_builder_t *b)
     if (b == NULL) return;
     for (size_t i = 0; i < b->nsteps; i++) step_finish(&b->steps[i]);
     cJSON_free(b->steps);
+    cJSON_Delete(b->extra);
     cJSON_free(b->name);
     cJSON_free(b);
 }
@@ -111,6 +124,69 @@ nomem:
     return CBM_ENOMEM;
 }
 
+/* Keys the builder writes itself. */
+static bool reserved_key(const char *step, const char *key)
+{
+    static const char *const top[] = {"name", "steps", "timeline", NULL};
+    static const char *const in_step[] = {"name", "handler", "depends_on", NULL};
+    for (const char *const *k = step != NULL ? in_step : top; *k != NULL; k++)
+        if (strcmp(*k, key) == 0) return true;
+    return false;
+}
+
+int cbm_builder_set(cbm_builder_t *b, const char *step, const char *key, const char *value_json)
+{
+    cJSON **extra = NULL, *value;
+    const char *end = NULL;
+    size_t len;
+
+    if (b == NULL || key == NULL || value_json == NULL || reserved_key(step, key)) return CBM_EINVAL;
+    if (step == NULL) {
+        extra = &b->extra;
+    } else {
+        for (size_t i = 0; i < b->nsteps && extra == NULL; i++)
+            if (strcmp(b->steps[i].name, step) == 0) extra = &b->steps[i].extra;
+        if (extra == NULL) return CBM_EINVAL;
+    }
+    len = strlen(value_json);
+    value = cJSON_ParseWithLengthOpts(value_json, len, &end, 0);
+    if (value == NULL) return CBM_EJSON;
+    while (end != NULL && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    if (end == NULL || *end != '\0') {
+        cJSON_Delete(value);
+        return CBM_EJSON;
+    }
+    if (*extra == NULL && (*extra = cJSON_CreateObject()) == NULL) {
+        cJSON_Delete(value);
+        return CBM_ENOMEM;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(*extra, key) != NULL) {
+        if (!cJSON_ReplaceItemInObjectCaseSensitive(*extra, key, value)) {
+            cJSON_Delete(value);
+            return CBM_ENOMEM;
+        }
+    } else if (!cJSON_AddItemToObject(*extra, key, value)) {
+        cJSON_Delete(value);
+        return CBM_ENOMEM;
+    }
+    return 0;
+}
+
+/* Copies of the fields in extra, appended to o. */
+static bool add_extra(cJSON *o, const cJSON *extra)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, extra) {
+        cJSON *c = cJSON_Duplicate(it, true);
+        if (c == NULL) return false;
+        if (!cJSON_AddItemToObject(o, it->string, c)) {
+            cJSON_Delete(c);
+            return false;
+        }
+    }
+    return true;
+}
+
 static cJSON *step_json(const builder_step_t *s)
 {
     cJSON *o = cJSON_CreateObject(), *deps;
@@ -127,6 +203,7 @@ static cJSON *step_json(const builder_step_t *s)
             goto fail;
         }
     }
+    if (!add_extra(o, s->extra)) goto fail;
     return o;
 fail:
     cJSON_Delete(o);
@@ -141,7 +218,7 @@ int cbm_builder_to_json(const cbm_builder_t *b, char **json)
 
     root = cJSON_CreateObject();
     if (root == NULL || !cJSON_AddStringToObject(root, "name", b->name) ||
-        (steps = cJSON_AddArrayToObject(root, "steps")) == NULL)
+        !add_extra(root, b->extra) || (steps = cJSON_AddArrayToObject(root, "steps")) == NULL)
         goto fail;
     for (size_t i = 0; i < b->nsteps; i++) {
         cJSON *o = step_json(&b->steps[i]);

@@ -23,6 +23,11 @@
 #include "engine/blueprint.h"
 #include "engine/match.h"
 
+/* Public (cerebelum.h); declared here too for a header that does not have it
+ * yet. */
+CBM_EXTERN int cbm_builder_set(cbm_builder_t *b, const char *step, const char *key,
+                               const char *value_json);
+
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -1762,6 +1767,68 @@ static void test_builder_is_validated_on_parse(void **state)
     cbm_builder_destroy(b);
 }
 
+static void test_builder_set(void **state)
+{
+    (void)state;
+    /* The review loop of the docs, built in C: same version as the text. */
+    cbm_builder_t *b = cbm_builder_create("review");
+    char *json = NULL;
+    assert_non_null(b);
+    assert_int_equal(cbm_builder_add_step(b, "generate", NULL, NULL, 0), 0);
+    assert_int_equal(cbm_builder_add_step(b, "check", NULL, (const char *[]){"generate"}, 1), 0);
+    assert_int_equal(cbm_builder_add_step(b, "publish", NULL, (const char *[]){"check"}, 1), 0);
+    assert_int_equal(cbm_builder_add_step(b, "escalate", NULL, (const char *[]){"check"}, 1), 0);
+    assert_int_equal(cbm_builder_add_step(b, "notify", NULL, (const char *[]){"publish", "escalate"}, 2), 0);
+    assert_int_equal(cbm_builder_set(b, NULL, "inputs",
+                                     "{\"topic\":{\"type\":\"string\",\"required\":true},"
+                                     "\"threshold\":{\"type\":\"number\",\"default\":0.8}}"), 0);
+    assert_int_equal(cbm_builder_set(b, "generate", "queue", "\"llm\""), 0);
+    assert_int_equal(cbm_builder_set(b, "generate", "timeout_ms", "1"), 0);
+    assert_int_equal(cbm_builder_set(b, "generate", "timeout_ms", " 120000\n"), 0); /* replaces */
+    assert_int_equal(cbm_builder_set(b, "generate", "retry",
+                                     "{\"max_attempts\":3,\"non_retryable\":[\"bad_prompt\"]}"), 0);
+    assert_int_equal(cbm_builder_set(b, "check", "diverge",
+                                     "[{\"match\":{\"verdict\":\"revise\"},\"action\":\"back_to\","
+                                     "\"target\":\"generate\",\"max_iterations\":3},"
+                                     "{\"match\":{\"kind\":\"timeout\"},\"on\":\"error\","
+                                     "\"action\":\"retry\",\"max_iterations\":2}]"), 0);
+    assert_int_equal(cbm_builder_set(b, "check", "branch",
+                                     "[{\"when\":{\"and\":[{\"path\":\"verdict\",\"op\":\"==\","
+                                     "\"value\":\"pass\"},{\"path\":\"score\",\"op\":\">=\","
+                                     "\"value\":0.8}]},\"to\":\"publish\"},{\"otherwise\":\"escalate\"}]"), 0);
+    assert_int_equal(cbm_builder_set(b, "escalate", "kind", "\"approval\""), 0);
+    assert_int_equal(cbm_builder_set(b, "escalate", "approval_type", "\"editor\""), 0);
+    assert_int_equal(cbm_builder_set(b, "escalate", "timeout_ms", "86400000"), 0);
+    assert_int_equal(cbm_builder_to_json(b, &json), 0);
+    assert_contains(json, "{\"name\":\"review\",\"inputs\":{\"topic\":");
+    assert_contains(json, "{\"name\":\"generate\",\"handler\":\"generate\",\"depends_on\":[],"
+                          "\"queue\":\"llm\",\"timeout_ms\":120000,");
+    assert_same_version(json, review_loop);
+    free(json);
+
+    /* Fields are validated on registration, like any blueprint. */
+    assert_int_equal(cbm_builder_set(b, "publish", "duration_ms", "5"), 0);
+    assert_int_equal(cbm_builder_to_json(b, &json), 0);
+    expect_message(json, "step 'publish': duration_ms is only for kind sleep");
+    free(json);
+
+    /* Arguments. */
+    assert_int_equal(cbm_builder_set(NULL, "check", "kind", "\"task\""), CBM_EINVAL);
+    assert_int_equal(cbm_builder_set(b, "check", NULL, "1"), CBM_EINVAL);
+    assert_int_equal(cbm_builder_set(b, "check", "kind", NULL), CBM_EINVAL);
+    assert_int_equal(cbm_builder_set(b, "nope", "kind", "\"task\""), CBM_EINVAL);
+    assert_int_equal(cbm_builder_set(b, "check", "name", "\"x\""), CBM_EINVAL);
+    assert_int_equal(cbm_builder_set(b, "check", "handler", "\"x\""), CBM_EINVAL);
+    assert_int_equal(cbm_builder_set(b, "check", "depends_on", "[]"), CBM_EINVAL);
+    assert_int_equal(cbm_builder_set(b, NULL, "name", "\"x\""), CBM_EINVAL);
+    assert_int_equal(cbm_builder_set(b, NULL, "steps", "[]"), CBM_EINVAL);
+    assert_int_equal(cbm_builder_set(b, NULL, "timeline", "[]"), CBM_EINVAL);
+    assert_int_equal(cbm_builder_set(b, "check", "kind", "approval"), CBM_EJSON);
+    assert_int_equal(cbm_builder_set(b, "check", "kind", ""), CBM_EJSON);
+    assert_int_equal(cbm_builder_set(b, "check", "kind", "\"a\" \"b\""), CBM_EJSON);
+    cbm_builder_destroy(b);
+}
+
 static void test_builder_args(void **state)
 {
     (void)state;
@@ -1903,6 +1970,11 @@ static void test_builder_out_of_memory(void **state)
                 rc = cbm_builder_add_step(b, name, i % 2 ? "h" : NULL,
                                           (const char *[]){"s0", "s1"}, i > 1 ? 2 : 0);
             }
+            if (rc == 0) rc = cbm_builder_set(b, "s3", "retry", "{\"max_attempts\":2}");
+            if (rc == 0) rc = cbm_builder_set(b, "s3", "retry", "{\"max_attempts\":3}");
+            if (rc == 0) rc = cbm_builder_set(b, NULL, "inputs", "{\"a\":{\"type\":\"string\"}}");
+            /* cJSON cannot tell its own out-of-memory from bad text. */
+            if (rc == CBM_EJSON) rc = CBM_ENOMEM;
             if (rc == 0) rc = cbm_builder_to_json(b, &json);
         }
         cbm_builder_destroy(b);
@@ -1958,6 +2030,7 @@ int main(void)
         cmocka_unit_test(test_new_fields_fixed_point),
         cmocka_unit_test(test_builder),
         cmocka_unit_test(test_builder_is_validated_on_parse),
+        cmocka_unit_test(test_builder_set),
         cmocka_unit_test(test_builder_args),
         cmocka_unit_test(test_parse_out_of_memory),
         cmocka_unit_test(test_check_inputs_out_of_memory),
