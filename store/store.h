@@ -46,14 +46,24 @@ typedef struct store_execution {
     int64_t last_seq;
     int64_t created_at_us;
     int64_t updated_at_us;
+    /* The execution's latest snapshot (cbm_snapshots), filled ONLY by
+     * store_load_unfinished and store_load_execution, which then return just
+     * the events with seq > snapshot_seq: snapshot is the JSON text exactly
+     * as the engine wrote it (json, not jsonb), snapshot_seq the seq of the
+     * last event it covers. NULL/0 when the execution has none, and always
+     * NULL/0 from store_get_execution and store_list_executions. */
+    char *snapshot;
+    int64_t snapshot_seq;
 } store_execution_t;
 
-/* A durable timer row (cbm_timers); used by the scheduler. */
+/* A durable timer row (cbm_timers): set and cleared by decisions, read back
+ * by the scheduler with store_timers_due(). */
 typedef struct store_timer {
     char execution_id[37];
     char *kind;              /* sleep, approval, signal, retry, timeout */
     char *key;               /* unique per execution, e.g. the step name */
-    int64_t due_at_us;
+    int64_t due_at_us;       /* microseconds since the Unix epoch; exact for
+                                |value| < 2^53 like recorded_at_us */
 } store_timer_t;
 
 /* A remote task row (cbm_tasks). */
@@ -100,6 +110,18 @@ typedef struct store_decision {
     size_t ntasks;
     /* The execution_id members of events, timers_set and tasks are not read:
      * the decision's execution_id is used for every row. */
+
+    /* Optional snapshot of the execution's state, for long histories. NULL =
+     * none (the stored snapshot, if any, is left as it is). Otherwise a JSON
+     * value (stored as json: the text is kept byte for byte) that replaces the
+     * execution's snapshot row in the same statement, so it commits or not
+     * with the decision's events. snapshot_seq is the seq of the last event
+     * it covers: 1 <= snapshot_seq <= the decision's last event seq (an
+     * engine invariant, asserted). The row is never deleted, not even when
+     * the execution ends: it is one row per execution, and it keeps
+     * store_load_execution of a finished execution short. */
+    const char *snapshot;
+    int64_t snapshot_seq;
 
     /* Out: 0 if committed, CBM_ECONFLICT if (execution_id, seq) already
      * existed or the projection's last_seq was not expected_seq (stale
@@ -155,7 +177,8 @@ int store_append(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t 
 /* Last committed seq of an execution (0 if it has no events). */
 int store_last_seq(store_t *s, const char *execution_id, int64_t *out, cbm_error_t *err);
 
-/* Events of an execution with seq >= from_seq, in order. */
+/* Events of an execution with seq >= from_seq, in order. Always the events
+ * themselves: snapshots are not consulted. */
 int store_read_history(store_t *s, const char *execution_id, int64_t from_seq,
                        store_event_t **out, size_t *n, cbm_error_t *err);
 
@@ -171,8 +194,13 @@ int store_list_executions(store_t *s, const store_list_filter_t *f,
                           store_execution_t **out, size_t *n, cbm_error_t *err);
 
 /* Every execution whose status is not terminal (completed, failed,
- * cancelled), with ALL its events, for resurrection. execs[i]'s events are
- * events[first[i] .. first[i]+count[i]). */
+ * cancelled), with its events, for resurrection, read from one snapshot
+ * (REPEATABLE READ, READ ONLY). execs[i]'s events are events[first[i] ..
+ * first[i]+count[i]): all of them when execs[i].snapshot is NULL, else only
+ * those with seq > execs[i].snapshot_seq (the state is the snapshot, then
+ * these events applied). CBM_ESTORE, naming the execution, when some
+ * execution's events do not run exactly from snapshot_seq + 1 to last_seq
+ * (rows removed behind the store's back). */
 typedef struct store_unfinished {
     store_execution_t *execs;
     size_t nexecs;
@@ -183,6 +211,36 @@ typedef struct store_unfinished {
 } store_unfinished_t;
 int store_load_unfinished(store_t *s, store_unfinished_t *out, cbm_error_t *err);
 void store_unfinished_free(store_unfinished_t *u);
+
+/*
+ * One execution's projection and its history, from ONE consistent snapshot
+ * (a REPEATABLE READ, READ ONLY transaction), for an engine that hibernated
+ * the execution or decides for it in another process (approve, signal,
+ * cancel). Like store_load_unfinished, when the execution has a snapshot
+ * (*x)->snapshot/snapshot_seq are set and *events holds only the events with
+ * seq > snapshot_seq (possibly none: *events = NULL, *n = 0); without one,
+ * every event. Terminal executions load too. CBM_ENOTFOUND when there is no
+ * such execution, CBM_EINVAL when id is not a UUID, CBM_ESTORE when the
+ * events do not run exactly from snapshot_seq + 1 to last_seq (checked, as
+ * by store_load_unfinished); on any failure *x = NULL,
+ * *events = NULL, *n = 0. Free with store_executions_free(*x, 1) and
+ * store_events_free(*events, *n).
+ */
+int store_load_execution(store_t *s, const char *id, store_execution_t **x,
+                         store_event_t **events, size_t *n, cbm_error_t *err);
+
+/*
+ * Durable timers with due_at_us <= until_us, ordered by (due_at, execution_id,
+ * key), at most limit of them (limit 0 gives none, without a query). One
+ * index range scan of cbm_timers_due, no sort, whatever the table's size; a
+ * scheduler pages through a backlog by calling again after firing (firing
+ * clears or re-arms each timer in a decision). until_us >= 2^53 means every
+ * timer, <= -2^53 none. *out is NULL when *n is 0; free with
+ * store_timers_free(*out, *n).
+ */
+int store_timers_due(store_t *s, int64_t until_us, size_t limit, store_timer_t **out, size_t *n,
+                     cbm_error_t *err);
+void store_timers_free(store_timer_t *t, size_t n);
 
 /* Blueprints (cbm_blueprints): keyed by (name, version); inserting an
  * existing (name, version) is a no-op. get with version NULL returns the

@@ -34,7 +34,12 @@
  * All sub-statements of one statement see the same snapshot and must not
  * modify one row twice, so timers are normalised per decision first: of
  * several timers_set with one key the last wins, and a key both cleared and
- * set ends up set (clear, then set).
+ * set ends up set (clear, then set). Clears and sets of different keys touch
+ * different rows and need nothing.
+ *
+ * A decision's snapshot (store.h) is one more upsert (CTE sn) into
+ * cbm_snapshots: at most one row per decision, so never a row twice, and
+ * written under the projection's lock like everything else of the execution.
  */
 #include "store/pg/store_pg_internal.h"
 
@@ -45,7 +50,7 @@
 
 #include "cbm_internal.h"
 
-/* Column indexes into s->cols, which are the statement's $1..$30. */
+/* Column indexes into s->cols, which are the statement's $1..$33. */
 enum {
     EV_ID, EV_SEQ, EV_TYPE, EV_PAYLOAD, EV_AT,                                 /* $1-$5 */
     NX_ID, NX_BLUEPRINT, NX_VERSION, NX_STATUS, NX_INPUTS, NX_RESULT, NX_ERROR,
@@ -54,6 +59,7 @@ enum {
     TS_ID, TS_KEY, TS_KIND, TS_DUE,                                            /* $20-$23 */
     TC_ID, TC_KEY,                                                             /* $24-$25 */
     TK_ID, TK_STEP, TK_ATTEMPT, TK_QUEUE, TK_PAYLOAD,                          /* $26-$30 */
+    SN_ID, SN_SEQ, SN_STATE,                                                   /* $31-$33 */
     NCOLS_
 };
 _Static_assert(NCOLS_ == APPEND_NCOLS, "APPEND_NCOLS matches the statement");
@@ -95,6 +101,10 @@ static const char sql_append[] =
     " SELECT u.queue, u.id, u.step, u.attempt, u.payload"
     " FROM unnest($26::uuid[], $27::text[], $28::int4[], $29::text[], $30::jsonb[])"
     "  AS u(id, step, attempt, queue, payload)"
+    "), sn AS ("
+    " INSERT INTO cbm_snapshots (execution_id, seq, state)"
+    " SELECT u.id, u.seq, u.state FROM unnest($31::uuid[], $32::int8[], $33::json[]) AS u(id, seq, state)"
+    " ON CONFLICT (execution_id) DO UPDATE SET seq = excluded.seq, state = excluded.state"
     ")"
     " SELECT cbm_expect_rows((SELECT count(*) FROM ux), cardinality($14::uuid[]))";
 
@@ -116,6 +126,9 @@ static void check_decision(const store_decision_t *d)
     assert(d->status != NULL);
     assert(!d->is_new || (d->expected_seq == 0 && d->blueprint != NULL && d->version != NULL &&
                           d->inputs != NULL));
+    assert((d->snapshot == NULL || (d->snapshot_seq >= 1 &&
+                                    d->snapshot_seq <= d->events[d->nevents - 1].seq)) &&
+           "a snapshot covers events 1..snapshot_seq of this decision's history");
     (void)d;
 }
 
@@ -180,6 +193,11 @@ static void add_decision(store_t *s, const store_decision_t *d)
         store_pg_array_add_int(&c[UX_LAST_SEQ], last);
     }
     add_timers(s, d);
+    if (d->snapshot != NULL) {
+        store_pg_array_add_text(&c[SN_ID], d->execution_id);
+        store_pg_array_add_int(&c[SN_SEQ], d->snapshot_seq);
+        store_pg_array_add_text(&c[SN_STATE], d->snapshot);
+    }
     /* tasks[j].execution_id is not read either. */
     for (size_t j = 0; j < d->ntasks; j++) {
         const store_task_t *t = &d->tasks[j];

@@ -6,7 +6,9 @@
  *   store_pg_migrate.c the versioned migrations under an advisory lock
  *   store_pg_array.c   the text array-literal builder used to pass columns
  *   store_pg_append.c  group commit (one statement per batch) and conflicts
- *   store_pg_read.c    histories, projections, pagination, blueprints, frees
+ *   store_pg_read.c    histories, projections, pagination, resurrection and
+ *                      single-execution loads (with snapshots), due timers,
+ *                      blueprints, frees
  *
  * Everything here is blocking libpq on one PGconn; a store_t is used by one
  * thread at a time (store.h).
@@ -57,6 +59,8 @@ enum pg_stmt {
     STMT_EXEC_EXISTS,
     STMT_UNFINISHED_EXECS,
     STMT_UNFINISHED_EVENTS,
+    STMT_LOAD_EXEC,
+    STMT_TIMERS_DUE,
     STMT_BP_PUT,
     STMT_BP_GET,
     STMT_BP_LATEST,
@@ -64,7 +68,7 @@ enum pg_stmt {
 };
 
 /* Number of array columns the append statement takes (see store_pg_append.c). */
-#define APPEND_NCOLS 30
+#define APPEND_NCOLS 33
 
 struct store {
     PGconn *conn;
@@ -97,5 +101,9 @@ const char *store_pg_sqlstate(const PGresult *res);
 #define PG_US(col) "(extract(epoch FROM " col ") * 1000000)::int8"
 
 int64_t store_pg_int(const PGresult *res, int row, int col);
+
+/* Statement texts the conformance suite EXPLAINs (store_pg_read.c). */
+extern const char store_pg_sql_timers_due[];
+extern const char store_pg_sql_unfinished_events[];
 
 #endif

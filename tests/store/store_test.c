@@ -53,6 +53,42 @@ char *sql_text(fixture_t *f, const char *fmt, ...)
     return out;
 }
 
+void sql_exec(fixture_t *f, const char *fmt, ...)
+{
+    char sql[4096];
+    va_list ap;
+    PGresult *r;
+
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    r = PQexec(f->pg, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(f->pg));
+    PQclear(r);
+}
+
+char *sql_explain(fixture_t *f, const char *sql)
+{
+    char *q = NULL, *out;
+    size_t len = 0;
+    PGresult *r;
+
+    assert_true(asprintf(&q, "EXPLAIN %s", sql) > 0);
+    r = PQexec(f->pg, q);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) fail_msg("%s: %s", q, PQerrorMessage(f->pg));
+    for (int i = 0; i < PQntuples(r); i++) len += strlen(PQgetvalue(r, i, 0)) + 1;
+    out = calloc(1, len + 1);
+    assert_non_null(out);
+    for (int i = 0; i < PQntuples(r); i++) {
+        strcat(out, PQgetvalue(r, i, 0));
+        strcat(out, "\n");
+    }
+    PQclear(r);
+    free(q);
+    return out;
+}
+
 void new_id(char out[37])
 {
     uuid_t u;

@@ -42,6 +42,11 @@ int fixture_teardown(void **state);
  * the text lives in a static buffer until the next call. */
 char *sql_text(fixture_t *f, const char *fmt, ...);
 #define sql_int(f, ...) strtoll(sql_text((f), __VA_ARGS__), NULL, 10)
+/* Run a statement on the fixture's connection, failing the test if it
+ * fails. */
+void sql_exec(fixture_t *f, const char *fmt, ...);
+/* Every line of EXPLAIN <sql>, joined by newlines (malloc'd). */
+char *sql_explain(fixture_t *f, const char *sql);
 
 void new_id(char out[37]);
 
@@ -67,6 +72,17 @@ int64_t create_exec(fixture_t *f, const char *id, size_t nev, const char *status
 void test_migrate_concurrent(void **state);
 void test_conflict_race(void **state);
 void test_connection_loss(void **state);
+void test_load_consistent(void **state);
 void test_bench_group_commit(void **state);
+
+/* Tests in test_store_pg_durable.c: timers, snapshots, single loads. */
+void test_timers_clear_and_set(void **state);
+void test_timers_due_order(void **state);
+void test_timers_due_plan(void **state);
+void test_snapshot_roundtrip(void **state);
+void test_snapshot_batch(void **state);
+void test_load_execution(void **state);
+void test_load_inconsistent(void **state);
+void test_unfinished_plan(void **state);
 
 #endif

@@ -74,9 +74,9 @@ static void test_migrate_twice(void **state)
 
     /* setup() migrated once. */
     applied = strdup(sql_text(f, "SELECT string_agg(version || ':' || name || '@' || applied_at, ',' ORDER BY version) FROM cbm_schema_version"));
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 2);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 3);
     assert_string_equal(sql_text(f, "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM cbm_schema_version"),
-                        "1:001_init,2:002_append_check");
+                        "1:001_init,2:002_append_check,3:003_snapshots");
     assert_code(store_migrate(f->s, &err), 0);
     assert_code(store_migrate(f->s, &err), 0);
     /* Nothing re-applied: same rows, same applied_at. */
@@ -85,6 +85,23 @@ static void test_migrate_twice(void **state)
     free(applied);
     /* The advisory lock was released. */
     assert_int_equal(sql_int(f, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+
+    /* A database at version 2 with data (what an older binary left) is
+     * upgraded in place: 003 is applied alone, and the data loads. */
+    create_exec(f, "00000000-0000-4000-8000-000000000001", 3, "running");
+    PQclear(PQexec(f->pg, "DROP TABLE cbm_snapshots; DELETE FROM cbm_schema_version WHERE version = 3"));
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 2);
+    if (store_migrate(f->s, &err) != 0) fail_msg("migrate: %s", err.message);
+    assert_string_equal(sql_text(f, "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM cbm_schema_version"),
+                        "1:001_init,2:002_append_check,3:003_snapshots");
+    {
+        store_unfinished_t u;
+        assert_code(store_load_unfinished(f->s, &u, &err), 0);
+        assert_int_equal(u.nexecs, 1);
+        assert_int_equal(u.nevents, 3);
+        assert_null(u.execs[0].snapshot);
+        store_unfinished_free(&u);
+    }
 }
 
 /* A migration that fails leaves the database as it was, with the lock
@@ -688,6 +705,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_unfinished, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_get_execution_unknown, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_blueprints, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_timers_clear_and_set, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_timers_due_order, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_timers_due_plan, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_roundtrip, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_batch, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_load_execution, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_load_inconsistent, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_unfinished_plan, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_load_consistent, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_connection_loss, fixture_setup, fixture_teardown),
         cmocka_unit_test(test_open_unavailable),
         cmocka_unit_test_setup_teardown(test_bench_group_commit, fixture_setup, fixture_teardown),

@@ -61,8 +61,8 @@ void test_migrate_concurrent(void **state)
         c = PQconnectdb(url);
         r = PQexec(c, "SELECT count(*), (SELECT count(*) FROM pg_tables WHERE tablename LIKE 'cbm_%') FROM cbm_schema_version");
         assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-        assert_string_equal(PQgetvalue(r, 0, 0), "2");
-        assert_string_equal(PQgetvalue(r, 0, 1), "6");
+        assert_string_equal(PQgetvalue(r, 0, 0), "3");
+        assert_string_equal(PQgetvalue(r, 0, 1), "7");
         PQclear(r);
         PQfinish(c);
         testdb_drop(url);
@@ -223,6 +223,105 @@ void test_connection_loss(void **state)
     assert_code(store_reconnect(f->s, &err), 0);
     assert_code(store_last_seq(f->s, id, &last, &err), 0);
     assert_int_equal(last, 2);
+}
+
+/* A writer commits to two executions as fast as it can, with snapshots now
+ * and then, while this thread loads them. Each load must see one moment:
+ * a projection, a snapshot and events that agree (the store checks that
+ * the events run exactly from snapshot_seq + 1 to last_seq, and fails with
+ * CBM_ESTORE otherwise; read in READ COMMITTED, the history read after the
+ * projection picks up the writer's newer events and this test fails). */
+typedef struct load_writer {
+    const char *url;
+    const char *ids[2];
+    volatile int done; /* set by the writer, read after join or polled */
+    int rc;
+    size_t rounds;
+    char message[512];
+} load_writer_t;
+
+static void *load_writer_thread(void *arg)
+{
+    load_writer_t *w = arg;
+    store_t *s = NULL;
+    cbm_error_t err = {0};
+    int64_t last[2] = {1, 1};
+    char snaps[2][64];
+    tdec_t t[2];
+    store_decision_t *ds[2] = {&t[0].d, &t[1].d};
+
+    w->rc = store_open(w->url, &s, &err);
+    for (size_t round = 0; round < 400 && w->rc == 0; round++) {
+        for (int i = 0; i < 2; i++) {
+            size_t nev = 1 + (round + (size_t)i) % 3;
+            tdec_init(&t[i], w->ids[i], last[i], nev, false, round == 399 ? "completed" : "running");
+            if ((round + (size_t)i) % 4 == 0) {
+                int64_t at = last[i] + (int64_t)nev - (int64_t)(round % 2);
+                snprintf(snaps[i], sizeof(snaps[i]), "{\"at\": %lld}", (long long)at);
+                t[i].d.snapshot = snaps[i];
+                t[i].d.snapshot_seq = at;
+            }
+            last[i] += (int64_t)nev;
+        }
+        w->rc = store_append(s, ds, 2, &err);
+        w->rounds++;
+    }
+    snprintf(w->message, sizeof(w->message), "%s", err.message);
+    store_close(s);
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+void test_load_consistent(void **state)
+{
+    fixture_t *f = *state;
+    char ids[2][37];
+    load_writer_t w = {.url = f->url, .ids = {ids[0], ids[1]}};
+    pthread_t th;
+    size_t loads = 0, unfinished = 0, snapshots_seen = 0;
+    cbm_error_t err = {0};
+
+    for (int i = 0; i < 2; i++) {
+        new_id(ids[i]);
+        create_exec(f, ids[i], 1, "running");
+    }
+    assert_int_equal(pthread_create(&th, NULL, load_writer_thread, &w), 0);
+    while (!__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) {
+        store_execution_t *x;
+        store_event_t *ev;
+        size_t n;
+        int rc = store_load_execution(f->s, ids[loads % 2], &x, &ev, &n, &err);
+
+        if (rc != 0) {
+            __atomic_store_n(&w.done, 1, __ATOMIC_RELEASE); /* cannot stop it; just report */
+            pthread_join(th, NULL);
+            fail_msg("load %zu: %s", loads, err.message);
+        }
+        if (x->snapshot != NULL) {
+            char want[64];
+            snprintf(want, sizeof(want), "{\"at\": %lld}", (long long)x->snapshot_seq);
+            assert_string_equal(x->snapshot, want);
+            snapshots_seen++;
+        }
+        assert_int_equal(n, (size_t)(x->last_seq - x->snapshot_seq));
+        store_events_free(ev, n);
+        store_executions_free(x, 1);
+        loads++;
+        if (loads % 8 == 0) {
+            store_unfinished_t u;
+            if (store_load_unfinished(f->s, &u, &err) != 0) {
+                pthread_join(th, NULL);
+                fail_msg("load_unfinished: %s", err.message);
+            }
+            store_unfinished_free(&u);
+            unfinished++;
+        }
+    }
+    pthread_join(th, NULL);
+    if (w.rc != 0) fail_msg("writer: %s: %s", cbm_err_name(w.rc), w.message);
+    printf("# load race: %zu writer rounds, %zu loads (%zu with a snapshot), %zu resurrections\n",
+           w.rounds, loads, snapshots_seen, unfinished);
+    assert_true(loads > 0);
 }
 
 /* ----------------------------------------------------------------- bench */
