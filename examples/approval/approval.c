@@ -104,7 +104,7 @@ static int run_start(double amount, const char *self)
         cbm_engine_destroy(e);
         return fail("start", &err);
     }
-    printf("execution %s is waiting for approval of step 'review'.\n", id);
+    printf("execution %s started; its step 'review' waits for approval.\n", id);
     if (self == NULL) {
         printf("From another shell:\n  approval approve %s alice\n  approval reject %s \"too "
                "expensive\"\n",
