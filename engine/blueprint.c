@@ -1407,12 +1407,9 @@ static int find_dependents(parser_t *p)
     for (size_t i = 0; i < bp->nsteps; i++) {
         bp_step_t *s = &bp->steps[i];
         if (s->ndependents == 0) continue;
-        if ((s->dependents = xcalloc(s->ndependents, sizeof(size_t))) == NULL) {
-            /* Leave the counts consistent with the arrays for bp_destroy. */
-            for (size_t j = i; j < bp->nsteps; j++)
-                if (bp->steps[j].dependents == NULL) bp->steps[j].ndependents = 0;
-            return oom(p);
-        }
+        /* On failure the counts are left over, but a failed parse is only
+         * destroyed, and bp_destroy does not read them. */
+        if ((s->dependents = xcalloc(s->ndependents, sizeof(size_t))) == NULL) return oom(p);
         s->ndependents = 0;
     }
     for (size_t i = 0; i < bp->nsteps; i++)
