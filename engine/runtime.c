@@ -29,6 +29,8 @@
 #define REFILL_MS 1000                 /* store timer window poll period */
 #define WINDOW_US (60 * 1000000LL)     /* how far ahead the heap is filled */
 #define REFILL_LIMIT 20000
+#define PREFETCH_US 300000             /* load hibernated executions this
+                                          early, so they wake on time */
 
 /* What a handler produced; filled on a pool thread, read on the loop. */
 struct cbm_step_out {
@@ -60,12 +62,14 @@ struct rt_exec {
     st_exec_t st;              /* valid unless loading */
     rt_exec_t *prev, *next;    /* rt->active */
     rt_exec_t *hnext;          /* rt->map bucket chain */
+    rt_exec_t *lnext;          /* rt->loadq */
     char id[37];
     const bp_blueprint_t *bp;
     int committing;            /* a decision of this execution is in flight */
     int loading;               /* its state is being read from the store */
     int reload;                /* read it again once the commit in flight ends */
     int running;               /* handlers running */
+    int pins;                  /* timers due soon: stay in memory */
     int dead;                  /* terminal or dropped: free when idle */
     unsigned char *dispatched; /* per step: the attempt last dispatched here
                                   (capped at 255), so no attempt runs twice */
@@ -84,15 +88,16 @@ typedef struct rt_decision {
     int terminal;
 } rt_decision_t;
 
+/* A batch of executions to read from the store (wake-ups, reloads). */
+#define LOAD_BATCH 2000
 typedef struct rt_load {
     cm_req_t req;
     rt_t *rt;
-    rt_exec_t *ex;
-    char id[37];
-    store_execution_t *x;
-    store_event_t *events;
-    size_t nevents;
-    const bp_blueprint_t *bp;
+    size_t n;
+    char (*ids)[37];
+    const char **idp;
+    store_unfinished_t u;
+    const bp_blueprint_t **bps;  /* per u.execs[i] */
     cbm_error_t err;
 } rt_load_t;
 
@@ -161,10 +166,13 @@ struct rt {
     rt_exec_t *active;
     rt_exec_t **map;
     size_t mapsize, nmap;
-    sched_t *sched;
+    sched_t *sched;            /* timers, by due time */
+    sched_t *ready;            /* timers due within PREFETCH_US, whose
+                                  executions are loaded and pinned */
     int refilling;
     size_t running_total;
     size_t loads_in_flight;
+    rt_exec_t *loadq;          /* waiting for the next load batch */
     int stopping;
     int closed;
 
@@ -855,7 +863,7 @@ static void settle(rt_t *rt, rt_exec_t *ex)
     } else if (ex->reload) {
         ex->reload = 0;
         start_load(rt, ex);
-    } else if (ex->running == 0 && st_only_waiting(&ex->st)) {
+    } else if (ex->running == 0 && ex->pins == 0 && st_only_waiting(&ex->st)) {
         /* Hibernate: its timers are in the store (and the heap); a wake-up
          * loads it back. */
         atomic_fetch_add(&rt->hibernated, 1);
@@ -913,21 +921,25 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
 
 /* ------------------------------------------------------------------ loads */
 
-/* On the committer thread: the execution's projection and history, and its
- * blueprint version if this engine has not seen it. */
+/* On the committer thread: the executions' projections and histories (two
+ * queries for the batch), and the blueprint versions this engine has not
+ * seen. */
 static void job_load(store_t *s, cm_req_t *r)
 {
     rt_load_t *l = (rt_load_t *)r;
-    int rc = store_load_execution(s, l->id, &l->x, &l->events, &l->nevents, &l->err);
-    if (rc == 0) {
-        l->bp = rt_find_blueprint(l->rt, l->x->blueprint, l->x->version);
-        if (l->bp == NULL) {
+    int rc = store_load_executions(s, l->idp, l->n, &l->u, &l->err);
+    if (rc == 0 && l->u.nexecs > 0 && (l->bps = calloc(l->u.nexecs, sizeof(*l->bps))) == NULL)
+        rc = CBM_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < l->u.nexecs; i++) {
+        const store_execution_t *x = &l->u.execs[i];
+        l->bps[i] = rt_find_blueprint(l->rt, x->blueprint, x->version);
+        if (l->bps[i] == NULL) {
             char *v = NULL, *json = NULL;
             bp_blueprint_t *parsed = NULL;
-            rc = store_get_blueprint(s, l->x->blueprint, l->x->version, &v, &json, &l->err);
-            if (rc == 0 && (rc = bp_parse_json(json, strlen(json), &parsed, &l->err)) == 0) {
+            if (store_get_blueprint(s, x->blueprint, x->version, &v, &json, &l->err) == 0 &&
+                bp_parse_json(json, strlen(json), &parsed, &l->err) == 0) {
                 rt_add_blueprint(l->rt, &parsed, 0);
-                l->bp = rt_find_blueprint(l->rt, l->x->blueprint, l->x->version);
+                l->bps[i] = rt_find_blueprint(l->rt, x->blueprint, x->version);
             }
             free(v);
             free(json);
@@ -936,23 +948,47 @@ static void job_load(store_t *s, cm_req_t *r)
     r->d.result_code = rc;
 }
 
-static void start_load(rt_t *rt, rt_exec_t *ex)
+/* Send what waits in the load queue as one batch, unless one is in flight:
+ * while it is, wake-ups gather for the next, so many loads cost a few
+ * queries. */
+static void flush_loads(rt_t *rt)
 {
-    rt_load_t *l = calloc(1, sizeof(*l));
-    if (l == NULL) {
-        ex->dead = 1;
+    rt_load_t *l;
+    size_t n = 0;
+    if (rt->loads_in_flight > 0 || rt->loadq == NULL) return;
+    if ((l = calloc(1, sizeof(*l))) == NULL) return;
+    l->ids = calloc(LOAD_BATCH, sizeof(*l->ids));
+    l->idp = calloc(LOAD_BATCH, sizeof(*l->idp));
+    if (l->ids == NULL || l->idp == NULL) {
+        free(l->ids);
+        free(l->idp);
+        free(l);
         return;
     }
-    if (ex->bp != NULL) st_finish(&ex->st);
-    ex->bp = NULL;
-    ex->loading = 1;
+    while (rt->loadq != NULL && n < LOAD_BATCH) {
+        rt_exec_t *ex = rt->loadq;
+        rt->loadq = ex->lnext;
+        ex->lnext = NULL;
+        memcpy(l->ids[n], ex->id, sizeof(l->ids[n]));
+        l->idp[n] = l->ids[n];
+        n++;
+    }
+    l->n = n;
     l->rt = rt;
-    l->ex = ex;
-    memcpy(l->id, ex->id, sizeof(l->id));
     l->req.owner = l;
     l->req.job = job_load;
     rt->loads_in_flight++;
     cm_submit(rt->cm, &l->req);
+}
+
+static void start_load(rt_t *rt, rt_exec_t *ex)
+{
+    if (ex->bp != NULL) st_finish(&ex->st);
+    ex->bp = NULL;
+    ex->loading = 1;
+    ex->lnext = rt->loadq;
+    rt->loadq = ex;
+    flush_loads(rt);
 }
 
 static int fold(rt_exec_t *ex, const bp_blueprint_t *bp, const store_event_t *evs, size_t n,
@@ -973,35 +1009,63 @@ static int fold(rt_exec_t *ex, const bp_blueprint_t *bp, const store_event_t *ev
     return 0;
 }
 
-static void on_loaded(rt_t *rt, rt_load_t *l)
+/* One execution of a load batch: x/evs/bp when found, x NULL when not. */
+static void loaded_one(rt_t *rt, rt_exec_t *ex, int rc, const store_execution_t *x,
+                       const store_event_t *evs, size_t n, const bp_blueprint_t *bp,
+                       cbm_error_t *err)
 {
-    rt_exec_t *ex = l->ex;
-    int rc = l->req.d.result_code;
-
-    rt->loads_in_flight--;
     ex->loading = 0;
-    if (rc == 0 && l->bp == NULL) rc = CBM_ENOTFOUND;
-    if (rc == 0) rc = fold(ex, l->bp, l->events, l->nevents, &l->err);
+    if (rc == 0 && x == NULL) rc = CBM_ENOTFOUND;
+    if (rc == 0 && bp == NULL) rc = cbm_error_set(err, CBM_ENOTFOUND, "blueprint %s %s missing",
+                                                   x->blueprint, x->version);
+    if (rc == 0) rc = fold(ex, bp, evs, n, err);
     if (rc == 0) {
         atomic_fetch_add(&rt->woken, 1);
+        if (st_terminal(&ex->st)) ex->dead = 1;
+        else process(rt, ex, 1);
     } else {
         /* Unknown or unreadable: drop it from memory. Its timers stay in the
          * store and fire again on a later refill, so a store outage delays a
          * wake-up and loses none. */
-        if (rc != CBM_ENOTFOUND)
-            cbm_log_warn("execution %s: cannot load: %s", ex->id, l->err.message);
+        if (rc != CBM_ENOTFOUND) cbm_log_warn("execution %s: cannot load: %s", ex->id, err->message);
         if (ex->bp != NULL) st_finish(&ex->st);
         ex->bp = NULL;
         ex->dead = 1;
     }
-    store_executions_free(l->x, l->x != NULL ? 1 : 0);
-    store_events_free(l->events, l->nevents);
-    free(l);
-    if (!ex->dead) {
-        if (st_terminal(&ex->st)) ex->dead = 1;
-        else process(rt, ex, 1);
-    }
     maybe_free(rt, ex);
+}
+
+static void on_loaded(rt_t *rt, rt_load_t *l)
+{
+    int rc = l->req.d.result_code;
+    size_t j = 0;
+
+    rt->loads_in_flight--;
+    /* u.execs is in id order; match each requested id against it. */
+    for (size_t i = 0; i < l->n; i++) {
+        rt_exec_t *ex = map_get(rt, l->ids[i]);
+        const store_execution_t *x = NULL;
+        size_t k;
+        if (ex == NULL || !ex->loading) continue;
+        for (k = 0; rc == 0 && k < l->u.nexecs; k++) {
+            size_t m = (j + k) % l->u.nexecs;
+            if (strcmp(l->u.execs[m].id, l->ids[i]) == 0) {
+                x = &l->u.execs[m];
+                j = m;
+                break;
+            }
+        }
+        if (x != NULL)
+            loaded_one(rt, ex, 0, x, l->u.events + l->u.first[j], l->u.count[j], l->bps[j], &l->err);
+        else
+            loaded_one(rt, ex, rc, NULL, NULL, 0, NULL, &l->err);
+    }
+    store_unfinished_free(&l->u);
+    free(l->bps);
+    free(l->ids);
+    free(l->idp);
+    free(l);
+    flush_loads(rt);
 }
 
 /* ----------------------------------------------------------------- timers */
@@ -1035,27 +1099,46 @@ static void on_fire(uv_timer_t *t)
     rt_t *rt = t->data;
     int64_t now = clock_now_us(rt->clock);
     const sched_entry_t *top;
+    sched_entry_t e;
 
     if (rt->stopping) return;
-    while ((top = sched_peek(rt->sched)) != NULL && top->due_us <= now) {
-        sched_entry_t e;
+    /* Due soon: load the execution now and keep it in memory, so that when
+     * the timer comes due it is decided at once. */
+    while ((top = sched_peek(rt->sched)) != NULL && top->due_us - PREFETCH_US <= now) {
+        rt_exec_t *ex;
         if (sched_pop(rt->sched, &e) != 0) break;
+        ex = map_get(rt, e.id);
+        if (ex == NULL && (ex = exec_new(rt, e.id)) != NULL) start_load(rt, ex);
+        if (ex != NULL) ex->pins++;
+        sched_push(rt->ready, e.id, e.key, e.due_us);
+        free(e.key);
+    }
+    while ((top = sched_peek(rt->ready)) != NULL && top->due_us <= now) {
+        rt_exec_t *ex;
+        if (sched_pop(rt->ready, &e) != 0) break;
+        if ((ex = map_get(rt, e.id)) != NULL && ex->pins > 0) ex->pins--;
         fire(rt, &e);
         free(e.key);
+        if (ex != NULL && map_get(rt, e.id) == ex) {
+            settle(rt, ex);
+            maybe_free(rt, ex);
+        }
     }
     arm_fire(rt);
 }
 
 static void arm_fire(rt_t *rt)
 {
-    const sched_entry_t *top = sched_peek(rt->sched);
-    int64_t delay;
+    const sched_entry_t *top = sched_peek(rt->sched), *rd = sched_peek(rt->ready);
+    int64_t at, delay;
     if (rt->stopping || rt->closed) return;
-    if (top == NULL) {
+    if (top == NULL && rd == NULL) {
         uv_timer_stop(&rt->fire_timer);
         return;
     }
-    delay = (top->due_us - clock_now_us(rt->clock) + 999) / 1000;
+    at = top != NULL ? top->due_us - PREFETCH_US : INT64_MAX;
+    if (rd != NULL && rd->due_us < at) at = rd->due_us;
+    delay = (at - clock_now_us(rt->clock) + 999) / 1000;
     uv_timer_start(&rt->fire_timer, on_fire, delay > 0 ? (uint64_t)delay : 0, 0);
 }
 
@@ -1268,9 +1351,11 @@ int rt_create(rt_t **out, const rt_opts_t *o)
     rt->max_batch = o->max_batch > 0 ? o->max_batch : 512;
     rt->client_only = o->client_only;
     rt->sched = sched_create();
+    rt->ready = sched_create();
     uv_mutex_init(&rt->mu);
-    if (rt->sched == NULL || uv_loop_init(&rt->loop) != 0) {
+    if (rt->sched == NULL || rt->ready == NULL || uv_loop_init(&rt->loop) != 0) {
         sched_destroy(rt->sched);
+        sched_destroy(rt->ready);
         uv_mutex_destroy(&rt->mu);
         free(rt->url);
         free(rt);
@@ -1379,6 +1464,7 @@ void rt_destroy(rt_t *rt)
     }
     if (uv_loop_close(&rt->loop) != 0) cbm_log_error("engine loop closed with live handles");
     sched_destroy(rt->sched);
+    sched_destroy(rt->ready);
     free(rt->map);
     for (size_t i = 0; i < rt->nbps; i++) bp_destroy(rt->bps[i]);
     free(rt->bps);

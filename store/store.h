@@ -210,6 +210,11 @@ typedef struct store_unfinished {
     size_t *count;
 } store_unfinished_t;
 int store_load_unfinished(store_t *s, store_unfinished_t *out, cbm_error_t *err);
+/* The same for the executions whose ids are given (any status; ids that do
+ * not exist are simply absent from out), from one snapshot, in two queries
+ * whatever n is: how the engine wakes many hibernated executions at once. */
+int store_load_executions(store_t *s, const char *const *ids, size_t n, store_unfinished_t *out,
+                          cbm_error_t *err);
 void store_unfinished_free(store_unfinished_t *u);
 
 /*

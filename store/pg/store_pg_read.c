@@ -55,6 +55,16 @@ const char store_pg_sql_unfinished_events[] =
     "  FROM cbm_events e WHERE e.execution_id = x.id AND e.seq > coalesce(sn.seq, 0)"
     "  ORDER BY e.seq OFFSET 0) v"
     " WHERE x." UNFINISHED " ORDER BY x.id, v.seq";
+/* store_load_executions: the same two queries for a given set of ids. */
+static const char sql_many_execs[] =
+    "SELECT " EXEC_SNAP_COLS EXEC_SNAP_FROM " WHERE x.id = ANY($1::uuid[]) ORDER BY x.id";
+static const char sql_many_events[] =
+    "SELECT v.execution_id, v.seq, v.type, v.payload, " PG_US("v.recorded_at")
+    EXEC_SNAP_FROM
+    " CROSS JOIN LATERAL (SELECT e.execution_id, e.seq, e.type, e.payload, e.recorded_at"
+    "  FROM cbm_events e WHERE e.execution_id = x.id AND e.seq > coalesce(sn.seq, 0)"
+    "  ORDER BY e.seq OFFSET 0) v"
+    " WHERE x.id = ANY($1::uuid[]) ORDER BY x.id, v.seq";
 /* store_load_execution: the projection and snapshot, then sql_history from
  * the snapshot's seq + 1, in one REPEATABLE READ transaction. */
 static const char sql_load_exec[] = "SELECT " EXEC_SNAP_COLS EXEC_SNAP_FROM " WHERE x.id = $1";
@@ -394,6 +404,59 @@ int store_load_unfinished(store_t *s, store_unfinished_t *out, cbm_error_t *err)
 
 rollback:
     end_txn(s, "ROLLBACK");
+    store_unfinished_free(out);
+    return rc;
+}
+
+int store_load_executions(store_t *s, const char *const *ids, size_t n, store_unfinished_t *out,
+                          cbm_error_t *err)
+{
+    static const char what[] = "store_load_executions";
+    PGresult *res;
+    char *arr, *p;
+    const char *vals[1];
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((rc = check_id(ids[i], what, err)) != 0) return rc;
+    /* UUIDs need no quoting inside an array literal. */
+    if ((arr = malloc(n * 37 + 3)) == NULL) return cbm_error_set(err, CBM_ENOMEM, "%s: out of memory", what);
+    p = arr;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0) *p++ = ',';
+        memcpy(p, ids[i], 36);
+        p += 36;
+    }
+    *p++ = '}';
+    *p = '\0';
+    vals[0] = arr;
+    rc = begin_read(s, what, err);
+    if (rc != 0) {
+        free(arr);
+        return rc;
+    }
+    res = query(s, STMT_LOAD_MANY_EXECS, sql_many_execs, 1, vals, err, what, &rc);
+    if (res == NULL) goto rollback;
+    rc = fill_execs(res, &out->execs, &out->nexecs, err);
+    PQclear(res);
+    if (rc != 0) goto rollback;
+    res = query(s, STMT_LOAD_MANY_EVENTS, sql_many_events, 1, vals, err, what, &rc);
+    if (res == NULL) goto rollback;
+    rc = fill_events(res, &out->events, &out->nevents, err);
+    PQclear(res);
+    if (rc != 0) goto rollback;
+    end_txn(s, "COMMIT");
+    free(arr);
+    rc = pair_events(out, err);
+    if (rc != 0) store_unfinished_free(out);
+    return rc;
+
+rollback:
+    end_txn(s, "ROLLBACK");
+    free(arr);
     store_unfinished_free(out);
     return rc;
 }

@@ -92,6 +92,12 @@ CBM_EXTERN void cbm_builder_destroy(cbm_builder_t *b);
  *  step's own name) that depends on the @p ndeps steps named in @p deps. */
 CBM_EXTERN int cbm_builder_add_step(cbm_builder_t *b, const char *name, const char *handler,
                                     const char *const *deps, size_t ndeps);
+/** Set any other field of step @p step (or of the blueprint itself when
+ *  @p step is NULL) to the JSON value @p value_json: kinds and their fields,
+ *  retry, timeout_ms, diverge, branch, inputs (docs/blueprints.md). The value
+ *  is copied; nothing is validated until the JSON is registered. */
+CBM_EXTERN int cbm_builder_set(cbm_builder_t *b, const char *step, const char *key,
+                               const char *value_json);
 /** The blueprint as JSON text; *json is malloc'd and owned by the caller.
  *  Nothing is validated here: registering the JSON validates it. */
 CBM_EXTERN int cbm_builder_to_json(const cbm_builder_t *b, char **json);
