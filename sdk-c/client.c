@@ -322,3 +322,64 @@ int cbm_client_history(cbm_client_t *c, const char *id, int64_t from_seq, cbm_ev
     *n = count;
     return 0;
 }
+
+/* The four decisions: the reply only says where the event landed. */
+static int decide(cbm_client_t *c, rpc_method_t m, const ProtobufCMessage *req, cbm_error_t *err)
+{
+    ProtobufCMessage *rep = NULL;
+    int rc = call(c, m, req, &rep, err);
+    if (rc == 0) protobuf_c_message_free_unpacked(rep, NULL);
+    return rc;
+}
+
+int cbm_client_approve(cbm_client_t *c, const char *id, const char *step,
+                       const char *response_json, const char *who, cbm_error_t *err)
+{
+    Cerebelum__V1__ApproveRequest req = CEREBELUM__V1__APPROVE_REQUEST__INIT;
+
+    if (c == NULL || id == NULL || step == NULL)
+        return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    req.execution_id = STR(id);
+    req.step = STR(step);
+    req.data_json = STR(response_json);
+    req.actor = STR(who);
+    return decide(c, RPC_APPROVE, &req.base, err);
+}
+
+int cbm_client_reject(cbm_client_t *c, const char *id, const char *step, const char *reason,
+                      const char *who, cbm_error_t *err)
+{
+    Cerebelum__V1__RejectRequest req = CEREBELUM__V1__REJECT_REQUEST__INIT;
+
+    if (c == NULL || id == NULL || step == NULL)
+        return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    req.execution_id = STR(id);
+    req.step = STR(step);
+    req.reason = STR(reason);
+    req.actor = STR(who);
+    return decide(c, RPC_REJECT, &req.base, err);
+}
+
+int cbm_client_signal(cbm_client_t *c, const char *id, const char *name,
+                      const char *payload_json, cbm_error_t *err)
+{
+    Cerebelum__V1__SignalRequest req = CEREBELUM__V1__SIGNAL_REQUEST__INIT;
+
+    if (c == NULL || id == NULL || name == NULL || name[0] == '\0')
+        return cbm_error_set(err, CBM_EINVAL, "NULL argument or empty signal name");
+    req.execution_id = STR(id);
+    req.name = STR(name);
+    /* Empty means "none" on the wire; a JSON null is what the engine records. */
+    req.data_json = STR(payload_json != NULL ? payload_json : "null");
+    return decide(c, RPC_SIGNAL, &req.base, err);
+}
+
+int cbm_client_cancel(cbm_client_t *c, const char *id, const char *reason, cbm_error_t *err)
+{
+    Cerebelum__V1__CancelRequest req = CEREBELUM__V1__CANCEL_REQUEST__INIT;
+
+    if (c == NULL || id == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    req.execution_id = STR(id);
+    req.reason = STR(reason);
+    return decide(c, RPC_CANCEL, &req.base, err);
+}

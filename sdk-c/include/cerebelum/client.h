@@ -130,6 +130,28 @@ CBM_EXTERN int cbm_client_list(cbm_client_t *c, const cbm_list_opts_t *opts,
 CBM_EXTERN int cbm_client_history(cbm_client_t *c, const char *id, int64_t from_seq,
                                   cbm_event_t **events, size_t *n, cbm_error_t *err);
 
+/**
+ * Decisions from outside, as in cerebelum.h (cbm_execution_approve and the
+ * rest): each is durable when the call returns. A decision that does not
+ * apply (the execution is finished, the step is not waiting, it was already
+ * decided) is CBM_ESTATE with the server's reason; an unknown execution or
+ * step is CBM_ENOTFOUND.
+ */
+/** Approve the approval step @p step waits for; @p response_json (NULL: {})
+ *  becomes the step's result. @p who is recorded (may be NULL). */
+CBM_EXTERN int cbm_client_approve(cbm_client_t *c, const char *id, const char *step,
+                                  const char *response_json, const char *who, cbm_error_t *err);
+/** Reject it: the step fails with kind "approval_rejected" and @p reason. */
+CBM_EXTERN int cbm_client_reject(cbm_client_t *c, const char *id, const char *step,
+                                 const char *reason, const char *who, cbm_error_t *err);
+/** Deliver signal @p name with @p payload_json (any JSON value; NULL: null). */
+CBM_EXTERN int cbm_client_signal(cbm_client_t *c, const char *id, const char *name,
+                                 const char *payload_json, cbm_error_t *err);
+/** Cancel an execution (@p reason may be NULL). Cancelling a cancelled one
+ *  succeeds; a completed or failed one is CBM_ESTATE. */
+CBM_EXTERN int cbm_client_cancel(cbm_client_t *c, const char *id, const char *reason,
+                                 cbm_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif
