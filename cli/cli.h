@@ -82,6 +82,10 @@ int cli_cmd_start(const cli_opts_t *o);
 int cli_cmd_list(const cli_opts_t *o);
 int cli_cmd_show(const cli_opts_t *o);
 int cli_cmd_history(const cli_opts_t *o);
+int cli_cmd_approve(const cli_opts_t *o);
+int cli_cmd_reject(const cli_opts_t *o);
+int cli_cmd_signal(const cli_opts_t *o);
+int cli_cmd_cancel(const cli_opts_t *o);
 
 /* `cerebelum serve`; returns the exit code. */
 int cli_serve(const cli_opts_t *o);

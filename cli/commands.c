@@ -117,9 +117,15 @@ static int report(const conn_t *c, int rc, const cbm_error_t *err)
     const char *msg = err->message[0] != '\0' ? err->message : cbm_strerror(rc);
     switch (rc) {
     case CBM_EUNAVAIL:
-        /* The gRPC library's words for "nothing listens there". */
+        /* The gRPC library's words for "no connection" (and, within them,
+         * for "nothing listens there"). */
         if (strncmp(msg, "failed to connect", 17) == 0)
-            cli_errorf("cannot reach server %s (is it running?): %s", c->target, msg);
+            cli_errorf("cannot reach server %s%s: %s", c->target,
+                       strstr(msg, "Connection refused") != NULL ||
+                               strstr(msg, "No such file or directory") != NULL
+                           ? " (is it running?)"
+                           : "",
+                       msg);
         else
             cli_errorf("server %s unavailable: %s", c->target, msg);
         return CLI_UNREACHABLE;
@@ -298,6 +304,89 @@ int cli_cmd_history(const cli_opts_t *o)
         cbm_events_free(evs, n);
         rc = CLI_OK;
     }
+    conn_close(&c);
+    return rc;
+}
+
+/* After a decision: one line for people, or a small object for programs. */
+static void decided(const cli_opts_t *o, const char *what, const char *id, const char *key,
+                    const char *value)
+{
+    if (o->json) {
+        cJSON *out = cJSON_CreateObject();
+        char *s;
+        cJSON_AddStringToObject(out, "execution_id", id);
+        if (key != NULL) cJSON_AddStringToObject(out, key, value);
+        cJSON_AddStringToObject(out, "done", what);
+        s = cJSON_Print(out);
+        printf("%s\n", s != NULL ? s : "null");
+        free(s);
+        cJSON_Delete(out);
+    } else if (key != NULL) {
+        printf("%s %s %s %s %s\n", what, key, value, strcmp(what, "sent") == 0 ? "to" : "of", id);
+    } else {
+        printf("%s %s\n", what, id);
+    }
+}
+
+int cli_cmd_approve(const cli_opts_t *o)
+{
+    cbm_error_t err = {0};
+    conn_t c;
+    int rc;
+
+    if (check_json("--response", o->response, 0) != 0) return CLI_USAGE;
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    rc = cbm_client_approve(c.client, o->args[0], o->args[1], o->response, o->who, &err);
+    if (rc != 0) rc = report(&c, rc, &err);
+    else decided(o, "approved", o->args[0], "step", o->args[1]);
+    conn_close(&c);
+    return rc;
+}
+
+int cli_cmd_reject(const cli_opts_t *o)
+{
+    cbm_error_t err = {0};
+    conn_t c;
+    int rc;
+
+    if (o->reason == NULL) {
+        cli_errorf("reject needs --reason TEXT (it becomes the step's error message)");
+        return CLI_USAGE;
+    }
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    rc = cbm_client_reject(c.client, o->args[0], o->args[1], o->reason, o->who, &err);
+    if (rc != 0) rc = report(&c, rc, &err);
+    else decided(o, "rejected", o->args[0], "step", o->args[1]);
+    conn_close(&c);
+    return rc;
+}
+
+int cli_cmd_signal(const cli_opts_t *o)
+{
+    cbm_error_t err = {0};
+    conn_t c;
+    int rc;
+
+    if (check_json("--payload", o->payload, 0) != 0) return CLI_USAGE;
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    rc = cbm_client_signal(c.client, o->args[0], o->args[1], o->payload, &err);
+    if (rc != 0) rc = report(&c, rc, &err);
+    else decided(o, "sent", o->args[0], "signal", o->args[1]);
+    conn_close(&c);
+    return rc;
+}
+
+int cli_cmd_cancel(const cli_opts_t *o)
+{
+    cbm_error_t err = {0};
+    conn_t c;
+    int rc;
+
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    rc = cbm_client_cancel(c.client, o->args[0], o->reason, &err);
+    if (rc != 0) rc = report(&c, rc, &err);
+    else decided(o, "cancelled", o->args[0], NULL, NULL);
     conn_close(&c);
     return rc;
 }

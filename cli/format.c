@@ -109,7 +109,11 @@ void fmt_execution_text(FILE *f, const cbm_execution_info_t *x, const char *stat
     fprintf(f, "updated:    %s (seq %lld)\n", fmt_time_us(x->updated_at_us, t2),
             (long long)x->last_seq);
     fputs("current:    ", f);
-    put_current(f, steps);
+    if (strcmp(x->status, "completed") == 0 || strcmp(x->status, "failed") == 0 ||
+        strcmp(x->status, "cancelled") == 0)
+        fputs("-\n", f); /* finished: whatever was waiting will not run */
+    else
+        put_current(f, steps);
     fputs("inputs:     ", f);
     put_compact(f, x->inputs);
     fputc('\n', f);

@@ -92,6 +92,15 @@ static const command_t commands[] = {
     {"show", 1, cli_cmd_show, "show ID", "an execution: status, current steps, result", {0}, 1},
     {"history", 1, cli_cmd_history, "history ID", "an execution's events as a timeline",
      {0}, 1},
+    {"approve", 2, cli_cmd_approve, "approve ID STEP [--response JSON] [--who NAME]",
+     "approve the approval STEP waits for; --response becomes its result",
+     {O_RESPONSE, O_WHO}, 1},
+    {"reject", 2, cli_cmd_reject, "reject ID STEP --reason TEXT [--who NAME]",
+     "reject it: the step fails with kind approval_rejected", {O_REASON, O_WHO}, 1},
+    {"signal", 2, cli_cmd_signal, "signal ID NAME [--payload JSON]",
+     "deliver signal NAME to an execution", {O_PAYLOAD}, 1},
+    {"cancel", 1, cli_cmd_cancel, "cancel ID [--reason TEXT]", "cancel an execution",
+     {O_REASON}, 1},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

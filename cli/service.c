@@ -12,6 +12,10 @@
  *   - RegisterBlueprint `created`: the engine does not tell a new version from
  *     a repeated one, so it is always true.
  *   - StartExecution with a `version` or an `idempotency_key`: UNIMPLEMENTED.
+ *   - Approve/Reject/Signal/Cancel `seq`: the engine does not return it, so
+ *     it is looked up in the history afterwards (the latest matching event).
+ *   - Approve/Reject without a step: the one step whose latest event is
+ *     ApprovalRequested, found by folding the history.
  *   - GetExecution `state_json`: folded here from the history (each step's
  *     latest event), not read from the engine's reducer.
  *   - ListExecutions: the engine pages oldest first; so does this server.
@@ -113,6 +117,12 @@ static int is_final(Cerebelum__V1__ExecutionStatus s)
            s == CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_CANCELLED;
 }
 
+/* An optional string field: proto3's "" is "not given". */
+static const char *opt(const char *s)
+{
+    return s[0] != '\0' ? s : NULL;
+}
+
 /* strdup of a string that may be NULL; sets *bad on out-of-memory. */
 static char *dup_or_empty(const char *s, int *bad)
 {
@@ -163,15 +173,60 @@ static void event_status(const char *type, char *out, size_t cap)
     out[n] = '\0';
 }
 
+/* Set a step's outcome in the state from an event that ends it: its result
+ * or error (an approval's decision is the step's result, a rejection or a
+ * time-out its error, as cerebelum.h describes). */
+static int fold_outcome(cJSON *s, const char *type, cJSON *payload)
+{
+    const char *status = NULL, *key = NULL;
+    cJSON *v = NULL;
+
+    if (strcmp(type, "StepCompleted") == 0) {
+        status = "completed";
+        key = "result";
+        v = cJSON_DetachItemFromObjectCaseSensitive(payload, "result");
+    } else if (strcmp(type, "StepFailed") == 0) {
+        status = "failed";
+        key = "error";
+        v = cJSON_DetachItemFromObjectCaseSensitive(payload, "error");
+    } else if (strcmp(type, "ApprovalGranted") == 0) {
+        status = "completed";
+        key = "result";
+        v = cJSON_DetachItemFromObjectCaseSensitive(payload, "response");
+    } else if (strcmp(type, "ApprovalRejected") == 0 || strcmp(type, "ApprovalTimedOut") == 0) {
+        const cJSON *reason = cJSON_GetObjectItemCaseSensitive(payload, "reason");
+        status = "failed";
+        key = "error";
+        if ((v = cJSON_CreateObject()) == NULL) return -1;
+        cJSON_AddStringToObject(v, "kind", type[8] == 'R' ? "approval_rejected"
+                                                          : "approval_timeout");
+        cJSON_AddStringToObject(v, "message", cJSON_IsString(reason) ? reason->valuestring : "");
+    } else {
+        return 0;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(s, "status");
+    cJSON_DeleteItemFromObjectCaseSensitive(s, "result");
+    cJSON_DeleteItemFromObjectCaseSensitive(s, "error");
+    if (cJSON_AddStringToObject(s, "status", status) == NULL) {
+        cJSON_Delete(v);
+        return -1;
+    }
+    if (v != NULL) cJSON_AddItemToObject(s, key, v);
+    return 0;
+}
+
 /* The reduced state as the protocol describes it, folded from the history:
  * {"steps": {"<step>": {"status", "attempt", "result" | "error"}}}, steps in
- * the order they first appear. Events without a "step" are skipped. */
-static char *state_from_history(const cbm_event_t *evs, size_t n)
+ * the order they first appear. A step's status is its latest event's name
+ * ("scheduled", "approval_requested", ...), or completed/failed once an
+ * event ended it. Events without a "step" are skipped, so a signal step
+ * stays "scheduled" after its signal came (SignalReceived names the signal,
+ * not the step, and the blueprint is not at hand here). */
+static cJSON *state_tree(const cbm_event_t *evs, size_t n)
 {
     cJSON *root = cJSON_CreateObject(), *steps = cJSON_AddObjectToObject(root, "steps");
-    char *out = NULL;
 
-    if (root == NULL || steps == NULL) goto done;
+    if (root == NULL || steps == NULL) goto oom;
     for (size_t i = 0; i < n; i++) {
         cJSON *p = cJSON_Parse(evs[i].payload);
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(p, "step");
@@ -186,7 +241,7 @@ static char *state_from_history(const cbm_event_t *evs, size_t n)
         s = cJSON_GetObjectItemCaseSensitive(steps, name->valuestring);
         if (s == NULL && (s = cJSON_AddObjectToObject(steps, name->valuestring)) == NULL) {
             cJSON_Delete(p);
-            goto done;
+            goto oom;
         }
         event_status(evs[i].type, status, sizeof(status));
         cJSON_DeleteItemFromObjectCaseSensitive(s, "status");
@@ -195,17 +250,22 @@ static char *state_from_history(const cbm_event_t *evs, size_t n)
             cJSON_DeleteItemFromObjectCaseSensitive(s, "attempt");
             cJSON_AddNumberToObject(s, "attempt", attempt->valuedouble);
         }
-        if (strcmp(evs[i].type, "StepCompleted") == 0 || strcmp(evs[i].type, "StepFailed") == 0) {
-            const char *key = evs[i].type[4] == 'C' ? "result" : "error";
-            cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(p, key);
-            cJSON_DeleteItemFromObjectCaseSensitive(s, "result");
-            cJSON_DeleteItemFromObjectCaseSensitive(s, "error");
-            if (v != NULL) cJSON_AddItemToObject(s, key, v);
+        if (fold_outcome(s, evs[i].type, p) != 0) {
+            cJSON_Delete(p);
+            goto oom;
         }
         cJSON_Delete(p);
     }
-    out = cJSON_PrintUnformatted(root);
-done:
+    return root;
+oom:
+    cJSON_Delete(root);
+    return NULL;
+}
+
+static char *state_from_history(const cbm_event_t *evs, size_t n)
+{
+    cJSON *root = state_tree(evs, n);
+    char *out = root != NULL ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
     return out;
 }
@@ -249,8 +309,7 @@ static void do_start(job_t *j)
     char id[37];
     int bad = 0;
 
-    if ((j->rc = cbm_execution_start(j->svc->engine, rq->blueprint,
-                                     rq->inputs_json[0] != '\0' ? rq->inputs_json : NULL, id,
+    if ((j->rc = cbm_execution_start(j->svc->engine, rq->blueprint, opt(rq->inputs_json), id,
                                      &j->err)) != 0)
         return;
     /* The version it runs: read back, since start does not return it. A
@@ -308,8 +367,8 @@ static void do_list(job_t *j)
         fail(j, CBM_EINVAL, "unknown status filter");
         return;
     }
-    lo.blueprint = rq->blueprint[0] != '\0' ? rq->blueprint : NULL;
-    lo.after = rq->after[0] != '\0' ? rq->after : NULL;
+    lo.blueprint = opt(rq->blueprint);
+    lo.after = opt(rq->after);
     lo.limit = rq->limit == 0 ? 50 : rq->limit > 1000 ? 1000 : rq->limit;
     if ((j->rc = cbm_execution_list(j->svc->engine, &lo, &xs, &n, &j->err)) != 0) return;
     rp = NEW(Cerebelum__V1__ListExecutionsResponse,
@@ -378,6 +437,148 @@ out:
     cbm_execution_info_free(x);
 }
 
+/* ---- decisions ----------------------------------------------------------------- */
+
+/* The seq of the latest event of @p type (whose payload's @p key is @p value,
+ * when key is set): the protocol's answer to a decision, which the engine
+ * API does not return. 0 if it cannot be read; the decision stands anyway. */
+static uint64_t find_seq(job_t *j, const char *id, const char *type, const char *key,
+                         const char *value)
+{
+    cbm_event_t *evs = NULL;
+    size_t n = 0;
+    uint64_t seq = 0;
+
+    if (cbm_execution_history(j->svc->engine, id, 1, &evs, &n, NULL) != 0) return 0;
+    for (size_t i = n; i-- > 0 && seq == 0;) {
+        cJSON *p;
+        const cJSON *v;
+        if (strcmp(evs[i].type, type) != 0) continue;
+        if (key == NULL) {
+            seq = (uint64_t)evs[i].seq;
+            break;
+        }
+        p = cJSON_Parse(evs[i].payload);
+        v = cJSON_GetObjectItemCaseSensitive(p, key);
+        if (cJSON_IsString(v) && strcmp(v->valuestring, value) == 0) seq = (uint64_t)evs[i].seq;
+        cJSON_Delete(p);
+    }
+    cbm_events_free(evs, n);
+    return seq;
+}
+
+/* No step named: the protocol means "the only one waiting for an approval".
+ * *step is malloc'd. */
+static int waiting_step(job_t *j, const char *id, char **step)
+{
+    cbm_event_t *evs = NULL;
+    size_t n = 0;
+    cJSON *state, *s;
+    char names[256] = "";
+    int count = 0, rc;
+
+    *step = NULL;
+    if ((rc = cbm_execution_history(j->svc->engine, id, 1, &evs, &n, &j->err)) != 0)
+        return j->rc = rc;
+    state = state_tree(evs, n);
+    cbm_events_free(evs, n);
+    if (state == NULL) return fail(j, CBM_ENOMEM, "out of memory");
+    if (n == 0) { /* every execution has at least its ExecutionStarted */
+        cJSON_Delete(state);
+        j->rc = CBM_ENOTFOUND;
+        snprintf(j->err.message, sizeof(j->err.message), "no execution %s", id);
+        return CBM_ENOTFOUND;
+    }
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(state, "steps")) {
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(s, "status");
+        if (!cJSON_IsString(st) || strcmp(st->valuestring, "approval_requested") != 0) continue;
+        if (count++ == 0) *step = strdup(s->string);
+        snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+                 count > 1 ? ", " : "", s->string);
+    }
+    cJSON_Delete(state);
+    if (count == 1) return *step != NULL ? 0 : fail(j, CBM_ENOMEM, "out of memory");
+    free(*step);
+    *step = NULL;
+    if (count == 0) return fail(j, CBM_ESTATE, "no step of the execution waits for an approval");
+    j->rc = CBM_ESTATE;
+    snprintf(j->err.message, sizeof(j->err.message),
+             "%d steps wait for an approval (%s): name one", count, names);
+    return CBM_ESTATE;
+}
+
+/* Approve and Reject share all but the engine call and the event. */
+static void do_decide_approval(job_t *j, int approve)
+{
+    const Cerebelum__V1__ApproveRequest *ap = approve ? (const void *)j->in : NULL;
+    const Cerebelum__V1__RejectRequest *rj = approve ? NULL : (const void *)j->in;
+    const char *id = approve ? ap->execution_id : rj->execution_id;
+    const char *given = approve ? ap->step : rj->step;
+    const char *actor = approve ? ap->actor : rj->actor;
+    const char *step;
+    char *found = NULL;
+    uint64_t seq;
+
+    if (given[0] == '\0' && waiting_step(j, id, &found) != 0) return;
+    step = found != NULL ? found : given;
+    if (approve)
+        j->rc = cbm_execution_approve(j->svc->engine, id, step, opt(ap->data_json), opt(actor),
+                                      &j->err);
+    else
+        j->rc = cbm_execution_reject(j->svc->engine, id, step, opt(rj->reason), opt(actor),
+                                     &j->err);
+    if (j->rc == 0) {
+        seq = find_seq(j, id, approve ? "ApprovalGranted" : "ApprovalRejected", "step", step);
+        if (approve) {
+            Cerebelum__V1__ApproveResponse *rp =
+                NEW(Cerebelum__V1__ApproveResponse, CEREBELUM__V1__APPROVE_RESPONSE__INIT, j);
+            if (rp != NULL) {
+                rp->seq = seq;
+                j->out = &rp->base;
+            }
+        } else {
+            Cerebelum__V1__RejectResponse *rp =
+                NEW(Cerebelum__V1__RejectResponse, CEREBELUM__V1__REJECT_RESPONSE__INIT, j);
+            if (rp != NULL) {
+                rp->seq = seq;
+                j->out = &rp->base;
+            }
+        }
+    }
+    free(found);
+}
+
+static void do_approve(job_t *j) { do_decide_approval(j, 1); }
+static void do_reject(job_t *j) { do_decide_approval(j, 0); }
+
+static void do_signal(job_t *j)
+{
+    const Cerebelum__V1__SignalRequest *rq = (const void *)j->in;
+    Cerebelum__V1__SignalResponse *rp;
+
+    if ((j->rc = cbm_execution_signal(j->svc->engine, rq->execution_id, rq->name,
+                                      opt(rq->data_json), &j->err)) != 0)
+        return;
+    rp = NEW(Cerebelum__V1__SignalResponse, CEREBELUM__V1__SIGNAL_RESPONSE__INIT, j);
+    if (rp == NULL) return;
+    j->out = &rp->base;
+    rp->seq = find_seq(j, rq->execution_id, "SignalReceived", "name", rq->name);
+}
+
+static void do_cancel(job_t *j)
+{
+    const Cerebelum__V1__CancelRequest *rq = (const void *)j->in;
+    Cerebelum__V1__CancelResponse *rp;
+
+    if ((j->rc = cbm_execution_cancel(j->svc->engine, rq->execution_id, opt(rq->reason),
+                                      &j->err)) != 0)
+        return;
+    rp = NEW(Cerebelum__V1__CancelResponse, CEREBELUM__V1__CANCEL_RESPONSE__INIT, j);
+    if (rp == NULL) return;
+    j->out = &rp->base;
+    rp->seq = find_seq(j, rq->execution_id, "CancelRequested", NULL, NULL);
+}
+
 /* ---- the loop side ----------------------------------------------------------- */
 
 static void work_cb(uv_work_t *req)
@@ -390,6 +591,10 @@ static void work_cb(uv_work_t *req)
     case RPC_GET_EXECUTION: do_get(j); break;
     case RPC_LIST_EXECUTIONS: do_list(j); break;
     case RPC_GET_HISTORY: do_history(j); break;
+    case RPC_APPROVE: do_approve(j); break;
+    case RPC_REJECT: do_reject(j); break;
+    case RPC_SIGNAL: do_signal(j); break;
+    case RPC_CANCEL: do_cancel(j); break;
     default: fail(j, CBM_EINVAL, "method not served"); break;
     }
 }
@@ -412,6 +617,8 @@ static void after_work_cb(uv_work_t *req, int status)
         else if (j->rc != 0)
             rpc_call_fail(j->call, svc_status_of(j->rc), "%s",
                           j->err.message[0] != '\0' ? j->err.message : cbm_strerror(j->rc));
+        else if (j->out == NULL) /* a bug: success without a reply */
+            rpc_call_fail(j->call, GRPC_STATUS_INTERNAL, "no reply was built");
         else
             rpc_call_reply(j->call, j->out);
     }
@@ -462,6 +669,21 @@ static int precheck(rpc_call_t *call, rpc_method_t m, const ProtobufCMessage *re
     case RPC_GET_HISTORY:
         return check_id(call, ((const Cerebelum__V1__GetHistoryRequest *)(const void *)request)
                                   ->execution_id);
+    case RPC_APPROVE:
+        return check_id(call, ((const Cerebelum__V1__ApproveRequest *)(const void *)request)
+                                  ->execution_id);
+    case RPC_REJECT:
+        return check_id(call, ((const Cerebelum__V1__RejectRequest *)(const void *)request)
+                                  ->execution_id);
+    case RPC_CANCEL:
+        return check_id(call, ((const Cerebelum__V1__CancelRequest *)(const void *)request)
+                                  ->execution_id);
+    case RPC_SIGNAL: {
+        const Cerebelum__V1__SignalRequest *rq = (const void *)request;
+        if (rq->name[0] == '\0')
+            return rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "name is required"), -1;
+        return check_id(call, rq->execution_id);
+    }
     case RPC_LIST_EXECUTIONS: {
         const char *after = ((const Cerebelum__V1__ListExecutionsRequest *)(const void *)request)->after;
         uuid_t u;
@@ -525,6 +747,10 @@ void svc_install(svc_t *svc, rpc_server_options_t *opts)
     opts->handlers[RPC_GET_EXECUTION] = on_call;
     opts->handlers[RPC_LIST_EXECUTIONS] = on_call;
     opts->handlers[RPC_GET_HISTORY] = on_call;
+    opts->handlers[RPC_APPROVE] = on_call;
+    opts->handlers[RPC_REJECT] = on_call;
+    opts->handlers[RPC_SIGNAL] = on_call;
+    opts->handlers[RPC_CANCEL] = on_call;
     opts->user_data = svc;
 }
 
