@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cli_test.sh CEREBELUM - the `cerebelum` program end to end.
+# cli_test.sh CEREBELUM CLIENT_PROBE - the `cerebelum` program end to end.
 #
 # Starts real `cerebelum serve --demo-handlers` processes (loopback TCP on a
 # port the kernel picks, and a unix socket in a private temp dir) on a fresh
@@ -9,8 +9,11 @@
 # missing token, and shutdown by SIGTERM/SIGINT. Servers are always stopped
 # and the database dropped, on failure too. Skips (77) without
 # CEREBELUM_TEST_DATABASE_URL (tests/harness/with-postgres.sh sets it).
+# CLIENT_PROBE (client_probe.c) makes the client library calls that no
+# command makes.
 set -u
 exe=$1
+probe_exe=$2
 [ -n "${CEREBELUM_TEST_DATABASE_URL:-}" ] || { echo "CEREBELUM_TEST_DATABASE_URL unset: skipped"; exit 77; }
 
 tmp=$(mktemp -d /tmp/cbm-cli-test.XXXXXX)
@@ -40,6 +43,13 @@ run() {
   "$exe" "$@" >"$tmp/out" 2>"$tmp/err"
   rc=$?
   ms=$(($(now_ms) - t0))
+  out=$(cat "$tmp/out")
+  err=$(cat "$tmp/err")
+}
+# probe ARGS...: client_probe against the main server; sets rc, out, err.
+probe() {
+  "$probe_exe" "$main_addr" "$@" >"$tmp/out" 2>"$tmp/err"
+  rc=$?
   out=$(cat "$tmp/out")
   err=$(cat "$tmp/err")
 }
@@ -273,6 +283,92 @@ check 1 "wrong token" list --server "$sock" --token nope && match err "UNAUTHENT
 check 0 "right token" list --server "$sock" --token s3cret --json && py "right token" "len(j) == 3"
 CEREBELUM_TOKEN=s3cret check 0 "token from the environment" show "$id1" --server "$sock"
 stop_server "$tok_pid" INT tok
+
+# ---- decisions: approve, reject, signal, cancel ----------------------------------
+cat >"$tmp/gate.json" <<'EOF'
+{"name": "gate", "steps": [
+  {"name": "ok", "kind": "approval"},
+  {"name": "after", "handler": "echo", "depends_on": ["ok"]}]}
+EOF
+cat >"$tmp/wait.json" <<'EOF'
+{"name": "wait", "steps": [
+  {"name": "ping", "kind": "signal", "signal": "go"},
+  {"name": "after", "handler": "echo", "depends_on": ["ping"]}]}
+EOF
+check 0 "register gate" blueprint register "$tmp/gate.json"
+check 0 "register wait" blueprint register "$tmp/wait.json"
+check 0 "start gate 1" start gate && ga=$out
+check 0 "start gate 2" start gate && gr=$out
+check 0 "start gate 3" start gate && gc=$out
+check 0 "start wait" start wait && ws=$out
+wait_status "$ga" awaiting_approval
+wait_status "$gr" awaiting_approval
+wait_status "$gc" awaiting_approval
+wait_status "$ws" awaiting_signal
+check 0 "show awaiting approval" show "$ga" && match out '^current: +ok \(approval_requested\)$' "show: current approval"
+
+check 2 "approve bad --response" approve "$ga" ok --response '{"yes":' &&
+  exactly err 'cerebelum: --response is not valid JSON: {"yes":' "approve bad JSON message"
+check 1 "approve unknown step" approve "$ga" nostep &&
+  exactly err "cerebelum: execution $ga has no step 'nostep'" "approve unknown step message"
+check 1 "approve a step that does not wait" approve "$ga" after &&
+  exactly err "cerebelum: step 'after' of execution $ga is not waiting for an approval" "approve wrong step message"
+check 1 "approve unknown execution" approve 00000000-0000-0000-0000-000000000000 ok &&
+  exactly err "cerebelum: no execution 00000000-0000-0000-0000-000000000000" "approve unknown execution message"
+check 0 "approve" approve "$ga" ok --response '{"yes": true}' --who alice &&
+  exactly out "approved step ok of $ga" "approve output"
+wait_status "$ga" completed
+check 0 "show approved" show "$ga" --json &&
+  py "show approved" "j['result'] == {'after': {'inputs': {}, 'deps': {'ok': {'yes': True}}}} and j['state']['steps']['ok'] == {'status': 'completed', 'attempt': 1, 'result': {'yes': True}}"
+check 0 "history approved" history "$ga" && match out 'ApprovalGranted +step=ok response=\{"yes":true\} by=alice$' "history: approval"
+check 1 "approve twice" approve "$ga" ok && exactly err "cerebelum: execution $ga is already completed" "approve twice message"
+
+check 2 "reject without --reason" reject "$gr" ok &&
+  match err "reject needs --reason" "reject without reason"
+check 0 "reject" reject "$gr" ok --reason "not today" --who bob --json &&
+  py "reject --json" "j == {'execution_id': '$gr', 'step': 'ok', 'done': 'rejected'}"
+wait_status "$gr" failed
+check 0 "show rejected" show "$gr" --json &&
+  py "show rejected" "j['error'] == {'step': 'ok', 'kind': 'approval_rejected', 'message': 'not today'}"
+
+check 2 "signal bad --payload" signal "$ws" go --payload 'nope' &&
+  exactly err "cerebelum: --payload is not valid JSON: nope" "signal bad JSON message"
+check 0 "signal" signal "$ws" go --payload '{"n": 1}' && exactly out "sent signal go to $ws" "signal output"
+wait_status "$ws" completed
+check 0 "show signalled" show "$ws" --json &&
+  py "show signalled" "j['result'] == {'after': {'inputs': {}, 'deps': {'ping': {'n': 1}}}}"
+check 1 "signal a finished execution" signal "$ws" go &&
+  exactly err "cerebelum: execution $ws is already completed" "signal finished message"
+
+check 0 "cancel" cancel "$gc" --reason "changed my mind" && exactly out "cancelled $gc" "cancel output"
+wait_status "$gc" cancelled
+check 0 "cancel again" cancel "$gc"
+check 0 "history cancelled" history "$gc" --json &&
+  py "history cancelled" "[e['type'] for e in j][-2:] == ['CancelRequested', 'ExecutionCancelled'] and j[-1]['payload'] == {'reason': 'changed my mind'}"
+check 0 "show cancelled" show "$gc" && match out '^current: +-$' "show cancelled: nothing current"
+check 1 "cancel a completed execution" cancel "$id1" &&
+  exactly err "cerebelum: execution $id1 is already completed" "cancel completed message"
+check 1 "cancel unknown execution" cancel not-an-id &&
+  exactly err "cerebelum: execution not-an-id not found" "cancel unknown message"
+
+# The client library's own calls that no command makes (client_probe.c).
+echo '{"name": "two", "steps": [{"name": "x", "kind": "approval"}, {"name": "y", "kind": "approval"}]}' >"$tmp/two.json"
+check 0 "register two" blueprint register "$tmp/two.json"
+check 0 "start gate 4" start gate && g4=$out
+check 0 "start two" start two && t2=$out
+wait_status "$g4" awaiting_approval
+wait_status "$t2" awaiting_approval
+probe approve-only "$g4"
+exactly out "rc=CBM_OK " "approve with no step named"
+wait_status "$g4" completed
+probe approve-only "$t2"
+exactly out "rc=CBM_ESTATE 2 steps wait for an approval (x, y): name one" "approve with no step, two waiting"
+probe approve-only "$ga"
+exactly out "rc=CBM_ESTATE no step of the execution waits for an approval" "approve with no step, none waiting"
+probe history "$ga" 3
+exactly out "$(printf '%s\n' '3 ApprovalGranted' '4 StepScheduled' '5 StepCompleted' '6 ExecutionCompleted' 'rc=CBM_OK ')" "history from seq 3"
+probe null-args
+exactly out "rc=CBM_OK " "NULL arguments"
 
 # ---- TLS, and the message cap: a third server, on the same database ---------
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" \
