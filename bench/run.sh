@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# run.sh [ARGS...] - build the release tree and run the engine benchmark on a
-# private PostgreSQL (fsync and synchronous_commit on), printing its figures.
+# run.sh - build the release tree and run the benchmarks on a private
+# PostgreSQL (fsync and synchronous_commit on), printing their figures:
+#   bench_engine: W1 (2,000 x 3 steps), W2 (10 sequential steps x 200), and
+#                 the raw PostgreSQL ceiling;
+#   bench_sleep:  100,000 executions asleep at once (RSS), and the lateness
+#                 of their wake-ups.
+# SLEEPERS=N and SLEEP_MS=M change the second one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 [ -d build-release ] || meson setup build-release --buildtype=release -Dtests=false >/dev/null
-ninja -C build-release bench/bench_engine >/dev/null
+ninja -C build-release bench/bench_engine bench/bench_sleep >/dev/null
 tests/harness/with-postgres.sh bash -c '
-  psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE bench" &&
-  CEREBELUM_DATABASE_URL="${CEREBELUM_TEST_DATABASE_URL%/*}/bench" build-release/bench/bench_engine "$@"' _ "$@"
+  base=${CEREBELUM_TEST_DATABASE_URL%/*}
+  psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE bench" -c "CREATE DATABASE bench_sleep" &&
+  CEREBELUM_DATABASE_URL="$base/bench" build-release/bench/bench_engine &&
+  CEREBELUM_DATABASE_URL="$base/bench_sleep" build-release/bench/bench_sleep "${SLEEPERS:-100000}" "${SLEEP_MS:-20000}"'
