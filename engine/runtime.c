@@ -150,8 +150,10 @@ struct rt {
     uv_thread_t thread;
     uv_mutex_t mu;             /* inbox, blueprints, waiters, call->done */
     rt_call_t *inbox_head, *inbox_tail;
-    committer_t *cm;
+    committer_t *cm;           /* decisions */
+    committer_t *rd;           /* reads for the loop: loads, timer refills */
     cm_stats_t cmstats;
+    cm_stats_t rdstats;
     const cbm_clock_t *clock;
     char *url;
     int max_batch;
@@ -610,7 +612,9 @@ static void close_all(rt_t *rt);
 
 static void maybe_quiesce(rt_t *rt)
 {
-    if (rt->stopping && !rt->closed && rt->running_total == 0 && cm_idle(rt->cm)) close_all(rt);
+    if (rt->stopping && !rt->closed && rt->running_total == 0 && cm_idle(rt->cm) &&
+        cm_idle(rt->rd))
+        close_all(rt);
 }
 
 /* ----------------------------------------------------------------- steps */
@@ -978,7 +982,7 @@ static void flush_loads(rt_t *rt)
     l->req.owner = l;
     l->req.job = job_load;
     rt->loads_in_flight++;
-    cm_submit(rt->cm, &l->req);
+    cm_submit(rt->rd, &l->req);
 }
 
 static void start_load(rt_t *rt, rt_exec_t *ex)
@@ -1171,7 +1175,7 @@ static void refill(rt_t *rt)
     f->req.owner = f;
     f->req.job = job_refill;
     rt->refilling = 1;
-    cm_submit(rt->cm, &f->req);
+    cm_submit(rt->rd, &f->req);
 }
 
 static void on_refill_timer(uv_timer_t *t)
@@ -1371,7 +1375,8 @@ static void loop_main(void *arg)
     uv_run(&rt->loop, UV_RUN_DEFAULT);
 }
 
-int rt_start(rt_t *rt, store_t **store, const store_unfinished_t *u, cbm_error_t *err)
+int rt_start(rt_t *rt, store_t **store, store_t **reads, const store_unfinished_t *u,
+             cbm_error_t *err)
 {
     rt_call_t resume = {0};
     int rc;
@@ -1398,6 +1403,11 @@ int rt_start(rt_t *rt, store_t **store, const store_unfinished_t *u, cbm_error_t
     rc = cm_create(&rt->cm, &rt->loop, store, rt->url, rt->max_batch, on_commit, rt,
                    &rt->cmstats);
     if (rc != 0) return cbm_error_set(err, rc, "cannot start the committer");
+    /* Reads get their own connection and thread, so a large batch of
+     * wake-up loads never holds up commits, nor commits the loads. */
+    rc = cm_create(&rt->rd, &rt->loop, reads, rt->url, rt->max_batch, on_commit, rt,
+                   &rt->rdstats);
+    if (rc != 0) return cbm_error_set(err, rc, "cannot start the reader");
     uv_async_init(&rt->loop, &rt->inbox_async, on_inbox);
     rt->inbox_async.data = rt;
     uv_timer_init(&rt->loop, &rt->fire_timer);
@@ -1416,6 +1426,7 @@ static void close_all(rt_t *rt)
 {
     rt->closed = 1;
     cm_close(rt->cm);
+    cm_close(rt->rd);
     uv_close((uv_handle_t *)&rt->inbox_async, NULL);
     uv_close((uv_handle_t *)&rt->fire_timer, NULL);
     uv_close((uv_handle_t *)&rt->refill_timer, NULL);
@@ -1427,6 +1438,7 @@ static void do_stop(rt_t *rt, rt_call_t *c)
     uv_timer_stop(&rt->fire_timer);
     uv_timer_stop(&rt->refill_timer);
     cm_stop(rt->cm);
+    cm_stop(rt->rd);
     call_complete(rt, c);
     maybe_quiesce(rt);
 }

@@ -53,8 +53,10 @@ int rt_check_handlers(rt_t *rt, const bp_blueprint_t *bp, cbm_error_t *err);
 
 /* Rebuild the unfinished executions (their blueprints must have been added),
  * then start the loop thread, which resumes them. Takes ownership of *store
- * (the committer's connection). */
-int rt_start(rt_t *rt, store_t **store, const store_unfinished_t *u, cbm_error_t *err);
+ * (the committer's connection) and *reads (the loop's reads: wake-up loads
+ * and timer refills, on a thread of their own). */
+int rt_start(rt_t *rt, store_t **store, store_t **reads, const store_unfinished_t *u,
+             cbm_error_t *err);
 
 /* Start n executions of bp with the given normalised JSON object inputs.
  * Blocks until all are durably started (or failed). ids receives n ids.

@@ -124,7 +124,7 @@ static const bp_blueprint_t *load_blueprint(cbm_engine_t *e, const char *name,
 
 int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
 {
-    store_t *wr = NULL;
+    store_t *wr = NULL, *rdl = NULL;
     store_unfinished_t u = {0};
     int rc;
     char threads[16];
@@ -150,9 +150,10 @@ int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
             cbm_log_error("execution %s: cannot load blueprint %s/%s: %s", u.execs[i].id,
                           u.execs[i].blueprint, u.execs[i].version, e2.message);
     }
-    rc = rt_start(e->rt, &wr, &u, err);
+    if ((rc = open_store(e, &rdl, err)) == 0) rc = rt_start(e->rt, &wr, &rdl, &u, err);
     store_unfinished_free(&u);
     store_close(wr);
+    store_close(rdl);
     if (rc == 0) e->started = 1;
     return rc;
 }

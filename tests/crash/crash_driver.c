@@ -171,18 +171,19 @@ int main(int argc, char **argv)
         if (b + 1 < batches) usleep(100000); /* a steady stream, not a flood */
     }
     for (;;) {
-        size_t left = count_status(e, "running");
-        if (final) {
-            approve_all(e);
-            left += count_status(e, "sleeping") + count_status(e, "awaiting_approval");
-        }
+        size_t left;
+        /* Approve first, then look: an approval makes its execution run. */
+        if (final) approve_all(e);
+        left = count_status(e, "running");
+        if (final) left += count_status(e, "sleeping") + count_status(e, "awaiting_approval");
         if (left == 0) break;
         usleep(50000);
     }
+    /* The engine may still finish a handler while it stops: close after. */
+    cbm_engine_destroy(e);
     fclose(acked);
     close(runs_fd);
     free(ids);
-    cbm_engine_destroy(e);
     return 0;
 fail:
     fprintf(stderr, "crash_driver gen %d: %s: %s\n", gen, cbm_err_name(err.code), err.message);
