@@ -24,6 +24,8 @@ void dec_release(store_decision_t *d)
     free((char *)d->inputs);
     free((char *)d->result);
     free((char *)d->error);
+    free((char *)d->snapshot);
+    d->snapshot = NULL;
     d->events = NULL;
     d->nevents = 0;
     d->timers_set = NULL;
@@ -167,6 +169,11 @@ int dec_build(st_exec_t *st, eng_event_t *in, size_t nin, int64_t now_us, store_
     /* A finished execution needs no wake-up call either (a "wake" row is
      * written by outside decisions and is not part of the state). */
     if (st_terminal(st) && dec_clear_timer(d, "wake") != 0) goto done;
+    /* Long histories get a snapshot, so a rebuild folds only what follows. */
+    if (!st_terminal(st) && st->seq / DEC_SNAPSHOT_EVERY > expected / DEC_SNAPSHOT_EVERY) {
+        if ((d->snapshot = st_to_json(st)) == NULL) goto done;
+        d->snapshot_seq = st->seq;
+    }
     rc = 0;
 done:
     free(before);
@@ -181,11 +188,13 @@ done:
     return 0;
 }
 
-int dec_fold(st_exec_t *st, const char *id, const bp_blueprint_t *bp, const store_event_t *evs,
-             size_t n, cbm_error_t *err)
+int dec_fold(st_exec_t *st, const char *id, const bp_blueprint_t *bp, const char *snapshot,
+             const store_event_t *evs, size_t n, cbm_error_t *err)
 {
     int rc = st_init(st, id, bp);
     if (rc != 0) return cbm_error_set(err, rc, "out of memory");
+    if (snapshot != NULL && (rc = st_from_json(st, snapshot)) != 0)
+        return cbm_error_set(err, rc, "execution %s: its snapshot does not restore", id);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         eng_event_t ev;
         rc = ev_decode(evs[i].type, evs[i].payload, evs[i].seq, evs[i].recorded_at_us, bp, &ev, err);

@@ -33,10 +33,14 @@ int dec_clear_timer(store_decision_t *d, const char *key);
 
 void dec_release(store_decision_t *d);
 
-/* Rebuild a state: st_init(st, id, bp), then apply the stored events in
- * order. On failure st is left initialised (st_finish it) and err says which
- * event does not follow. */
-int dec_fold(st_exec_t *st, const char *id, const bp_blueprint_t *bp, const store_event_t *evs,
-             size_t n, cbm_error_t *err);
+/* Rebuild a state: st_init(st, id, bp), restore the snapshot (st_to_json
+ * text; NULL: none), then apply the stored events that follow it, in order.
+ * On failure st is left initialised (st_finish it) and err says why. */
+int dec_fold(st_exec_t *st, const char *id, const bp_blueprint_t *bp, const char *snapshot,
+             const store_event_t *evs, size_t n, cbm_error_t *err);
+
+/* A snapshot is written with the decision that crosses each multiple of
+ * this many events, so no rebuild folds more than about this many. */
+#define DEC_SNAPSHOT_EVERY 100
 
 #endif

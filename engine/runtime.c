@@ -995,8 +995,8 @@ static void start_load(rt_t *rt, rt_exec_t *ex)
     flush_loads(rt);
 }
 
-static int fold(rt_exec_t *ex, const bp_blueprint_t *bp, const store_event_t *evs, size_t n,
-                cbm_error_t *err)
+static int fold(rt_exec_t *ex, const bp_blueprint_t *bp, const char *snapshot,
+                const store_event_t *evs, size_t n, cbm_error_t *err)
 {
     int rc;
     if (ex->bp != NULL) st_finish(&ex->st);
@@ -1004,7 +1004,7 @@ static int fold(rt_exec_t *ex, const bp_blueprint_t *bp, const store_event_t *ev
     if (ex->dispatched == NULL &&
         (ex->dispatched = calloc(bp->nsteps ? bp->nsteps : 1, sizeof(*ex->dispatched))) == NULL)
         return CBM_ENOMEM;
-    rc = dec_fold(&ex->st, ex->id, bp, evs, n, err);
+    rc = dec_fold(&ex->st, ex->id, bp, snapshot, evs, n, err);
     if (rc != 0) {
         st_finish(&ex->st);
         return rc;
@@ -1022,7 +1022,7 @@ static void loaded_one(rt_t *rt, rt_exec_t *ex, int rc, const store_execution_t 
     if (rc == 0 && x == NULL) rc = CBM_ENOTFOUND;
     if (rc == 0 && bp == NULL) rc = cbm_error_set(err, CBM_ENOTFOUND, "blueprint %s %s missing",
                                                    x->blueprint, x->version);
-    if (rc == 0) rc = fold(ex, bp, evs, n, err);
+    if (rc == 0) rc = fold(ex, bp, x->snapshot, evs, n, err);
     if (rc == 0) {
         atomic_fetch_add(&rt->woken, 1);
         if (st_terminal(&ex->st)) ex->dead = 1;
@@ -1392,7 +1392,7 @@ int rt_start(rt_t *rt, store_t **store, store_t **reads, const store_unfinished_
             continue;
         }
         if ((ex = exec_new(rt, x->id)) == NULL) return cbm_error_set(err, CBM_ENOMEM, "out of memory");
-        if (fold(ex, bp, u->events + u->first[i], u->count[i], &e2) != 0) {
+        if (fold(ex, bp, x->snapshot, u->events + u->first[i], u->count[i], &e2) != 0) {
             cbm_log_error("not resuming: %s", e2.message); /* left in the store as is */
             exec_free(rt, ex);
             continue;

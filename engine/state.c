@@ -413,6 +413,8 @@ char *st_to_json(const st_exec_t *st)
     add_raw(o, "result", st->result);
     add_raw(o, "error", st->error);
     cJSON_AddBoolToObject(o, "cancel_requested", st->cancel_requested);
+    if (st->cancel_reason != NULL) cJSON_AddStringToObject(o, "cancel_reason", st->cancel_reason);
+    else cJSON_AddNullToObject(o, "cancel_reason");
     steps = cJSON_AddObjectToObject(o, "steps");
     for (size_t i = 0; steps != NULL && i < st->bp->nsteps; i++) {
         cJSON *s = cJSON_AddObjectToObject(steps, st->bp->steps[i].name);
@@ -446,4 +448,100 @@ char *st_to_json(const st_exec_t *st)
     out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return out;
+}
+
+/* The JSON text of member key (NULL for null or absent), unformatted. */
+static int raw_member(const cJSON *o, const char *key, char **out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    *out = NULL;
+    if (v == NULL || cJSON_IsNull(v)) return 0;
+    *out = cJSON_PrintUnformatted(v);
+    return *out != NULL ? 0 : CBM_ENOMEM;
+}
+
+static int64_t num_member(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+}
+
+static int step_status_from(const char *s)
+{
+    static const char *const names[] = {"pending", "scheduled", "waiting",
+                                        "backoff", "completed", "failed"};
+    for (int i = 0; i < 6; i++)
+        if (strcmp(names[i], s) == 0) return i;
+    return -1;
+}
+
+int st_from_json(st_exec_t *st, const char *json)
+{
+    cJSON *o = cJSON_Parse(json);
+    const cJSON *v, *steps, *timers, *signals, *it;
+    int rc = CBM_EINVAL;
+
+    if (o == NULL) return CBM_EJSON;
+    v = cJSON_GetObjectItemCaseSensitive(o, "version");
+    if (!cJSON_IsString(v) || strcmp(v->valuestring, st->bp->version) != 0) goto out;
+    v = cJSON_GetObjectItemCaseSensitive(o, "status");
+    if (!cJSON_IsString(v)) goto out;
+    if (strcmp(v->valuestring, "running") == 0) st->status = XS_RUNNING;
+    else if (strcmp(v->valuestring, "completed") == 0) st->status = XS_COMPLETED;
+    else if (strcmp(v->valuestring, "failed") == 0) st->status = XS_FAILED;
+    else if (strcmp(v->valuestring, "cancelled") == 0) st->status = XS_CANCELLED;
+    else goto out;
+    st->seq = num_member(o, "seq");
+    st->started_at_us = num_member(o, "started_at_us");
+    st->updated_at_us = num_member(o, "updated_at_us");
+    st->cancel_requested = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "cancel_requested"));
+    v = cJSON_GetObjectItemCaseSensitive(o, "cancel_reason");
+    if (cJSON_IsString(v) && (st->cancel_reason = strdup(v->valuestring)) == NULL) goto oom;
+    if (raw_member(o, "inputs", &st->inputs) || raw_member(o, "result", &st->result) ||
+        raw_member(o, "error", &st->error))
+        goto oom;
+    steps = cJSON_GetObjectItemCaseSensitive(o, "steps");
+    for (size_t i = 0; i < st->bp->nsteps; i++) {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(steps, st->bp->steps[i].name);
+        const cJSON *status = cJSON_GetObjectItemCaseSensitive(s, "status");
+        st_step_t *d = &st->steps[i];
+        if (!cJSON_IsString(status) || step_status_from(status->valuestring) < 0) goto out;
+        d->status = (st_step_status_t)step_status_from(status->valuestring);
+        d->attempt = (int)num_member(s, "attempt");
+        d->wait = (st_wait_t)num_member(s, "wait");
+        d->fired = (int)num_member(s, "fired");
+        if (raw_member(s, "result", &d->result) || raw_member(s, "error", &d->error) ||
+            raw_member(s, "pending", &d->pending))
+            goto oom;
+    }
+    timers = cJSON_GetObjectItemCaseSensitive(o, "timers");
+    cJSON_ArrayForEach(it, timers) {
+        char kind[16];
+        const char *colon = strchr(it->string, ':');
+        int k;
+        snprintf(kind, sizeof(kind), "%.*s", colon ? (int)(colon - it->string) : 15, it->string);
+        if ((k = st_timer_kind_from_name(kind)) < 0) goto out;
+        if (timer_set(st, (st_timer_kind_t)k, colon ? colon + 1 : NULL, (int64_t)it->valuedouble))
+            goto oom;
+    }
+    signals = cJSON_GetObjectItemCaseSensitive(o, "signals");
+    cJSON_ArrayForEach(it, signals) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+        st_signal_t *n = realloc(st->signals, (st->nsignals + 1) * sizeof(*n));
+        if (n == NULL) goto oom;
+        st->signals = n;
+        n[st->nsignals].name = strdup(cJSON_IsString(name) ? name->valuestring : "");
+        if (n[st->nsignals].name == NULL || raw_member(it, "payload", &n[st->nsignals].payload))
+            goto oom;
+        if (n[st->nsignals].payload == NULL && (n[st->nsignals].payload = strdup("null")) == NULL)
+            goto oom;
+        st->nsignals++;
+    }
+    rc = 0;
+    goto out;
+oom:
+    rc = CBM_ENOMEM;
+out:
+    cJSON_Delete(o);
+    return rc;
 }

@@ -119,7 +119,13 @@ const char *st_timer_kind_name(st_timer_kind_t k);
 int st_timer_kind_from_name(const char *name);
 bool st_terminal(const st_exec_t *st);
 
-/* Canonical JSON text of the state (malloc'd), for comparisons and debugging. */
+/* Canonical JSON text of the state (malloc'd), for comparisons, debugging
+ * and snapshots. */
 char *st_to_json(const st_exec_t *st);
+
+/* Restore a state from st_to_json() text (a snapshot) into st, freshly
+ * st_init()ed for the same blueprint version. CBM_EINVAL if the text does not
+ * describe a state of that blueprint version. */
+int st_from_json(st_exec_t *st, const char *json);
 
 #endif

@@ -543,7 +543,7 @@ static int ext_try(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_erro
         goto out;
     }
     inited = 1;
-    if ((rc = dec_fold(&st, x->id, bp, evs, n, err)) != 0) goto out;
+    if ((rc = dec_fold(&st, x->id, bp, x->snapshot, evs, n, err)) != 0) goto out;
     if ((rc = ext_event(&st, c, evs, n, &ev, err)) != 0) {
         if (rc == 1) rc = 0;
         goto out;

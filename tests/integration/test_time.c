@@ -42,6 +42,14 @@ static void h_flaky(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
     else cbm_step_ok(out, "{\"third\": true}");
 }
 
+/* Fails (retryably) until attempt 30. */
+static void h_stubborn(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
+{
+    (void)arg;
+    if (call->attempt < 30) cbm_step_fail(out, "stubborn", "not yet", true);
+    else cbm_step_ok(out, "{\"at_last\": true}");
+}
+
 static void h_bad(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
 {
     (void)call;
@@ -96,6 +104,7 @@ static cbm_engine_t *engine(void)
     cbm_engine_register_step(e, "ok", h_ok, NULL);
     cbm_engine_register_step(e, "flaky", h_flaky, NULL);
     cbm_engine_register_step(e, "bad", h_bad, NULL);
+    cbm_engine_register_step(e, "stubborn", h_stubborn, NULL);
     cbm_engine_register_step(e, "slow_first", h_slow_first, NULL);
     cbm_engine_register_step(e, "nap", h_nap, NULL);
     cbm_engine_register_step(e, "bad_nap", h_bad_nap, NULL);
@@ -477,6 +486,48 @@ static void test_sleep_across_restart(void **state)
     cbm_engine_destroy(e);
 }
 
+static int scalar(const char *sql, const char *id)
+{
+    PGconn *c = PQconnectdb(url);
+    const char *params[1] = {id};
+    PGresult *r = PQexecParams(c, sql, 1, NULL, params, NULL, NULL, 0);
+    int n = PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    PQfinish(c);
+    return n;
+}
+
+/* A long history (30 attempts, 4 events each) gets snapshots, and an
+ * execution is rebuilt from its snapshot by another engine and by an
+ * outside decision. */
+static void test_long_history_snapshot(void **state)
+{
+    cbm_engine_t *e = engine();
+    cbm_execution_info_t *info;
+    cbm_error_t err = {0};
+    cbm_event_t *ev = NULL;
+    size_t n = 0;
+    char id[37];
+    (void)state;
+    reg(e, "{\"name\":\"long\",\"timeline\":[{\"name\":\"a\",\"handler\":\"stubborn\","
+           "\"retry\":{\"max_attempts\":40,\"initial_ms\":1,\"multiplier\":1}},"
+           "{\"name\":\"w\",\"kind\":\"signal\",\"signal\":\"go\"},{\"name\":\"b\",\"handler\":\"ok\"}]}");
+    start(e, "long", id);
+    wait_status(e, id, "awaiting_signal");
+    assert_true(scalar("SELECT seq FROM cbm_snapshots WHERE execution_id = $1", id) >= 100);
+    cbm_engine_destroy(e);
+    e = engine(); /* loads it from the snapshot when the signal wakes it */
+    assert_int_equal(cbm_execution_signal(e, id, "go", "1", &err), 0);
+    info = wait_done(e, id);
+    assert_string_equal(info->status, "completed");
+    assert_int_equal(cbm_execution_history(e, id, 1, &ev, &n, &err), 0);
+    assert_int_equal((int64_t)n, info->last_seq); /* the history stays whole */
+    assert_true(n > 120);
+    cbm_events_free(ev, n);
+    cbm_execution_info_free(info);
+    cbm_engine_destroy(e);
+}
+
 static void test_bad_input(void **state)
 {
     cbm_engine_t *e = engine();
@@ -512,6 +563,7 @@ int main(void)
         cmocka_unit_test(test_signals),
         cmocka_unit_test(test_cancel_waiting),
         cmocka_unit_test(test_sleep_across_restart),
+        cmocka_unit_test(test_long_history_snapshot),
         cmocka_unit_test(test_bad_input),
     };
     int rc;

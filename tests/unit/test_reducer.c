@@ -134,6 +134,13 @@ static void expect_rebuild_equal(script_t *s)
     }
     rebuilt = st_to_json(&re);
     assert_string_equal(rebuilt, live);
+    free(rebuilt);
+    st_finish(&re);
+    /* And from a snapshot of it: the same state again. */
+    assert_int_equal(st_init(&re, s->st.id, s->bp), 0);
+    assert_int_equal(st_from_json(&re, live), 0);
+    rebuilt = st_to_json(&re);
+    assert_string_equal(rebuilt, live);
     free(live);
     free(rebuilt);
     st_finish(&re);
