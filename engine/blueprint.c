@@ -114,7 +114,7 @@ static const char *const input_type_nouns[] = {
 #define NINPUT_TYPES (sizeof(input_type_names) / sizeof(input_type_names[0]))
 
 /* Allowed keys, NULL-terminated; at most 32 per list (see check_keys). */
-static const char *const top_keys[] = {"name", "steps", "timeline", "inputs", NULL};
+static const char *const top_keys[] = {"name", "steps", "timeline", "inputs", "timeout_ms", NULL};
 static const char *const retry_keys[] = {"max_attempts", "initial_ms", "max_ms",
                                          "multiplier", "non_retryable", NULL};
 static const char *const diverge_keys[] = {"match", "on", "action", "target", "max_iterations",
@@ -1803,6 +1803,7 @@ static int make_canonical(parser_t *p)
 
     if (root == NULL || !cJSON_AddStringToObject(root, "name", bp->name) ||
         (bp->inputs_declared && !canonical_inputs(bp, root)) ||
+        (bp->timeout_ms > 0 && !cJSON_AddNumberToObject(root, "timeout_ms", (double)bp->timeout_ms)) ||
         (steps = cJSON_AddArrayToObject(root, "steps")) == NULL)
         goto fail;
     for (size_t i = 0; i < bp->nsteps; i++)
@@ -2042,6 +2043,13 @@ int bp_parse_json(const char *json, size_t len, bp_blueprint_t **out, cbm_error_
     }
     p.bp->nsteps = n; /* the steps are zeroed, so bp_destroy copes with a partial parse */
 
+    {
+        const cJSON *to = cJSON_GetObjectItemCaseSensitive(root, "timeout_ms");
+        char label[NAME_MAX_LEN + 16];
+        snprintf(label, sizeof(label), "blueprint '%s'", name);
+        if (to != NULL && (rc = get_ms(to, label, "timeout_ms", 1, &p.bp->timeout_ms, err)) != 0)
+            goto out;
+    }
     if ((inputs != NULL && (rc = parse_inputs(&p, inputs)) != 0) ||
         (rc = parse_steps(&p, steps, "steps", &i)) != 0 ||
         (rc = parse_steps(&p, timeline, "timeline", &i)) != 0 || (rc = index_names(&p)) != 0 ||

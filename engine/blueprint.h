@@ -181,6 +181,8 @@ typedef struct bp_blueprint {
                                 higher index); the graph is acyclic (diverge
                                 jumps are not dependencies) */
     size_t nsteps;
+    int64_t timeout_ms;      /* top-level "timeout_ms": the execution-wide
+                                deadline from its start; 0 = none */
     bool inputs_declared;    /* the blueprint has a top-level "inputs" (maybe
                                 empty): execution inputs are then checked
                                 strictly by bp_check_inputs() */

@@ -162,6 +162,7 @@ static int resolve_fired(const st_exec_t *st, eng_event_t *out, size_t cap, size
                 return CBM_ENOMEM;
             break;
         case TK_WAKE:
+        case TK_DEADLINE:
             break;
         }
     }
@@ -223,6 +224,14 @@ int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap,
     if (st->cancel_requested) {
         NEXT(EV_EXECUTION_CANCELLED, -1);
         DUP(e->text, st->cancel_reason != NULL ? st->cancel_reason : "");
+        return 0;
+    }
+    if (st->deadline_fired) {
+        /* The execution-wide time-out: it fails, whatever still runs. */
+        NEXT(EV_EXECUTION_FAILED, -1);
+        if ((e->json = strdup("{\"step\":\"\",\"kind\":\"execution_timeout\",\"message\":"
+                              "\"the execution ran past its timeout_ms\"}")) == NULL)
+            return CBM_ENOMEM;
         return 0;
     }
     if ((rc = resolve_fired(st, out, cap, n)) != 0) return rc;

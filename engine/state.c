@@ -14,8 +14,8 @@
 
 #include "cbm_internal.h"
 
-static const char *const timer_kind_names[] = {"sleep", "approval", "signal",
-                                               "retry", "timeout", "wake"};
+static const char *const timer_kind_names[] = {"sleep",   "approval", "signal", "retry",
+                                               "timeout", "wake",     "deadline"};
 
 const char *st_timer_kind_name(st_timer_kind_t k)
 {
@@ -81,7 +81,7 @@ bool st_terminal(const st_exec_t *st)
 
 bool st_only_waiting(const st_exec_t *st)
 {
-    if (st_terminal(st) || st->cancel_requested) return false;
+    if (st_terminal(st) || st->cancel_requested || st->deadline_fired) return false;
     for (size_t i = 0; i < st->bp->nsteps; i++) {
         const st_step_t *s = &st->steps[i];
         if (s->fired) return false;
@@ -220,6 +220,8 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         if (st->seq != 0) return CBM_EINVAL;
         st->inputs = take(&ev->json);
         st->started_at_us = ev->at_us;
+        if (st->bp->timeout_ms > 0)
+            rc = timer_set(st, TK_DEADLINE, NULL, ev->at_us + st->bp->timeout_ms * 1000);
         break;
     case EV_STEP_SCHEDULED:
         if (s == NULL || s->status == SS_COMPLETED || s->status == SS_SCHEDULED) return CBM_EINVAL;
@@ -289,6 +291,11 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
          * part of the state: its firing is recorded and changes nothing. */
         if (strcmp(ev->name, "wake") == 0) break;
         if (t == NULL) return CBM_EINVAL;
+        if (t->kind == TK_DEADLINE) {
+            st->deadline_fired = 1;
+            timer_clear_key(st, ev->name);
+            break;
+        }
         if (t->kind != TK_WAKE) {
             if (colon == NULL || (idx = bp_step_index(st->bp, colon + 1)) < 0) return CBM_EINVAL;
             st->steps[idx].fired = 1 + (int)t->kind;
@@ -413,6 +420,7 @@ char *st_to_json(const st_exec_t *st)
     add_raw(o, "result", st->result);
     add_raw(o, "error", st->error);
     cJSON_AddBoolToObject(o, "cancel_requested", st->cancel_requested);
+    cJSON_AddBoolToObject(o, "deadline_fired", st->deadline_fired);
     if (st->cancel_reason != NULL) cJSON_AddStringToObject(o, "cancel_reason", st->cancel_reason);
     else cJSON_AddNullToObject(o, "cancel_reason");
     steps = cJSON_AddObjectToObject(o, "steps");
@@ -495,6 +503,7 @@ int st_from_json(st_exec_t *st, const char *json)
     st->started_at_us = num_member(o, "started_at_us");
     st->updated_at_us = num_member(o, "updated_at_us");
     st->cancel_requested = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "cancel_requested"));
+    st->deadline_fired = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "deadline_fired"));
     v = cJSON_GetObjectItemCaseSensitive(o, "cancel_reason");
     if (cJSON_IsString(v) && (st->cancel_reason = strdup(v->valuestring)) == NULL) goto oom;
     if (raw_member(o, "inputs", &st->inputs) || raw_member(o, "result", &st->result) ||

@@ -50,6 +50,7 @@ typedef enum st_timer_kind {
     TK_RETRY,
     TK_TIMEOUT,
     TK_WAKE,
+    TK_DEADLINE,      /* the execution-wide time-out, key "deadline" */
 } st_timer_kind_t;
 
 typedef struct st_step {
@@ -94,6 +95,7 @@ typedef struct st_exec {
     size_t nsignals;
     int cancel_requested;
     char *cancel_reason;
+    int deadline_fired;         /* the execution-wide time-out passed */
 } st_exec_t;
 
 /* Initialise an empty state for execution id of blueprint bp. */

@@ -528,6 +528,23 @@ static void test_long_history_snapshot(void **state)
     cbm_engine_destroy(e);
 }
 
+static void test_execution_timeout(void **state)
+{
+    cbm_engine_t *e = engine();
+    cbm_execution_info_t *info;
+    char id[37];
+    (void)state;
+    reg(e, "{\"name\":\"dl\",\"timeout_ms\":300,\"timeline\":[{\"name\":\"a\",\"handler\":\"ok\"},"
+           "{\"name\":\"z\",\"kind\":\"sleep\",\"duration_ms\":3600000},{\"name\":\"b\",\"handler\":\"ok\"}]}");
+    start(e, "dl", id);
+    info = wait_done(e, id);
+    assert_string_equal(info->status, "failed");
+    assert_non_null(strstr(info->error, "execution_timeout"));
+    assert_int_equal(timers_of(id), 0);
+    cbm_execution_info_free(info);
+    cbm_engine_destroy(e);
+}
+
 static void test_bad_input(void **state)
 {
     cbm_engine_t *e = engine();
@@ -564,6 +581,7 @@ int main(void)
         cmocka_unit_test(test_cancel_waiting),
         cmocka_unit_test(test_sleep_across_restart),
         cmocka_unit_test(test_long_history_snapshot),
+        cmocka_unit_test(test_execution_timeout),
         cmocka_unit_test(test_bad_input),
     };
     int rc;

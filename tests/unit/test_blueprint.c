@@ -410,11 +410,11 @@ static void test_top_level_errors(void **state)
     expect_message("{\"name\":\"x\",\"steps\":{}}", "blueprint 'x': steps must be an array");
     expect_message("{\"name\":\"x\",\"timeline\":\"a\"}", "blueprint 'x': timeline must be an array");
     expect_message("{\"name\":\"x\"," ONE_STEP ",\"stpes\":[]}",
-                   "blueprint 'x': unknown key 'stpes' (allowed: name, steps, timeline, inputs)");
+                   "blueprint 'x': unknown key 'stpes' (allowed: name, steps, timeline, inputs, timeout_ms)");
     expect_message("{\"name\":\"x\"," ONE_STEP "," ONE_STEP "}",
                    "blueprint 'x': duplicate key 'steps'");
     expect_message("{\"name\":\"x\",\"Name\":\"y\"," ONE_STEP "}",
-                   "blueprint 'x': unknown key 'Name' (allowed: name, steps, timeline, inputs)");
+                   "blueprint 'x': unknown key 'Name' (allowed: name, steps, timeline, inputs, timeout_ms)");
 }
 
 static void test_step_shape_errors(void **state)

@@ -505,6 +505,35 @@ static void test_cancel_each_wait(void **state)
     }
 }
 
+static void test_execution_deadline(void **state)
+{
+    script_t s;
+    bp_blueprint_t *bp;
+    cbm_error_t err = {0};
+    (void)state;
+    now_us = 3000000;
+    script_init(&s, "{\"name\":\"d\",\"timeout_ms\":800,\"timeline\":[{\"name\":\"z\","
+                    "\"kind\":\"sleep\",\"duration_ms\":5000},\"b\"]}", "{}");
+    assert_int_equal(timer_due(&s, "deadline"), 3000000 + 800000);
+    expect_decide(&s, "SleepStarted:z");
+    assert_int_equal(s.st.ntimers, 2);
+    now_us += 800000;
+    fire_timer(&s, "deadline");
+    expect_decide(&s, "ExecutionFailed");
+    assert_non_null(strstr(s.st.error, "execution_timeout"));
+    assert_int_equal(s.st.ntimers, 0); /* the sleep's timer goes too */
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+    /* Only written into the canonical form when set; bad values refused. */
+    assert_int_equal(bp_parse_json("{\"name\":\"x\",\"timeline\":[\"a\"]}", 33, &bp, &err), 0);
+    assert_null(strstr(bp->canonical_json, "timeout_ms\":8"));
+    assert_int_equal(bp->timeout_ms, 0);
+    bp_destroy(bp);
+    assert_int_equal(bp_parse_json("{\"name\":\"x\",\"timeout_ms\":-1,\"timeline\":[\"a\"]}",
+                                   48, &bp, &err), CBM_EBLUEPRINT);
+    assert_non_null(strstr(err.message, "timeout_ms"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -521,6 +550,7 @@ int main(void)
         cmocka_unit_test(test_approval_paths),
         cmocka_unit_test(test_signal_before_and_during_wait),
         cmocka_unit_test(test_cancel_each_wait),
+        cmocka_unit_test(test_execution_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
