@@ -25,248 +25,7 @@
 #include "engine/event.h"
 #include "engine/state.h"
 #include "scheduler/sched.h"
-
-#define REFILL_MS 1000                 /* store timer window poll period */
-#define WINDOW_US (60 * 1000000LL)     /* how far ahead the heap is filled */
-#define REFILL_LIMIT 20000
-#define PREFETCH_US 300000             /* load hibernated executions this
-                                          early, so they wake on time */
-
-/* What a handler produced; filled on a pool thread, read on the loop. */
-struct cbm_step_out {
-    int set;        /* 0 nothing yet, 1 ok, 2 failed, 3 sleep, 4 approval */
-    char *result;   /* normalised JSON (ok, sleep) or approval data */
-    char *error;    /* normalised JSON {"kind","message","retryable"} (failed) */
-    char *type;     /* approval type */
-    int64_t ms;     /* sleep duration or approval time-out */
-};
-
-typedef struct rt_exec rt_exec_t;
-
-typedef struct rt_work {
-    uv_work_t req;
-    rt_t *rt;
-    rt_exec_t *ex;
-    size_t step;
-    int attempt;
-    char *input;
-    char exec_id[37];
-    const char *step_name;
-    const char *handler_name;
-    struct cbm_step_out out;
-} rt_work_t;
-
-typedef struct rt_call rt_call_t;
-
-struct rt_exec {
-    st_exec_t st;              /* valid unless loading */
-    rt_exec_t *prev, *next;    /* rt->active */
-    rt_exec_t *hnext;          /* rt->map bucket chain */
-    rt_exec_t *lnext;          /* rt->loadq */
-    char id[37];
-    const bp_blueprint_t *bp;
-    int committing;            /* a decision of this execution is in flight */
-    int loading;               /* its state is being read from the store */
-    int reload;                /* read it again once the commit in flight ends */
-    int running;               /* handlers running */
-    int pins;                  /* timers due soon: stay in memory */
-    int dead;                  /* terminal or dropped: free when idle */
-    unsigned char *dispatched; /* per step: the attempt last dispatched here
-                                  (capped at 255), so no attempt runs twice */
-    eng_event_t *pend;         /* inputs waiting for the next decision */
-    size_t npend, cappend;
-    rt_call_t *start;          /* start request to answer, if any */
-};
-
-typedef struct rt_decision {
-    cm_req_t req;
-    rt_exec_t *ex;
-    rt_call_t *start;
-    size_t *sched;
-    size_t nsched;
-    size_t nin;                /* the first nin events came from outside */
-    int terminal;
-} rt_decision_t;
-
-/* A batch of executions to read from the store (wake-ups, reloads). */
-#define LOAD_BATCH 2000
-typedef struct rt_load {
-    cm_req_t req;
-    rt_t *rt;
-    size_t n;
-    char (*ids)[37];
-    const char **idp;
-    store_unfinished_t u;
-    const bp_blueprint_t **bps;  /* per u.execs[i] */
-    cbm_error_t err;
-} rt_load_t;
-
-typedef struct rt_refill {
-    cm_req_t req;
-    rt_t *rt;
-    int64_t until_us;
-    store_timer_t *timers;
-    size_t n;
-} rt_refill_t;
-
-typedef struct rt_handler {
-    char *name;
-    cbm_step_fn fn;
-    void *arg;
-} rt_handler_t;
-
-/* A request from another thread, run on the loop by fn. */
-struct rt_call {
-    void (*fn)(rt_t *rt, rt_call_t *c);
-    rt_call_t *next;
-    int done;                  /* guarded by rt->mu */
-    int rc;
-    uv_cond_t cv;
-    int waited;                /* a caller blocks on cv (else free on done) */
-    /* start */
-    const bp_blueprint_t *bp;
-    char *const *inputs;
-    char (*ids)[37];
-    size_t n, remaining;
-    /* debug, refresh */
-    char id[37];
-    char *text;
-};
-
-struct rt_waiter {
-    char id[37];
-    int done;
-    uv_cond_t cv;
-    rt_waiter_t *next;
-};
-
-#define WAIT_BUCKETS 256
-
-struct rt {
-    uv_loop_t loop;
-    uv_async_t inbox_async;
-    uv_timer_t fire_timer;     /* armed for the earliest timer in the heap */
-    uv_timer_t refill_timer;   /* polls the store's timer window */
-    uv_thread_t thread;
-    uv_mutex_t mu;             /* inbox, blueprints, waiters, call->done */
-    rt_call_t *inbox_head, *inbox_tail;
-    committer_t *cm;           /* decisions */
-    committer_t *rd;           /* reads for the loop: loads, timer refills */
-    cm_stats_t cmstats;
-    cm_stats_t rdstats;
-    const cbm_clock_t *clock;
-    char *url;
-    int max_batch;
-
-    rt_handler_t *handlers;
-    size_t nhandlers;
-    bp_blueprint_t **bps;      /* all versions ever added; latest = last of a name */
-    size_t nbps, capbps;
-    rt_waiter_t *waiters[WAIT_BUCKETS];
-
-    /* Loop thread only. */
-    rt_exec_t *active;
-    rt_exec_t **map;
-    size_t mapsize, nmap;
-    sched_t *sched;            /* timers, by due time */
-    sched_t *ready;            /* timers due within PREFETCH_US, whose
-                                  executions are loaded and pinned */
-    int refilling;
-    size_t running_total;
-    size_t loads_in_flight;
-    rt_exec_t *loadq;          /* waiting for the next load batch */
-    int stopping;
-    int closed;
-
-    int started;
-    int client_only;
-    _Atomic uint64_t steps_run, resumed, nactive, hibernated, woken, timers_fired;
-    _Atomic int64_t lateness_sum_us;
-};
-
-static void process(rt_t *rt, rt_exec_t *ex, int force);
-static void settle(rt_t *rt, rt_exec_t *ex);
-static void start_load(rt_t *rt, rt_exec_t *ex);
-static void arm_fire(rt_t *rt);
-
-/* ---------------------------------------------------------------- outcomes */
-
-int cbm_step_ok(cbm_step_out_t *out, const char *result_json)
-{
-    char *norm;
-    if (out == NULL || out->set) return CBM_EINVAL;
-    norm = json_normalize(result_json != NULL ? result_json : "null");
-    if (norm == NULL) {
-        cbm_step_fail(out, "bad_result", "step result is not valid JSON", false);
-        return CBM_EJSON;
-    }
-    out->set = 1;
-    out->result = norm;
-    return 0;
-}
-
-int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bool retryable)
-{
-    cJSON *o;
-    if (out == NULL || out->set) return CBM_EINVAL;
-    o = cJSON_CreateObject();
-    if (o == NULL) return CBM_ENOMEM;
-    cJSON_AddStringToObject(o, "kind", kind != NULL ? kind : "error");
-    cJSON_AddStringToObject(o, "message", message != NULL ? message : "");
-    cJSON_AddBoolToObject(o, "retryable", retryable);
-    out->error = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (out->error == NULL) return CBM_ENOMEM;
-    out->set = 2;
-    return 0;
-}
-
-/* Ten years: anything longer is a mistake, not a plan. */
-#define MAX_WAIT_MS (10LL * 366 * 24 * 3600 * 1000)
-
-int cbm_step_sleep(cbm_step_out_t *out, const char *result_json, int64_t duration_ms)
-{
-    char *norm;
-    if (out == NULL || out->set) return CBM_EINVAL;
-    if (duration_ms < 0 || duration_ms > MAX_WAIT_MS) {
-        cbm_step_fail(out, "bad_sleep", "sleep duration must be 0 to 10 years", false);
-        return CBM_EINVAL;
-    }
-    norm = json_normalize(result_json != NULL ? result_json : "null");
-    if (norm == NULL) {
-        cbm_step_fail(out, "bad_result", "step result is not valid JSON", false);
-        return CBM_EJSON;
-    }
-    out->set = 3;
-    out->result = norm;
-    out->ms = duration_ms;
-    return 0;
-}
-
-int cbm_step_approval(cbm_step_out_t *out, const char *type, const char *data_json,
-                      int64_t timeout_ms)
-{
-    char *norm;
-    if (out == NULL || out->set) return CBM_EINVAL;
-    if (timeout_ms < 0 || timeout_ms > MAX_WAIT_MS) {
-        cbm_step_fail(out, "bad_approval", "approval timeout must be 0 to 10 years", false);
-        return CBM_EINVAL;
-    }
-    norm = json_normalize(data_json != NULL ? data_json : "null");
-    if (norm == NULL) {
-        cbm_step_fail(out, "bad_result", "approval data is not valid JSON", false);
-        return CBM_EJSON;
-    }
-    out->type = strdup(type != NULL && *type ? type : "approval");
-    if (out->type == NULL) {
-        free(norm);
-        return CBM_ENOMEM;
-    }
-    out->set = 4;
-    out->result = norm;
-    out->ms = timeout_ms;
-    return 0;
-}
+#include "engine/runtime_internal.h"
 
 /* ------------------------------------------------------------- blueprints */
 
@@ -446,7 +205,7 @@ static void notify_terminal(rt_t *rt, const char *id)
 
 /* ------------------------------------------------------------- executions */
 
-static rt_exec_t *map_get(rt_t *rt, const char *id)
+rt_exec_t *rt_map_get(rt_t *rt, const char *id)
 {
     rt_exec_t *ex;
     if (rt->mapsize == 0) return NULL;
@@ -498,7 +257,7 @@ static void map_del(rt_t *rt, rt_exec_t *ex)
 }
 
 /* A new in-memory execution, without state yet (see exec_set_bp). */
-static rt_exec_t *exec_new(rt_t *rt, const char *id)
+rt_exec_t *rt_exec_new(rt_t *rt, const char *id)
 {
     rt_exec_t *ex = calloc(1, sizeof(*ex));
     if (ex == NULL) return NULL;
@@ -538,7 +297,7 @@ static void pend_clear(rt_exec_t *ex)
 }
 
 /* Queue an input for the next decision; takes ev's contents. */
-static int pend_push(rt_exec_t *ex, eng_event_t *ev)
+int rt_pend_push(rt_exec_t *ex, eng_event_t *ev)
 {
     /* The same timer twice (a refill raced its commit) is one input. */
     if (ev->type == EV_TIMER_FIRED) {
@@ -587,7 +346,7 @@ static void answer_start(rt_t *rt, rt_call_t *c, int rc)
     if (--c->remaining == 0) call_complete(rt, c);
 }
 
-static void maybe_free(rt_t *rt, rt_exec_t *ex)
+void rt_maybe_free(rt_t *rt, rt_exec_t *ex)
 {
     if (ex->dead && ex->running == 0 && !ex->committing && !ex->loading) {
         answer_start(rt, ex->start, CBM_ESHUTDOWN);
@@ -690,15 +449,15 @@ static void after_work(uv_work_t *req, int status)
      * in flight, and the step must not be dispatched again meanwhile. */
     if (ex->dead) {
         work_free(w);
-        maybe_free(rt, ex);
+        rt_maybe_free(rt, ex);
         maybe_quiesce(rt);
         return;
     }
     outcome_event(rt, w, &ev);
     work_free(w);
-    if (pend_push(ex, &ev) != 0) ex->dead = 1;
-    if (!ex->committing && !ex->loading) process(rt, ex, 0);
-    maybe_free(rt, ex);
+    if (rt_pend_push(ex, &ev) != 0) ex->dead = 1;
+    if (!ex->committing && !ex->loading) rt_process(rt, ex, 0);
+    rt_maybe_free(rt, ex);
     maybe_quiesce(rt);
 }
 
@@ -775,7 +534,7 @@ static bool input_applies(const st_exec_t *st, const eng_event_t *ev)
  * out-of-memory: the execution is dropped from memory (never half-committed)
  * and resumes from the store later.
  */
-static void process(rt_t *rt, rt_exec_t *ex, int force)
+void rt_process(rt_t *rt, rt_exec_t *ex, int force)
 {
     rt_decision_t *d;
     eng_event_t *in;
@@ -784,7 +543,7 @@ static void process(rt_t *rt, rt_exec_t *ex, int force)
 
     if (ex->committing || ex->loading || ex->dead || ex->bp == NULL) return;
     if (ex->npend == 0 && !force) {
-        settle(rt, ex);
+        rt_settle(rt, ex);
         return;
     }
     in = ex->pend;
@@ -824,7 +583,7 @@ static void process(rt_t *rt, rt_exec_t *ex, int force)
     if (d->req.d.nevents == 0) {
         answer_start(rt, d->start, 0);
         decision_free(d);
-        settle(rt, ex);
+        rt_settle(rt, ex);
         return;
     }
     ex->committing = 1;
@@ -846,7 +605,7 @@ fail:
  * After a decision (or a load): run what is scheduled and not yet running,
  * take the next inputs, and leave memory if only waiting is left.
  */
-static void settle(rt_t *rt, rt_exec_t *ex)
+void rt_settle(rt_t *rt, rt_exec_t *ex)
 {
     if (ex->dead || ex->committing || ex->loading || ex->bp == NULL) return;
     if (st_terminal(&ex->st) || rt->client_only) {
@@ -863,10 +622,10 @@ static void settle(rt_t *rt, rt_exec_t *ex)
     }
     if (ex->dead) return;
     if (ex->npend > 0) {
-        process(rt, ex, 0);
+        rt_process(rt, ex, 0);
     } else if (ex->reload) {
         ex->reload = 0;
-        start_load(rt, ex);
+        rt_start_load(rt, ex);
     } else if (ex->running == 0 && ex->pins == 0 && st_only_waiting(&ex->st)) {
         /* Hibernate: its timers are in the store (and the heap); a wake-up
          * loads it back. */
@@ -889,14 +648,14 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
             if (top == NULL || t->due_at_us < top->due_us) earlier = 1;
             sched_push(rt->sched, ex->id, t->key, t->due_at_us);
         }
-        if (earlier) arm_fire(rt);
+        if (earlier) rt_arm_fire(rt);
         answer_start(rt, d->start, 0);
         if (d->terminal) {
             ex->dead = 1;
             notify_terminal(rt, ex->id);
         }
     } else if (rc == CBM_ECONFLICT && !d->req.d.is_new) {
-        /* Someone else (an approval from another process, another engine)
+        /* Someone else (an approval from another rt_process, another engine)
          * decided first: read the execution again and re-apply what we had
          * to say that still applies. */
         cbm_log_info("execution %s: decided elsewhere meanwhile; reloading", ex->id);
@@ -908,10 +667,10 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
                 /* A timer's due time is not in its event, so a re-decoded
                  * TimerFired no longer matches; the timer's row is still in
                  * the store if it still holds, and the next refill fires it. */
-                if (pend_push(ex, &ev) != 0) ex->dead = 1;
+                if (rt_pend_push(ex, &ev) != 0) ex->dead = 1;
             }
         }
-        if (!ex->dead) start_load(rt, ex);
+        if (!ex->dead) rt_start_load(rt, ex);
     } else {
         if (rc != CBM_ESHUTDOWN)
             cbm_log_error("execution %s: commit failed: %s", ex->id, cbm_strerror(rc));
@@ -919,275 +678,15 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
         ex->dead = 1;
     }
     decision_free(d);
-    settle(rt, ex);
-    maybe_free(rt, ex);
-}
-
-/* ------------------------------------------------------------------ loads */
-
-/* On the committer thread: the executions' projections and histories (two
- * queries for the batch), and the blueprint versions this engine has not
- * seen. */
-static void job_load(store_t *s, cm_req_t *r)
-{
-    rt_load_t *l = (rt_load_t *)r;
-    int rc = store_load_executions(s, l->idp, l->n, &l->u, &l->err);
-    if (rc == 0 && l->u.nexecs > 0 && (l->bps = calloc(l->u.nexecs, sizeof(*l->bps))) == NULL)
-        rc = CBM_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < l->u.nexecs; i++) {
-        const store_execution_t *x = &l->u.execs[i];
-        l->bps[i] = rt_find_blueprint(l->rt, x->blueprint, x->version);
-        if (l->bps[i] == NULL) {
-            char *v = NULL, *json = NULL;
-            bp_blueprint_t *parsed = NULL;
-            if (store_get_blueprint(s, x->blueprint, x->version, &v, &json, &l->err) == 0 &&
-                bp_parse_json(json, strlen(json), &parsed, &l->err) == 0) {
-                rt_add_blueprint(l->rt, &parsed, 0);
-                l->bps[i] = rt_find_blueprint(l->rt, x->blueprint, x->version);
-            }
-            free(v);
-            free(json);
-        }
-    }
-    r->d.result_code = rc;
-}
-
-/* Send what waits in the load queue as one batch, unless one is in flight:
- * while it is, wake-ups gather for the next, so many loads cost a few
- * queries. */
-static void flush_loads(rt_t *rt)
-{
-    rt_load_t *l;
-    size_t n = 0;
-    if (rt->loads_in_flight > 0 || rt->loadq == NULL) return;
-    if ((l = calloc(1, sizeof(*l))) == NULL) return;
-    l->ids = calloc(LOAD_BATCH, sizeof(*l->ids));
-    l->idp = calloc(LOAD_BATCH, sizeof(*l->idp));
-    if (l->ids == NULL || l->idp == NULL) {
-        free(l->ids);
-        free(l->idp);
-        free(l);
-        return;
-    }
-    while (rt->loadq != NULL && n < LOAD_BATCH) {
-        rt_exec_t *ex = rt->loadq;
-        rt->loadq = ex->lnext;
-        ex->lnext = NULL;
-        memcpy(l->ids[n], ex->id, sizeof(l->ids[n]));
-        l->idp[n] = l->ids[n];
-        n++;
-    }
-    l->n = n;
-    l->rt = rt;
-    l->req.owner = l;
-    l->req.job = job_load;
-    rt->loads_in_flight++;
-    cm_submit(rt->rd, &l->req);
-}
-
-static void start_load(rt_t *rt, rt_exec_t *ex)
-{
-    if (ex->bp != NULL) st_finish(&ex->st);
-    ex->bp = NULL;
-    ex->loading = 1;
-    ex->lnext = rt->loadq;
-    rt->loadq = ex;
-    flush_loads(rt);
-}
-
-static int fold(rt_exec_t *ex, const bp_blueprint_t *bp, const char *snapshot,
-                const store_event_t *evs, size_t n, cbm_error_t *err)
-{
-    int rc;
-    if (ex->bp != NULL) st_finish(&ex->st);
-    ex->bp = NULL;
-    if (ex->dispatched == NULL &&
-        (ex->dispatched = calloc(bp->nsteps ? bp->nsteps : 1, sizeof(*ex->dispatched))) == NULL)
-        return CBM_ENOMEM;
-    rc = dec_fold(&ex->st, ex->id, bp, snapshot, evs, n, err);
-    if (rc != 0) {
-        st_finish(&ex->st);
-        return rc;
-    }
-    ex->bp = bp;
-    return 0;
-}
-
-/* One execution of a load batch: x/evs/bp when found, x NULL when not. */
-static void loaded_one(rt_t *rt, rt_exec_t *ex, int rc, const store_execution_t *x,
-                       const store_event_t *evs, size_t n, const bp_blueprint_t *bp,
-                       cbm_error_t *err)
-{
-    ex->loading = 0;
-    if (rc == 0 && x == NULL) rc = CBM_ENOTFOUND;
-    if (rc == 0 && bp == NULL) rc = cbm_error_set(err, CBM_ENOTFOUND, "blueprint %s %s missing",
-                                                   x->blueprint, x->version);
-    if (rc == 0) rc = fold(ex, bp, x->snapshot, evs, n, err);
-    if (rc == 0) {
-        atomic_fetch_add(&rt->woken, 1);
-        if (st_terminal(&ex->st)) ex->dead = 1;
-        else process(rt, ex, 1);
-    } else {
-        /* Unknown or unreadable: drop it from memory. Its timers stay in the
-         * store and fire again on a later refill, so a store outage delays a
-         * wake-up and loses none. */
-        if (rc != CBM_ENOTFOUND) cbm_log_warn("execution %s: cannot load: %s", ex->id, err->message);
-        if (ex->bp != NULL) st_finish(&ex->st);
-        ex->bp = NULL;
-        ex->dead = 1;
-    }
-    maybe_free(rt, ex);
-}
-
-static void on_loaded(rt_t *rt, rt_load_t *l)
-{
-    int rc = l->req.d.result_code;
-    size_t j = 0;
-
-    rt->loads_in_flight--;
-    /* u.execs is in id order; match each requested id against it. */
-    for (size_t i = 0; i < l->n; i++) {
-        rt_exec_t *ex = map_get(rt, l->ids[i]);
-        const store_execution_t *x = NULL;
-        size_t k;
-        if (ex == NULL || !ex->loading) continue;
-        for (k = 0; rc == 0 && k < l->u.nexecs; k++) {
-            size_t m = (j + k) % l->u.nexecs;
-            if (strcmp(l->u.execs[m].id, l->ids[i]) == 0) {
-                x = &l->u.execs[m];
-                j = m;
-                break;
-            }
-        }
-        if (x != NULL)
-            loaded_one(rt, ex, 0, x, l->u.events + l->u.first[j], l->u.count[j], l->bps[j], &l->err);
-        else
-            loaded_one(rt, ex, rc, NULL, NULL, 0, NULL, &l->err);
-    }
-    store_unfinished_free(&l->u);
-    free(l->bps);
-    free(l->ids);
-    free(l->idp);
-    free(l);
-    flush_loads(rt);
-}
-
-/* ----------------------------------------------------------------- timers */
-
-static void fire(rt_t *rt, const sched_entry_t *e)
-{
-    rt_exec_t *ex = map_get(rt, e->id);
-    eng_event_t ev = {0};
-
-    if (ex != NULL && ex->dead) return; /* finished or dropped meanwhile */
-    atomic_fetch_add(&rt->timers_fired, 1);
-    ev.type = EV_TIMER_FIRED;
-    ev.step = -1;
-    ev.due_us = e->due_us;
-    if ((ev.name = strdup(e->key)) == NULL) return;
-    if (ex == NULL) {
-        if ((ex = exec_new(rt, e->id)) == NULL) {
-            ev_finish(&ev);
-            return;
-        }
-        pend_push(ex, &ev);
-        start_load(rt, ex);
-        return;
-    }
-    pend_push(ex, &ev);
-    if (!ex->committing && !ex->loading) process(rt, ex, 0);
-}
-
-static void on_fire(uv_timer_t *t)
-{
-    rt_t *rt = t->data;
-    int64_t now = clock_now_us(rt->clock);
-    const sched_entry_t *top;
-    sched_entry_t e;
-
-    if (rt->stopping) return;
-    /* Due soon: load the execution now and keep it in memory, so that when
-     * the timer comes due it is decided at once. */
-    while ((top = sched_peek(rt->sched)) != NULL && top->due_us - PREFETCH_US <= now) {
-        rt_exec_t *ex;
-        if (sched_pop(rt->sched, &e) != 0) break;
-        ex = map_get(rt, e.id);
-        if (ex == NULL && (ex = exec_new(rt, e.id)) != NULL) start_load(rt, ex);
-        if (ex != NULL) ex->pins++;
-        sched_push(rt->ready, e.id, e.key, e.due_us);
-        free(e.key);
-    }
-    while ((top = sched_peek(rt->ready)) != NULL && top->due_us <= now) {
-        rt_exec_t *ex;
-        if (sched_pop(rt->ready, &e) != 0) break;
-        if ((ex = map_get(rt, e.id)) != NULL && ex->pins > 0) ex->pins--;
-        fire(rt, &e);
-        free(e.key);
-        if (ex != NULL && map_get(rt, e.id) == ex) {
-            settle(rt, ex);
-            maybe_free(rt, ex);
-        }
-    }
-    arm_fire(rt);
-}
-
-static void arm_fire(rt_t *rt)
-{
-    const sched_entry_t *top = sched_peek(rt->sched), *rd = sched_peek(rt->ready);
-    int64_t at, delay;
-    if (rt->stopping || rt->closed) return;
-    if (top == NULL && rd == NULL) {
-        uv_timer_stop(&rt->fire_timer);
-        return;
-    }
-    at = top != NULL ? top->due_us - PREFETCH_US : INT64_MAX;
-    if (rd != NULL && rd->due_us < at) at = rd->due_us;
-    delay = (at - clock_now_us(rt->clock) + 999) / 1000;
-    uv_timer_start(&rt->fire_timer, on_fire, delay > 0 ? (uint64_t)delay : 0, 0);
-}
-
-static void job_refill(store_t *s, cm_req_t *r)
-{
-    rt_refill_t *f = (rt_refill_t *)r;
-    r->d.result_code = store_timers_due(s, f->until_us, REFILL_LIMIT, &f->timers, &f->n, NULL);
-}
-
-static void on_refilled(rt_t *rt, rt_refill_t *f)
-{
-    rt->refilling = 0;
-    if (f->req.d.result_code == 0) {
-        for (size_t i = 0; i < f->n; i++)
-            sched_push(rt->sched, f->timers[i].execution_id, f->timers[i].key,
-                       f->timers[i].due_at_us);
-        arm_fire(rt);
-    }
-    store_timers_free(f->timers, f->n);
-    free(f);
-}
-
-static void refill(rt_t *rt)
-{
-    rt_refill_t *f;
-    if (rt->refilling || rt->stopping) return;
-    if ((f = calloc(1, sizeof(*f))) == NULL) return;
-    f->rt = rt;
-    f->until_us = clock_now_us(rt->clock) + WINDOW_US;
-    f->req.owner = f;
-    f->req.job = job_refill;
-    rt->refilling = 1;
-    cm_submit(rt->rd, &f->req);
-}
-
-static void on_refill_timer(uv_timer_t *t)
-{
-    refill(t->data);
+    rt_settle(rt, ex);
+    rt_maybe_free(rt, ex);
 }
 
 static void on_commit(cm_req_t *req, void *ctx)
 {
     rt_t *rt = ctx;
-    if (req->job == job_load) on_loaded(rt, req->owner);
-    else if (req->job == job_refill) on_refilled(rt, req->owner);
+    if (req->job == rt_job_load) rt_on_loaded(rt, req->owner);
+    else if (req->job == rt_job_refill) rt_on_refilled(rt, req->owner);
     else on_decision(rt, req->owner);
     maybe_quiesce(rt);
 }
@@ -1241,12 +740,12 @@ static void do_start(rt_t *rt, rt_call_t *c)
     }
     c->remaining = c->n;
     for (size_t i = 0; i < c->n; i++) {
-        rt_exec_t *ex = exec_new(rt, c->ids[i]);
+        rt_exec_t *ex = rt_exec_new(rt, c->ids[i]);
         eng_event_t ev = {0};
         if (ex == NULL || exec_set_bp(ex, c->bp) != 0) {
             if (ex != NULL) {
                 ex->dead = 1;
-                maybe_free(rt, ex);
+                rt_maybe_free(rt, ex);
             }
             answer_start(rt, c, CBM_ENOMEM);
             continue;
@@ -1258,13 +757,13 @@ static void do_start(rt_t *rt, rt_call_t *c)
         ev.json = strdup(c->inputs[i]);
         ex->start = c;
         if (ev.blueprint == NULL || ev.version == NULL || ev.json == NULL ||
-            pend_push(ex, &ev) != 0) {
+            rt_pend_push(ex, &ev) != 0) {
             ev_finish(&ev);
             ex->dead = 1;
         } else {
-            process(rt, ex, 0);
+            rt_process(rt, ex, 0);
         }
-        maybe_free(rt, ex);
+        rt_maybe_free(rt, ex);
     }
 }
 
@@ -1287,7 +786,7 @@ int rt_start_executions(rt_t *rt, const bp_blueprint_t *bp, char *const *inputs,
 
 static void do_debug(rt_t *rt, rt_call_t *c)
 {
-    rt_exec_t *ex = map_get(rt, c->id);
+    rt_exec_t *ex = rt_map_get(rt, c->id);
     if (ex != NULL && !ex->dead && !ex->loading && ex->bp != NULL) c->text = st_to_json(&ex->st);
     call_complete(rt, c);
 }
@@ -1306,15 +805,15 @@ char *rt_debug_state_json(rt_t *rt, const char *id)
  * without waiting for the wake-up timer. */
 static void do_refresh(rt_t *rt, rt_call_t *c)
 {
-    rt_exec_t *ex = map_get(rt, c->id);
+    rt_exec_t *ex = rt_map_get(rt, c->id);
     if (!rt->stopping) {
         if (ex == NULL) {
-            if ((ex = exec_new(rt, c->id)) != NULL) start_load(rt, ex);
+            if ((ex = rt_exec_new(rt, c->id)) != NULL) rt_start_load(rt, ex);
         } else if (!ex->dead) {
             if (ex->committing || ex->loading) ex->reload = 1;
-            else start_load(rt, ex);
+            else rt_start_load(rt, ex);
         }
-        if (ex != NULL) maybe_free(rt, ex);
+        if (ex != NULL) rt_maybe_free(rt, ex);
     }
     call_complete(rt, c);
 }
@@ -1334,12 +833,12 @@ static void do_resume(rt_t *rt, rt_call_t *c)
     rt_exec_t *ex = rt->active, *next;
     for (; ex != NULL; ex = next) {
         next = ex->next;
-        process(rt, ex, 1);
-        maybe_free(rt, ex);
+        rt_process(rt, ex, 1);
+        rt_maybe_free(rt, ex);
     }
     if (!rt->client_only) {
-        refill(rt);
-        uv_timer_start(&rt->refill_timer, on_refill_timer, REFILL_MS, REFILL_MS);
+        rt_refill(rt);
+        uv_timer_start(&rt->refill_timer, rt_on_refill_timer, REFILL_MS, REFILL_MS);
     }
     call_complete(rt, c);
 }
@@ -1391,8 +890,8 @@ int rt_start(rt_t *rt, store_t **store, store_t **reads, const store_unfinished_
                           x->version);
             continue;
         }
-        if ((ex = exec_new(rt, x->id)) == NULL) return cbm_error_set(err, CBM_ENOMEM, "out of memory");
-        if (fold(ex, bp, x->snapshot, u->events + u->first[i], u->count[i], &e2) != 0) {
+        if ((ex = rt_exec_new(rt, x->id)) == NULL) return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+        if (rt_fold(ex, bp, x->snapshot, u->events + u->first[i], u->count[i], &e2) != 0) {
             cbm_log_error("not resuming: %s", e2.message); /* left in the store as is */
             exec_free(rt, ex);
             continue;

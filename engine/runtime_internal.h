@@ -1,0 +1,198 @@
+/*
+ * runtime_internal.h - what the runtime's files share: its structures and the
+ * functions runtime.c (executions, decisions, dispatch, inbox, lifecycle) and
+ * wake.c (loads from the store, timers) call in each other. Loop thread only,
+ * except where runtime.h says otherwise. Not for other modules.
+ */
+#ifndef CBM_ENGINE_RUNTIME_INTERNAL_H
+#define CBM_ENGINE_RUNTIME_INTERNAL_H
+
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "engine/committer.h"
+#include "engine/event.h"
+#include "engine/runtime.h"
+#include "engine/state.h"
+#include "scheduler/sched.h"
+
+#define REFILL_MS 1000                 /* store timer window poll period */
+#define WINDOW_US (60 * 1000000LL)     /* how far ahead the heap is filled */
+#define REFILL_LIMIT 20000
+#define PREFETCH_US 300000             /* load hibernated executions this
+                                          early, so they wake on time */
+
+/* What a handler produced; filled on a pool thread, read on the loop. */
+struct cbm_step_out {
+    int set;        /* 0 nothing yet, 1 ok, 2 failed, 3 sleep, 4 approval */
+    char *result;   /* normalised JSON (ok, sleep) or approval data */
+    char *error;    /* normalised JSON {"kind","message","retryable"} (failed) */
+    char *type;     /* approval type */
+    int64_t ms;     /* sleep duration or approval time-out */
+};
+
+typedef struct rt_exec rt_exec_t;
+
+typedef struct rt_work {
+    uv_work_t req;
+    rt_t *rt;
+    rt_exec_t *ex;
+    size_t step;
+    int attempt;
+    char *input;
+    char exec_id[37];
+    const char *step_name;
+    const char *handler_name;
+    struct cbm_step_out out;
+} rt_work_t;
+
+typedef struct rt_call rt_call_t;
+
+struct rt_exec {
+    st_exec_t st;              /* valid unless loading */
+    rt_exec_t *prev, *next;    /* rt->active */
+    rt_exec_t *hnext;          /* rt->map bucket chain */
+    rt_exec_t *lnext;          /* rt->loadq */
+    char id[37];
+    const bp_blueprint_t *bp;
+    int committing;            /* a decision of this execution is in flight */
+    int loading;               /* its state is being read from the store */
+    int reload;                /* read it again once the commit in flight ends */
+    int running;               /* handlers running */
+    int pins;                  /* timers due soon: stay in memory */
+    int dead;                  /* terminal or dropped: free when idle */
+    unsigned char *dispatched; /* per step: the attempt last dispatched here
+                                  (capped at 255), so no attempt runs twice */
+    eng_event_t *pend;         /* inputs waiting for the next decision */
+    size_t npend, cappend;
+    rt_call_t *start;          /* start request to answer, if any */
+};
+
+typedef struct rt_decision {
+    cm_req_t req;
+    rt_exec_t *ex;
+    rt_call_t *start;
+    size_t *sched;
+    size_t nsched;
+    size_t nin;                /* the first nin events came from outside */
+    int terminal;
+} rt_decision_t;
+
+/* A batch of executions to read from the store (wake-ups, reloads). */
+#define LOAD_BATCH 2000
+typedef struct rt_load {
+    cm_req_t req;
+    rt_t *rt;
+    size_t n;
+    char (*ids)[37];
+    const char **idp;
+    store_unfinished_t u;
+    const bp_blueprint_t **bps;  /* per u.execs[i] */
+    cbm_error_t err;
+} rt_load_t;
+
+typedef struct rt_refill {
+    cm_req_t req;
+    rt_t *rt;
+    int64_t until_us;
+    store_timer_t *timers;
+    size_t n;
+} rt_refill_t;
+
+typedef struct rt_handler {
+    char *name;
+    cbm_step_fn fn;
+    void *arg;
+} rt_handler_t;
+
+/* A request from another thread, run on the loop by fn. */
+struct rt_call {
+    void (*fn)(rt_t *rt, rt_call_t *c);
+    rt_call_t *next;
+    int done;                  /* guarded by rt->mu */
+    int rc;
+    uv_cond_t cv;
+    int waited;                /* a caller blocks on cv (else free on done) */
+    /* start */
+    const bp_blueprint_t *bp;
+    char *const *inputs;
+    char (*ids)[37];
+    size_t n, remaining;
+    /* debug, refresh */
+    char id[37];
+    char *text;
+};
+
+struct rt_waiter {
+    char id[37];
+    int done;
+    uv_cond_t cv;
+    rt_waiter_t *next;
+};
+
+#define WAIT_BUCKETS 256
+
+struct rt {
+    uv_loop_t loop;
+    uv_async_t inbox_async;
+    uv_timer_t fire_timer;     /* armed for the earliest timer in the heap */
+    uv_timer_t refill_timer;   /* polls the store's timer window */
+    uv_thread_t thread;
+    uv_mutex_t mu;             /* inbox, blueprints, waiters, call->done */
+    rt_call_t *inbox_head, *inbox_tail;
+    committer_t *cm;           /* decisions */
+    committer_t *rd;           /* reads for the loop: loads, timer refills */
+    cm_stats_t cmstats;
+    cm_stats_t rdstats;
+    const cbm_clock_t *clock;
+    char *url;
+    int max_batch;
+
+    rt_handler_t *handlers;
+    size_t nhandlers;
+    bp_blueprint_t **bps;      /* all versions ever added; latest = last of a name */
+    size_t nbps, capbps;
+    rt_waiter_t *waiters[WAIT_BUCKETS];
+
+    /* Loop thread only. */
+    rt_exec_t *active;
+    rt_exec_t **map;
+    size_t mapsize, nmap;
+    sched_t *sched;            /* timers, by due time */
+    sched_t *ready;            /* timers due within PREFETCH_US, whose
+                                  executions are loaded and pinned */
+    int refilling;
+    size_t running_total;
+    size_t loads_in_flight;
+    rt_exec_t *loadq;          /* waiting for the next load batch */
+    int stopping;
+    int closed;
+
+    int started;
+    int client_only;
+    _Atomic uint64_t steps_run, resumed, nactive, hibernated, woken, timers_fired;
+    _Atomic int64_t lateness_sum_us;
+};
+
+
+/* runtime.c */
+rt_exec_t *rt_map_get(rt_t *rt, const char *id);
+rt_exec_t *rt_exec_new(rt_t *rt, const char *id);
+int rt_pend_push(rt_exec_t *ex, eng_event_t *ev);
+void rt_maybe_free(rt_t *rt, rt_exec_t *ex);
+void rt_process(rt_t *rt, rt_exec_t *ex, int force);
+void rt_settle(rt_t *rt, rt_exec_t *ex);
+
+/* wake.c */
+void rt_start_load(rt_t *rt, rt_exec_t *ex);
+int rt_fold(rt_exec_t *ex, const bp_blueprint_t *bp, const char *snapshot,
+            const store_event_t *evs, size_t n, cbm_error_t *err);
+void rt_job_load(store_t *s, cm_req_t *r);
+void rt_on_loaded(rt_t *rt, rt_load_t *l);
+void rt_arm_fire(rt_t *rt);
+void rt_job_refill(store_t *s, cm_req_t *r);
+void rt_on_refilled(rt_t *rt, rt_refill_t *f);
+void rt_refill(rt_t *rt);
+void rt_on_refill_timer(uv_timer_t *t);
+
+#endif

@@ -1,0 +1,273 @@
+/*
+ * wake.c - how executions come back: loads from the store (batched, on the
+ * reader thread) and the timers that call them (the heap, prefetch, the
+ * periodic refill from cbm_timers). See docs/architecture.md, "Time, people
+ * and hibernation".
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbm_internal.h"
+#include "engine/decision.h"
+#include "engine/runtime_internal.h"
+
+/* ------------------------------------------------------------------ loads */
+
+/* On the committer thread: the executions' projections and histories (two
+ * queries for the batch), and the blueprint versions this engine has not
+ * seen. */
+void rt_job_load(store_t *s, cm_req_t *r)
+{
+    rt_load_t *l = (rt_load_t *)r;
+    int rc = store_load_executions(s, l->idp, l->n, &l->u, &l->err);
+    if (rc == 0 && l->u.nexecs > 0 && (l->bps = calloc(l->u.nexecs, sizeof(*l->bps))) == NULL)
+        rc = CBM_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < l->u.nexecs; i++) {
+        const store_execution_t *x = &l->u.execs[i];
+        l->bps[i] = rt_find_blueprint(l->rt, x->blueprint, x->version);
+        if (l->bps[i] == NULL) {
+            char *v = NULL, *json = NULL;
+            bp_blueprint_t *parsed = NULL;
+            if (store_get_blueprint(s, x->blueprint, x->version, &v, &json, &l->err) == 0 &&
+                bp_parse_json(json, strlen(json), &parsed, &l->err) == 0) {
+                rt_add_blueprint(l->rt, &parsed, 0);
+                l->bps[i] = rt_find_blueprint(l->rt, x->blueprint, x->version);
+            }
+            free(v);
+            free(json);
+        }
+    }
+    r->d.result_code = rc;
+}
+
+/* Send what waits in the load queue as one batch, unless one is in flight:
+ * while it is, wake-ups gather for the next, so many loads cost a few
+ * queries. */
+static void rt_flush_loads(rt_t *rt)
+{
+    rt_load_t *l;
+    size_t n = 0;
+    if (rt->loads_in_flight > 0 || rt->loadq == NULL) return;
+    if ((l = calloc(1, sizeof(*l))) == NULL) return;
+    l->ids = calloc(LOAD_BATCH, sizeof(*l->ids));
+    l->idp = calloc(LOAD_BATCH, sizeof(*l->idp));
+    if (l->ids == NULL || l->idp == NULL) {
+        free(l->ids);
+        free(l->idp);
+        free(l);
+        return;
+    }
+    while (rt->loadq != NULL && n < LOAD_BATCH) {
+        rt_exec_t *ex = rt->loadq;
+        rt->loadq = ex->lnext;
+        ex->lnext = NULL;
+        memcpy(l->ids[n], ex->id, sizeof(l->ids[n]));
+        l->idp[n] = l->ids[n];
+        n++;
+    }
+    l->n = n;
+    l->rt = rt;
+    l->req.owner = l;
+    l->req.job = rt_job_load;
+    rt->loads_in_flight++;
+    cm_submit(rt->rd, &l->req);
+}
+
+void rt_start_load(rt_t *rt, rt_exec_t *ex)
+{
+    if (ex->bp != NULL) st_finish(&ex->st);
+    ex->bp = NULL;
+    ex->loading = 1;
+    ex->lnext = rt->loadq;
+    rt->loadq = ex;
+    rt_flush_loads(rt);
+}
+
+int rt_fold(rt_exec_t *ex, const bp_blueprint_t *bp, const char *snapshot,
+                const store_event_t *evs, size_t n, cbm_error_t *err)
+{
+    int rc;
+    if (ex->bp != NULL) st_finish(&ex->st);
+    ex->bp = NULL;
+    if (ex->dispatched == NULL &&
+        (ex->dispatched = calloc(bp->nsteps ? bp->nsteps : 1, sizeof(*ex->dispatched))) == NULL)
+        return CBM_ENOMEM;
+    rc = dec_fold(&ex->st, ex->id, bp, snapshot, evs, n, err);
+    if (rc != 0) {
+        st_finish(&ex->st);
+        return rc;
+    }
+    ex->bp = bp;
+    return 0;
+}
+
+/* One execution of a load batch: x/evs/bp when found, x NULL when not. */
+static void loaded_one(rt_t *rt, rt_exec_t *ex, int rc, const store_execution_t *x,
+                       const store_event_t *evs, size_t n, const bp_blueprint_t *bp,
+                       cbm_error_t *err)
+{
+    ex->loading = 0;
+    if (rc == 0 && x == NULL) rc = CBM_ENOTFOUND;
+    if (rc == 0 && bp == NULL) rc = cbm_error_set(err, CBM_ENOTFOUND, "blueprint %s %s missing",
+                                                   x->blueprint, x->version);
+    if (rc == 0) rc = rt_fold(ex, bp, x->snapshot, evs, n, err);
+    if (rc == 0) {
+        atomic_fetch_add(&rt->woken, 1);
+        if (st_terminal(&ex->st)) ex->dead = 1;
+        else rt_process(rt, ex, 1);
+    } else {
+        /* Unknown or unreadable: drop it from memory. Its timers stay in the
+         * store and fire again on a later rt_refill, so a store outage delays a
+         * wake-up and loses none. */
+        if (rc != CBM_ENOTFOUND) cbm_log_warn("execution %s: cannot load: %s", ex->id, err->message);
+        if (ex->bp != NULL) st_finish(&ex->st);
+        ex->bp = NULL;
+        ex->dead = 1;
+    }
+    rt_maybe_free(rt, ex);
+}
+
+void rt_on_loaded(rt_t *rt, rt_load_t *l)
+{
+    int rc = l->req.d.result_code;
+    size_t j = 0;
+
+    rt->loads_in_flight--;
+    /* u.execs is in id order; match each requested id against it. */
+    for (size_t i = 0; i < l->n; i++) {
+        rt_exec_t *ex = rt_map_get(rt, l->ids[i]);
+        const store_execution_t *x = NULL;
+        size_t k;
+        if (ex == NULL || !ex->loading) continue;
+        for (k = 0; rc == 0 && k < l->u.nexecs; k++) {
+            size_t m = (j + k) % l->u.nexecs;
+            if (strcmp(l->u.execs[m].id, l->ids[i]) == 0) {
+                x = &l->u.execs[m];
+                j = m;
+                break;
+            }
+        }
+        if (x != NULL)
+            loaded_one(rt, ex, 0, x, l->u.events + l->u.first[j], l->u.count[j], l->bps[j], &l->err);
+        else
+            loaded_one(rt, ex, rc, NULL, NULL, 0, NULL, &l->err);
+    }
+    store_unfinished_free(&l->u);
+    free(l->bps);
+    free(l->ids);
+    free(l->idp);
+    free(l);
+    rt_flush_loads(rt);
+}
+
+/* ----------------------------------------------------------------- timers */
+
+static void fire(rt_t *rt, const sched_entry_t *e)
+{
+    rt_exec_t *ex = rt_map_get(rt, e->id);
+    eng_event_t ev = {0};
+
+    if (ex != NULL && ex->dead) return; /* finished or dropped meanwhile */
+    atomic_fetch_add(&rt->timers_fired, 1);
+    ev.type = EV_TIMER_FIRED;
+    ev.step = -1;
+    ev.due_us = e->due_us;
+    if ((ev.name = strdup(e->key)) == NULL) return;
+    if (ex == NULL) {
+        if ((ex = rt_exec_new(rt, e->id)) == NULL) {
+            ev_finish(&ev);
+            return;
+        }
+        rt_pend_push(ex, &ev);
+        rt_start_load(rt, ex);
+        return;
+    }
+    rt_pend_push(ex, &ev);
+    if (!ex->committing && !ex->loading) rt_process(rt, ex, 0);
+}
+
+static void on_fire(uv_timer_t *t)
+{
+    rt_t *rt = t->data;
+    int64_t now = clock_now_us(rt->clock);
+    const sched_entry_t *top;
+    sched_entry_t e;
+
+    if (rt->stopping) return;
+    /* Due soon: load the execution now and keep it in memory, so that when
+     * the timer comes due it is decided at once. */
+    while ((top = sched_peek(rt->sched)) != NULL && top->due_us - PREFETCH_US <= now) {
+        rt_exec_t *ex;
+        if (sched_pop(rt->sched, &e) != 0) break;
+        ex = rt_map_get(rt, e.id);
+        if (ex == NULL && (ex = rt_exec_new(rt, e.id)) != NULL) rt_start_load(rt, ex);
+        if (ex != NULL) ex->pins++;
+        sched_push(rt->ready, e.id, e.key, e.due_us);
+        free(e.key);
+    }
+    while ((top = sched_peek(rt->ready)) != NULL && top->due_us <= now) {
+        rt_exec_t *ex;
+        if (sched_pop(rt->ready, &e) != 0) break;
+        if ((ex = rt_map_get(rt, e.id)) != NULL && ex->pins > 0) ex->pins--;
+        fire(rt, &e);
+        free(e.key);
+        if (ex != NULL && rt_map_get(rt, e.id) == ex) {
+            rt_settle(rt, ex);
+            rt_maybe_free(rt, ex);
+        }
+    }
+    rt_arm_fire(rt);
+}
+
+void rt_arm_fire(rt_t *rt)
+{
+    const sched_entry_t *top = sched_peek(rt->sched), *rd = sched_peek(rt->ready);
+    int64_t at, delay;
+    if (rt->stopping || rt->closed) return;
+    if (top == NULL && rd == NULL) {
+        uv_timer_stop(&rt->fire_timer);
+        return;
+    }
+    at = top != NULL ? top->due_us - PREFETCH_US : INT64_MAX;
+    if (rd != NULL && rd->due_us < at) at = rd->due_us;
+    delay = (at - clock_now_us(rt->clock) + 999) / 1000;
+    uv_timer_start(&rt->fire_timer, on_fire, delay > 0 ? (uint64_t)delay : 0, 0);
+}
+
+void rt_job_refill(store_t *s, cm_req_t *r)
+{
+    rt_refill_t *f = (rt_refill_t *)r;
+    r->d.result_code = store_timers_due(s, f->until_us, REFILL_LIMIT, &f->timers, &f->n, NULL);
+}
+
+void rt_on_refilled(rt_t *rt, rt_refill_t *f)
+{
+    rt->refilling = 0;
+    if (f->req.d.result_code == 0) {
+        for (size_t i = 0; i < f->n; i++)
+            sched_push(rt->sched, f->timers[i].execution_id, f->timers[i].key,
+                       f->timers[i].due_at_us);
+        rt_arm_fire(rt);
+    }
+    store_timers_free(f->timers, f->n);
+    free(f);
+}
+
+void rt_refill(rt_t *rt)
+{
+    rt_refill_t *f;
+    if (rt->refilling || rt->stopping) return;
+    if ((f = calloc(1, sizeof(*f))) == NULL) return;
+    f->rt = rt;
+    f->until_us = clock_now_us(rt->clock) + WINDOW_US;
+    f->req.owner = f;
+    f->req.job = rt_job_refill;
+    rt->refilling = 1;
+    cm_submit(rt->rd, &f->req);
+}
+
+void rt_on_refill_timer(uv_timer_t *t)
+{
+    rt_refill(t->data);
+}
+
