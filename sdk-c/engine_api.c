@@ -222,21 +222,15 @@ int cbm_execution_start_many(cbm_engine_t *e, const char *blueprint, const char 
         return cbm_error_set(err, CBM_ENOMEM, "out of memory");
     for (size_t i = 0; i < n && rc == 0; i++) {
         const char *text = inputs != NULL && inputs[i] != NULL ? inputs[i] : "{}";
-        cJSON *j = cJSON_Parse(text);
         uuid_t u;
-        if (j == NULL)
-            rc = cbm_error_set(err, CBM_EJSON, "inputs are not valid JSON (near byte %ld)",
-                               (long)(cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - text : 0));
-        else if (!cJSON_IsObject(j))
-            rc = cbm_error_set(err, CBM_EINVAL, "inputs must be a JSON object");
-        else if ((norm[i] = cJSON_PrintUnformatted(j)) == NULL)
-            rc = cbm_error_set(err, CBM_ENOMEM, "out of memory");
-        cJSON_Delete(j);
+        /* A JSON object; checked against the blueprint's input declarations
+         * (if it has any), with their defaults filled in. */
+        rc = bp_check_inputs(bp, text, &norm[i], err);
         uuid_generate_random(u);
         uuid_unparse_lower(u, ids[i]);
     }
     if (rc == 0) rc = rt_start_executions(e->rt, bp, norm, n, ids, err);
-    for (size_t i = 0; i < n; i++) free(norm[i]);
+    for (size_t i = 0; i < n; i++) cJSON_free(norm[i]);
     free(norm);
     return rc;
 }

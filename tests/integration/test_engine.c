@@ -340,6 +340,21 @@ static void test_bad_input(void **state)
     assert_int_equal(cbm_execution_get(e, "00000000-0000-4000-8000-000000000000", &info, &err),
                      CBM_ENOTFOUND);
     assert_int_equal(cbm_execution_start(NULL, "ok", "{}", id, &err), CBM_EINVAL);
+
+    /* Declared inputs are checked at start, defaults filled in. */
+    reg(e, "{\"name\":\"typed\",\"inputs\":{\"x\":{\"type\":\"integer\",\"required\":true},"
+           "\"mode\":{\"type\":\"string\",\"default\":\"fast\"}},"
+           "\"timeline\":[{\"name\":\"a\",\"handler\":\"add\"}]}");
+    assert_int_equal(cbm_execution_start(e, "typed", "{}", id, &err), CBM_EINVAL);
+    assert_non_null(strstr(err.message, "'x'"));
+    assert_int_equal(cbm_execution_start(e, "typed", "{\"x\": \"two\"}", id, &err), CBM_EINVAL);
+    assert_int_equal(cbm_execution_start(e, "typed", "{\"x\": 2, \"y\": 1}", id, &err), CBM_EINVAL);
+    assert_non_null(strstr(err.message, "'y'"));
+    assert_int_equal(cbm_execution_start(e, "typed", "{\"x\": 2}", id, &err), 0);
+    assert_int_equal(cbm_execution_wait(e, id, 30000, &info, &err), 0);
+    assert_string_equal(info->status, "completed");
+    assert_non_null(strstr(info->inputs, "\"mode\": \"fast\""));
+    cbm_execution_info_free(info);
     cbm_engine_destroy(e);
     cbm_engine_destroy(NULL);
 }
