@@ -22,11 +22,6 @@
 
 #include "cerebelum/cerebelum.h"
 
-/* Declared in cerebelum.h; repeated here so that this file builds against a
- * header that does not have it yet (an identical redeclaration is harmless). */
-CBM_EXTERN int cbm_builder_set(cbm_builder_t *b, const char *step, const char *key,
-                               const char *value_json);
-
 typedef struct builder_step {
     char *name;
     char *handler; /* NULL: the step's name */
