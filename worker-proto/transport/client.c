@@ -56,21 +56,21 @@ int rpc_client_create(const rpc_client_options_t *o, rpc_client_t **out, cbm_err
 
     *out = NULL;
     if (o == NULL || o->target == NULL || o->target[0] == '\0')
-        return rpc_error_set(err, CBM_EINVAL, "rpc client: target required");
+        return cbm_error_set(err, CBM_EINVAL, "rpc client: target required");
     if ((o->tls_cert_pem == NULL) != (o->tls_key_pem == NULL))
-        return rpc_error_set(err, CBM_EINVAL, "rpc client: mTLS needs both a certificate and a key");
+        return cbm_error_set(err, CBM_EINVAL, "rpc client: mTLS needs both a certificate and a key");
     if (o->max_message_bytes > INT_MAX)
-        return rpc_error_set(err, CBM_EINVAL, "rpc client: max_message_bytes over %d", INT_MAX);
+        return cbm_error_set(err, CBM_EINVAL, "rpc client: max_message_bytes over %d", INT_MAX);
     if (rpc_methods_check() != 0)
-        return rpc_error_set(err, CBM_EINVAL,
+        return cbm_error_set(err, CBM_EINVAL,
                              "rpc client: method table does not match the .proto files");
 
     c = calloc(1, sizeof(*c));
     if (c == NULL)
-        return rpc_error_set(err, CBM_ENOMEM, "rpc client: out of memory");
+        return cbm_error_set(err, CBM_ENOMEM, "rpc client: out of memory");
     if (uv_mutex_init(&c->lock) != 0) {
         free(c);
-        return rpc_error_set(err, CBM_EIO, "rpc client: uv_mutex_init failed");
+        return cbm_error_set(err, CBM_EIO, "rpc client: uv_mutex_init failed");
     }
     c->max_message = o->max_message_bytes ? o->max_message_bytes : RPC_DEFAULT_MAX_MESSAGE;
     if (o->token != NULL && o->token[0] != '\0') {
@@ -79,7 +79,7 @@ int rpc_client_create(const rpc_client_options_t *o, rpc_client_t **out, cbm_err
         if (c->auth == NULL) {
             uv_mutex_destroy(&c->lock);
             free(c);
-            return rpc_error_set(err, CBM_ENOMEM, "rpc client: out of memory");
+            return cbm_error_set(err, CBM_ENOMEM, "rpc client: out of memory");
         }
         snprintf(c->auth, n, "Bearer %s", o->token);
     }
@@ -114,7 +114,7 @@ int rpc_client_create(const rpc_client_options_t *o, rpc_client_t **out, cbm_err
         uv_mutex_destroy(&c->lock);
         free(c);
         grpc_shutdown();
-        return rpc_error_set(err, CBM_EIO, "rpc client: cannot create a channel to %s", o->target);
+        return cbm_error_set(err, CBM_EIO, "rpc client: cannot create a channel to %s", o->target);
     }
     for (int m = 0; m < RPC_METHOD_COUNT; m++)
         c->handles[m] = grpc_channel_register_call(c->channel,
@@ -129,7 +129,7 @@ int rpc_client_create(const rpc_client_options_t *o, rpc_client_t **out, cbm_err
         uv_mutex_destroy(&c->lock);
         free(c);
         grpc_shutdown();
-        return rpc_error_set(err, CBM_EIO, "rpc client: cannot start its thread");
+        return cbm_error_set(err, CBM_EIO, "rpc client: cannot start its thread");
     }
     *out = c;
     return 0;
@@ -159,7 +159,7 @@ void rpc_client_destroy(rpc_client_t *c)
     grpc_shutdown();
 }
 
-static void set_status(rpc_status_t *st, grpc_status_code code, const char *fmt, ...) RPC_PRINTF(3, 4);
+static void set_status(rpc_status_t *st, grpc_status_code code, const char *fmt, ...) CBM_PRINTF(3, 4);
 static void set_status(rpc_status_t *st, grpc_status_code code, const char *fmt, ...)
 {
     if (st != NULL) {

@@ -112,15 +112,3 @@ int rpc_status_to_cbm(grpc_status_code code)
     default: return CBM_EIO;
     }
 }
-
-int rpc_error_set(cbm_error_t *err, int code, const char *fmt, ...)
-{
-    if (err != NULL) {
-        va_list ap;
-        err->code = code;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof(err->message), fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}

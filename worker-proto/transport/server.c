@@ -304,7 +304,7 @@ static int vfail(rpc_call_t *c, grpc_status_code code, const char *fmt, va_list 
     return send_answer(c, NULL, code, msg);
 }
 
-static int fail_now(rpc_call_t *c, grpc_status_code code, const char *fmt, ...) RPC_PRINTF(3, 4);
+static int fail_now(rpc_call_t *c, grpc_status_code code, const char *fmt, ...) CBM_PRINTF(3, 4);
 static int fail_now(rpc_call_t *c, grpc_status_code code, const char *fmt, ...)
 {
     va_list ap;
@@ -641,25 +641,25 @@ int rpc_server_create(uv_loop_t *loop, const rpc_server_options_t *o,
 
     *out = NULL;
     if (loop == NULL || o == NULL || o->listen_addr == NULL || o->listen_addr[0] == '\0')
-        return rpc_error_set(err, CBM_EINVAL, "rpc server: listen address required");
+        return cbm_error_set(err, CBM_EINVAL, "rpc server: listen address required");
     if ((o->tls_cert_pem == NULL) != (o->tls_key_pem == NULL))
-        return rpc_error_set(err, CBM_EINVAL, "rpc server: TLS needs both a certificate and a key");
+        return cbm_error_set(err, CBM_EINVAL, "rpc server: TLS needs both a certificate and a key");
     if (o->tls_client_ca_pem != NULL && o->tls_cert_pem == NULL)
-        return rpc_error_set(err, CBM_EINVAL, "rpc server: a client CA needs TLS (certificate and key)");
+        return cbm_error_set(err, CBM_EINVAL, "rpc server: a client CA needs TLS (certificate and key)");
     if (o->max_message_bytes > INT_MAX)
-        return rpc_error_set(err, CBM_EINVAL, "rpc server: max_message_bytes over %d", INT_MAX);
+        return cbm_error_set(err, CBM_EINVAL, "rpc server: max_message_bytes over %d", INT_MAX);
     if (o->token != NULL && o->token[0] == '\0')
-        return rpc_error_set(err, CBM_EINVAL, "rpc server: empty token");
+        return cbm_error_set(err, CBM_EINVAL, "rpc server: empty token");
     if (rpc_methods_check() != 0)
-        return rpc_error_set(err, CBM_EINVAL,
+        return cbm_error_set(err, CBM_EINVAL,
                              "rpc server: method table does not match the .proto files");
 
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL)
-        return rpc_error_set(err, CBM_ENOMEM, "rpc server: out of memory");
+        return cbm_error_set(err, CBM_ENOMEM, "rpc server: out of memory");
     if (uv_mutex_init(&srv->lock) != 0) {
         free(srv);
-        return rpc_error_set(err, CBM_EIO, "rpc server: uv_mutex_init failed");
+        return cbm_error_set(err, CBM_EIO, "rpc server: uv_mutex_init failed");
     }
     srv->loop = loop;
     srv->loop_thread = uv_thread_self();
@@ -673,7 +673,7 @@ int rpc_server_create(uv_loop_t *loop, const rpc_server_options_t *o,
         if (srv->auth_expected == NULL) {
             uv_mutex_destroy(&srv->lock);
             free(srv);
-            return rpc_error_set(err, CBM_ENOMEM, "rpc server: out of memory");
+            return cbm_error_set(err, CBM_ENOMEM, "rpc server: out of memory");
         }
         snprintf(srv->auth_expected, n, "Bearer %s", o->token);
     }
@@ -698,27 +698,27 @@ int rpc_server_create(uv_loop_t *loop, const rpc_server_options_t *o,
             GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
         if (srv->method_handles[m] == NULL) {
             abandon(srv, 0, 0);
-            return rpc_error_set(err, CBM_EIO, "rpc server: cannot register %s",
+            return cbm_error_set(err, CBM_EIO, "rpc server: cannot register %s",
                                  rpc_method_path((rpc_method_t)m));
         }
     }
     creds = make_credentials(o);
     if (creds == NULL) {
         abandon(srv, 0, 0);
-        return rpc_error_set(err, CBM_EIO, "rpc server: TLS credentials refused");
+        return cbm_error_set(err, CBM_EIO, "rpc server: TLS credentials refused");
     }
     srv->port = grpc_server_add_http2_port(srv->server, o->listen_addr, creds);
     grpc_server_credentials_release(creds);
     if (srv->port == 0) {
         abandon(srv, 0, 0);
-        return rpc_error_set(err, CBM_EIO,
+        return cbm_error_set(err, CBM_EIO,
             "rpc server: cannot listen on %s (in use, bad address, or bad TLS material)",
             o->listen_addr);
     }
     rc = uv_async_init(loop, &srv->async, on_async);
     if (rc != 0) {
         abandon(srv, 0, 0);
-        return rpc_error_set(err, CBM_EIO, "rpc server: uv_async_init: %s", uv_strerror(rc));
+        return cbm_error_set(err, CBM_EIO, "rpc server: uv_async_init: %s", uv_strerror(rc));
     }
     srv->async.data = srv;
 
@@ -734,7 +734,7 @@ int rpc_server_create(uv_loop_t *loop, const rpc_server_options_t *o,
         rc = CBM_EIO;
     if (rc != 0) {
         abandon(srv, 1, 1);
-        return rpc_error_set(err, rc, "rpc server: cannot start (%s)",
+        return cbm_error_set(err, rc, "rpc server: cannot start (%s)",
                              rc == CBM_ENOMEM ? "out of memory" : "gRPC refused");
     }
     *out = srv;
