@@ -77,6 +77,11 @@ const char *const bp_action_names[NACTIONS] = {
     [BP_ACTION_CONTINUE] = "continue",
 };
 
+const char *bp_action_name(int action)
+{
+    return action >= 0 && (size_t)action < NACTIONS ? bp_action_names[action] : NULL;
+}
+
 const char *const bp_input_type_names[NINPUT_TYPES] = {
     [BP_IN_ANY] = NULL,
     [BP_IN_STRING] = "string",

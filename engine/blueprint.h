@@ -197,6 +197,9 @@ typedef struct bp_blueprint {
  * e.g. "step 'b': depends_on names unknown step 'x'". */
 int bp_parse_json(const char *json, size_t len, bp_blueprint_t **out, cbm_error_t *err);
 
+/* "retry", "back_to", "skip_to", "fail", "continue"; NULL for other values. */
+const char *bp_action_name(int action);
+
 /* Index of the step named name, or -1. */
 int bp_step_index(const bp_blueprint_t *bp, const char *name);
 

@@ -8,12 +8,26 @@
 #include <string.h>
 
 #include "cbm_internal.h"
+#include "engine/route.h"
 
-static bool deps_completed(const st_exec_t *st, const bp_step_t *s)
+/* May pending step i start? When all its dependencies are finished
+ * (fin[]: completed and routed, or skipped) and at least one of them
+ * completed, or it is a skip_to / back_to target, or it has none. A pending
+ * step whose dependencies were all skipped was skipped with them (the skip
+ * lists of DivergeTaken and BranchTaken include it), so that case does not
+ * arise here; were it to, the step runs with null inputs rather than hang. */
+static bool ready(const st_exec_t *st, size_t i, const unsigned char *fin)
 {
+    const bp_step_t *s = &st->bp->steps[i];
     for (size_t d = 0; d < s->ndeps; d++)
-        if (st->steps[s->deps[d]].status != SS_COMPLETED) return false;
+        if (!fin[s->deps[d]]) return false;
     return true;
+}
+
+/* A step's result as JSON text: null for a skipped step. */
+static const char *result_of(const st_exec_t *st, size_t i)
+{
+    return st->steps[i].result != NULL ? st->steps[i].result : "null";
 }
 
 static bool is_sink(const bp_blueprint_t *bp, size_t i)
@@ -24,7 +38,8 @@ static bool is_sink(const bp_blueprint_t *bp, size_t i)
     return true;
 }
 
-/* {"<sink>":<result>,...}: the results of the steps nothing depends on. */
+/* {"<sink>":<result>,...}: the results of the steps nothing depends on; a
+ * skipped sink's result is null. */
 static char *execution_result(const st_exec_t *st)
 {
     size_t cap = 3, len;
@@ -32,35 +47,18 @@ static char *execution_result(const st_exec_t *st)
 
     for (size_t i = 0; i < st->bp->nsteps; i++)
         if (is_sink(st->bp, i))
-            cap += strlen(st->bp->steps[i].name) + strlen(st->steps[i].result) + 4;
+            cap += strlen(st->bp->steps[i].name) + strlen(result_of(st, i)) + 4;
     if ((out = malloc(cap)) == NULL) return NULL;
     p = out;
     *p++ = '{';
     for (size_t i = 0; i < st->bp->nsteps; i++) {
         if (!is_sink(st->bp, i)) continue;
         if (p[-1] != '{') *p++ = ',';
-        len = (size_t)sprintf(p, "\"%s\":%s", st->bp->steps[i].name, st->steps[i].result);
+        len = (size_t)sprintf(p, "\"%s\":%s", st->bp->steps[i].name, result_of(st, i));
         p += len;
     }
     *p++ = '}';
     *p = '\0';
-    return out;
-}
-
-/* {"step":..,"kind":..,"message":..} from the failed step's error object. */
-static char *execution_error(const st_exec_t *st, size_t i)
-{
-    cJSON *se = cJSON_Parse(st->steps[i].error), *o = cJSON_CreateObject();
-    const cJSON *k = cJSON_GetObjectItemCaseSensitive(se, "kind");
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(se, "message");
-    char *out = NULL;
-
-    if (o != NULL && cJSON_AddStringToObject(o, "step", st->bp->steps[i].name) != NULL &&
-        cJSON_AddStringToObject(o, "kind", cJSON_IsString(k) ? k->valuestring : "error") != NULL &&
-        cJSON_AddStringToObject(o, "message", cJSON_IsString(m) ? m->valuestring : "") != NULL)
-        out = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    cJSON_Delete(se);
     return out;
 }
 
@@ -72,6 +70,8 @@ static eng_event_t *next(eng_event_t *out, size_t cap, size_t *n, ev_type_t type
     memset(e, 0, sizeof(*e));
     e->type = type;
     e->step = step;
+    e->target = -1;
+    e->rule = -1;
     return e;
 }
 
@@ -88,7 +88,7 @@ static bool retry_allowed(const bp_step_t *b, const st_step_t *s)
     cJSON *e;
     const cJSON *k, *r;
     bool ok;
-    if (s->attempt >= b->retry.max_attempts) return false;
+    if (s->attempt - s->base >= b->retry.max_attempts) return false;
     e = cJSON_Parse(s->error);
     k = cJSON_GetObjectItemCaseSensitive(e, "kind");
     r = cJSON_GetObjectItemCaseSensitive(e, "retryable");
@@ -115,6 +115,13 @@ static char *error_json(const char *kind, const char *message, bool retryable)
 #define NEXT(type, step)                                       \
     do {                                                       \
         if ((e = next(out, cap, n, (type), (int)(step))) == NULL) return CBM_ENOMEM; \
+    } while (0)
+#define NEXT_OR(type, step)                                    \
+    do {                                                       \
+        if ((e = next(out, cap, n, (type), (int)(step))) == NULL) { \
+            rc = CBM_ENOMEM;                                   \
+            goto done;                                         \
+        }                                                      \
     } while (0)
 #define DUP(dst, src)                                          \
     do {                                                       \
@@ -216,8 +223,9 @@ int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap,
 {
     const bp_blueprint_t *bp = st->bp;
     bool all_done = true;
+    unsigned char *fin = NULL;
     eng_event_t *e;
-    int rc;
+    int rc = 0;
 
     *n = 0;
     if (st_terminal(st)) return 0;
@@ -237,33 +245,45 @@ int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap,
     if ((rc = resolve_fired(st, out, cap, n)) != 0) return rc;
     if (*n > 0) return 0;
 
+    /* A failure the retry policy gave up on: routed on its error (which
+     * fails the execution when no rule takes it). One at a time, since a
+     * rule may re-open other failed steps. */
+    for (size_t i = 0; i < bp->nsteps; i++)
+        if (st->steps[i].status == SS_FAILED && !retry_allowed(&bp->steps[i], &st->steps[i]))
+            return route_failed(st, i, out, cap, n);
     for (size_t i = 0; i < bp->nsteps; i++) {
-        if (st->steps[i].status == SS_FAILED && !retry_allowed(&bp->steps[i], &st->steps[i])) {
-            NEXT(EV_EXECUTION_FAILED, -1);
-            if ((e->json = execution_error(st, i)) == NULL) return CBM_ENOMEM;
-            return 0;
-        }
-    }
-    for (size_t i = 0; i < bp->nsteps; i++) {
-        if (st->steps[i].status != SS_FAILED) continue;
+        const st_step_t *s = &st->steps[i];
+        if (s->status != SS_FAILED) continue;
         NEXT(EV_STEP_RETRY_SCHEDULED, i);
-        e->attempt = st->steps[i].attempt + 1;
-        e->due_us = now_us + dc_backoff_ms(&bp->steps[i].retry, st->steps[i].attempt) * 1000;
+        e->attempt = s->attempt + 1;
+        e->due_us = now_us + dc_backoff_ms(&bp->steps[i].retry, s->attempt - s->base) * 1000;
     }
     if (*n > 0) return 0;
 
-    for (size_t i = 0; i < bp->nsteps; i++)
-        if (st->steps[i].status != SS_COMPLETED) all_done = false;
+    /* Completed steps not yet routed: one routing decision per layer, as
+     * it may re-open or skip other steps. */
+    if ((fin = calloc(bp->nsteps ? bp->nsteps : 1, 1)) == NULL) return CBM_ENOMEM;
+    for (size_t i = 0; i < bp->nsteps; i++) {
+        const st_step_t *s = &st->steps[i];
+        bool open = s->status == SS_SKIPPED;
+        if (s->status == SS_COMPLETED) {
+            if ((rc = route_completed(st, i, out, cap, n, &open)) != 0 || *n > 0) goto done;
+        }
+        fin[i] = open;
+        if (!open) all_done = false;
+    }
     if (all_done) {
-        NEXT(EV_EXECUTION_COMPLETED, -1);
-        if ((e->json = execution_result(st)) == NULL) return CBM_ENOMEM;
-        return 0;
+        NEXT_OR(EV_EXECUTION_COMPLETED, -1);
+        if ((e->json = execution_result(st)) == NULL) rc = CBM_ENOMEM;
+        goto done;
     }
     for (size_t i = 0; i < bp->nsteps; i++) {
-        if (st->steps[i].status != SS_PENDING || !deps_completed(st, &bp->steps[i])) continue;
-        if ((rc = start_step(st, i, now_us, out, cap, n)) != 0) return rc;
+        if (st->steps[i].status != SS_PENDING || !ready(st, i, fin)) continue;
+        if ((rc = start_step(st, i, now_us, out, cap, n)) != 0) goto done;
     }
-    return 0;
+done:
+    free(fin);
+    return rc;
 }
 
 char *dc_step_input(const st_exec_t *st, size_t step)
@@ -273,14 +293,14 @@ char *dc_step_input(const st_exec_t *st, size_t step)
     char *out, *p;
 
     for (size_t d = 0; d < s->ndeps; d++)
-        cap += strlen(st->bp->steps[s->deps[d]].name) + strlen(st->steps[s->deps[d]].result) + 4;
+        cap += strlen(st->bp->steps[s->deps[d]].name) + strlen(result_of(st, s->deps[d])) + 4;
     if ((out = malloc(cap)) == NULL) return NULL;
     len = (size_t)sprintf(out, "{\"inputs\":%s,\"deps\":{", st->inputs);
     p = out + len;
     for (size_t d = 0; d < s->ndeps; d++) {
         size_t j = s->deps[d];
         if (d > 0) *p++ = ',';
-        p += sprintf(p, "\"%s\":%s", st->bp->steps[j].name, st->steps[j].result);
+        p += sprintf(p, "\"%s\":%s", st->bp->steps[j].name, result_of(st, j));
     }
     strcpy(p, "}}");
     return out;

@@ -3,6 +3,7 @@
 
 #include <cJSON.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,10 @@ void ev_finish(eng_event_t *ev)
     free(ev->name);
     free(ev->text);
     free(ev->who);
+    free(ev->set);
     ev->blueprint = ev->version = ev->json = ev->name = ev->text = ev->who = NULL;
+    ev->set = NULL;
+    ev->nset = 0;
 }
 
 char *json_normalize(const char *text)
@@ -67,7 +71,22 @@ static char *fmt(const char *f, ...)
 
 /* Encoding of the rarer events, where strings from users (reasons, names of
  * people) need JSON escaping: build with cJSON. */
-static char *encode_rare(const eng_event_t *ev, const char *step)
+/* "key": [<step names of ev->set>] */
+static bool add_set(cJSON *o, const char *key, const eng_event_t *ev, const bp_blueprint_t *bp)
+{
+    cJSON *a = cJSON_AddArrayToObject(o, key);
+    if (a == NULL) return false;
+    for (size_t i = 0; i < ev->nset; i++) {
+        cJSON *s = cJSON_CreateString(bp->steps[ev->set[i]].name);
+        if (s == NULL || !cJSON_AddItemToArray(a, s)) {
+            cJSON_Delete(s);
+            return false;
+        }
+    }
+    return true;
+}
+
+static char *encode_rare(const eng_event_t *ev, const char *step, const bp_blueprint_t *bp)
 {
     cJSON *o = cJSON_CreateObject();
     char *out = NULL;
@@ -89,6 +108,29 @@ static char *encode_rare(const eng_event_t *ev, const char *step)
         break;
     case EV_TIMER_FIRED:
         ADD_STR("key", ev->name);
+        break;
+    case EV_DIVERGE_TAKEN: {
+        const bp_diverge_t *r = &bp->steps[ev->step].diverge[ev->rule];
+        ADD_NUM("rule", ev->rule);
+        ADD_STR("on", r->on == BP_ON_ERROR ? "error" : "result");
+        ADD_STR("action", bp_action_name(ev->action));
+        if (ev->action == BP_ACTION_BACK_TO || ev->action == BP_ACTION_SKIP_TO ||
+            ev->action == BP_ACTION_RETRY)
+            ADD_STR("target", bp->steps[ev->target].name);
+        if (ev->action == BP_ACTION_BACK_TO || ev->action == BP_ACTION_RETRY) {
+            ADD_NUM("iteration", ev->iteration);
+            ok = ok && add_set(o, "reopened", ev, bp);
+        } else if (ev->action == BP_ACTION_SKIP_TO) {
+            ok = ok && add_set(o, "skipped", ev, bp);
+        }
+        break;
+    }
+    case EV_BRANCH_TAKEN:
+        if (ev->rule >= 0) ADD_NUM("entry", ev->rule);
+        else ok = ok && cJSON_AddNullToObject(o, "entry") != NULL;
+        if (ev->target >= 0) ADD_STR("to", bp->steps[ev->target].name);
+        else ok = ok && cJSON_AddNullToObject(o, "to") != NULL;
+        ok = ok && add_set(o, "skipped", ev, bp);
         break;
     case EV_APPROVAL_REQUESTED:
         ADD_NUM("attempt", ev->attempt);
@@ -148,7 +190,7 @@ char *ev_encode(const eng_event_t *ev, const bp_blueprint_t *bp)
     case EV_APPROVAL_TIMED_OUT:
         return fmt("{\"step\":\"%s\"}", step);
     default:
-        return encode_rare(ev, step);
+        return encode_rare(ev, step, bp);
     }
 }
 
@@ -189,6 +231,83 @@ static int take_json(const cJSON *p, const char *key, eng_event_t *out, cbm_erro
         return cbm_error_set(err, CBM_EJSON, "event %lld: missing %s", (long long)out->seq, key);
     out->json = cJSON_PrintUnformatted(v);
     return out->json != NULL ? 0 : cbm_error_set(err, CBM_ENOMEM, "out of memory");
+}
+
+/* p[key]: a step name (into *idx) or, when nullable, null (-1). */
+static int get_step_ref(const cJSON *p, const char *key, bool nullable, const bp_blueprint_t *bp,
+                        int *idx, eng_event_t *out, cbm_error_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, key);
+    *idx = -1;
+    if (nullable && cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsString(v) || (*idx = bp_step_index(bp, v->valuestring)) < 0)
+        return cbm_error_set(err, CBM_EJSON, "event %lld: %s is not a step of blueprint %s",
+                             (long long)out->seq, key, bp->name);
+    return 0;
+}
+
+/* p[key]: an array of step names, into out->set. */
+static int get_set(const cJSON *p, const char *key, const bp_blueprint_t *bp, eng_event_t *out,
+                   cbm_error_t *err)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(p, key), *it;
+    int n = cJSON_GetArraySize(a);
+    if (!cJSON_IsArray(a))
+        return cbm_error_set(err, CBM_EJSON, "event %lld: missing %s", (long long)out->seq, key);
+    if (n > 0 && (out->set = calloc((size_t)n, sizeof(*out->set))) == NULL)
+        return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+    cJSON_ArrayForEach(it, a) {
+        int idx = cJSON_IsString(it) ? bp_step_index(bp, it->valuestring) : -1;
+        if (idx < 0)
+            return cbm_error_set(err, CBM_EJSON, "event %lld: %s names no step of blueprint %s",
+                                 (long long)out->seq, key, bp->name);
+        out->set[out->nset++] = idx;
+    }
+    return 0;
+}
+
+/* The routing events: the rule must exist and say what the payload says. */
+static int decode_routing(const cJSON *p, const bp_blueprint_t *bp, eng_event_t *out,
+                          cbm_error_t *err)
+{
+    const bp_step_t *s;
+    const cJSON *r;
+    int rc = get_step(p, bp, out, err);
+    if (rc != 0) return rc;
+    s = &bp->steps[out->step];
+    out->target = -1;
+    out->rule = -1;
+    if (out->type == EV_BRANCH_TAKEN) {
+        r = cJSON_GetObjectItemCaseSensitive(p, "entry");
+        if (cJSON_IsNumber(r)) out->rule = r->valueint;
+        if ((!cJSON_IsNull(r) && (out->rule < 0 || (size_t)out->rule >= s->nbranch)))
+            return cbm_error_set(err, CBM_EJSON, "event %lld: step '%s' has no branch entry there",
+                                 (long long)out->seq, s->name);
+        if ((rc = get_step_ref(p, "to", true, bp, &out->target, out, err)) != 0) return rc;
+        return get_set(p, "skipped", bp, out, err);
+    }
+    r = cJSON_GetObjectItemCaseSensitive(p, "rule");
+    if (cJSON_IsNumber(r)) out->rule = r->valueint;
+    if (out->rule < 0 || (size_t)out->rule >= s->ndiverge)
+        return cbm_error_set(err, CBM_EJSON, "event %lld: step '%s' has no diverge rule there",
+                             (long long)out->seq, s->name);
+    out->action = (int)s->diverge[out->rule].action;
+    r = cJSON_GetObjectItemCaseSensitive(p, "action");
+    if (!cJSON_IsString(r) || strcmp(r->valuestring, bp_action_name(out->action)) != 0)
+        return cbm_error_set(err, CBM_EJSON, "event %lld: action does not match diverge[%d] of "
+                             "step '%s'", (long long)out->seq, out->rule, s->name);
+    switch (out->action) {
+    case BP_ACTION_RETRY:
+    case BP_ACTION_BACK_TO:
+        out->iteration = (int)get_i64(p, "iteration");
+        if ((rc = get_step_ref(p, "target", false, bp, &out->target, out, err)) != 0) return rc;
+        return get_set(p, "reopened", bp, out, err);
+    case BP_ACTION_SKIP_TO:
+        if ((rc = get_step_ref(p, "target", false, bp, &out->target, out, err)) != 0) return rc;
+        return get_set(p, "skipped", bp, out, err);
+    default:
+        return 0;
+    }
 }
 
 int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
@@ -250,6 +369,10 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
         break;
     case EV_TIMER_FIRED:
         rc = take_str(p, "key", &out->name, out, err);
+        break;
+    case EV_DIVERGE_TAKEN:
+    case EV_BRANCH_TAKEN:
+        rc = decode_routing(p, bp, out, err);
         break;
     case EV_APPROVAL_REQUESTED:
         if ((rc = get_step(p, bp, out, err)) == 0 &&

@@ -59,6 +59,14 @@ ev_type_t ev_type_from_name(const char *name);
  *   StepFailed:         step, attempt, json = "error" {kind,message,retryable}
  *   StepRetryScheduled: step, attempt (the next one), due_us = "due_us"
  *   SleepStarted:       step, attempt, due_us = "until_us", json = "result"
+ *   DivergeTaken:       step, rule = "rule", action = "action" (bp_action_t;
+ *                       also "on" for reading), target = "target" (back_to,
+ *                       skip_to), iteration = "iteration" (retry, back_to),
+ *                       set = "reopened" (retry, back_to) or "skipped"
+ *                       (skip_to), step names in step order
+ *   BranchTaken:        step, rule = "entry" (-1/null: none held), target =
+ *                       "to" (-1/null: none), set = "skipped"
+ *   JumpTaken:          not emitted (re-opening is part of DivergeTaken)
  *   TimerFired:         name = "key"
  *   ApprovalRequested:  step, attempt, name = "type", json = "data",
  *                       timeout_ms, due_us = "deadline_us" (0: none)
@@ -86,6 +94,13 @@ typedef struct eng_event {
     char *who;
     int64_t due_us;
     int64_t timeout_ms;
+    /* Routing (DivergeTaken, BranchTaken). */
+    int rule;
+    int action;
+    int target;
+    int iteration;
+    int *set;           /* step indexes, owned */
+    size_t nset;
 } eng_event_t;
 
 struct bp_blueprint;

@@ -480,7 +480,7 @@ static void dispatch(rt_t *rt, rt_exec_t *ex, size_t step)
     memcpy(w->exec_id, ex->id, sizeof(w->exec_id));
     w->step_name = ex->bp->steps[step].name;
     w->handler_name = ex->bp->steps[step].handler;
-    ex->dispatched[step] = (unsigned char)(w->attempt > 255 ? 255 : w->attempt);
+    ex->dispatched[step] = w->attempt;
     ex->running++;
     rt->running_total++;
     if (uv_queue_work(&rt->loop, &w->req, work_cb, after_work) != 0) {
@@ -616,7 +616,7 @@ void rt_settle(rt_t *rt, rt_exec_t *ex)
         for (size_t i = 0; i < ex->bp->nsteps && !ex->dead; i++) {
             const st_step_t *s = &ex->st.steps[i];
             if (s->status == SS_SCHEDULED && ex->bp->steps[i].kind == BP_TASK &&
-                ex->dispatched[i] != (s->attempt > 255 ? 255 : s->attempt))
+                ex->dispatched[i] != s->attempt)
                 dispatch(rt, ex, i);
         }
     }

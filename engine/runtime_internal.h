@@ -61,8 +61,9 @@ struct rt_exec {
     int running;               /* handlers running */
     int pins;                  /* timers due soon: stay in memory */
     int dead;                  /* terminal or dropped: free when idle */
-    unsigned char *dispatched; /* per step: the attempt last dispatched here
-                                  (capped at 255), so no attempt runs twice */
+    int *dispatched;           /* per step: the attempt last dispatched here,
+                                  so no attempt runs twice (attempts keep
+                                  growing across loop iterations) */
     eng_event_t *pend;         /* inputs waiting for the next decision */
     size_t npend, cappend;
     rt_call_t *start;          /* start request to answer, if any */

@@ -36,7 +36,16 @@ int st_init(st_exec_t *st, const char *id, const bp_blueprint_t *bp)
     snprintf(st->id, sizeof(st->id), "%s", id);
     st->bp = bp;
     st->steps = calloc(bp->nsteps ? bp->nsteps : 1, sizeof(st_step_t));
-    return st->steps != NULL ? 0 : CBM_ENOMEM;
+    if (st->steps == NULL) return CBM_ENOMEM;
+    for (size_t i = 0; i < bp->nsteps; i++) {
+        if (bp->steps[i].ndiverge == 0) continue;
+        st->steps[i].iters = calloc(bp->steps[i].ndiverge, sizeof(int));
+        if (st->steps[i].iters == NULL) {
+            st_finish(st);
+            return CBM_ENOMEM;
+        }
+    }
+    return 0;
 }
 
 void st_finish(st_exec_t *st)
@@ -47,6 +56,7 @@ void st_finish(st_exec_t *st)
             free(st->steps[i].result);
             free(st->steps[i].error);
             free(st->steps[i].pending);
+            free(st->steps[i].iters);
         }
     }
     for (size_t i = 0; i < st->nsignals; i++) {
@@ -181,6 +191,122 @@ static int step_fail(st_step_t *s, const char *kind, const char *message)
     return 0;
 }
 
+/* Where the routing of a step that just completed starts. */
+static st_route_t first_route(const bp_step_t *b)
+{
+    for (size_t r = 0; r < b->ndiverge; r++)
+        if (b->diverge[r].on == BP_ON_RESULT) return SR_DIVERGE;
+    return b->nbranch > 0 ? SR_BRANCH : SR_DONE;
+}
+
+static void clear_step_timers(st_exec_t *st, const char *name)
+{
+    static const st_timer_kind_t kinds[] = {TK_SLEEP, TK_APPROVAL, TK_SIGNAL, TK_RETRY, TK_TIMEOUT};
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(*kinds); k++) timer_clear(st, kinds[k], name);
+}
+
+/* Back to pending, to run again (back_to, retry): what it had is dropped
+ * from the state (the history keeps it), a running attempt is abandoned (its
+ * outcome no longer applies), and the retry policy starts counting anew. */
+static void reopen(st_exec_t *st, size_t i)
+{
+    st_step_t *s = &st->steps[i];
+    free(s->result);
+    free(s->error);
+    free(s->pending);
+    s->result = s->error = s->pending = NULL;
+    s->status = SS_PENDING;
+    s->wait = SW_NONE;
+    s->fired = 0;
+    s->base = s->attempt;
+    s->route = SR_DIVERGE;
+    s->forced = 0;
+    clear_step_timers(st, st->bp->steps[i].name);
+}
+
+static int skip(st_exec_t *st, size_t i)
+{
+    st_step_t *s = &st->steps[i];
+    if (s->status != SS_PENDING && s->status != SS_SKIPPED) return CBM_EINVAL;
+    free(s->result);
+    s->result = NULL;
+    s->status = SS_SKIPPED;
+    s->route = SR_DONE;
+    s->forced = 0;
+    return 0;
+}
+
+/* A failed step counts as completed with its error object as its result
+ * (continue and skip_to on an error). */
+static void error_as_result(st_step_t *s)
+{
+    free(s->result);
+    s->result = s->error;
+    s->error = NULL;
+    s->status = SS_COMPLETED;
+}
+
+static int apply_diverge(st_exec_t *st, size_t i, const eng_event_t *ev)
+{
+    const bp_step_t *b = &st->bp->steps[i];
+    st_step_t *s = &st->steps[i];
+    const bp_diverge_t *r;
+    int rc = 0;
+
+    if (ev->rule < 0 || (size_t)ev->rule >= b->ndiverge) return CBM_EINVAL;
+    r = &b->diverge[ev->rule];
+    if (ev->action != (int)r->action) return CBM_EINVAL;
+    if (r->on == BP_ON_RESULT ? (s->status != SS_COMPLETED || s->route != SR_DIVERGE)
+                              : s->status != SS_FAILED)
+        return CBM_EINVAL;
+    for (size_t k = 0; k < ev->nset; k++)
+        if (ev->set[k] < 0 || (size_t)ev->set[k] >= st->bp->nsteps) return CBM_EINVAL;
+    switch (r->action) {
+    case BP_ACTION_RETRY:
+    case BP_ACTION_BACK_TO: {
+        int target = r->action == BP_ACTION_RETRY ? (int)i : r->target;
+        if (ev->target != target || ev->iteration != s->iters[ev->rule] + 1 ||
+            ev->iteration > r->max_iterations)
+            return CBM_EINVAL;
+        s->iters[ev->rule] = ev->iteration;
+        for (size_t k = 0; k < ev->nset; k++) reopen(st, (size_t)ev->set[k]);
+        st->steps[target].forced = 1;
+        break;
+    }
+    case BP_ACTION_SKIP_TO:
+        if (ev->target != r->target) return CBM_EINVAL;
+        if (s->status == SS_FAILED) error_as_result(s);
+        s->route = SR_DONE;
+        for (size_t k = 0; k < ev->nset && rc == 0; k++) rc = skip(st, (size_t)ev->set[k]);
+        st->steps[r->target].forced = 1;
+        break;
+    case BP_ACTION_FAIL:
+        s->route = SR_DONE; /* ExecutionFailed follows */
+        break;
+    case BP_ACTION_CONTINUE:
+        if (s->status == SS_FAILED) error_as_result(s);
+        s->route = b->nbranch > 0 ? SR_BRANCH : SR_DONE;
+        break;
+    }
+    return rc;
+}
+
+static int apply_branch(st_exec_t *st, size_t i, const eng_event_t *ev)
+{
+    const bp_step_t *b = &st->bp->steps[i];
+    st_step_t *s = &st->steps[i];
+    int rc = 0;
+    if (s->status != SS_COMPLETED || s->route != SR_BRANCH) return CBM_EINVAL;
+    if (ev->rule >= (int)b->nbranch || (ev->rule >= 0 && ev->target != b->branch[ev->rule].to) ||
+        (ev->rule < 0 && ev->target >= 0))
+        return CBM_EINVAL;
+    for (size_t k = 0; k < ev->nset; k++)
+        if (ev->set[k] < 0 || (size_t)ev->set[k] >= st->bp->nsteps) return CBM_EINVAL;
+    s->route = SR_DONE;
+    for (size_t k = 0; k < ev->nset && rc == 0; k++) rc = skip(st, (size_t)ev->set[k]);
+    return rc;
+}
+
 /* The step's kind decides what waiting means once it is scheduled. */
 static int apply_scheduled(st_exec_t *st, size_t i, eng_event_t *ev)
 {
@@ -189,6 +315,7 @@ static int apply_scheduled(st_exec_t *st, size_t i, eng_event_t *ev)
     s->status = SS_SCHEDULED;
     s->attempt = ev->attempt;
     s->fired = 0;
+    s->forced = 0;
     s->wait = SW_NONE;
     if (b->kind == BP_SIGNAL) {
         s->wait = SW_SIGNAL;
@@ -224,7 +351,9 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
             rc = timer_set(st, TK_DEADLINE, NULL, ev->at_us + st->bp->timeout_ms * 1000);
         break;
     case EV_STEP_SCHEDULED:
-        if (s == NULL || s->status == SS_COMPLETED || s->status == SS_SCHEDULED) return CBM_EINVAL;
+        if (s == NULL || s->status == SS_COMPLETED || s->status == SS_SCHEDULED ||
+            s->status == SS_SKIPPED || ev->attempt <= s->attempt)
+            return CBM_EINVAL;
         rc = apply_scheduled(st, (size_t)ev->step, ev);
         break;
     case EV_STEP_STARTED:
@@ -248,6 +377,7 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
             timer_clear(st, TK_SIGNAL, name);
         }
         s->status = SS_COMPLETED;
+        s->route = first_route(&st->bp->steps[ev->step]);
         s->wait = SW_NONE;
         s->fired = 0;
         free(s->result);
@@ -274,7 +404,10 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         break;
     case EV_SLEEP_STARTED:
         /* A sleep step, or a task that finished with "done, now sleep". */
-        if (s == NULL || s->status == SS_COMPLETED) return CBM_EINVAL;
+        if (s == NULL || s->status == SS_COMPLETED || s->status == SS_SKIPPED ||
+            ev->attempt < s->attempt)
+            return CBM_EINVAL;
+        s->forced = 0;
         s->status = SS_WAITING;
         s->wait = SW_SLEEP;
         s->attempt = ev->attempt;
@@ -304,7 +437,10 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         break;
     }
     case EV_APPROVAL_REQUESTED:
-        if (s == NULL || s->status == SS_COMPLETED) return CBM_EINVAL;
+        if (s == NULL || s->status == SS_COMPLETED || s->status == SS_SKIPPED ||
+            ev->attempt < s->attempt)
+            return CBM_EINVAL;
+        s->forced = 0;
         s->status = SS_WAITING;
         s->wait = SW_APPROVAL;
         s->attempt = ev->attempt;
@@ -314,6 +450,7 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
     case EV_APPROVAL_GRANTED:
         if (s == NULL || s->status != SS_WAITING || s->wait != SW_APPROVAL) return CBM_EINVAL;
         s->status = SS_COMPLETED;
+        s->route = first_route(&st->bp->steps[ev->step]);
         s->wait = SW_NONE;
         free(s->result);
         s->result = take(&ev->json);
@@ -341,6 +478,7 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         if (i < st->bp->nsteps) {
             st_step_t *w = &st->steps[i];
             w->status = SS_COMPLETED;
+            w->route = first_route(&st->bp->steps[i]);
             w->wait = SW_NONE;
             free(w->result);
             w->result = take(&ev->json);
@@ -355,6 +493,14 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         }
         break;
     }
+    case EV_DIVERGE_TAKEN:
+        if (s == NULL) return CBM_EINVAL;
+        rc = apply_diverge(st, (size_t)ev->step, ev);
+        break;
+    case EV_BRANCH_TAKEN:
+        if (s == NULL) return CBM_EINVAL;
+        rc = apply_branch(st, (size_t)ev->step, ev);
+        break;
     case EV_CANCEL_REQUESTED:
         st->cancel_requested = 1;
         free(st->cancel_reason);
@@ -393,6 +539,7 @@ static const char *step_status_name(st_step_status_t s)
     case SS_BACKOFF: return "backoff";
     case SS_COMPLETED: return "completed";
     case SS_FAILED: return "failed";
+    case SS_SKIPPED: return "skipped";
     }
     return "unknown";
 }
@@ -434,6 +581,14 @@ char *st_to_json(const st_exec_t *st)
         add_raw(s, "result", st->steps[i].result);
         add_raw(s, "error", st->steps[i].error);
         add_raw(s, "pending", st->steps[i].pending);
+        cJSON_AddNumberToObject(s, "base", st->steps[i].base);
+        cJSON_AddNumberToObject(s, "route", st->steps[i].route);
+        cJSON_AddBoolToObject(s, "forced", st->steps[i].forced);
+        if (st->bp->steps[i].ndiverge > 0) {
+            cJSON *it = cJSON_AddArrayToObject(s, "iters");
+            for (size_t r = 0; it != NULL && r < st->bp->steps[i].ndiverge; r++)
+                cJSON_AddItemToArray(it, cJSON_CreateNumber(st->steps[i].iters[r]));
+        }
     }
     /* Timers in key order, so equal sets print equally. */
     timers = cJSON_AddObjectToObject(o, "timers");
@@ -476,9 +631,9 @@ static int64_t num_member(const cJSON *o, const char *key)
 
 static int step_status_from(const char *s)
 {
-    static const char *const names[] = {"pending", "scheduled", "waiting",
-                                        "backoff", "completed", "failed"};
-    for (int i = 0; i < 6; i++)
+    static const char *const names[] = {"pending",   "scheduled", "waiting", "backoff",
+                                        "completed", "failed",    "skipped"};
+    for (int i = 0; i < 7; i++)
         if (strcmp(names[i], s) == 0) return i;
     return -1;
 }
@@ -519,6 +674,18 @@ int st_from_json(st_exec_t *st, const char *json)
         d->attempt = (int)num_member(s, "attempt");
         d->wait = (st_wait_t)num_member(s, "wait");
         d->fired = (int)num_member(s, "fired");
+        d->base = (int)num_member(s, "base");
+        d->route = (st_route_t)num_member(s, "route");
+        d->forced = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "forced"));
+        if (d->route > SR_DONE) goto out;
+        if (d->iters != NULL) {
+            const cJSON *its = cJSON_GetObjectItemCaseSensitive(s, "iters");
+            if (its != NULL && (!cJSON_IsArray(its) ||
+                                (size_t)cJSON_GetArraySize(its) != st->bp->steps[i].ndiverge))
+                goto out;
+            for (size_t r = 0; its != NULL && r < st->bp->steps[i].ndiverge; r++)
+                d->iters[r] = (int)cJSON_GetArrayItem(its, (int)r)->valuedouble;
+        }
         if (raw_member(s, "result", &d->result) || raw_member(s, "error", &d->error) ||
             raw_member(s, "pending", &d->pending))
             goto oom;

@@ -25,7 +25,18 @@ typedef enum st_step_status {
     SS_BACKOFF,       /* failed, waiting for its retry timer */
     SS_COMPLETED,
     SS_FAILED,
+    SS_SKIPPED,       /* not run: a branch did not pick it, a skip_to jumped
+                         over it, or all its dependencies were skipped */
 } st_step_status_t;
+
+/* Where a completed step is in its routing (docs/blueprints.md, "Routing"):
+ * its diverge rules on results, then its branch, are evaluated by the decider
+ * once per completion; DivergeTaken and BranchTaken record what they chose. */
+typedef enum st_route {
+    SR_DIVERGE = 0,   /* diverge rules on results still to evaluate */
+    SR_BRANCH,        /* diverge done (no rule taken, or continue): branch next */
+    SR_DONE,          /* routed: its dependents may go on */
+} st_route_t;
 
 typedef enum st_exec_status {
     XS_RUNNING = 0,
@@ -55,7 +66,17 @@ typedef enum st_timer_kind {
 
 typedef struct st_step {
     st_step_status_t status;
-    int attempt;        /* attempt of the last StepScheduled */
+    int attempt;        /* attempt of the last StepScheduled; keeps growing
+                           across loop iterations, so (step, attempt) is
+                           unique within an execution */
+    int base;           /* attempt at the last re-opening (0 if none): the
+                           retry policy counts attempt - base */
+    st_route_t route;   /* when completed: how far its routing went */
+    int forced;         /* a skip_to or back_to target: runs once its
+                           dependencies are finished even if all were
+                           skipped; cleared when it starts */
+    int *iters;         /* per diverge rule: jumps taken (retry, back_to) in
+                           this execution; NULL when the step has no rules */
     st_wait_t wait;
     int fired;          /* 1 + st_timer_kind_t of a fired timer, 0 if none */
     char *result;       /* normalised JSON text when completed */
