@@ -296,7 +296,8 @@ static int apply_branch(st_exec_t *st, size_t i, const eng_event_t *ev)
     const bp_step_t *b = &st->bp->steps[i];
     st_step_t *s = &st->steps[i];
     int rc = 0;
-    if (s->status != SS_COMPLETED || s->route != SR_BRANCH) return CBM_EINVAL;
+    /* SR_DIVERGE: no diverge rule matched (which is not recorded). */
+    if (s->status != SS_COMPLETED || s->route == SR_DONE) return CBM_EINVAL;
     if (ev->rule >= (int)b->nbranch || (ev->rule >= 0 && ev->target != b->branch[ev->rule].to) ||
         (ev->rule < 0 && ev->target >= 0))
         return CBM_EINVAL;
