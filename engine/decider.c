@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "cbm_internal.h"
+#include "engine/match.h"
 #include "engine/route.h"
 
 /* May pending step i start? When all its dependencies are finished
@@ -128,6 +131,9 @@ static char *error_json(const char *kind, const char *message, bool retryable)
         if (((dst) = strdup(src)) == NULL) return CBM_ENOMEM;  \
     } while (0)
 
+static int start_step(const st_exec_t *st, size_t i, int64_t now, eng_event_t *out, size_t cap,
+                      size_t *n);
+
 /* Timers that fired: what each one means for its step. */
 static int resolve_fired(const st_exec_t *st, eng_event_t *out, size_t cap, size_t *n)
 {
@@ -143,11 +149,18 @@ static int resolve_fired(const st_exec_t *st, eng_event_t *out, size_t cap, size
             e->attempt = s->attempt;
             DUP(e->json, s->pending != NULL ? s->pending : "null");
             break;
-        case TK_RETRY:
+        case TK_RETRY: {
+            int rc;
             if (s->status != SS_BACKOFF) break;
+            /* A sub-workflow's next attempt is a new child. */
+            if (bp->steps[i].kind == BP_SUBWORKFLOW) {
+                if ((rc = start_step(st, i, 0, out, cap, n)) != 0) return rc;
+                break;
+            }
             NEXT(EV_STEP_SCHEDULED, i);
             e->attempt = s->attempt + 1;
             break;
+        }
         case TK_TIMEOUT:
             if (s->status != SS_SCHEDULED) break;
             NEXT(EV_STEP_FAILED, i);
@@ -176,6 +189,35 @@ static int resolve_fired(const st_exec_t *st, eng_event_t *out, size_t cap, size
     return 0;
 }
 
+void dc_child_id(const char *parent, const char *step, int attempt, char out[37])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char text[256];
+    int len = snprintf(text, sizeof(text), "%s/%s/%d", parent, step, attempt);
+    if (!EVP_Digest(text, (size_t)len, md, &mdlen, EVP_sha256(), NULL) || mdlen < 16)
+        memset(md, 0, sizeof(md)); /* cannot happen with a built-in digest */
+    md[6] = (unsigned char)((md[6] & 0x0f) | 0x80); /* version 8 */
+    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* variant 10 */
+    snprintf(out, 37,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0], md[1],
+             md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12],
+             md[13], md[14], md[15]);
+}
+
+/* The child's inputs: the step's template filled from its input document. */
+static char *child_inputs(const st_exec_t *st, size_t i)
+{
+    char *doc = dc_step_input(st, i), *out = NULL;
+    cJSON *data = doc != NULL ? cJSON_Parse(doc) : NULL, *in = NULL;
+    if (data != NULL && match_template(st->bp->steps[i].sub_inputs, data, &in) == 0)
+        out = cJSON_PrintUnformatted(in);
+    cJSON_Delete(in);
+    cJSON_Delete(data);
+    free(doc);
+    return out;
+}
+
 /* Start a pending step whose dependencies are done, by its kind. */
 static int start_step(const st_exec_t *st, size_t i, int64_t now, eng_event_t *out, size_t cap,
                       size_t *n)
@@ -199,6 +241,17 @@ static int start_step(const st_exec_t *st, size_t i, int64_t now, eng_event_t *o
         e->timeout_ms = b->timeout_ms;
         e->due_us = b->timeout_ms > 0 ? now + b->timeout_ms * 1000 : 0;
         return 0;
+    case BP_SUBWORKFLOW: {
+        char id[37];
+        NEXT(EV_CHILD_STARTED, i);
+        e->attempt = attempt;
+        dc_child_id(st->id, b->name, attempt, id);
+        DUP(e->name, id);
+        DUP(e->blueprint, b->sub_blueprint);
+        if (b->sub_version != NULL) DUP(e->version, b->sub_version);
+        if ((e->json = child_inputs(st, i)) == NULL) return CBM_ENOMEM;
+        return 0;
+    }
     case BP_SIGNAL:
         NEXT(EV_STEP_SCHEDULED, i);
         e->attempt = attempt;

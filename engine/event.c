@@ -125,6 +125,21 @@ static char *encode_rare(const eng_event_t *ev, const char *step, const bp_bluep
         }
         break;
     }
+    case EV_CHILD_STARTED:
+        ADD_NUM("attempt", ev->attempt);
+        ADD_STR("child", ev->name);
+        ADD_STR("blueprint", ev->blueprint);
+        if (ev->version != NULL) ADD_STR("version", ev->version);
+        else ok = ok && cJSON_AddNullToObject(o, "version") != NULL;
+        ADD_RAW("inputs", ev->json);
+        break;
+    case EV_CHILD_COMPLETED:
+        ADD_NUM("attempt", ev->attempt);
+        ADD_STR("child", ev->name);
+        ADD_STR("status", ev->text);
+        ADD_RAW(ev->text != NULL && strcmp(ev->text, "completed") == 0 ? "result" : "error",
+                ev->json);
+        break;
     case EV_BRANCH_TAKEN:
         if (ev->rule >= 0) ADD_NUM("entry", ev->rule);
         else ok = ok && cJSON_AddNullToObject(o, "entry") != NULL;
@@ -373,6 +388,22 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
     case EV_DIVERGE_TAKEN:
     case EV_BRANCH_TAKEN:
         rc = decode_routing(p, bp, out, err);
+        break;
+    case EV_CHILD_STARTED: {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, "version");
+        if ((rc = get_step(p, bp, out, err)) == 0 &&
+            (rc = take_str(p, "child", &out->name, out, err)) == 0 &&
+            (rc = take_str(p, "blueprint", &out->blueprint, out, err)) == 0 &&
+            cJSON_IsString(v) && (out->version = strdup(v->valuestring)) == NULL)
+            rc = cbm_error_set(err, CBM_ENOMEM, "out of memory");
+        if (rc == 0) rc = take_json(p, "inputs", out, err);
+        break;
+    }
+    case EV_CHILD_COMPLETED:
+        if ((rc = get_step(p, bp, out, err)) == 0 &&
+            (rc = take_str(p, "child", &out->name, out, err)) == 0 &&
+            (rc = take_str(p, "status", &out->text, out, err)) == 0)
+            rc = take_json(p, strcmp(out->text, "completed") == 0 ? "result" : "error", out, err);
         break;
     case EV_APPROVAL_REQUESTED:
         if ((rc = get_step(p, bp, out, err)) == 0 &&

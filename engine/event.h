@@ -67,6 +67,12 @@ ev_type_t ev_type_from_name(const char *name);
  *   BranchTaken:        step, rule = "entry" (-1/null: none held), target =
  *                       "to" (-1/null: none), set = "skipped"
  *   JumpTaken:          not emitted (re-opening is part of DivergeTaken)
+ *   ChildStarted:       step, attempt, name = "child" (the child's id),
+ *                       blueprint, version (NULL/null: the latest when the
+ *                       child starts), json = "inputs"
+ *   ChildCompleted:     step, attempt, name = "child", text = "status"
+ *                       (completed, failed, cancelled), json = "result"
+ *                       (completed) or "error" (otherwise)
  *   TimerFired:         name = "key"
  *   ApprovalRequested:  step, attempt, name = "type", json = "data",
  *                       timeout_ms, due_us = "deadline_us" (0: none)

@@ -57,6 +57,7 @@ void st_finish(st_exec_t *st)
             free(st->steps[i].error);
             free(st->steps[i].pending);
             free(st->steps[i].iters);
+            free(st->steps[i].child);
         }
     }
     for (size_t i = 0; i < st->nsignals; i++) {
@@ -105,18 +106,20 @@ bool st_only_waiting(const st_exec_t *st)
 
 const char *st_projection_status(const st_exec_t *st)
 {
-    bool approval = false, signal = false, active = false, waiting = false;
+    bool approval = false, signal = false, active = false, waiting = false, child = false;
     if (st_terminal(st)) return st_status_name(st->status);
     for (size_t i = 0; i < st->bp->nsteps; i++) {
         const st_step_t *s = &st->steps[i];
         if (s->status == SS_WAITING && s->wait == SW_APPROVAL) approval = true;
         else if (s->status == SS_SCHEDULED && s->wait == SW_SIGNAL) signal = true;
+        else if (s->status == SS_WAITING && s->wait == SW_CHILD) child = true;
         else if (s->status == SS_WAITING || s->status == SS_BACKOFF) waiting = true;
         else if (s->status == SS_SCHEDULED) active = true;
     }
     if (active) return "running";
     if (approval) return "awaiting_approval";
     if (signal) return "awaiting_signal";
+    if (child) return "awaiting_child";
     if (waiting) return "sleeping";
     return "running";
 }
@@ -175,13 +178,13 @@ static char *take(char **p)
     return s;
 }
 
-static int step_fail(st_step_t *s, const char *kind, const char *message)
+static int step_fail(st_step_t *s, const char *kind, const char *message, bool retryable)
 {
     cJSON *o = cJSON_CreateObject();
     if (o == NULL) return CBM_ENOMEM;
     cJSON_AddStringToObject(o, "kind", kind);
     cJSON_AddStringToObject(o, "message", message != NULL ? message : "");
-    cJSON_AddBoolToObject(o, "retryable", 0);
+    cJSON_AddBoolToObject(o, "retryable", retryable);
     free(s->error);
     s->error = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -219,6 +222,8 @@ static void reopen(st_exec_t *st, size_t i)
     s->wait = SW_NONE;
     s->fired = 0;
     s->base = s->attempt;
+    free(s->child);
+    s->child = NULL;
     s->route = SR_DIVERGE;
     s->forced = 0;
     clear_step_timers(st, st->bp->steps[i].name);
@@ -459,13 +464,13 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         break;
     case EV_APPROVAL_REJECTED:
         if (s == NULL || s->status != SS_WAITING || s->wait != SW_APPROVAL) return CBM_EINVAL;
-        rc = step_fail(s, "approval_rejected", ev->text);
+        rc = step_fail(s, "approval_rejected", ev->text, false);
         timer_clear(st, TK_APPROVAL, name);
         break;
     case EV_APPROVAL_TIMED_OUT:
         if (s == NULL || s->status != SS_WAITING || s->wait != SW_APPROVAL) return CBM_EINVAL;
         s->fired = 0;
-        rc = step_fail(s, "approval_timeout", "nobody decided before the deadline");
+        rc = step_fail(s, "approval_timeout", "nobody decided before the deadline", false);
         timer_clear(st, TK_APPROVAL, name);
         break;
     case EV_SIGNAL_RECEIVED: {
@@ -494,6 +499,40 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         }
         break;
     }
+    case EV_CHILD_STARTED:
+        if (s == NULL || st->bp->steps[ev->step].kind != BP_SUBWORKFLOW ||
+            s->status == SS_COMPLETED || s->status == SS_SCHEDULED || s->status == SS_SKIPPED ||
+            s->status == SS_WAITING || ev->attempt <= s->attempt || ev->name == NULL)
+            return CBM_EINVAL;
+        s->status = SS_WAITING;
+        s->wait = SW_CHILD;
+        s->attempt = ev->attempt;
+        s->forced = 0;
+        s->fired = 0;
+        free(s->child);
+        s->child = take(&ev->name);
+        break;
+    case EV_CHILD_COMPLETED:
+        /* Only the child of the current attempt counts. */
+        if (s == NULL || s->status != SS_WAITING || s->wait != SW_CHILD ||
+            ev->attempt != s->attempt || ev->name == NULL || s->child == NULL ||
+            strcmp(ev->name, s->child) != 0 || ev->text == NULL)
+            return CBM_EINVAL;
+        s->wait = SW_NONE;
+        if (strcmp(ev->text, "completed") == 0) {
+            s->status = SS_COMPLETED;
+            s->route = first_route(&st->bp->steps[ev->step]);
+            free(s->result);
+            s->result = take(&ev->json);
+        } else {
+            /* A failed child may be retried (a new child); a cancelled one
+             * was stopped on purpose and is not. */
+            bool cancelled = strcmp(ev->text, "cancelled") == 0;
+            char msg[200];
+            snprintf(msg, sizeof(msg), "child execution %s %s", s->child, ev->text);
+            rc = step_fail(s, cancelled ? "child_cancelled" : "child_failed", msg, !cancelled);
+        }
+        break;
     case EV_DIVERGE_TAKEN:
         if (s == NULL) return CBM_EINVAL;
         rc = apply_diverge(st, (size_t)ev->step, ev);
@@ -585,6 +624,7 @@ char *st_to_json(const st_exec_t *st)
         cJSON_AddNumberToObject(s, "base", st->steps[i].base);
         cJSON_AddNumberToObject(s, "route", st->steps[i].route);
         cJSON_AddBoolToObject(s, "forced", st->steps[i].forced);
+        if (st->steps[i].child != NULL) cJSON_AddStringToObject(s, "child", st->steps[i].child);
         if (st->bp->steps[i].ndiverge > 0) {
             cJSON *it = cJSON_AddArrayToObject(s, "iters");
             for (size_t r = 0; it != NULL && r < st->bp->steps[i].ndiverge; r++)
@@ -678,6 +718,10 @@ int st_from_json(st_exec_t *st, const char *json)
         d->base = (int)num_member(s, "base");
         d->route = (st_route_t)num_member(s, "route");
         d->forced = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "forced"));
+        {
+            const cJSON *c = cJSON_GetObjectItemCaseSensitive(s, "child");
+            if (cJSON_IsString(c) && (d->child = strdup(c->valuestring)) == NULL) goto oom;
+        }
         if (d->route > SR_DONE) goto out;
         if (d->iters != NULL) {
             const cJSON *its = cJSON_GetObjectItemCaseSensitive(s, "iters");

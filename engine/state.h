@@ -52,6 +52,7 @@ typedef enum st_wait {
     SW_SLEEP,
     SW_APPROVAL,
     SW_SIGNAL,
+    SW_CHILD,         /* a subworkflow step waiting for its child execution */
 } st_wait_t;
 
 typedef enum st_timer_kind {
@@ -82,6 +83,8 @@ typedef struct st_step {
     char *result;       /* normalised JSON text when completed */
     char *error;        /* normalised JSON text when failed */
     char *pending;      /* result to take when a sleep ends */
+    char *child;        /* subworkflow steps: the id of the child of the
+                           current attempt (ChildStarted); NULL before */
 } st_step_t;
 
 /* An active durable timer of the execution. Keys are "<kind>:<step>" (or

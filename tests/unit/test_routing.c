@@ -605,6 +605,94 @@ static void test_bad_routing_events(void **state)
     script_finish(&s);
 }
 
+/* ------------------------------------------------------------ sub-workflows */
+
+static void child_done(script_t *s, const char *step, const char *status, const char *json)
+{
+    eng_event_t ev = {0};
+    int i = bp_step_index(s->bp, step);
+    ev.type = EV_CHILD_COMPLETED;
+    ev.step = i;
+    ev.attempt = s->st.steps[i].attempt;
+    ev.name = strdup(s->st.steps[i].child);
+    ev.text = strdup(status);
+    ev.json = json_normalize(json);
+    record_and_apply(s, &ev);
+}
+
+/* A subworkflow step starts a child named by (parent, step, attempt), with
+ * inputs from its template, waits for it (the parent can hibernate), and
+ * takes its result; a failed child is a failed step, so retry and diverge
+ * apply, and the next attempt is a new child. */
+static void test_subworkflow_step(void **state)
+{
+    const char *bp =
+        "{\"name\":\"parent\",\"steps\":[{\"name\":\"gen\"},"
+        "{\"name\":\"sub\",\"kind\":\"subworkflow\",\"blueprint\":\"kid\",\"depends_on\":[\"gen\"],"
+        "\"inputs\":{\"draft\":\"$.deps.gen.text\",\"n\":\"$.inputs.n\",\"fixed\":true},"
+        "\"retry\":{\"max_attempts\":2,\"initial_ms\":5},"
+        "\"diverge\":[{\"match\":{\"kind\":\"child_cancelled\"},\"on\":\"error\",\"action\":\"continue\"}]},"
+        "{\"name\":\"use\",\"depends_on\":[\"sub\"]}]}";
+    script_t s;
+    char id1[37], id2[37];
+    eng_event_t ev = {0};
+    (void)state;
+    script_init(&s, bp, "{\"n\":7}");
+    expect_decide(&s, "StepScheduled:gen");
+    done(&s, "gen", "{\"text\":\"hello\"}");
+    expect_decide(&s, "ChildStarted:sub");
+    dc_child_id(s.st.id, "sub", 1, id1);
+    assert_string_equal(s.st.steps[1].child, id1);
+    assert_int_equal(id1[14], '8'); /* a version 8 UUID */
+    assert_non_null(strstr(last_payload(&s, "ChildStarted"),
+                           "\"blueprint\":\"kid\",\"version\":null,\"inputs\":{\"draft\":\"hello\","
+                           "\"fixed\":true,\"n\":7}"));
+    assert_string_equal(st_projection_status(&s.st), "awaiting_child");
+    assert_true(st_only_waiting(&s.st));
+    expect_decide(&s, "");
+    expect_rebuild_equal(&s);
+    /* A completion of another child, or another attempt, is refused. */
+    ev.type = EV_CHILD_COMPLETED;
+    ev.step = 1;
+    ev.attempt = 1;
+    ev.seq = s.st.seq + 1;
+    ev.name = strdup("00000000-0000-8000-8000-000000000000");
+    ev.text = strdup("completed");
+    assert_int_equal(st_apply(&s.st, &ev), CBM_EINVAL);
+    ev_finish(&ev);
+    /* The child failed: the step fails and is retried with a new child. */
+    child_done(&s, "sub", "failed", "{\"step\":\"x\",\"kind\":\"boom\",\"message\":\"m\"}");
+    assert_non_null(strstr(s.st.steps[1].error, "\"kind\":\"child_failed\""));
+    expect_decide(&s, "StepRetryScheduled:sub");
+    {
+        eng_event_t f = {0};
+        f.type = EV_TIMER_FIRED;
+        f.step = -1;
+        f.name = strdup("retry:sub");
+        record_and_apply(&s, &f);
+    }
+    expect_decide(&s, "ChildStarted:sub");
+    dc_child_id(s.st.id, "sub", 2, id2);
+    assert_string_equal(s.st.steps[1].child, id2);
+    assert_string_not_equal(id1, id2);
+    child_done(&s, "sub", "completed", "{\"review\":{\"ok\":true}}");
+    expect_decide(&s, "StepScheduled:use");
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+
+    /* A cancelled child: child_cancelled, which a rule here continues on. */
+    script_init(&s, bp, "{\"n\":1}");
+    expect_decide(&s, "StepScheduled:gen");
+    done(&s, "gen", "{}");
+    expect_decide(&s, "ChildStarted:sub");
+    child_done(&s, "sub", "cancelled", "{\"step\":\"\",\"kind\":\"cancelled\",\"message\":\"\"}");
+    expect_decide(&s, "DivergeTaken:sub");
+    assert_non_null(strstr(s.st.steps[1].result, "child_cancelled"));
+    expect_decide(&s, "StepScheduled:use");
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -618,6 +706,7 @@ int main(void)
         cmocka_unit_test(test_loop_over_branch),
         cmocka_unit_test(test_reopen_running_sibling),
         cmocka_unit_test(test_bad_routing_events),
+        cmocka_unit_test(test_subworkflow_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
