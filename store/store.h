@@ -46,6 +46,7 @@ typedef struct store_execution {
     int64_t last_seq;
     int64_t created_at_us;
     int64_t updated_at_us;
+    char *idempotency_key;   /* the key it was started with, or NULL */
     /* The execution's latest snapshot (cbm_snapshots), filled ONLY by
      * store_load_unfinished and store_load_execution, which then return just
      * the events with seq > snapshot_seq: snapshot is the JSON text exactly
@@ -97,6 +98,12 @@ typedef struct store_decision {
     const char *status;
     const char *result;
     const char *error;
+    /* Only with is_new: the start's idempotency key (NULL = none). Unique per
+     * blueprint (migration 004): if another execution of the same blueprint
+     * holds it already, or an earlier decision of the same batch claims it,
+     * this decision is rejected with CBM_EEXIST and the rest of the batch
+     * commits; store_find_by_key then names the holder. */
+    const char *idempotency_key;
 
     store_timer_t *timers_set;  /* upserted (execution_id, key); of several
                                    with one key the last wins */
@@ -126,7 +133,8 @@ typedef struct store_decision {
     /* Out: 0 if committed, CBM_ECONFLICT if (execution_id, seq) already
      * existed or the projection's last_seq was not expected_seq (stale
      * expected_seq; also is_new for an execution that exists),
-     * CBM_ENOTFOUND if !is_new and the execution does not exist, another
+     * CBM_ENOTFOUND if !is_new and the execution does not exist, CBM_EEXIST
+     * if is_new and its idempotency_key is taken (see above), another
      * CBM_E* (the function's return value) when the batch as a whole failed. */
     int result_code;
 } store_decision_t;
@@ -139,6 +147,9 @@ typedef struct store_list_filter {
                                  An id that names no execution gives
                                  CBM_ENOTFOUND, a malformed one CBM_EINVAL */
     size_t limit;             /* 0 = 100 */
+    bool newest_first;        /* order by (created_at, id) descending; the
+                                 cursor then gives executions created BEFORE
+                                 after_id. Same indexes, scanned backwards */
 } store_list_filter_t;
 
 /* Open a connection (libpq conninfo or postgres:// URL). Applies nothing.
@@ -168,7 +179,9 @@ int store_migrate(store_t *s, cbm_error_t *err);
  * known to be committed, and the caller must check with store_last_seq()
  * after reconnecting (the commit may or may not have happened).
  * When some decisions were rejected one by one and all the others committed,
- * returns CBM_ECONFLICT (or CBM_ENOTFOUND if no rejection was a conflict).
+ * returns CBM_ECONFLICT (or, if no rejection was a conflict, CBM_ENOTFOUND
+ * when one was for an unknown execution, else CBM_EEXIST: idempotency keys
+ * taken).
  * Any other failure (CBM_ESTORE: invalid JSON, a duplicate task...) fails
  * the whole batch: nothing is written, every result_code is set to it.
  */
@@ -188,8 +201,9 @@ int store_read_history(store_t *s, const char *execution_id, int64_t from_seq,
  * bytes given. */
 int store_get_execution(store_t *s, const char *id, store_execution_t **out, cbm_error_t *err);
 
-/* Page of executions matching filter, ordered by (created_at, id), using an
- * index (keyset pagination, no OFFSET). */
+/* Page of executions matching filter, ordered by (created_at, id) (or the
+ * reverse with f->newest_first), using an index (keyset pagination, no
+ * OFFSET). */
 int store_list_executions(store_t *s, const store_list_filter_t *f,
                           store_execution_t **out, size_t *n, cbm_error_t *err);
 
@@ -247,15 +261,22 @@ int store_timers_due(store_t *s, int64_t until_us, size_t limit, store_timer_t *
                      cbm_error_t *err);
 void store_timers_free(store_timer_t *t, size_t n);
 
+/* The execution of blueprint started with idempotency key, as
+ * store_get_execution returns it; CBM_ENOTFOUND (*out = NULL) if none. */
+int store_find_by_key(store_t *s, const char *blueprint, const char *key,
+                      store_execution_t **out, cbm_error_t *err);
+
 /* Blueprints (cbm_blueprints): keyed by (name, version); inserting an
- * existing (name, version) is a no-op. get with version NULL returns the
+ * existing (name, version) is a no-op (it does not make that version the
+ * latest again either), and *inserted (if not NULL) says which it was: true
+ * when this call stored the row. get with version NULL returns the
  * latest registered version of name; CBM_ENOTFOUND if none. *version_out and
  * *json_out (either pointer may be NULL if not wanted) are malloc'd, freed
  * with free(). The definition column is jsonb, so json_out is PostgreSQL's
  * rendering of it (keys reordered, whitespace normalised), not the canonical
  * bytes that were hashed: parse it, do not re-hash it. */
 int store_put_blueprint(store_t *s, const char *name, const char *version,
-                        const char *canonical_json, cbm_error_t *err);
+                        const char *canonical_json, bool *inserted, cbm_error_t *err);
 int store_get_blueprint(store_t *s, const char *name, const char *version,
                         char **version_out, char **json_out, cbm_error_t *err);
 

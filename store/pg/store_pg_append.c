@@ -37,6 +37,12 @@
  * set ends up set (clear, then set). Clears and sets of different keys touch
  * different rows and need nothing.
  *
+ * Idempotency keys (migration 004) are one more unique index that a new
+ * execution's insert can hit (23505 again): classify() also asks, per new
+ * execution with a key, whether another execution of its blueprint holds
+ * it, and finds keys claimed twice within the batch itself; those decisions
+ * get CBM_EEXIST and the rest is sent again, like a stale seq.
+ *
  * A decision's snapshot (store.h) is one more upsert (CTE sn) into
  * cbm_snapshots: at most one row per decision, so never a row twice, and
  * written under the projection's lock like everything else of the execution.
@@ -60,6 +66,7 @@ enum {
     TC_ID, TC_KEY,                                                             /* $24-$25 */
     TK_ID, TK_STEP, TK_ATTEMPT, TK_QUEUE, TK_PAYLOAD,                          /* $26-$30 */
     SN_ID, SN_SEQ, SN_STATE,                                                   /* $31-$33 */
+    NX_KEY,                                                                    /* $34 */
     NCOLS_
 };
 _Static_assert(NCOLS_ == APPEND_NCOLS, "APPEND_NCOLS matches the statement");
@@ -72,12 +79,13 @@ static const char sql_append[] =
     "  AS u(id, seq, type, payload, at)"
     "), nx AS ("
     " INSERT INTO cbm_executions (id, blueprint, version, status, inputs, result, error, last_seq,"
-    "  created_at, updated_at)"
-    " SELECT u.id, u.blueprint, u.version, u.status, u.inputs, u.result, u.error, u.last_seq, u.ts, u.ts"
+    "  created_at, updated_at, idempotency_key)"
+    " SELECT u.id, u.blueprint, u.version, u.status, u.inputs, u.result, u.error, u.last_seq, u.ts, u.ts,"
+    "  u.key"
     " FROM (SELECT *, clock_timestamp() AS ts"  /* volatile: evaluated once per row */
     "  FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[],"
-    "  $12::jsonb[], $13::int8[]) AS u(id, blueprint, version, status, inputs, result, error,"
-    "  last_seq)) AS u"
+    "  $12::jsonb[], $13::int8[], $34::text[]) AS u(id, blueprint, version, status, inputs, result,"
+    "  error, last_seq, key)) AS u"
     "), lk AS ("
     " SELECT x.id FROM cbm_executions x WHERE x.id = ANY ($14::uuid[]) ORDER BY x.id FOR UPDATE"
     "), ux AS ("
@@ -109,11 +117,15 @@ static const char sql_append[] =
     " SELECT cbm_expect_rows((SELECT count(*) FROM ux), cardinality($14::uuid[]))";
 
 /* Where each execution of the batch stands: projection last_seq (NULL when
- * the execution does not exist) and the highest event seq. */
+ * the execution does not exist), the highest event seq, and whether another
+ * execution of the blueprint holds the idempotency key it would take ($2,
+ * $3: NULL for decisions that take none). */
 static const char sql_conflicts[] =
     "SELECT u.i, x.last_seq,"
-    " (SELECT max(v.seq) FROM cbm_events v WHERE v.execution_id = u.id)"
-    " FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, i)"
+    " (SELECT max(v.seq) FROM cbm_events v WHERE v.execution_id = u.id),"
+    " EXISTS (SELECT 1 FROM cbm_executions k WHERE k.blueprint = u.bp"
+    "  AND k.idempotency_key = u.key AND k.id <> u.id)"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(id, bp, key, i)"
     " LEFT JOIN cbm_executions x ON x.id = u.id";
 
 /* Invariants the engine guarantees; breaking one is a bug, not a failure. */
@@ -184,6 +196,7 @@ static void add_decision(store_t *s, const store_decision_t *d)
         store_pg_array_add_text(&c[NX_RESULT], d->result);
         store_pg_array_add_text(&c[NX_ERROR], d->error);
         store_pg_array_add_int(&c[NX_LAST_SEQ], last);
+        store_pg_array_add_text(&c[NX_KEY], d->idempotency_key);
     } else {
         store_pg_array_add_text(&c[UX_ID], d->execution_id);
         store_pg_array_add_int(&c[UX_EXPECTED], d->expected_seq);
@@ -250,30 +263,57 @@ static void mark_pending(store_decision_t *const *ds, size_t n, int code)
         if (ds[i]->result_code == 0) ds[i]->result_code = code;
 }
 
-/* Which pending decision is stale? Marks each with CBM_ECONFLICT or
- * CBM_ENOTFOUND. Returns how many it marked (>= 0), or a CBM_E* code. */
+/* A new execution whose idempotency key an earlier pending decision of the
+ * batch takes too (for the same blueprint): both inserts would fail on the
+ * unique index together, so the later one yields. */
+static bool key_taken_earlier(store_decision_t *const *pending, size_t i)
+{
+    const store_decision_t *d = pending[i];
+
+    if (!d->is_new || d->idempotency_key == NULL) return false;
+    for (size_t j = 0; j < i; j++) {
+        const store_decision_t *o = pending[j];
+        if (o->is_new && o->idempotency_key != NULL && o->result_code == 0 &&
+            strcmp(o->idempotency_key, d->idempotency_key) == 0 &&
+            strcmp(o->blueprint, d->blueprint) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Which pending decision is stale, or takes a key that is taken? Marks each
+ * with CBM_ECONFLICT, CBM_ENOTFOUND or CBM_EEXIST. Returns how many it marked
+ * (>= 0), or a CBM_E* code. */
 static int classify(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t *err)
 {
-    pg_array_t *ids = &s->cols[EV_ID]; /* free to reuse: the batch failed */
+    /* Free to reuse: the batch failed. */
+    pg_array_t *ids = &s->cols[EV_ID], *bps = &s->cols[EV_SEQ], *keys = &s->cols[EV_TYPE];
     store_decision_t **pending = malloc(n * sizeof(*pending));
-    const char *val;
+    const char *vals[3];
     PGresult *res;
     size_t np = 0;
     int marked = 0;
 
     if (pending == NULL) return cbm_error_set(err, CBM_ENOMEM, "store_append: out of memory");
     store_pg_array_reset(ids);
+    store_pg_array_reset(bps);
+    store_pg_array_reset(keys);
     for (size_t i = 0; i < n; i++) {
+        bool keyed = ds[i]->is_new && ds[i]->idempotency_key != NULL;
         if (ds[i]->result_code != 0) continue;
         pending[np++] = ds[i];
         store_pg_array_add_text(ids, ds[i]->execution_id);
+        store_pg_array_add_text(bps, keyed ? ds[i]->blueprint : NULL);
+        store_pg_array_add_text(keys, keyed ? ds[i]->idempotency_key : NULL);
     }
-    val = store_pg_array_finish(ids);
-    if (val == NULL) {
+    vals[0] = store_pg_array_finish(ids);
+    vals[1] = store_pg_array_finish(bps);
+    vals[2] = store_pg_array_finish(keys);
+    if (vals[0] == NULL || vals[1] == NULL || vals[2] == NULL) {
         free(pending);
         return cbm_error_set(err, CBM_ENOMEM, "store_append: out of memory");
     }
-    res = store_pg_exec(s, STMT_CONFLICTS, sql_conflicts, 1, &val);
+    res = store_pg_exec(s, STMT_CONFLICTS, sql_conflicts, 3, vals);
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
         int rc = store_pg_fail(s, res, err, "store_append: conflict check");
         PQclear(res);
@@ -287,10 +327,14 @@ static int classify(store_t *s, store_decision_t *const *ds, size_t n, cbm_error
         store_decision_t *d;
         int code = 0;
 
+        bool key_held = PQgetvalue(res, r, 3)[0] == 't';
+
         assert(i >= 0 && (size_t)i < np);
         d = pending[i];
         if (d->is_new)
-            code = (exists || max_seq != 0) ? CBM_ECONFLICT : 0;
+            code = (exists || max_seq != 0) ? CBM_ECONFLICT
+                   : key_held               ? CBM_EEXIST
+                                            : 0;
         else if (!exists) /* events without a projection: never written by us */
             code = max_seq == 0 ? CBM_ENOTFOUND : CBM_ECONFLICT;
         else if (proj_seq != d->expected_seq || max_seq != d->expected_seq)
@@ -304,6 +348,13 @@ static int classify(store_t *s, store_decision_t *const *ds, size_t n, cbm_error
         }
     }
     PQclear(res);
+    /* Keys claimed twice within the batch: the first claim stays pending. */
+    for (size_t i = 0; i < np; i++) {
+        if (pending[i]->result_code == 0 && key_taken_earlier(pending, i)) {
+            pending[i]->result_code = CBM_EEXIST;
+            marked++;
+        }
+    }
     free(pending);
     return marked;
 }
@@ -311,21 +362,22 @@ static int classify(store_t *s, store_decision_t *const *ds, size_t n, cbm_error
 /* After every round: 0, or which individual rejection to report. */
 static int summarize(store_decision_t *const *ds, size_t n, cbm_error_t *err)
 {
-    size_t conflicts = 0, missing = 0, committed = 0;
+    size_t conflicts = 0, missing = 0, taken = 0, committed = 0;
 
     for (size_t i = 0; i < n; i++) {
         if (ds[i]->result_code == 0) committed++;
         else if (ds[i]->result_code == CBM_ECONFLICT) conflicts++;
         else if (ds[i]->result_code == CBM_ENOTFOUND) missing++;
+        else if (ds[i]->result_code == CBM_EEXIST) taken++;
     }
-    if (conflicts == 0 && missing == 0) {
+    if (conflicts == 0 && missing == 0 && taken == 0) {
         cbm_error_clear(err); /* a retried round may have filled it */
         return 0;
     }
-    return cbm_error_set(err, conflicts > 0 ? CBM_ECONFLICT : CBM_ENOTFOUND,
+    return cbm_error_set(err, conflicts > 0 ? CBM_ECONFLICT : missing > 0 ? CBM_ENOTFOUND : CBM_EEXIST,
                          "store_append: %zu of %zu decisions committed; %zu stale (seq conflict), "
-                         "%zu for unknown executions",
-                         committed, n, conflicts, missing);
+                         "%zu for unknown executions, %zu with an idempotency key already taken",
+                         committed, n, conflicts, missing, taken);
 }
 
 int store_append(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t *err)

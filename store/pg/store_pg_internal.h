@@ -66,11 +66,12 @@ enum pg_stmt {
     STMT_BP_PUT,
     STMT_BP_GET,
     STMT_BP_LATEST,
+    STMT_FIND_KEY,
     STMT_COUNT_
 };
 
 /* Number of array columns the append statement takes (see store_pg_append.c). */
-#define APPEND_NCOLS 33
+#define APPEND_NCOLS 34
 
 struct store {
     PGconn *conn;

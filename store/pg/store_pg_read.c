@@ -20,13 +20,13 @@
 
 #define EXEC_COLS                                                                        \
     "id, blueprint, version, status, inputs::text, result::text, error::text, last_seq, " \
-    PG_US("created_at") ", " PG_US("updated_at")
+    PG_US("created_at") ", " PG_US("updated_at") ", idempotency_key"
 #define UNFINISHED "status NOT IN ('completed', 'failed', 'cancelled')"
 /* EXEC_COLS of cbm_executions x plus its snapshot (NULL, NULL when none). */
 #define EXEC_SNAP_COLS EXEC_COLS ", sn.state::text, sn.seq"
 #define EXEC_SNAP_FROM \
     " FROM cbm_executions x LEFT JOIN cbm_snapshots sn ON sn.execution_id = x.id"
-#define EXEC_NCOLS 10
+#define EXEC_NCOLS 11
 
 static const char sql_last_seq[] =
     "SELECT coalesce(max(seq), 0) FROM cbm_events WHERE execution_id = $1";
@@ -34,6 +34,9 @@ static const char sql_history[] =
     "SELECT execution_id, seq, type, payload, " PG_US("recorded_at")
     " FROM cbm_events WHERE execution_id = $1 AND seq >= $2 ORDER BY seq";
 static const char sql_get_exec[] = "SELECT " EXEC_COLS " FROM cbm_executions WHERE id = $1";
+/* One row at most: the unique index cbm_executions_idempotency. */
+static const char sql_find_key[] =
+    "SELECT " EXEC_COLS " FROM cbm_executions WHERE blueprint = $1 AND idempotency_key = $2";
 static const char sql_exec_exists[] = "SELECT 1 FROM cbm_executions WHERE id = $1";
 /* Both resurrection queries order by execution id, so one walk pairs them.
  * Only the events after each execution's snapshot are read, and only those
@@ -154,6 +157,7 @@ static int fill_execs(const PGresult *res, store_execution_t **out, size_t *n, c
         x->last_seq = store_pg_int(res, r, 7);
         x->created_at_us = store_pg_int(res, r, 8);
         x->updated_at_us = store_pg_int(res, r, 9);
+        x->idempotency_key = dup_col(res, r, 10, &oom);
         if (PQnfields(res) > EXEC_NCOLS) {
             x->snapshot = dup_col(res, r, EXEC_NCOLS, &oom);
             x->snapshot_seq = store_pg_int(res, r, EXEC_NCOLS + 1);
@@ -266,6 +270,7 @@ int store_list_executions(store_t *s, const store_list_filter_t *f, store_execut
 {
     static const store_list_filter_t all = {0};
     char sql[1024], limit[24];
+    const char *dir;
     const char *vals[4];
     int np = 0, len, rc;
     PGresult *res;
@@ -273,6 +278,7 @@ int store_list_executions(store_t *s, const store_list_filter_t *f, store_execut
     *out = NULL;
     *n = 0;
     if (f == NULL) f = &all;
+    dir = f->newest_first ? "DESC" : "";
     if (f->after_id != NULL && (rc = check_id(f->after_id, "store_list_executions", err)) != 0)
         return rc;
     len = snprintf(sql, sizeof(sql), "SELECT " EXEC_COLS " FROM cbm_executions WHERE true");
@@ -287,12 +293,15 @@ int store_list_executions(store_t *s, const store_list_filter_t *f, store_execut
     if (f->after_id != NULL) {
         vals[np++] = f->after_id;
         len += snprintf(sql + len, sizeof(sql) - (size_t)len,
-                        " AND (created_at, id) > ((SELECT created_at FROM cbm_executions"
-                        " WHERE id = $%d::uuid), $%d::uuid)", np, np);
+                        " AND (created_at, id) %s ((SELECT created_at FROM cbm_executions"
+                        " WHERE id = $%d::uuid), $%d::uuid)", f->newest_first ? "<" : ">", np, np);
     }
     snprintf(limit, sizeof(limit), "%zu", f->limit != 0 ? f->limit : 100);
     vals[np++] = limit;
-    len += snprintf(sql + len, sizeof(sql) - (size_t)len, " ORDER BY created_at, id LIMIT $%d", np);
+    /* Both columns in one direction, so an index on (..., created_at, id)
+     * serves either order (a backward scan for newest first). */
+    len += snprintf(sql + len, sizeof(sql) - (size_t)len,
+                    " ORDER BY created_at %s, id %s LIMIT $%d", dir, dir, np);
     assert(len > 0 && (size_t)len < sizeof(sql));
 
     res = PQexecParams(s->conn, sql, np, NULL, vals, NULL, NULL, 0);
@@ -587,15 +596,42 @@ void store_timers_free(store_timer_t *t, size_t n)
 }
 
 int store_put_blueprint(store_t *s, const char *name, const char *version,
-                        const char *canonical_json, cbm_error_t *err)
+                        const char *canonical_json, bool *inserted, cbm_error_t *err)
 {
     const char *vals[3] = {name, version, canonical_json};
     PGresult *res;
     int rc;
 
+    if (inserted != NULL) *inserted = false;
     if (name == NULL || version == NULL || canonical_json == NULL)
         return cbm_error_set(err, CBM_EINVAL, "store_put_blueprint: name, version and JSON are required");
     res = query(s, STMT_BP_PUT, sql_bp_put, 3, vals, err, "store_put_blueprint", &rc);
+    /* ON CONFLICT DO NOTHING: "INSERT 0 1" when stored, "INSERT 0 0" when the
+     * row was there already. */
+    if (res != NULL && inserted != NULL) *inserted = strcmp(PQcmdTuples(res), "1") == 0;
+    PQclear(res);
+    return rc;
+}
+
+int store_find_by_key(store_t *s, const char *blueprint, const char *key,
+                      store_execution_t **out, cbm_error_t *err)
+{
+    const char *vals[2] = {blueprint, key};
+    PGresult *res;
+    size_t n;
+    int rc;
+
+    *out = NULL;
+    if (blueprint == NULL || key == NULL)
+        return cbm_error_set(err, CBM_EINVAL, "store_find_by_key: blueprint and key are required");
+    res = query(s, STMT_FIND_KEY, sql_find_key, 2, vals, err, "store_find_by_key", &rc);
+    if (res == NULL) return rc;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return cbm_error_set(err, CBM_ENOTFOUND, "no execution of %s with idempotency key '%s'",
+                             blueprint, key);
+    }
+    rc = fill_execs(res, out, &n, err);
     PQclear(res);
     return rc;
 }
@@ -656,6 +692,7 @@ void store_executions_free(store_execution_t *ex, size_t n)
         free(ex[i].result);
         free(ex[i].error);
         free(ex[i].snapshot);
+        free(ex[i].idempotency_key);
     }
     free(ex);
 }

@@ -75,6 +75,14 @@ void test_connection_loss(void **state);
 void test_load_consistent(void **state);
 void test_bench_group_commit(void **state);
 
+/* Tests in test_store_pg_keys.c: idempotency keys, blueprint puts, lists
+ * newest first. */
+void test_blueprint_inserted(void **state);
+void test_key_unique(void **state);
+void test_key_same_batch(void **state);
+void test_key_race(void **state);
+void test_list_newest_first(void **state);
+
 /* Tests in test_store_pg_durable.c: timers, snapshots, single loads. */
 void test_timers_clear_and_set(void **state);
 void test_timers_due_order(void **state);

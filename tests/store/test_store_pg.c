@@ -74,9 +74,9 @@ static void test_migrate_twice(void **state)
 
     /* setup() migrated once. */
     applied = strdup(sql_text(f, "SELECT string_agg(version || ':' || name || '@' || applied_at, ',' ORDER BY version) FROM cbm_schema_version"));
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 3);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 4);
     assert_string_equal(sql_text(f, "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM cbm_schema_version"),
-                        "1:001_init,2:002_append_check,3:003_snapshots");
+                        "1:001_init,2:002_append_check,3:003_snapshots,4:004_idempotency");
     assert_code(store_migrate(f->s, &err), 0);
     assert_code(store_migrate(f->s, &err), 0);
     /* Nothing re-applied: same rows, same applied_at. */
@@ -87,13 +87,16 @@ static void test_migrate_twice(void **state)
     assert_int_equal(sql_int(f, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
 
     /* A database at version 2 with data (what an older binary left) is
-     * upgraded in place: 003 is applied alone, and the data loads. */
+     * upgraded in place: 003 and 004 are applied, and the data loads. */
     create_exec(f, "00000000-0000-4000-8000-000000000001", 3, "running");
-    PQclear(PQexec(f->pg, "DROP TABLE cbm_snapshots; DELETE FROM cbm_schema_version WHERE version = 3"));
+    PQclear(PQexec(f->pg, "DROP TABLE cbm_snapshots; DROP INDEX cbm_executions_idempotency;"
+                          " ALTER TABLE cbm_executions DROP COLUMN idempotency_key;"
+                          " DELETE FROM cbm_schema_version WHERE version IN (3, 4)"));
     assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 2);
     if (store_migrate(f->s, &err) != 0) fail_msg("migrate: %s", err.message);
     assert_string_equal(sql_text(f, "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM cbm_schema_version"),
-                        "1:001_init,2:002_append_check,3:003_snapshots");
+                        "1:001_init,2:002_append_check,3:003_snapshots,4:004_idempotency");
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_executions WHERE idempotency_key IS NULL"), 1);
     {
         store_unfinished_t u;
         assert_code(store_load_unfinished(f->s, &u, &err), 0);
@@ -629,8 +632,8 @@ static void test_blueprints(void **state)
     cbm_error_t err = {0};
     char *version, *json;
 
-    assert_code(store_put_blueprint(f->s, "flow", "v1", "{\"steps\":[{\"name\":\"a\"}]}", &err), 0);
-    assert_code(store_put_blueprint(f->s, "flow", "v1", "{\"steps\":[{\"name\":\"CHANGED\"}]}", &err), 0);
+    assert_code(store_put_blueprint(f->s, "flow", "v1", "{\"steps\":[{\"name\":\"a\"}]}", NULL, &err), 0);
+    assert_code(store_put_blueprint(f->s, "flow", "v1", "{\"steps\":[{\"name\":\"CHANGED\"}]}", NULL, &err), 0);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_blueprints"), 1);
     assert_code(store_get_blueprint(f->s, "flow", NULL, &version, &json, &err), 0);
     assert_string_equal(version, "v1");
@@ -638,8 +641,8 @@ static void test_blueprints(void **state)
     free(version);
     free(json);
 
-    assert_code(store_put_blueprint(f->s, "flow", "v2", "{\"steps\":[]}", &err), 0);
-    assert_code(store_put_blueprint(f->s, "other", "v9", "{}", &err), 0);
+    assert_code(store_put_blueprint(f->s, "flow", "v2", "{\"steps\":[]}", NULL, &err), 0);
+    assert_code(store_put_blueprint(f->s, "other", "v9", "{}", NULL, &err), 0);
     assert_code(store_get_blueprint(f->s, "flow", NULL, &version, &json, &err), 0);
     assert_string_equal(version, "v2");
     assert_string_equal(json, "{\"steps\": []}");
@@ -653,7 +656,7 @@ static void test_blueprints(void **state)
     assert_null(version);
     assert_null(json);
     assert_code(store_get_blueprint(f->s, "nope", NULL, &version, &json, &err), CBM_ENOTFOUND);
-    assert_code(store_put_blueprint(f->s, "bad", "v1", "{not json", &err), CBM_ESTORE);
+    assert_code(store_put_blueprint(f->s, "bad", "v1", "{not json", NULL, &err), CBM_ESTORE);
 }
 
 static void test_open_unavailable(void **state)
@@ -705,6 +708,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_unfinished, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_get_execution_unknown, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_blueprints, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_blueprint_inserted, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_key_unique, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_key_same_batch, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_key_race, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_list_newest_first, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_timers_clear_and_set, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_timers_due_order, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_timers_due_plan, fixture_setup, fixture_teardown),
