@@ -41,6 +41,7 @@ typedef struct cli_opts {
     /* start */
     const char *input;
     const char *idem_key;
+    const char *bp_version;
     /* list */
     const char *status;
     const char *blueprint;

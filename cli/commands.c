@@ -158,6 +158,7 @@ int cli_cmd_register(const cli_opts_t *o)
     const char *path = o->args[0];
     char *json = cli_read_file(path), version[65];
     cbm_error_t err = {0};
+    bool created = false;
     cJSON *doc, *name;
     conn_t c;
     int rc;
@@ -170,7 +171,7 @@ int cli_cmd_register(const cli_opts_t *o)
         free(json);
         return rc;
     }
-    rc = cbm_client_register_blueprint(c.client, json, version, &err);
+    rc = cbm_client_put_blueprint(c.client, json, version, &created, &err);
     if (rc == CBM_EINVAL) {
         /* The server's word on the file's content: say which file. */
         cli_errorf("%s: %s", path, err.message);
@@ -186,13 +187,14 @@ int cli_cmd_register(const cli_opts_t *o)
             char *s;
             cJSON_AddStringToObject(out, "name", cJSON_IsString(name) ? name->valuestring : "");
             cJSON_AddStringToObject(out, "version", version);
+            cJSON_AddBoolToObject(out, "created", created);
             s = cJSON_Print(out);
             printf("%s\n", s != NULL ? s : "null");
             free(s);
             cJSON_Delete(out);
         } else {
-            printf("registered %s version %s\n", cJSON_IsString(name) ? name->valuestring : "?",
-                   version);
+            printf("%s %s version %s\n", created ? "registered" : "already registered",
+                   cJSON_IsString(name) ? name->valuestring : "?", version);
         }
         cJSON_Delete(doc);
         rc = CLI_OK;
@@ -204,19 +206,42 @@ int cli_cmd_register(const cli_opts_t *o)
 
 int cli_cmd_start(const cli_opts_t *o)
 {
+    cbm_start_opts_t so = {0};
     cbm_error_t err = {0};
-    char id[37];
+    char id[37], version[65];
+    bool created = false;
     conn_t c;
     int rc;
 
     if (check_json("--input", o->input, 1) != 0) return CLI_USAGE;
+    if (o->idem_key != NULL && o->idem_key[0] == '\0') {
+        cli_errorf("--id must not be empty");
+        return CLI_USAGE;
+    }
+    if (o->bp_version != NULL && o->bp_version[0] == '\0') {
+        cli_errorf("--version must not be empty");
+        return CLI_USAGE;
+    }
     if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
-    rc = cbm_client_start(c.client, o->args[0], o->input, o->idem_key, id, &err);
+    so.idempotency_key = o->idem_key;
+    so.version = o->bp_version;
+    rc = cbm_client_start_opts(c.client, o->args[0], o->input, &so, id, &created, version, &err);
     if (rc != 0) {
         rc = report(&c, rc, &err);
     } else {
-        if (o->json) printf("{\n  \"execution_id\": \"%s\"\n}\n", id);
-        else printf("%s\n", id);
+        if (o->json) {
+            printf("{\n  \"execution_id\": \"%s\",\n  \"created\": %s,\n  \"version\": \"%s\"\n}\n",
+                   id, created ? "true" : "false", version);
+        } else {
+            printf("%s\n", id);
+            /* stdout stays the id alone (id=$(cerebelum start ...)); with a
+             * key, whether it was started now or before goes to stderr. */
+            if (o->idem_key != NULL && created)
+                cli_errorf("created execution %s (key '%s')", id, o->idem_key);
+            else if (o->idem_key != NULL)
+                cli_errorf("existing execution %s (key '%s'): not started again", id,
+                           o->idem_key);
+        }
         rc = CLI_OK;
     }
     conn_close(&c);

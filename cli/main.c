@@ -25,7 +25,7 @@ enum opt {
     O_INPUT, O_ID, O_STATUS, O_BLUEPRINT, O_LIMIT, O_AFTER,
     O_RESPONSE, O_WHO, O_REASON, O_PAYLOAD,
     O_LISTEN, O_DATABASE_URL, O_STATE_DIR, O_TLS_CERT, O_TLS_KEY, O_TLS_CLIENT_CA, O_MAX_MSG,
-    O_DEMO, O_HELP = 'h', O_VERSION = 'V',
+    O_DEMO, O_BP_VERSION, O_HELP = 'h', O_VERSION = 'V',
 };
 
 static const struct option long_opts[] = {
@@ -83,11 +83,11 @@ static const command_t commands[] = {
      0},
     {"blueprint register", 1, cli_cmd_register, "blueprint register FILE",
      "validate and store the blueprint in FILE; prints its version", {0}, 1},
-    {"start", 1, cli_cmd_start, "start BLUEPRINT [--input JSON] [--id KEY]",
-     "start an execution of the latest version of BLUEPRINT; prints its id",
-     {O_INPUT, O_ID}, 1},
+    {"start", 1, cli_cmd_start, "start BLUEPRINT [--input JSON] [--id KEY] [--version V]",
+     "start an execution of BLUEPRINT (the latest version, or V); prints its id",
+     {O_INPUT, O_ID, O_BP_VERSION}, 1},
     {"list", 0, cli_cmd_list, "list [--status S] [--blueprint B] [--limit N] [--after ID]",
-     "list executions, oldest first; page with --after <last id>",
+     "list executions, newest first; page with --after <last id>",
      {O_STATUS, O_BLUEPRINT, O_LIMIT, O_AFTER}, 1},
     {"show", 1, cli_cmd_show, "show ID", "an execution: status, current steps, result", {0}, 1},
     {"history", 1, cli_cmd_history, "history ID", "an execution's events as a timeline",
@@ -225,6 +225,18 @@ int main(int argc, char **argv)
         case O_DEMO: o.demo_handlers = true; break;
         case O_HELP: help = 1; break;
         case O_VERSION:
+            /* After `start`, --version names a blueprint version and takes
+             * the next word as its value; anywhere else it asks for the
+             * program's version. */
+            if (npos > 0 && strcmp(pos[0], "start") == 0) {
+                if (optind >= argc || argv[optind][0] == '-') {
+                    cli_errorf("option '--version' needs a value");
+                    goto bad;
+                }
+                o.bp_version = argv[optind++];
+                if (nseen > 0 && seen[nseen - 1] == O_VERSION) seen[nseen - 1] = O_BP_VERSION;
+                break;
+            }
             printf("cerebelum %s\n", CBM_VERSION);
             free(pos);
             return CLI_OK;

@@ -9,16 +9,12 @@
  * fields keep protobuf-c's shared empty default, which it knows not to free).
  *
  * What the engine API cannot say yet, and how this file copes:
- *   - RegisterBlueprint `created`: the engine does not tell a new version from
- *     a repeated one, so it is always true.
- *   - StartExecution with a `version` or an `idempotency_key`: UNIMPLEMENTED.
  *   - Approve/Reject/Signal/Cancel `seq`: the engine does not return it, so
  *     it is looked up in the history afterwards (the latest matching event).
  *   - Approve/Reject without a step: the one step whose latest event is
  *     ApprovalRequested, found by folding the history.
  *   - GetExecution `state_json`: folded here from the history (each step's
  *     latest event), not read from the engine's reducer.
- *   - ListExecutions: the engine pages oldest first; so does this server.
  */
 #include "service.h"
 
@@ -152,6 +148,7 @@ static Cerebelum__V1__Execution *execution_msg(job_t *j, const cbm_execution_inf
     m->updated_at_ms = x->updated_at_us / 1000;
     m->finished_at_ms = is_final(m->status) ? m->updated_at_ms : 0;
     m->last_seq = x->last_seq > 0 ? (uint64_t)x->last_seq : 0;
+    m->idempotency_key = dup_or_empty(x->idempotency_key, &bad);
     if (bad) {
         protobuf_c_message_free_unpacked(&m->base, NULL);
         fail(j, CBM_ENOMEM, "out of memory");
@@ -278,14 +275,15 @@ static void do_register(job_t *j)
     Cerebelum__V1__RegisterBlueprintResponse *rp;
     char version[65];
     cJSON *doc, *name;
+    bool created = false;
     int bad = 0;
 
     if (rq->blueprint_json[0] == '\0') {
         fail(j, CBM_EINVAL, "blueprint_json is empty");
         return;
     }
-    if ((j->rc = cbm_engine_register_blueprint(j->svc->engine, rq->blueprint_json, version,
-                                               &j->err)) != 0)
+    if ((j->rc = cbm_engine_put_blueprint(j->svc->engine, rq->blueprint_json, version, &created,
+                                          &j->err)) != 0)
         return;
     rp = NEW(Cerebelum__V1__RegisterBlueprintResponse,
              CEREBELUM__V1__REGISTER_BLUEPRINT_RESPONSE__INIT, j);
@@ -296,7 +294,7 @@ static void do_register(job_t *j)
     rp->name = dup_or_empty(cJSON_IsString(name) ? name->valuestring : NULL, &bad);
     cJSON_Delete(doc);
     rp->version = dup_or_empty(version, &bad);
-    rp->created = 1;
+    rp->created = created;
     j->out = &rp->base;
     if (bad) fail(j, CBM_ENOMEM, "out of memory");
 }
@@ -306,11 +304,15 @@ static void do_start(job_t *j)
     const Cerebelum__V1__StartExecutionRequest *rq = (const void *)j->in;
     Cerebelum__V1__StartExecutionResponse *rp;
     cbm_execution_info_t *x = NULL;
+    cbm_start_opts_t so = {0};
+    bool created = false;
     char id[37];
     int bad = 0;
 
-    if ((j->rc = cbm_execution_start(j->svc->engine, rq->blueprint, opt(rq->inputs_json), id,
-                                     &j->err)) != 0)
+    so.idempotency_key = opt(rq->idempotency_key);
+    so.version = opt(rq->version);
+    if ((j->rc = cbm_execution_start_opts(j->svc->engine, rq->blueprint, opt(rq->inputs_json),
+                                          &so, id, &created, &j->err)) != 0)
         return;
     /* The version it runs: read back, since start does not return it. A
      * failure here does not undo the start, so it is not an error. */
@@ -319,7 +321,7 @@ static void do_start(job_t *j)
              CEREBELUM__V1__START_EXECUTION_RESPONSE__INIT, j);
     if (rp != NULL) {
         rp->execution_id = dup_or_empty(id, &bad);
-        rp->created = 1;
+        rp->created = created;
         rp->version = dup_or_empty(x != NULL ? x->version : NULL, &bad);
         j->out = &rp->base;
         if (bad) fail(j, CBM_ENOMEM, "out of memory");
@@ -369,6 +371,7 @@ static void do_list(job_t *j)
     }
     lo.blueprint = opt(rq->blueprint);
     lo.after = opt(rq->after);
+    lo.newest_first = true; /* docs/protocol.md */
     lo.limit = rq->limit == 0 ? 50 : rq->limit > 1000 ? 1000 : rq->limit;
     if ((j->rc = cbm_execution_list(j->svc->engine, &lo, &xs, &n, &j->err)) != 0) return;
     rp = NEW(Cerebelum__V1__ListExecutionsResponse,
@@ -654,13 +657,6 @@ static int precheck(rpc_call_t *call, rpc_method_t m, const ProtobufCMessage *re
         const Cerebelum__V1__StartExecutionRequest *rq = (const void *)request;
         if (rq->blueprint[0] == '\0')
             return rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "blueprint is required"), -1;
-        if (rq->idempotency_key[0] != '\0')
-            return rpc_call_fail(call, GRPC_STATUS_UNIMPLEMENTED,
-                                 "idempotency keys are not supported yet"), -1;
-        if (rq->version[0] != '\0')
-            return rpc_call_fail(call, GRPC_STATUS_UNIMPLEMENTED,
-                                 "starting a given blueprint version is not supported yet; "
-                                 "leave version empty to run the latest"), -1;
         return 0;
     }
     case RPC_GET_EXECUTION:

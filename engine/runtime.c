@@ -578,6 +578,10 @@ void rt_process(rt_t *rt, rt_exec_t *ex, int force)
     d->nin = nin;
     d->start = ex->start;
     ex->start = NULL;
+    /* A start's idempotency key goes with its first decision; the caller's
+     * string outlives the decision's commit (the caller waits for it). */
+    if (d->start != NULL && d->start->keys != NULL && d->req.d.is_new)
+        d->req.d.idempotency_key = d->start->keys[ex->start_i];
     d->terminal = st_terminal(&ex->st);
     d->req.owner = d;
     if (d->req.d.nevents == 0) {
@@ -654,6 +658,14 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
             ex->dead = 1;
             notify_terminal(rt, ex->id);
         }
+    } else if (rc == CBM_EEXIST && d->req.d.is_new && d->start != NULL) {
+        /* Its idempotency key is held by another execution (started here,
+         * elsewhere, or earlier): this one never existed. The caller looks
+         * the holder up. */
+        if (d->start->codes != NULL) d->start->codes[ex->start_i] = CBM_EEXIST;
+        answer_start(rt, d->start, 0);
+        d->start = NULL;
+        ex->dead = 1;
     } else if (rc == CBM_ECONFLICT && !d->req.d.is_new) {
         /* Someone else (an approval from another rt_process, another engine)
          * decided first: read the execution again and re-apply what we had
@@ -756,6 +768,8 @@ static void do_start(rt_t *rt, rt_call_t *c)
         ev.version = strdup(c->bp->version);
         ev.json = strdup(c->inputs[i]);
         ex->start = c;
+        ex->start_i = i;
+        if (c->codes != NULL) c->codes[i] = 0;
         if (ev.blueprint == NULL || ev.version == NULL || ev.json == NULL ||
             rt_pend_push(ex, &ev) != 0) {
             ev_finish(&ev);
@@ -767,14 +781,17 @@ static void do_start(rt_t *rt, rt_call_t *c)
     }
 }
 
-int rt_start_executions(rt_t *rt, const bp_blueprint_t *bp, char *const *inputs, size_t n,
-                        char (*ids)[37], cbm_error_t *err)
+int rt_start_executions(rt_t *rt, const bp_blueprint_t *bp, char *const *inputs,
+                        const char *const *keys, size_t n, char (*ids)[37], int *codes,
+                        cbm_error_t *err)
 {
     rt_call_t c = {0};
     if (n == 0) return 0;
     c.fn = do_start;
     c.bp = bp;
     c.inputs = inputs;
+    c.keys = keys;
+    c.codes = codes;
     c.ids = ids;
     c.n = n;
     post_and_wait(rt, &c);

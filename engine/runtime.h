@@ -58,11 +58,16 @@ int rt_check_handlers(rt_t *rt, const bp_blueprint_t *bp, cbm_error_t *err);
 int rt_start(rt_t *rt, store_t **store, store_t **reads, const store_unfinished_t *u,
              cbm_error_t *err);
 
-/* Start n executions of bp with the given normalised JSON object inputs.
- * Blocks until all are durably started (or failed). ids receives n ids.
+/* Start n executions of bp with the given normalised JSON object inputs,
+ * under the new ids given in ids. Blocks until all are durably started (or
+ * failed). keys (NULL, or n entries that may be NULL) are idempotency keys:
+ * when execution i's key is held by another execution of bp (migration 004)
+ * it is not created, and codes[i] (codes: NULL or n entries) says
+ * CBM_EEXIST instead of 0; the caller finds the holder (store_find_by_key).
  * Thread-safe; not on the loop thread. */
-int rt_start_executions(rt_t *rt, const bp_blueprint_t *bp, char *const *inputs, size_t n,
-                        char (*ids)[37], cbm_error_t *err);
+int rt_start_executions(rt_t *rt, const bp_blueprint_t *bp, char *const *inputs,
+                        const char *const *keys, size_t n, char (*ids)[37], int *codes,
+                        cbm_error_t *err);
 
 /* Waiting for terminal executions. rt_wait_begin registers interest in id
  * (before the caller checks the store, so no completion is missed);

@@ -67,6 +67,7 @@ struct rt_exec {
     eng_event_t *pend;         /* inputs waiting for the next decision */
     size_t npend, cappend;
     rt_call_t *start;          /* start request to answer, if any */
+    size_t start_i;            /* and this execution's index in it */
 };
 
 typedef struct rt_decision {
@@ -118,6 +119,8 @@ struct rt_call {
     const bp_blueprint_t *bp;
     char *const *inputs;
     char (*ids)[37];
+    const char *const *keys;   /* idempotency keys (NULL: none; entries may be NULL) */
+    int *codes;                /* per execution: 0 started, CBM_EEXIST key taken */
     size_t n, remaining;
     /* debug, refresh */
     char id[37];

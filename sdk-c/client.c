@@ -114,17 +114,51 @@ static int call(cbm_client_t *c, rpc_method_t m, const ProtobufCMessage *req,
  * hold non-const pointers, hence the casts. */
 #define STR(s) ((char *)(uintptr_t)((s) != NULL ? (s) : ""))
 
-int cbm_client_register_blueprint(cbm_client_t *c, const char *json, char version_out[65],
-                                  cbm_error_t *err)
+int cbm_client_put_blueprint(cbm_client_t *c, const char *json, char version_out[65],
+                             bool *created, cbm_error_t *err)
 {
     Cerebelum__V1__RegisterBlueprintRequest req = CEREBELUM__V1__REGISTER_BLUEPRINT_REQUEST__INIT;
     Cerebelum__V1__RegisterBlueprintResponse *rep = NULL;
     int rc;
 
+    if (created != NULL) *created = false;
     if (c == NULL || json == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
     req.blueprint_json = STR(json);
     rc = call(c, RPC_REGISTER_BLUEPRINT, &req.base, (ProtobufCMessage **)&rep, err);
     if (rc != 0) return rc;
+    if (version_out != NULL) snprintf(version_out, 65, "%s", rep->version);
+    if (created != NULL) *created = rep->created;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return 0;
+}
+
+int cbm_client_register_blueprint(cbm_client_t *c, const char *json, char version_out[65],
+                                  cbm_error_t *err)
+{
+    return cbm_client_put_blueprint(c, json, version_out, NULL, err);
+}
+
+int cbm_client_start_opts(cbm_client_t *c, const char *blueprint, const char *inputs_json,
+                          const cbm_start_opts_t *opts, char id_out[37], bool *created,
+                          char version_out[65], cbm_error_t *err)
+{
+    Cerebelum__V1__StartExecutionRequest req = CEREBELUM__V1__START_EXECUTION_REQUEST__INIT;
+    Cerebelum__V1__StartExecutionResponse *rep = NULL;
+    int rc;
+
+    if (created != NULL) *created = false;
+    if (c == NULL || blueprint == NULL || id_out == NULL)
+        return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    req.blueprint = STR(blueprint);
+    req.inputs_json = STR(inputs_json);
+    if (opts != NULL) {
+        req.idempotency_key = STR(opts->idempotency_key);
+        req.version = STR(opts->version);
+    }
+    rc = call(c, RPC_START_EXECUTION, &req.base, (ProtobufCMessage **)&rep, err);
+    if (rc != 0) return rc;
+    snprintf(id_out, 37, "%s", rep->execution_id);
+    if (created != NULL) *created = rep->created;
     if (version_out != NULL) snprintf(version_out, 65, "%s", rep->version);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     return 0;
@@ -133,20 +167,9 @@ int cbm_client_register_blueprint(cbm_client_t *c, const char *json, char versio
 int cbm_client_start(cbm_client_t *c, const char *blueprint, const char *inputs_json,
                      const char *idempotency_key, char id_out[37], cbm_error_t *err)
 {
-    Cerebelum__V1__StartExecutionRequest req = CEREBELUM__V1__START_EXECUTION_REQUEST__INIT;
-    Cerebelum__V1__StartExecutionResponse *rep = NULL;
-    int rc;
-
-    if (c == NULL || blueprint == NULL || id_out == NULL)
-        return cbm_error_set(err, CBM_EINVAL, "NULL argument");
-    req.blueprint = STR(blueprint);
-    req.inputs_json = STR(inputs_json);
-    req.idempotency_key = STR(idempotency_key);
-    rc = call(c, RPC_START_EXECUTION, &req.base, (ProtobufCMessage **)&rep, err);
-    if (rc != 0) return rc;
-    snprintf(id_out, 37, "%s", rep->execution_id);
-    protobuf_c_message_free_unpacked(&rep->base, NULL);
-    return 0;
+    cbm_start_opts_t o = {0};
+    o.idempotency_key = idempotency_key;
+    return cbm_client_start_opts(c, blueprint, inputs_json, &o, id_out, NULL, NULL, err);
 }
 
 /* Move an Execution into an info; strings are copied (the reply is freed
@@ -165,6 +188,8 @@ static int info_from(const Cerebelum__V1__Execution *x, cbm_execution_info_t *in
     info->last_seq = (int64_t)x->last_seq;
     info->created_at_us = x->started_at_ms * 1000;
     info->updated_at_us = x->updated_at_ms * 1000;
+    if (x->idempotency_key[0] != '\0' && (info->idempotency_key = strdup(x->idempotency_key)) == NULL)
+        return CBM_ENOMEM;
     if (info->blueprint == NULL || info->version == NULL || info->status == NULL ||
         info->inputs == NULL || (x->result_json[0] != '\0' && info->result == NULL) ||
         (x->error_json[0] != '\0' && info->error == NULL))

@@ -180,27 +180,72 @@ void cbm_engine_destroy(cbm_engine_t *e)
         uv_mutex_unlock(&(e)->rd_mu);                                      \
     } while (0)
 
-int cbm_engine_register_blueprint(cbm_engine_t *e, const char *json, char version_out[65],
-                                  cbm_error_t *err)
+int cbm_engine_put_blueprint(cbm_engine_t *e, const char *json, char version_out[65],
+                             bool *created, cbm_error_t *err)
 {
     bp_blueprint_t *bp = NULL;
+    bool inserted = false;
     int rc;
 
+    if (created != NULL) *created = false;
     if (e == NULL || json == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
     if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
     if ((rc = bp_parse_json(json, strlen(json), &bp, err)) != 0) return rc;
-    WITH_RD(e, rc, store_put_blueprint(e->rd, bp->name, bp->version, bp->canonical_json, err));
+    WITH_RD(e, rc, store_put_blueprint(e->rd, bp->name, bp->version, bp->canonical_json,
+                                       &inserted, err));
     if (rc != 0) {
         bp_destroy(bp);
         return rc;
     }
     if (version_out != NULL) memcpy(version_out, bp->version, 65);
-    rt_add_blueprint(e->rt, &bp, 1);
+    if (created != NULL) *created = inserted;
+    /* Which version is the latest is the store's word (starts ask it); the
+     * runtime's copy is only a cache of parsed versions. */
+    rt_add_blueprint(e->rt, &bp, inserted);
     return 0;
 }
 
-int cbm_execution_start_many(cbm_engine_t *e, const char *blueprint, const char *const *inputs,
-                             size_t n, char (*ids)[37], cbm_error_t *err)
+int cbm_engine_register_blueprint(cbm_engine_t *e, const char *json, char version_out[65],
+                                  cbm_error_t *err)
+{
+    return cbm_engine_put_blueprint(e, json, version_out, NULL, err);
+}
+
+/*
+ * The blueprint a start runs: the version named, or the latest one the
+ * STORE knows (not this process's memory: another process may have
+ * registered a newer version), parsed once and kept in the runtime.
+ */
+static const bp_blueprint_t *start_blueprint(cbm_engine_t *e, const char *name,
+                                             const char *version, cbm_error_t *err)
+{
+    const bp_blueprint_t *bp = NULL;
+    char *latest = NULL;
+    int rc = 0;
+
+    uv_mutex_lock(&e->rd_mu);
+    if (version == NULL) {
+        rc = store_get_blueprint(e->rd, name, NULL, &latest, NULL, err);
+        if (rc == CBM_EUNAVAIL && store_reconnect(e->rd, NULL) == 0)
+            rc = store_get_blueprint(e->rd, name, NULL, &latest, NULL, err);
+        version = latest;
+    }
+    if (rc == 0) bp = load_blueprint(e, name, version, 0, err);
+    uv_mutex_unlock(&e->rd_mu);
+    if (bp == NULL && err != NULL && err->code == CBM_ENOTFOUND) {
+        if (latest == NULL && version != NULL)
+            cbm_error_set(err, CBM_ENOTFOUND, "blueprint '%s' has no version %s", name, version);
+        else
+            cbm_error_set(err, CBM_ENOTFOUND, "no blueprint named '%s'", name);
+    }
+    free(latest);
+    return bp;
+}
+
+/* Start n executions; keys and codes as rt_start_executions says. */
+static int start_common(cbm_engine_t *e, const char *blueprint, const char *version,
+                        const char *const *inputs, const char *const *keys, size_t n,
+                        char (*ids)[37], int *codes, cbm_error_t *err)
 {
     const bp_blueprint_t *bp;
     char **norm;
@@ -209,14 +254,8 @@ int cbm_execution_start_many(cbm_engine_t *e, const char *blueprint, const char 
     if (e == NULL || blueprint == NULL || ids == NULL)
         return cbm_error_set(err, CBM_EINVAL, "NULL argument");
     if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
-    uv_mutex_lock(&e->rd_mu);
-    bp = load_blueprint(e, blueprint, NULL, 1, err);
-    uv_mutex_unlock(&e->rd_mu);
-    if (bp == NULL) {
-        if (err != NULL && err->code == CBM_ENOTFOUND)
-            return cbm_error_set(err, CBM_ENOTFOUND, "no blueprint named '%s'", blueprint);
+    if ((bp = start_blueprint(e, blueprint, version, err)) == NULL)
         return err != NULL && err->code != 0 ? err->code : CBM_ENOTFOUND;
-    }
     if (!e->client_only && (rc = rt_check_handlers(e->rt, bp, err)) != 0) return rc;
     if ((norm = calloc(n ? n : 1, sizeof(*norm))) == NULL)
         return cbm_error_set(err, CBM_ENOMEM, "out of memory");
@@ -229,17 +268,78 @@ int cbm_execution_start_many(cbm_engine_t *e, const char *blueprint, const char 
         uuid_generate_random(u);
         uuid_unparse_lower(u, ids[i]);
     }
-    if (rc == 0) rc = rt_start_executions(e->rt, bp, norm, n, ids, err);
+    if (rc == 0) rc = rt_start_executions(e->rt, bp, norm, keys, n, ids, codes, err);
     for (size_t i = 0; i < n; i++) cJSON_free(norm[i]);
     free(norm);
     return rc;
+}
+
+int cbm_execution_start_many(cbm_engine_t *e, const char *blueprint, const char *const *inputs,
+                             size_t n, char (*ids)[37], cbm_error_t *err)
+{
+    return start_common(e, blueprint, NULL, inputs, NULL, n, ids, NULL, err);
 }
 
 int cbm_execution_start(cbm_engine_t *e, const char *blueprint, const char *inputs_json,
                         char id_out[37], cbm_error_t *err)
 {
     const char *in[1] = {inputs_json};
-    return cbm_execution_start_many(e, blueprint, in, 1, (char(*)[37])id_out, err);
+    return start_common(e, blueprint, NULL, in, NULL, 1, (char(*)[37])id_out, NULL, err);
+}
+
+/* The execution of blueprint holding key: 0 with its id, CBM_ENOTFOUND. */
+static int find_by_key(cbm_engine_t *e, const char *blueprint, const char *key, char id_out[37],
+                       cbm_error_t *err)
+{
+    store_execution_t *x = NULL;
+    int rc;
+
+    WITH_RD(e, rc, store_find_by_key(e->rd, blueprint, key, &x, err));
+    if (rc == 0) memcpy(id_out, x->id, 37);
+    store_executions_free(x, x != NULL ? 1 : 0);
+    return rc;
+}
+
+#define MAX_KEY_BYTES 256
+
+int cbm_execution_start_opts(cbm_engine_t *e, const char *blueprint, const char *inputs_json,
+                             const cbm_start_opts_t *opts, char id_out[37], bool *created,
+                             cbm_error_t *err)
+{
+    static const cbm_start_opts_t none = {0};
+    const char *in[1] = {inputs_json}, *key;
+    int code = 0, rc;
+
+    if (created != NULL) *created = false;
+    if (opts == NULL) opts = &none;
+    key = opts->idempotency_key;
+    if (e == NULL || blueprint == NULL || id_out == NULL)
+        return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
+    if (key != NULL && (key[0] == '\0' || strlen(key) > MAX_KEY_BYTES))
+        return cbm_error_set(err, CBM_EINVAL, "idempotency key must be 1 to %d bytes, not %zu",
+                             MAX_KEY_BYTES, strlen(key));
+    if (opts->version != NULL && opts->version[0] == '\0')
+        return cbm_error_set(err, CBM_EINVAL, "empty version (NULL means the latest)");
+    /* The common repeat (a retry after a lost reply) needs no start at all. */
+    if (key != NULL) {
+        rc = find_by_key(e, blueprint, key, id_out, err);
+        if (rc != CBM_ENOTFOUND) return rc; /* 0: found, or a store failure */
+        cbm_error_clear(err);
+    }
+    rc = start_common(e, blueprint, opts->version, in, key != NULL ? &key : NULL, 1,
+                      (char(*)[37])id_out, &code, err);
+    if (rc != 0) return rc;
+    if (code == CBM_EEXIST) {
+        /* A concurrent start with this key committed first: it is ours. */
+        rc = find_by_key(e, blueprint, key, id_out, err);
+        if (rc == CBM_ENOTFOUND) /* keys are never released: a bug or a hand edit */
+            return cbm_error_set(err, CBM_ESTORE, "idempotency key '%s' was taken, but no "
+                                                  "execution holds it now", key);
+        return rc;
+    }
+    if (created != NULL) *created = true;
+    return 0;
 }
 
 static int info_from(store_execution_t *x, cbm_execution_info_t *info)
@@ -254,7 +354,9 @@ static int info_from(store_execution_t *x, cbm_execution_info_t *info)
     info->last_seq = x->last_seq;
     info->created_at_us = x->created_at_us;
     info->updated_at_us = x->updated_at_us;
+    info->idempotency_key = x->idempotency_key;
     x->blueprint = x->version = x->status = x->inputs = x->result = x->error = NULL;
+    x->idempotency_key = NULL;
     return 0;
 }
 
@@ -266,6 +368,7 @@ static void info_clear(cbm_execution_info_t *info)
     free(info->inputs);
     free(info->result);
     free(info->error);
+    free(info->idempotency_key);
 }
 
 void cbm_execution_info_free(cbm_execution_info_t *info)
@@ -401,6 +504,7 @@ int cbm_execution_list(cbm_engine_t *e, const cbm_list_opts_t *opts, cbm_executi
         f.blueprint = opts->blueprint;
         f.after_id = opts->after;
         f.limit = opts->limit;
+        f.newest_first = opts->newest_first;
     }
     WITH_RD(e, rc, store_list_executions(e->rd, &f, &x, &m, err));
     if (rc != 0) return rc;

@@ -178,7 +178,9 @@ check 0 "register" blueprint register "$tmp/demo.json" &&
   match out '^registered demo version [0-9a-f]{64}$' "register output"
 version=${out##* }
 check 0 "register again (same version)" blueprint register "$tmp/demo.json" --json &&
-  py "register --json" "j == {'name': 'demo', 'version': '$version'}"
+  py "register --json" "j == {'name': 'demo', 'version': '$version', 'created': False}"
+check 0 "register again, human" blueprint register "$tmp/demo.json" &&
+  exactly out "already registered demo version $version" "register again output"
 check 0 "register boom" blueprint register "$tmp/boom.json"
 check 0 "register orphan" blueprint register "$tmp/orphan.json"
 check 1 "register invalid blueprint" blueprint register "$tmp/invalid.json" &&
@@ -191,7 +193,7 @@ check 2 "register missing file" blueprint register "$tmp/nope.json" &&
 # start, show, history of a completed execution
 check 0 "start" start demo --input '{"x": 1}' && match out "$uuid_re" "start prints the id"
 id1=$out
-check 0 "start --json" start demo --json && py "start --json" "len(j['execution_id']) == 36"
+check 0 "start --json" start demo --json && py "start --json" "len(j['execution_id']) == 36 and j['created'] is True and j['version'] == '$version'"
 id2=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["execution_id"])' <<<"$out")
 wait_status "$id1" completed
 wait_status "$id2" completed
@@ -230,22 +232,22 @@ match out '^  explode +failed +attempt 1 ' "show failed: step"
 check 0 "show failed --json" show "$idf" --json &&
   py "show failed --json" "j['error'] == {'step': 'explode', 'kind': 'demo', 'message': \"the demo handler 'fail' always fails\"} and j['result'] is None"
 
-# list, filters, paging
+# list, filters, paging: newest first
 check 0 "list" list
 match out '^ID +STATUS +BLUEPRINT +STARTED +UPDATED$' "list: header"
 match out "^$id1  completed +demo " "list: id1"
 match out "^$idf  failed +boom " "list: boom"
 [ "$(wc -l <<<"$out")" = 4 ] || fail "list: want a header and 3 rows:"$'\n'"$out"
 check 0 "list --json" list --json &&
-  py "list --json" "[x['id'] for x in j] == ['$id1', '$id2', '$idf']"
+  py "list --json" "[x['id'] for x in j] == ['$idf', '$id2', '$id1']"
 check 0 "list --status failed" list --status failed --json &&
   py "list --status" "[x['id'] for x in j] == ['$idf']"
 check 0 "list --blueprint demo" list --blueprint demo --json &&
-  py "list --blueprint" "[x['id'] for x in j] == ['$id1', '$id2']"
-check 0 "list --limit 1" list --limit 1 --json && py "list --limit" "[x['id'] for x in j] == ['$id1']"
-check 0 "list --after" list --after "$id1" --limit 1 --json &&
+  py "list --blueprint" "[x['id'] for x in j] == ['$id2', '$id1']"
+check 0 "list --limit 1" list --limit 1 --json && py "list --limit" "[x['id'] for x in j] == ['$idf']"
+check 0 "list --after" list --after "$idf" --limit 1 --json &&
   py "list --after" "[x['id'] for x in j] == ['$id2']"
-check 0 "list past the end" list --after "$idf" --json && py "list past the end" "j == []"
+check 0 "list past the end" list --after "$id1" --json && py "list past the end" "j == []"
 check 0 "list no match" list --blueprint nothing-here && [ "$(wc -l <<<"$out")" = 1 ] ||
   fail "list no match: want only the header: $out"
 
@@ -262,8 +264,12 @@ check 1 "start unknown blueprint" start nosuch &&
   exactly err "cerebelum: no blueprint named 'nosuch'" "unknown blueprint message"
 check 1 "start without handler" start orphan &&
   exactly err "cerebelum: blueprint 'orphan', step 'lonely': no handler registered as 'nobody'" "no handler message"
-check 1 "start with an idempotency key" start demo --id key-1 &&
-  exactly err "cerebelum: UNIMPLEMENTED: idempotency keys are not supported yet" "idempotency key message"
+check 1 "start an unknown version" start demo --version 0000 &&
+  exactly err "cerebelum: blueprint 'demo' has no version 0000" "unknown version message"
+check 2 "start --version without a value" start demo --version &&
+  match err "option '--version' needs a value" "--version without a value"
+check 2 "start with an empty key" start demo --id '' &&
+  exactly err "cerebelum: --id must not be empty" "empty key message"
 # bad JSON on the command line: a usage error, nothing sent
 check 2 "start bad --input" start demo --input '{"x": ' &&
   exactly err "cerebelum: --input is not valid JSON: {\"x\": " "bad --input message"
@@ -369,6 +375,37 @@ probe history "$ga" 3
 exactly out "$(printf '%s\n' '3 ApprovalGranted' '4 StepScheduled' '5 StepCompleted' '6 ExecutionCompleted' 'rc=CBM_OK ')" "history from seq 3"
 probe null-args
 exactly out "rc=CBM_OK " "NULL arguments"
+
+# ---- idempotent starts and versions ------------------------------------------
+check 0 "start with a key" start demo --id key-1 --input '{"x": 7}' && match out "$uuid_re" "keyed start prints the id"
+k1=$out
+exactly err "cerebelum: created execution $k1 (key 'key-1')" "keyed start: created"
+check 0 "start with the same key" start demo --id key-1 --input '{"x": 8}'
+exactly out "$k1" "same key, same execution"
+exactly err "cerebelum: existing execution $k1 (key 'key-1'): not started again" "same key: existing"
+check 0 "same key, --json" start demo --id key-1 --json &&
+  py "same key --json" "j == {'execution_id': '$k1', 'created': False, 'version': '$version'}"
+check 0 "another key" start demo --id key-2 --json &&
+  py "another key" "j['execution_id'] != '$k1' and j['created'] is True"
+wait_status "$k1" completed
+check 0 "show keyed" show "$k1" --json && py "show keyed" "j['inputs'] == {'x': 7}"
+# a second version of demo; the first is still startable by name
+sed 's/"b", "handler": "echo"/"b2", "handler": "echo"/' "$tmp/demo.json" >"$tmp/demo2.json"
+check 0 "register demo v2" blueprint register "$tmp/demo2.json" --json &&
+  py "register v2" "j['created'] is True and j['version'] != '$version'"
+version2=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])' <<<"$out")
+check 0 "start latest (v2)" start demo --json && py "start latest" "j['version'] == '$version2'"
+v2id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["execution_id"])' <<<"$out")
+check 0 "start --version v1" start demo --version "$version" --json &&
+  py "start v1" "j['version'] == '$version' and j['created'] is True"
+v1id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["execution_id"])' <<<"$out")
+check 0 "--version before the blueprint" start --version "$version" demo
+wait_status "$v1id" completed
+wait_status "$v2id" completed
+check 0 "show v1 run" show "$v1id" --json &&
+  py "v1 run" "j['version'] == '$version' and 'b' in j['result'] and 'b2' not in j['result']"
+check 0 "show v2 run" show "$v2id" --json &&
+  py "v2 run" "j['version'] == '$version2' and 'b2' in j['result']"
 
 # ---- TLS, and the message cap: a third server, on the same database ---------
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" \

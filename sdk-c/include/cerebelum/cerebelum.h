@@ -159,12 +159,24 @@ CBM_EXTERN void cbm_engine_destroy(cbm_engine_t *e);
 /**
  * Register a blueprint given as JSON text. It is validated (CBM_EJSON or
  * CBM_EBLUEPRINT with a message naming the step and the problem), stored, and
- * becomes the latest version of its name. Registering identical content again
- * is a no-op. If @p version_out is not NULL it receives the version (SHA-256
- * hex, 65 bytes with the NUL). Requires a started engine.
+ * becomes the latest version of its name. The version is the SHA-256 of the
+ * blueprint's canonical JSON, so content already stored (under any
+ * formatting) is the same version: registering it again is a no-op that
+ * changes nothing, not even which version is the latest (to run an older
+ * version, name it: cbm_execution_start_opts()). If @p version_out is not
+ * NULL it receives the version (SHA-256 hex, 65 bytes with the NUL).
+ * Requires a started engine.
  */
 CBM_EXTERN int cbm_engine_register_blueprint(cbm_engine_t *e, const char *json,
                                              char version_out[65], cbm_error_t *err);
+
+/**
+ * cbm_engine_register_blueprint() that also says, in @p *created (may be
+ * NULL), whether this call stored a new version (true) or found that version
+ * already stored (false: nothing changed).
+ */
+CBM_EXTERN int cbm_engine_put_blueprint(cbm_engine_t *e, const char *json, char version_out[65],
+                                        bool *created, cbm_error_t *err);
 
 /**
  * Start an execution of the latest version of @p blueprint with
@@ -188,6 +200,38 @@ CBM_EXTERN int cbm_execution_start_many(cbm_engine_t *e, const char *blueprint,
                                         const char *const *inputs, size_t n,
                                         char (*ids)[37], cbm_error_t *err);
 
+/** Options of cbm_execution_start_opts(). Zero-initialise, then set what
+ *  you need; all-zero (or a NULL pointer) starts like cbm_execution_start(). */
+typedef struct cbm_start_opts {
+    /** Idempotency key (NULL: none; at most 256 bytes). The same key for the
+     *  same blueprint names the same execution, forever: the first start
+     *  with it creates the execution, every later one (from any thread,
+     *  process or engine, before or after a restart, concurrent or not)
+     *  returns that execution's id with *created = false and starts
+     *  nothing. Inputs and version of a repeated start are not compared
+     *  with the first one's. */
+    const char *idempotency_key;
+    /** Blueprint version to run (SHA-256 hex as registration returned);
+     *  NULL: the latest registered version. CBM_ENOTFOUND if the store has
+     *  no such version of the blueprint. */
+    const char *version;
+} cbm_start_opts_t;
+
+/**
+ * Start an execution of @p blueprint with @p inputs_json (a JSON object;
+ * NULL means {}), with the options in @p opts (NULL: none). Returns once the
+ * start is durably committed, with the execution's id in @p id_out and, in
+ * @p *created (may be NULL), true if this call created it, false if
+ * opts->idempotency_key named an execution that already existed (id_out is
+ * then that execution's id). The execution runs the version it started on
+ * until it ends, whatever is registered later, across restarts too.
+ * Errors as cbm_execution_start(), and CBM_EINVAL for an empty or too long
+ * key.
+ */
+CBM_EXTERN int cbm_execution_start_opts(cbm_engine_t *e, const char *blueprint,
+                                        const char *inputs_json, const cbm_start_opts_t *opts,
+                                        char id_out[37], bool *created, cbm_error_t *err);
+
 /** Snapshot of an execution's projection. */
 typedef struct cbm_execution_info {
     char id[37];
@@ -201,6 +245,7 @@ typedef struct cbm_execution_info {
     int64_t last_seq;
     int64_t created_at_us;
     int64_t updated_at_us;
+    char *idempotency_key; /**< the key it was started with, or NULL */
 } cbm_execution_info_t;
 
 /** Free an info returned by this API (NULL is a no-op). */
@@ -237,9 +282,12 @@ typedef struct cbm_list_opts {
     const char *after;     /**< id of the last execution of the previous page,
                                 NULL for the first page */
     size_t limit;          /**< 0: 100 */
+    /** false: oldest first; true: newest first (then @ref after gives the
+     *  executions started before it) */
+    bool newest_first;
 } cbm_list_opts_t;
 
-/** A page of executions, oldest first. *out is an array of *n infos owned by
+/** A page of executions, oldest first (or newest first, as opts says). *out is an array of *n infos owned by
  *  the caller (cbm_execution_infos_free). Pass the last id as opts->after to
  *  get the next page; an empty page means the end. */
 CBM_EXTERN int cbm_execution_list(cbm_engine_t *e, const cbm_list_opts_t *opts,

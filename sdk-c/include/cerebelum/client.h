@@ -89,17 +89,35 @@ CBM_EXTERN void cbm_client_set_timeout(cbm_client_t *c, int timeout_ms);
 CBM_EXTERN int cbm_client_register_blueprint(cbm_client_t *c, const char *json,
                                              char version_out[65], cbm_error_t *err);
 
+/** cbm_client_register_blueprint() that also says, in @p *created (may be
+ *  NULL), whether the server stored a new version (true) or already had it
+ *  (false: nothing changed). */
+CBM_EXTERN int cbm_client_put_blueprint(cbm_client_t *c, const char *json, char version_out[65],
+                                        bool *created, cbm_error_t *err);
+
 /**
  * Start an execution of the latest version of @p blueprint with
  * @p inputs_json (a JSON object; NULL: {}). @p idempotency_key may be NULL;
- * servers that do not support keys refuse a non-NULL one (CBM_EIO,
- * "UNIMPLEMENTED: ..."). Returns once the start is durable, with the id in
- * @p id_out. CBM_ENOTFOUND: unknown blueprint; CBM_ESTATE: the server cannot
- * run one of its steps (no handler).
+ * with one, a repeated start returns the execution the first one created
+ * (as cbm_start_opts_t describes). Returns once the start is durable, with
+ * the id in @p id_out. CBM_ENOTFOUND: unknown blueprint; CBM_ESTATE: the
+ * server cannot run one of its steps (no handler).
  */
 CBM_EXTERN int cbm_client_start(cbm_client_t *c, const char *blueprint,
                                 const char *inputs_json, const char *idempotency_key,
                                 char id_out[37], cbm_error_t *err);
+
+/**
+ * cbm_client_start() with options (cerebelum.h's cbm_start_opts_t: an
+ * idempotency key, a version; NULL: none). @p *created (may be NULL): true
+ * if this call created the execution, false if the key named an existing
+ * one. @p version_out (may be NULL): the blueprint version it runs.
+ * CBM_ENOTFOUND also for a version the server does not have.
+ */
+CBM_EXTERN int cbm_client_start_opts(cbm_client_t *c, const char *blueprint,
+                                     const char *inputs_json, const cbm_start_opts_t *opts,
+                                     char id_out[37], bool *created, char version_out[65],
+                                     cbm_error_t *err);
 
 /**
  * Read an execution. *out is owned by the caller (cbm_execution_info_free).
