@@ -22,6 +22,7 @@
 
 #include "cli.h"
 #include "service.h"
+#include "worker_service.h"
 
 #define DRAIN_MS 10000
 
@@ -60,6 +61,7 @@ static void close_handles(server_t *s)
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->drain_timer, NULL);
+    wsvc_close(s->svc.ws);
 }
 
 /* Done when the server has stopped and no job is left: closing the last
@@ -111,6 +113,7 @@ static void on_signal(uv_signal_t *h, int signum)
     fprintf(stderr, "cerebelum: %s received, shutting down\n",
             signum == SIGTERM ? "SIGTERM" : "SIGINT");
     uv_timer_start(&s->drain_timer, on_drain_timeout, DRAIN_MS, 0);
+    wsvc_drain(s->svc.ws);
     svc_drain(&s->svc, on_idle);
 }
 
@@ -154,6 +157,7 @@ int cli_serve(const cli_opts_t *o)
     cbm_engine_opts_t eo = {0};
     rpc_server_options_t ro = {0};
     cbm_engine_t *engine = NULL;
+    wsvc_t *ws = NULL;
     server_t s;
     cbm_error_t err = {0};
     char addr[512];
@@ -191,11 +195,6 @@ int cli_serve(const cli_opts_t *o)
         cli_errorf("cannot register the demo handlers");
         goto destroy_engine;
     }
-    if (cbm_engine_start(engine, &err) != 0) {
-        cli_errorf("cannot start the engine: %s", err.message);
-        goto destroy_engine;
-    }
-
     if (uv_loop_init(&s.loop) != 0) {
         cli_errorf("cannot create an event loop");
         goto destroy_engine;
@@ -203,6 +202,21 @@ int cli_serve(const cli_opts_t *o)
     s.svc.loop = &s.loop;
     s.svc.engine = engine;
     s.svc.data = &s;
+    /* The WorkerService hooks into the engine before it starts (it is told
+     * of every remote task the engine commits), and opens its own store
+     * connections once the engine knows its database. */
+    if (wsvc_create(&s.loop, engine, &s.svc, NULL, &ws, &err) != 0) {
+        cli_errorf("cannot create the worker service: %s", err.message);
+        goto close_loop_early;
+    }
+    if (cbm_engine_start(engine, &err) != 0) {
+        cli_errorf("cannot start the engine: %s", err.message);
+        goto close_loop_early;
+    }
+    if (wsvc_start(ws, &err) != 0) {
+        cli_errorf("cannot open the task store: %s", err.message);
+        goto close_loop_early;
+    }
     ro.listen_addr = listen;
     ro.tls_cert_pem = cert;
     ro.tls_key_pem = key;
@@ -210,9 +224,10 @@ int cli_serve(const cli_opts_t *o)
     ro.token = token;
     ro.max_message_bytes = o->max_message_bytes;
     svc_install(&s.svc, &ro);
+    wsvc_install(ws, &ro);
     if (rpc_server_create(&s.loop, &ro, &s.rpc, &err) != 0) {
         cli_errorf("cannot listen on %s: %s", listen, err.message);
-        goto close_loop;
+        goto close_loop_early;
     }
     uv_signal_init(&s.loop, &s.sigterm);
     uv_signal_init(&s.loop, &s.sigint);
@@ -228,14 +243,19 @@ int cli_serve(const cli_opts_t *o)
     uv_run(&s.loop, UV_RUN_DEFAULT);
     rpc_server_destroy(s.rpc);
     rc = CLI_OK;
+    goto close_loop;
+close_loop_early:
+    wsvc_close(ws); /* a failed start: close what was opened */
+    uv_run(&s.loop, UV_RUN_DEFAULT);
 close_loop:
-    if (rc != CLI_OK) uv_run(&s.loop, UV_RUN_DEFAULT); /* finish a failed server's closes */
     if (uv_loop_close(&s.loop) != 0) {
         cli_errorf("internal error: handles left open at exit");
         rc = CLI_REFUSED;
     }
 destroy_engine:
     cbm_engine_destroy(engine);
+    /* After the engine: its thread may tell the service of tasks until it stops. */
+    wsvc_destroy(ws);
     if (rc == CLI_OK) fprintf(stderr, "cerebelum: stopped\n");
 free_pem:
     free(cert);

@@ -231,7 +231,8 @@ static cJSON *state_tree(const cbm_event_t *evs, size_t n)
         cJSON *s;
         char status[64];
 
-        if (!cJSON_IsString(name)) {
+        /* A remote result that came too late or twice changes nothing. */
+        if (!cJSON_IsString(name) || strcmp(evs[i].type, "ResultIgnored") == 0) {
             cJSON_Delete(p);
             continue;
         }
@@ -626,6 +627,16 @@ static void after_work_cb(uv_work_t *req, int status)
             rpc_call_reply(j->call, j->out);
     }
     job_free(j);
+    svc_job_end(svc);
+}
+
+void svc_job_begin(svc_t *svc)
+{
+    svc->inflight++;
+}
+
+void svc_job_end(svc_t *svc)
+{
     svc->inflight--;
     if (svc->draining && svc->inflight == 0 && svc->on_idle != NULL) svc->on_idle(svc);
 }
@@ -733,7 +744,7 @@ static void on_call(rpc_call_t *call, const ProtobufCMessage *request, void *use
         return;
     }
     rpc_call_on_cancel(call, on_call_gone, j);
-    svc->inflight++;
+    svc_job_begin(svc);
 }
 
 void svc_install(svc_t *svc, rpc_server_options_t *opts)

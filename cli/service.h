@@ -27,10 +27,16 @@ struct svc {
     int draining;        /* new calls are answered UNAVAILABLE */
     svc_idle_cb on_idle; /* called when draining and inflight drops to 0 */
     void *data;          /* for the owner */
+    struct wsvc *ws;     /* the WorkerService (worker_service.h), or NULL */
 };
 
-/* Fill the WorkflowService handlers into opts (user_data = svc). The worker
- * methods and ListWorkers stay NULL: the transport answers UNIMPLEMENTED. */
+/* A job of the server's begins / ends (loop thread): jobs in flight keep a
+ * draining server up. */
+void svc_job_begin(svc_t *svc);
+void svc_job_end(svc_t *svc);
+
+/* Fill the WorkflowService handlers into opts (user_data = svc), except
+ * ListWorkers, which the WorkerService serves (wsvc_install). */
 void svc_install(svc_t *svc, rpc_server_options_t *opts);
 
 /* From now on answer new calls UNAVAILABLE ("server is shutting down"); the

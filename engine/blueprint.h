@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cerebelum/error.h"
 
@@ -189,6 +190,12 @@ typedef struct bp_blueprint {
     bp_input_t *inputs;      /* sorted by name; NULL when none */
     size_t ninputs;
 } bp_blueprint_t;
+
+/* A task step that runs on a remote worker (its queue is not "local"). */
+static inline bool bp_step_remote(const bp_step_t *s)
+{
+    return s->kind == BP_TASK && s->queue != NULL && strcmp(s->queue, "local") != 0;
+}
 
 /* Parse and validate blueprint JSON text (len bytes, need not be
  * NUL-terminated). On success *out is a new blueprint owned by the caller

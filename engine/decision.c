@@ -1,6 +1,7 @@
 /* decision.c - see decision.h. */
 #include "engine/decision.h"
 
+#include <cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,15 @@ void dec_release(store_decision_t *d)
     free((char *)d->result);
     free((char *)d->error);
     free((char *)d->snapshot);
+    for (size_t i = 0; i < d->ntasks; i++) {
+        free(d->tasks[i].payload);
+        free(d->tasks[i].requires);
+    }
+    free(d->tasks);
+    free(d->tasks_done);
+    d->tasks = NULL;
+    d->tasks_done = NULL;
+    d->ntasks = d->ntasks_done = 0;
     d->snapshot = NULL;
     d->events = NULL;
     d->nevents = 0;
@@ -55,6 +65,83 @@ int dec_clear_timer(store_decision_t *d, const char *key)
     d->timers_cleared = n;
     n[d->ntimers_cleared] = strdup(key);
     return n[d->ntimers_cleared++] != NULL ? 0 : CBM_ENOMEM;
+}
+
+/* The attempt of step i that runs on a remote worker now (its task row
+ * exists), or 0. */
+static int live_task(const st_exec_t *st, size_t i)
+{
+    const st_step_t *s = &st->steps[i];
+    if (!bp_step_remote(&st->bp->steps[i]) || s->status != SS_SCHEDULED || s->wait != SW_NONE)
+        return 0;
+    return s->attempt;
+}
+
+/* {"<capability>":"<value>",...} of a step, or NULL when it requires none. */
+static char *requires_json(const bp_step_t *b, int *rc)
+{
+    cJSON *o;
+    char *out;
+    *rc = 0;
+    if (b->nrequires == 0) return NULL;
+    if ((o = cJSON_CreateObject()) == NULL) goto oom;
+    for (size_t k = 0; k < b->nrequires; k++)
+        if (cJSON_AddStringToObject(o, b->requires[k].key, b->requires[k].value) == NULL) {
+            cJSON_Delete(o);
+            goto oom;
+        }
+    out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (out != NULL) return out;
+oom:
+    *rc = CBM_ENOMEM;
+    return NULL;
+}
+
+/* Task rows: one per remote attempt that started running in this decision,
+ * and a delete for each that stopped (before[i]: the live attempt of step i
+ * before the decision). Strings other than payload and requires point into
+ * the blueprint. */
+static int diff_tasks(const st_exec_t *st, const int *before, store_decision_t *d)
+{
+    const bp_blueprint_t *bp = st->bp;
+    size_t nnew = 0, ndone = 0;
+    int rc;
+
+    for (size_t i = 0; i < bp->nsteps; i++) {
+        int now = live_task(st, i);
+        if (now != before[i]) {
+            nnew += now != 0;
+            ndone += before[i] != 0;
+        }
+    }
+    if (nnew > 0 && (d->tasks = calloc(nnew, sizeof(*d->tasks))) == NULL) return CBM_ENOMEM;
+    if (ndone > 0 && (d->tasks_done = calloc(ndone, sizeof(*d->tasks_done))) == NULL)
+        return CBM_ENOMEM;
+    for (size_t i = 0; i < bp->nsteps; i++) {
+        const bp_step_t *b = &bp->steps[i];
+        int now = live_task(st, i);
+        if (now == before[i]) continue;
+        if (before[i] != 0) {
+            d->tasks_done[d->ntasks_done].step = b->name;
+            d->tasks_done[d->ntasks_done++].attempt = before[i];
+        }
+        if (now != 0) {
+            store_task_t *t = &d->tasks[d->ntasks++];
+            memcpy(t->execution_id, st->id, sizeof(t->execution_id));
+            t->step = b->name;
+            t->attempt = now;
+            t->queue = b->queue;
+            t->handler = b->handler;
+            t->blueprint = bp->name;
+            t->lease_ms = b->heartbeat_timeout_ms;
+            t->timeout_ms = b->timeout_ms;
+            if ((t->payload = dc_step_input(st, i)) == NULL) return CBM_ENOMEM;
+            t->requires = requires_json(b, &rc);
+            if (rc != 0) return rc;
+        }
+    }
+    return 0;
 }
 
 /* Grow the event array to hold one more. */
@@ -95,7 +182,8 @@ static int add_event(st_exec_t *st, store_decision_t *d, size_t *cap, eng_event_
         return rc;
     }
     d->nevents++;
-    if (ev->type == EV_STEP_SCHEDULED && st->bp->steps[ev->step].kind == BP_TASK)
+    if (ev->type == EV_STEP_SCHEDULED && st->bp->steps[ev->step].kind == BP_TASK &&
+        !bp_step_remote(&st->bp->steps[ev->step]))
         sched[(*nsched)++] = (size_t)ev->step;
     return 0;
 }
@@ -107,6 +195,7 @@ int dec_build(st_exec_t *st, eng_event_t *in, size_t nin, int64_t now_us, store_
     size_t sched_cap = nin + 4 * nsteps + 4;
     st_timer_t *before = NULL;
     size_t nbefore = st->ntimers;
+    int *tasks_before = calloc(nsteps ? nsteps : 1, sizeof(*tasks_before));
     eng_event_t *dec = calloc(cap_dec, sizeof(*dec));
     size_t *sched = calloc(sched_cap, sizeof(*sched));
     int64_t expected = st->seq;
@@ -115,7 +204,8 @@ int dec_build(st_exec_t *st, eng_event_t *in, size_t nin, int64_t now_us, store_
 
     *nsched = 0;
     memcpy(d->execution_id, st->id, sizeof(d->execution_id));
-    if (dec == NULL || sched == NULL) goto done;
+    if (dec == NULL || sched == NULL || tasks_before == NULL) goto done;
+    for (size_t i = 0; i < nsteps; i++) tasks_before[i] = live_task(st, i);
     if (nbefore > 0) {
         if ((before = malloc(nbefore * sizeof(*before))) == NULL) goto done;
         memcpy(before, st->timers, nbefore * sizeof(*before));
@@ -166,6 +256,8 @@ int dec_build(st_exec_t *st, eng_event_t *in, size_t nin, int64_t now_us, store_
     for (size_t j = 0; j < nbefore; j++)
         if (st_timer_find(st, before[j].key) == NULL && dec_clear_timer(d, before[j].key) != 0)
             goto done;
+    if ((rc = diff_tasks(st, tasks_before, d)) != 0) goto done;
+    rc = CBM_ENOMEM;
     /* A finished execution needs no wake-up call either (a "wake" row is
      * written by outside decisions and is not part of the state). */
     if (st_terminal(st) && dec_clear_timer(d, "wake") != 0) goto done;
@@ -177,6 +269,7 @@ int dec_build(st_exec_t *st, eng_event_t *in, size_t nin, int64_t now_us, store_
     rc = 0;
 done:
     free(before);
+    free(tasks_before);
     free(dec);
     if (rc != 0) {
         free(sched);

@@ -170,6 +170,10 @@ static char *encode_rare(const eng_event_t *ev, const char *step, const bp_bluep
     case EV_EXECUTION_CANCELLED:
         ADD_STR("reason", ev->text);
         break;
+    case EV_RESULT_IGNORED:
+        ADD_NUM("attempt", ev->attempt);
+        ADD_STR("reason", ev->text);
+        break;
     default:
         break;
     }
@@ -431,6 +435,10 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
     case EV_CANCEL_REQUESTED:
     case EV_EXECUTION_CANCELLED:
         rc = take_str(p, "reason", &out->text, out, err);
+        break;
+    case EV_RESULT_IGNORED:
+        if ((rc = get_step(p, bp, out, err)) == 0)
+            rc = take_str(p, "reason", &out->text, out, err);
         break;
     default:
         break;

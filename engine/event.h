@@ -36,6 +36,7 @@
     XX(CHILD_STARTED, "ChildStarted")             \
     XX(CHILD_COMPLETED, "ChildCompleted")         \
     XX(CANCEL_REQUESTED, "CancelRequested")       \
+    XX(RESULT_IGNORED, "ResultIgnored")           \
     XX(EXECUTION_COMPLETED, "ExecutionCompleted") \
     XX(EXECUTION_FAILED, "ExecutionFailed")       \
     XX(EXECUTION_CANCELLED, "ExecutionCancelled")
@@ -81,6 +82,8 @@ ev_type_t ev_type_from_name(const char *name);
  *   ApprovalTimedOut:   step
  *   SignalReceived:     name, json = "payload"
  *   CancelRequested:    text = "reason"
+ *   ResultIgnored:      step, attempt, text = "reason" (a remote worker's
+ *                       result that came too late or twice; changes nothing)
  *   ExecutionCompleted: json = "result"
  *   ExecutionFailed:    json = "error" {step,kind,message}
  *   ExecutionCancelled: text = "reason"
@@ -107,6 +110,8 @@ typedef struct eng_event {
     int iteration;
     int *set;           /* step indexes, owned */
     size_t nset;
+    void *origin;       /* runtime only, never encoded: the caller waiting for
+                           this input's fate (a remote result), or NULL */
 } eng_event_t;
 
 struct bp_blueprint;

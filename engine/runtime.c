@@ -101,12 +101,8 @@ int rt_check_handlers(rt_t *rt, const bp_blueprint_t *bp, cbm_error_t *err)
                                  "blueprint '%s', step '%s': this step kind is not supported by "
                                  "the engine yet",
                                  bp->name, s->name);
-        if (s->kind != BP_TASK) continue;
-        if (strcmp(s->queue, "local") != 0)
-            return cbm_error_set(err, CBM_EINVAL,
-                                 "blueprint '%s', step '%s': queue '%s' is remote, and remote "
-                                 "workers are not supported by the embedded engine yet",
-                                 bp->name, s->name, s->queue);
+        /* A remote step runs on a worker polling its queue. */
+        if (s->kind != BP_TASK || bp_step_remote(s)) continue;
         if (find_handler(rt, s->handler) == NULL)
             return cbm_error_set(err, CBM_EHANDLER,
                                  "blueprint '%s', step '%s': no handler registered as '%s'",
@@ -290,9 +286,16 @@ static int exec_set_bp(rt_exec_t *ex, const bp_blueprint_t *bp)
     return 0;
 }
 
-static void pend_clear(rt_exec_t *ex)
+static void answer_result(rt_t *rt, rt_call_t *c, int rc);
+
+static void pend_clear(rt_t *rt, rt_exec_t *ex)
 {
-    for (size_t i = 0; i < ex->npend; i++) ev_finish(&ex->pend[i]);
+    for (size_t i = 0; i < ex->npend; i++) {
+        /* A remote result that will not be decided here: its sender tries
+         * again (and finds the execution loaded, or finished). */
+        if (ex->pend[i].origin != NULL) answer_result(rt, ex->pend[i].origin, CBM_EUNAVAIL);
+        ev_finish(&ex->pend[i]);
+    }
     ex->npend = 0;
 }
 
@@ -329,7 +332,7 @@ static void exec_free(rt_t *rt, rt_exec_t *ex)
     else rt->active = ex->next;
     if (ex->next != NULL) ex->next->prev = ex->prev;
     map_del(rt, ex);
-    pend_clear(ex);
+    pend_clear(rt, ex);
     free(ex->pend);
     if (ex->bp != NULL) st_finish(&ex->st);
     free(ex->dispatched);
@@ -399,38 +402,39 @@ static void work_free(rt_work_t *w)
     free(w);
 }
 
-/* The event a handler's outcome becomes. */
-static void outcome_event(rt_t *rt, rt_work_t *w, eng_event_t *ev)
+/* The event a handler's outcome becomes (takes out's strings). */
+static void outcome_event(rt_t *rt, int step, int attempt, struct cbm_step_out *out,
+                          eng_event_t *ev)
 {
     int64_t now = clock_now_us(rt->clock);
     memset(ev, 0, sizeof(*ev));
-    ev->step = (int)w->step;
-    ev->attempt = w->attempt;
-    switch (w->out.set) {
+    ev->step = step;
+    ev->attempt = attempt;
+    switch (out->set) {
     case 1:
         ev->type = EV_STEP_COMPLETED;
-        ev->json = w->out.result;
-        w->out.result = NULL;
+        ev->json = out->result;
+        out->result = NULL;
         break;
     case 3:
         ev->type = EV_SLEEP_STARTED;
-        ev->json = w->out.result;
-        ev->due_us = now + w->out.ms * 1000;
-        w->out.result = NULL;
+        ev->json = out->result;
+        ev->due_us = now + out->ms * 1000;
+        out->result = NULL;
         break;
     case 4:
         ev->type = EV_APPROVAL_REQUESTED;
-        ev->json = w->out.result;
-        ev->name = w->out.type;
-        ev->timeout_ms = w->out.ms;
-        ev->due_us = w->out.ms > 0 ? now + w->out.ms * 1000 : 0;
-        w->out.result = NULL;
-        w->out.type = NULL;
+        ev->json = out->result;
+        ev->name = out->type;
+        ev->timeout_ms = out->ms;
+        ev->due_us = out->ms > 0 ? now + out->ms * 1000 : 0;
+        out->result = NULL;
+        out->type = NULL;
         break;
     default:
         ev->type = EV_STEP_FAILED;
-        ev->json = w->out.error;
-        w->out.error = NULL;
+        ev->json = out->error;
+        out->error = NULL;
         break;
     }
 }
@@ -453,7 +457,7 @@ static void after_work(uv_work_t *req, int status)
         maybe_quiesce(rt);
         return;
     }
-    outcome_event(rt, w, &ev);
+    outcome_event(rt, (int)w->step, w->attempt, &w->out, &ev);
     work_free(w);
     if (rt_pend_push(ex, &ev) != 0) ex->dead = 1;
     if (!ex->committing && !ex->loading) rt_process(rt, ex, 0);
@@ -498,7 +502,30 @@ static void decision_free(rt_decision_t *d)
 {
     dec_release(&d->req.d);
     free(d->sched);
+    free(d->calls);
     free(d);
+}
+
+/* Answer a remote result's caller (rt_task_result). */
+static void answer_result(rt_t *rt, rt_call_t *c, int rc)
+{
+    c->rc = rc;
+    call_complete(rt, c);
+}
+
+/* Why a remote outcome for step ev->step, attempt ev->attempt, no longer
+ * applies. */
+static void ignored_reason(const st_exec_t *st, const eng_event_t *ev, char *buf, size_t cap)
+{
+    const st_step_t *s = &st->steps[ev->step];
+    if (st_terminal(st))
+        snprintf(buf, cap, "execution %s", st_status_name(st->status));
+    else if (s->attempt != ev->attempt)
+        snprintf(buf, cap, "stale attempt %d (current %d)", ev->attempt, s->attempt);
+    else if (s->status == SS_COMPLETED)
+        snprintf(buf, cap, "already completed");
+    else
+        snprintf(buf, cap, "attempt %d already ended", ev->attempt);
 }
 
 /* Does an input still apply to the state? A handler's outcome applies to the
@@ -548,7 +575,35 @@ void rt_process(rt_t *rt, rt_exec_t *ex, int force)
     }
     in = ex->pend;
     for (size_t i = 0; i < ex->npend; i++) {
-        if (input_applies(&ex->st, &in[i])) {
+        rt_call_t *c = in[i].origin;
+        bool applies = input_applies(&ex->st, &in[i]);
+        /* Two outcomes of one attempt in one batch: the first one counts. */
+        for (size_t k = 0; applies && c != NULL && k < nin; k++)
+            if (in[k].origin != NULL && in[k].type != EV_RESULT_IGNORED &&
+                in[k].step == in[i].step && in[k].attempt == in[i].attempt)
+                applies = false;
+        if (!applies && c != NULL) {
+            ignored_reason(&ex->st, &in[i], c->reason, sizeof(c->reason));
+            c->accepted = 0;
+            if (c->from_worker && !st_terminal(&ex->st)) {
+                /* Recorded, so the history shows what was ignored and why. */
+                int step = in[i].step, attempt = in[i].attempt;
+                ev_finish(&in[i]);
+                in[i].type = EV_RESULT_IGNORED;
+                in[i].step = step;
+                in[i].attempt = attempt;
+                in[i].origin = c;
+                applies = (in[i].text = strdup(c->reason)) != NULL;
+            }
+            if (!applies) {
+                ev_finish(&in[i]);
+                answer_result(rt, c, 0);
+                continue;
+            }
+        } else if (applies && c != NULL) {
+            c->accepted = 1;
+        }
+        if (applies) {
             if (in[i].type == EV_TIMER_FIRED && strcmp(in[i].name, "wake") == 0) wake = 1;
             if (nin != i) {
                 in[nin] = in[i];
@@ -562,10 +617,12 @@ void rt_process(rt_t *rt, rt_exec_t *ex, int force)
         }
     }
     ex->npend = 0;
-    if ((d = calloc(1, sizeof(*d))) == NULL) {
+    if ((d = calloc(1, sizeof(*d))) == NULL ||
+        (nin > 0 && (d->calls = calloc(nin, sizeof(*d->calls))) == NULL)) {
         rc = CBM_ENOMEM;
         goto fail;
     }
+    for (size_t i = 0; i < nin; i++) d->calls[i] = in[i].origin;
     rc = dec_build(&ex->st, in, nin, clock_now_us(rt->clock), &d->req.d, &d->sched, &d->nsched);
     for (size_t i = 0; i < nin; i++) ev_finish(&in[i]);
     if (rc == 0 && wake) rc = dec_clear_timer(&d->req.d, "wake");
@@ -586,6 +643,8 @@ void rt_process(rt_t *rt, rt_exec_t *ex, int force)
     d->req.owner = d;
     if (d->req.d.nevents == 0) {
         answer_start(rt, d->start, 0);
+        for (size_t i = 0; i < d->nin; i++)
+            if (d->calls[i] != NULL) answer_result(rt, d->calls[i], 0);
         decision_free(d);
         rt_settle(rt, ex);
         return;
@@ -597,7 +656,18 @@ void rt_process(rt_t *rt, rt_exec_t *ex, int force)
 fail:
     cbm_log_error("execution %s: decision failed (%s); dropped from memory", ex->id,
                   cbm_strerror(rc));
+    if (d != NULL && d->calls != NULL) {
+        /* dec_build ran: the inputs are finished, their callers in calls. */
+        for (size_t i = 0; i < nin; i++)
+            if (d->calls[i] != NULL) answer_result(rt, d->calls[i], rc);
+    } else {
+        for (size_t i = 0; i < nin; i++) {
+            if (in[i].origin != NULL) answer_result(rt, in[i].origin, rc);
+            ev_finish(&in[i]);
+        }
+    }
     if (d != NULL) {
+        free(d->calls);
         answer_start(rt, d->start, rc);
         d->start = NULL;
         free(d);
@@ -620,7 +690,7 @@ void rt_settle(rt_t *rt, rt_exec_t *ex)
         for (size_t i = 0; i < ex->bp->nsteps && !ex->dead; i++) {
             const st_step_t *s = &ex->st.steps[i];
             if (s->status == SS_SCHEDULED && ex->bp->steps[i].kind == BP_TASK &&
-                ex->dispatched[i] != s->attempt)
+                !bp_step_remote(&ex->bp->steps[i]) && ex->dispatched[i] != s->attempt)
                 dispatch(rt, ex, i);
         }
     }
@@ -654,6 +724,12 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
         }
         if (earlier) rt_arm_fire(rt);
         answer_start(rt, d->start, 0);
+        for (size_t i = 0; i < d->nin; i++)
+            if (d->calls[i] != NULL) answer_result(rt, d->calls[i], 0);
+        for (size_t i = 0; rt->on_tasks != NULL && i < d->req.d.ntasks; i++) {
+            const store_task_t *t = &d->req.d.tasks[i];
+            rt->on_tasks(rt->on_tasks_arg, t->queue, ex->id, t->step, t->attempt);
+        }
         if (d->terminal) {
             ex->dead = 1;
             notify_terminal(rt, ex->id);
@@ -676,17 +752,28 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
             const store_event_t *se = &d->req.d.events[i];
             if (ev_decode(se->type, se->payload, se->seq, se->recorded_at_us, ex->bp, &ev, NULL) ==
                 0) {
+                /* Its caller goes on waiting, for the decision after the
+                 * reload. */
+                ev.origin = d->calls[i];
+                d->calls[i] = NULL;
                 /* A timer's due time is not in its event, so a re-decoded
                  * TimerFired no longer matches; the timer's row is still in
                  * the store if it still holds, and the next refill fires it. */
-                if (rt_pend_push(ex, &ev) != 0) ex->dead = 1;
+                if (rt_pend_push(ex, &ev) != 0) {
+                    ex->dead = 1;
+                    if (ev.origin != NULL) answer_result(rt, ev.origin, CBM_ENOMEM);
+                }
             }
         }
+        for (size_t i = 0; i < d->nin; i++)
+            if (d->calls[i] != NULL) answer_result(rt, d->calls[i], CBM_ECONFLICT);
         if (!ex->dead) rt_start_load(rt, ex);
     } else {
         if (rc != CBM_ESHUTDOWN)
             cbm_log_error("execution %s: commit failed: %s", ex->id, cbm_strerror(rc));
         answer_start(rt, d->start, rc);
+        for (size_t i = 0; i < d->nin; i++)
+            if (d->calls[i] != NULL) answer_result(rt, d->calls[i], rc);
         ex->dead = 1;
     }
     decision_free(d);
@@ -799,6 +886,64 @@ int rt_start_executions(rt_t *rt, const bp_blueprint_t *bp, char *const *inputs,
         return cbm_error_set(err, c.rc, "starting %zu execution(s) of '%s': %s", n, bp->name,
                              cbm_strerror(c.rc));
     return 0;
+}
+
+/* ----------------------------------------------------------- remote tasks */
+
+void rt_set_tasks_hook(rt_t *rt, rt_tasks_fn fn, void *arg)
+{
+    rt->on_tasks = fn;
+    rt->on_tasks_arg = arg;
+}
+
+static void do_task_result(rt_t *rt, rt_call_t *c)
+{
+    rt_exec_t *ex = rt_map_get(rt, c->id);
+    eng_event_t ev;
+    int step;
+
+    if (rt->stopping) {
+        answer_result(rt, c, CBM_ESHUTDOWN);
+        return;
+    }
+    if (ex == NULL || ex->dead || ex->bp == NULL) {
+        /* Not held here (finished, unknown, dropped, or still being read):
+         * the caller finds out which from the store. */
+        answer_result(rt, c, CBM_ENOTFOUND);
+        return;
+    }
+    if ((step = bp_step_index(ex->bp, c->step)) < 0) {
+        c->accepted = 0;
+        snprintf(c->reason, sizeof(c->reason), "no step '%.64s' in blueprint %s", c->step,
+                 ex->bp->name);
+        answer_result(rt, c, 0);
+        return;
+    }
+    outcome_event(rt, step, c->attempt, c->out, &ev);
+    ev.origin = c;
+    if (rt_pend_push(ex, &ev) != 0) {
+        answer_result(rt, c, CBM_ENOMEM);
+        return;
+    }
+    if (!ex->committing && !ex->loading) rt_process(rt, ex, 0);
+    rt_maybe_free(rt, ex);
+}
+
+int rt_task_result(rt_t *rt, const char *id, const char *step, int attempt,
+                   struct cbm_step_out *out, int from_worker, int *accepted, char *reason,
+                   size_t cap)
+{
+    rt_call_t c = {0};
+    c.fn = do_task_result;
+    snprintf(c.id, sizeof(c.id), "%s", id);
+    c.step = step;
+    c.attempt = attempt;
+    c.out = out;
+    c.from_worker = from_worker;
+    post_and_wait(rt, &c);
+    *accepted = c.accepted;
+    if (reason != NULL && cap > 0) snprintf(reason, cap, "%s", c.accepted ? "" : c.reason);
+    return c.rc;
 }
 
 static void do_debug(rt_t *rt, rt_call_t *c)

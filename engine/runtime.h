@@ -85,6 +85,37 @@ void rt_refresh(rt_t *rt, const char *id);
 
 void rt_get_stats(rt_t *rt, cbm_engine_stats_t *out);
 
+/* ---- remote tasks -------------------------------------------------------
+ * A task step whose queue is not "local" is not run here: the decision that
+ * schedules an attempt writes its cbm_tasks row (and the one that ends it
+ * deletes it), workers lease rows from the store, and their outcomes come
+ * back through rt_task_result. */
+
+/* Told on the loop thread, after the commit, of each remote task a
+ * decision wrote. Must be quick and thread-safe (e.g. queue it and
+ * uv_async_send another loop). */
+typedef void (*rt_tasks_fn)(void *arg, const char *queue, const char *execution_id,
+                            const char *step, int attempt);
+/* Before rt_start only. */
+void rt_set_tasks_hook(rt_t *rt, rt_tasks_fn fn, void *arg);
+
+/*
+ * The outcome of attempt `attempt` of step `step` of execution id, run
+ * remotely: *out as filled by cbm_step_ok/fail/sleep/approval (its strings
+ * are taken). Blocks until the outcome is decided and durable. Returns 0
+ * with *accepted = 1 when it became the attempt's result, or *accepted = 0
+ * and reason (cap bytes) when it no longer applies (a later attempt runs, the
+ * step finished, the execution ended): with from_worker the execution's
+ * history then records a ResultIgnored event (unless it has ended).
+ * CBM_ENOTFOUND: the execution is not in memory here (finished, unknown,
+ * or still loading: see engine_api.c); CBM_ESHUTDOWN, CBM_ECONFLICT (decided
+ * elsewhere meanwhile: try again), or a commit failure otherwise.
+ * Thread-safe; not on the loop thread.
+ */
+int rt_task_result(rt_t *rt, const char *id, const char *step, int attempt,
+                   struct cbm_step_out *out, int from_worker, int *accepted, char *reason,
+                   size_t cap);
+
 /* Stop: finish running handlers and in-flight commits, stop the loop thread.
  * Then free everything. rt_destroy(NULL) is a no-op. */
 void rt_destroy(rt_t *rt);

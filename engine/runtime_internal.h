@@ -77,6 +77,8 @@ typedef struct rt_decision {
     size_t *sched;
     size_t nsched;
     size_t nin;                /* the first nin events came from outside */
+    rt_call_t **calls;         /* calls[i]: the caller waiting on input i
+                                  (a remote result), or NULL; nin entries */
     int terminal;
 } rt_decision_t;
 
@@ -122,9 +124,16 @@ struct rt_call {
     const char *const *keys;   /* idempotency keys (NULL: none; entries may be NULL) */
     int *codes;                /* per execution: 0 started, CBM_EEXIST key taken */
     size_t n, remaining;
-    /* debug, refresh */
+    /* debug, refresh, task result */
     char id[37];
     char *text;
+    /* task result (rt_task_result) */
+    const char *step;
+    int attempt;
+    struct cbm_step_out *out;
+    int from_worker;
+    int accepted;
+    char reason[160];
 };
 
 struct rt_waiter {
@@ -174,6 +183,8 @@ struct rt {
 
     int started;
     int client_only;
+    rt_tasks_fn on_tasks;      /* told of committed remote tasks */
+    void *on_tasks_arg;
     _Atomic uint64_t steps_run, resumed, nactive, hibernated, woken, timers_fired;
     _Atomic int64_t lateness_sum_us;
 };

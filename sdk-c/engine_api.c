@@ -17,7 +17,9 @@
 #include "engine/decision.h"
 #include "engine/event.h"
 #include "engine/runtime.h"
+#include "engine/runtime_internal.h"
 #include "engine/state.h"
+#include "engine_remote.h"
 #include "pgembed.h"
 #include "scheduler/clock.h"
 #include "store/store.h"
@@ -728,4 +730,80 @@ int cbm_execution_cancel(cbm_engine_t *e, const char *id, const char *reason, cb
 {
     ext_cmd_t c = {EXT_CANCEL, NULL, NULL, NULL, reason, NULL};
     return ext_decide(e, id, &c, err);
+}
+
+/* ---------------------------------------------------------- remote tasks */
+
+void cbm__engine_set_tasks_hook(cbm_engine_t *e, rt_tasks_fn fn, void *arg)
+{
+    rt_set_tasks_hook(e->rt, fn, arg);
+}
+
+const char *cbm__engine_url(cbm_engine_t *e)
+{
+    return e->started ? e->url : NULL;
+}
+
+cbm_step_out_t *cbm__step_out_new(void)
+{
+    return calloc(1, sizeof(struct cbm_step_out));
+}
+
+void cbm__step_out_free(cbm_step_out_t *out)
+{
+    if (out == NULL) return;
+    free(out->result);
+    free(out->error);
+    free(out->type);
+    free(out);
+}
+
+int cbm__engine_task_result(cbm_engine_t *e, const char *id, const char *step, int attempt,
+                            cbm_step_out_t *out, int from_worker, int *accepted, char *reason,
+                            size_t cap, cbm_error_t *err)
+{
+    store_execution_t *x = NULL;
+    int rc;
+
+    *accepted = 0;
+    if (reason != NULL && cap > 0) reason[0] = '\0';
+    if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
+    {
+        /* The runtime takes the outcome's strings; keep *out whole, so the
+         * caller can try again with it. */
+        struct cbm_step_out copy = *out;
+        copy.result = cbm_strdup(out->result);
+        copy.error = cbm_strdup(out->error);
+        copy.type = cbm_strdup(out->type);
+        if ((out->result != NULL && copy.result == NULL) ||
+            (out->error != NULL && copy.error == NULL) || (out->type != NULL && copy.type == NULL))
+            rc = CBM_ENOMEM;
+        else
+            rc = rt_task_result(e->rt, id, step, attempt, &copy, from_worker, accepted, reason,
+                                cap);
+        free(copy.result);
+        free(copy.error);
+        free(copy.type);
+    }
+    if (rc != CBM_ENOTFOUND) {
+        if (rc != 0)
+            return cbm_error_set(err, rc, "execution %s, step %s: %s", id, step, cbm_strerror(rc));
+        return 0;
+    }
+    /* Not in memory: finished, unknown, or to be loaded. */
+    WITH_RD(e, rc, store_get_execution(e->rd, id, &x, err));
+    if (rc == CBM_ENOTFOUND || rc == CBM_EINVAL) {
+        snprintf(reason, cap, "unknown execution");
+        cbm_error_clear(err);
+        return 0;
+    }
+    if (rc != 0) return rc;
+    if (is_terminal(x->status)) {
+        snprintf(reason, cap, "execution %s", x->status);
+        store_executions_free(x, 1);
+        return 0;
+    }
+    store_executions_free(x, 1);
+    rt_refresh(e->rt, id);
+    return cbm_error_set(err, CBM_EUNAVAIL, "execution %s is being loaded; try again", id);
 }

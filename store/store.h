@@ -67,14 +67,29 @@ typedef struct store_timer {
                                 |value| < 2^53 like recorded_at_us */
 } store_timer_t;
 
-/* A remote task row (cbm_tasks). */
+/* A remote task row (cbm_tasks): one attempt of a step that runs on a worker
+ * polling its queue. The engine inserts it with the decision that schedules
+ * the attempt and deletes it with the decision that ends the attempt
+ * (completed, failed, timed out, cancelled...), so a row exists exactly while
+ * the attempt is the step's current one and is running. */
 typedef struct store_task {
     char execution_id[37];
     char *step;
     int attempt;
     char *queue;
-    char *payload;           /* JSON text */
+    char *payload;           /* JSON text: the step's input */
+    char *handler;           /* the handler the worker runs (NULL: the step) */
+    char *blueprint;         /* the blueprint name (NULL: "") */
+    char *requires;          /* JSON object of capabilities; NULL = {} */
+    int64_t lease_ms;        /* lease a claim takes; 0 = the server's default */
+    int64_t timeout_ms;      /* start-to-close limit shown to workers; 0 = none */
 } store_task_t;
+
+/* Names one task attempt of an execution (the decision's). */
+typedef struct store_task_ref {
+    char *step;
+    int attempt;
+} store_task_ref_t;
 
 /*
  * One decision: everything one engine decision writes for ONE execution. It is
@@ -115,6 +130,9 @@ typedef struct store_decision {
     store_task_t *tasks;        /* inserted; a duplicate (execution_id, step,
                                    attempt) fails the whole batch (CBM_ESTORE) */
     size_t ntasks;
+    store_task_ref_t *tasks_done; /* deleted (those that exist), leased or not:
+                                     attempts this decision ended */
+    size_t ntasks_done;
     /* The execution_id members of events, timers_set and tasks are not read:
      * the decision's execution_id is used for every row. */
 
@@ -279,6 +297,70 @@ int store_put_blueprint(store_t *s, const char *name, const char *version,
                         const char *canonical_json, bool *inserted, cbm_error_t *err);
 int store_get_blueprint(store_t *s, const char *name, const char *version,
                         char **version_out, char **json_out, cbm_error_t *err);
+
+/*
+ * Remote task queue (cbm_tasks). Rows are written and deleted only by
+ * decisions (store_append); these calls lease them. A store_t used for these
+ * may run with synchronous_commit off (store_tasks_relaxed): a lease lost in a
+ * crash only means the task is handed out again, at least once delivery.
+ */
+
+/* A task as a worker receives it. */
+typedef struct store_claimed {
+    int64_t id;                /* cbm_tasks.id */
+    char execution_id[37];
+    char *step;
+    char *handler;
+    char *queue;
+    char *blueprint;
+    char *payload;             /* JSON text */
+    int attempt;
+    int64_t lease_ms;          /* the lease taken */
+    int64_t timeout_ms;
+} store_claimed_t;
+void store_claimed_clear(store_claimed_t *c);
+
+/* Commit this connection's writes without waiting for the WAL flush. */
+int store_tasks_relaxed(store_t *s, cbm_error_t *err);
+
+/*
+ * Lease the oldest unleased task of one of queues[0..nq) whose requires are
+ * all among capabilities (a JSON object of strings; NULL = {}), to worker,
+ * for the task's lease_ms (default_lease_ms when it has none). Skips rows
+ * other transactions hold (FOR UPDATE SKIP LOCKED), so concurrent claims
+ * never wait for each other or get the same task. With want (sticky
+ * routing) only that attempt is considered. *found is false when there was
+ * none (out untouched).
+ */
+int store_task_claim(store_t *s, const char *worker, const char *const *queues, size_t nq,
+                     const char *capabilities, int64_t default_lease_ms,
+                     const store_task_t *want, store_claimed_t *out, bool *found,
+                     cbm_error_t *err);
+
+/* Extend the leases worker holds among ids[0..n) by each task's lease
+ * (default_lease_ms when none). *held (malloc'd, NULL when *nheld is 0)
+ * receives the ids still held by worker; the others it must give up. */
+int store_task_heartbeat(store_t *s, const char *worker, const int64_t *ids, size_t n,
+                         int64_t default_lease_ms, int64_t **held, size_t *nheld,
+                         cbm_error_t *err);
+
+/* Give back a task that was claimed but could not be handed over (the poll
+ * went away): unleased at once, its attempt not counted. */
+int store_task_unclaim(store_t *s, int64_t id, const char *worker, cbm_error_t *err);
+
+/*
+ * Leases that ran out (lease_expires_at <= now), at most limit, oldest
+ * first; with worker != NULL instead every task that worker leases, expired
+ * or not (it left). Each row returned is marked as being failed by the
+ * engine (lease_owner "!expired" and 30 s more), so a scan a moment later
+ * does not return it again while the engine's decision is in flight; if that
+ * decision never comes (a crash) it is returned again 30 s later. *out
+ * entries carry execution_id, step, attempt (and queue); free with
+ * store_tasks_free.
+ */
+int store_task_expired(store_t *s, const char *worker, size_t limit, store_task_t **out,
+                       size_t *n, cbm_error_t *err);
+void store_tasks_free(store_task_t *t, size_t n);
 
 void store_events_free(store_event_t *ev, size_t n);
 void store_executions_free(store_execution_t *ex, size_t n);

@@ -56,7 +56,7 @@
 
 #include "cbm_internal.h"
 
-/* Column indexes into s->cols, which are the statement's $1..$33. */
+/* Column indexes into s->cols, which are the statement's $1..$42. */
 enum {
     EV_ID, EV_SEQ, EV_TYPE, EV_PAYLOAD, EV_AT,                                 /* $1-$5 */
     NX_ID, NX_BLUEPRINT, NX_VERSION, NX_STATUS, NX_INPUTS, NX_RESULT, NX_ERROR,
@@ -67,6 +67,8 @@ enum {
     TK_ID, TK_STEP, TK_ATTEMPT, TK_QUEUE, TK_PAYLOAD,                          /* $26-$30 */
     SN_ID, SN_SEQ, SN_STATE,                                                   /* $31-$33 */
     NX_KEY,                                                                    /* $34 */
+    TK_HANDLER, TK_BLUEPRINT, TK_REQUIRES, TK_LEASE, TK_TIMEOUT,               /* $35-$39 */
+    TD_ID, TD_STEP, TD_ATTEMPT,                                                /* $40-$42 */
     NCOLS_
 };
 _Static_assert(NCOLS_ == APPEND_NCOLS, "APPEND_NCOLS matches the statement");
@@ -105,10 +107,16 @@ static const char sql_append[] =
     " DELETE FROM cbm_timers t USING unnest($24::uuid[], $25::text[]) AS u(id, key)"
     " WHERE t.execution_id = u.id AND t.key = u.key"
     "), tk AS ("
-    " INSERT INTO cbm_tasks (queue, execution_id, step, attempt, payload)"
-    " SELECT u.queue, u.id, u.step, u.attempt, u.payload"
-    " FROM unnest($26::uuid[], $27::text[], $28::int4[], $29::text[], $30::jsonb[])"
-    "  AS u(id, step, attempt, queue, payload)"
+    " INSERT INTO cbm_tasks (queue, execution_id, step, attempt, payload, handler, blueprint,"
+    "  requires, lease_ms, timeout_ms)"
+    " SELECT u.queue, u.id, u.step, u.attempt, u.payload, u.handler, u.blueprint, u.requires,"
+    "  u.lease_ms, u.timeout_ms"
+    " FROM unnest($26::uuid[], $27::text[], $28::int4[], $29::text[], $30::jsonb[], $35::text[],"
+    "  $36::text[], $37::jsonb[], $38::int8[], $39::int8[])"
+    "  AS u(id, step, attempt, queue, payload, handler, blueprint, requires, lease_ms, timeout_ms)"
+    "), td AS ("
+    " DELETE FROM cbm_tasks t USING unnest($40::uuid[], $41::text[], $42::int4[]) AS u(id, step, attempt)"
+    " WHERE t.execution_id = u.id AND t.step = u.step AND t.attempt = u.attempt"
     "), sn AS ("
     " INSERT INTO cbm_snapshots (execution_id, seq, state)"
     " SELECT u.id, u.seq, u.state FROM unnest($31::uuid[], $32::int8[], $33::json[]) AS u(id, seq, state)"
@@ -219,6 +227,16 @@ static void add_decision(store_t *s, const store_decision_t *d)
         store_pg_array_add_int(&c[TK_ATTEMPT], t->attempt);
         store_pg_array_add_text(&c[TK_QUEUE], t->queue);
         store_pg_array_add_text(&c[TK_PAYLOAD], t->payload);
+        store_pg_array_add_text(&c[TK_HANDLER], t->handler != NULL ? t->handler : t->step);
+        store_pg_array_add_text(&c[TK_BLUEPRINT], t->blueprint != NULL ? t->blueprint : "");
+        store_pg_array_add_text(&c[TK_REQUIRES], t->requires != NULL ? t->requires : "{}");
+        store_pg_array_add_int(&c[TK_LEASE], t->lease_ms);
+        store_pg_array_add_int(&c[TK_TIMEOUT], t->timeout_ms);
+    }
+    for (size_t j = 0; j < d->ntasks_done; j++) {
+        store_pg_array_add_text(&c[TD_ID], d->execution_id);
+        store_pg_array_add_text(&c[TD_STEP], d->tasks_done[j].step);
+        store_pg_array_add_int(&c[TD_ATTEMPT], d->tasks_done[j].attempt);
     }
 }
 

@@ -6,6 +6,7 @@
  *   store_pg_migrate.c the versioned migrations under an advisory lock
  *   store_pg_array.c   the text array-literal builder used to pass columns
  *   store_pg_append.c  group commit (one statement per batch) and conflicts
+ *   store_pg_tasks.c   leasing remote tasks: claim, heartbeat, expiry
  *   store_pg_read.c    histories, projections, pagination, resurrection and
  *                      single-execution loads (with snapshots), due timers,
  *                      blueprints, frees
@@ -67,11 +68,17 @@ enum pg_stmt {
     STMT_BP_GET,
     STMT_BP_LATEST,
     STMT_FIND_KEY,
+    STMT_TASK_CLAIM,
+    STMT_TASK_CLAIM_ONE,
+    STMT_TASK_HEARTBEAT,
+    STMT_TASK_UNCLAIM,
+    STMT_TASK_EXPIRED,
+    STMT_TASK_RELEASE,
     STMT_COUNT_
 };
 
 /* Number of array columns the append statement takes (see store_pg_append.c). */
-#define APPEND_NCOLS 34
+#define APPEND_NCOLS 42
 
 struct store {
     PGconn *conn;

@@ -1,0 +1,1239 @@
+/*
+ * worker_service.c - WorkerService and ListWorkers (worker_service.h).
+ *
+ * Loop thread: every handler, the worker registry, parked polls, timers.
+ * Thread pool: every store call (claims, heartbeats, unclaims, the expiry
+ * scan) and every engine call (results), each on a connection taken from a
+ * small pool. A job that outlives its call (client gone) still finishes;
+ * a task claimed for a poll that is gone is given back (unclaimed).
+ */
+#include "worker_service.h"
+
+#include <cJSON.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cbm_internal.h"
+#include "engine_remote.h"
+#include "service.h"
+#include "store/store.h"
+
+#define DEFAULT_LEASE_MS 30000
+#define MAX_WAIT_MS 60000
+#define REAP_MS 500
+#define SWEEP_MS 1000
+#define REAP_LIMIT 1000
+#define EARLY_MS 50        /* answer a poll this long before its deadline */
+#define STICKY_BUCKETS 1024
+
+typedef struct worker {
+    struct worker *next;
+    char *id;
+    char **queues;
+    size_t nqueues;
+    char **capk, **capv;   /* capabilities, as given */
+    size_t ncaps;
+    char *caps_json;       /* the same as a JSON object, for claims */
+    uint32_t max_concurrency;
+    char *sdk;
+    int64_t registered_ms, last_seen_ms;
+    uint32_t active;       /* tasks handed to it and not yet answered */
+} worker_t;
+
+typedef struct poll poll_t;
+struct poll {
+    poll_t *prev, *next;   /* ws->polls: every poll not yet answered */
+    wsvc_t *ws;
+    rpc_call_t *call;      /* NULL once gone */
+    char *worker_id;
+    char **queues;         /* copies */
+    size_t nq;
+    char *caps;            /* the worker's capabilities JSON */
+    uv_timer_t timer;      /* the poll's deadline */
+    int parked;            /* waiting for a task (else claiming) */
+    int claiming;          /* a claim job in flight */
+    int again;             /* a task came while claiming: claim once more */
+    int expired;           /* the deadline passed */
+    int closing;
+    store_task_t want;     /* sticky: the task to try first (step != NULL) */
+};
+
+/* A task committed by the engine, handed from its thread. */
+typedef struct note {
+    struct note *next;
+    char *queue;
+    char execution_id[37];
+    char *step;
+    int attempt;
+} note_t;
+
+/* Which worker ran an execution's last accepted step (sticky routing);
+ * a small direct-mapped cache: a collision only loses a preference. */
+typedef struct sticky {
+    char execution_id[37];
+    char worker_id[128];
+} sticky_t;
+
+struct wsvc {
+    uv_loop_t *loop;
+    cbm_engine_t *engine;
+    svc_t *svc;
+    int64_t lease_ms;
+    int npool;
+    store_t **pool;
+    int nfree;
+    uv_mutex_t pool_mu;
+    uv_cond_t pool_cv;
+    char *url;
+
+    worker_t *workers;
+    poll_t *polls;
+    int closed;            /* notify is closed: engine hooks do nothing */
+    uv_async_t notify;
+    uv_mutex_t note_mu;
+    note_t *notes, *notes_tail;
+    uv_timer_t reap_timer, sweep_timer;
+    int reaping;
+    int draining;
+    int started;
+    sticky_t sticky[STICKY_BUCKETS];
+};
+
+typedef struct wjob wjob_t;
+typedef void (*wjob_fn)(wjob_t *j, store_t *s);
+typedef void (*wjob_done)(wjob_t *j);
+
+struct wjob {
+    uv_work_t req;
+    wsvc_t *ws;
+    wjob_fn work;
+    wjob_done done;
+    rpc_call_t *call;      /* NULL once gone (or none) */
+    poll_t *poll;
+    int rc;
+    cbm_error_t err;
+    /* claim */
+    bool found;
+    store_claimed_t task;
+    /* heartbeat */
+    int64_t *ids;
+    char **tids;
+    size_t nids;
+    int64_t *held;
+    size_t nheld;
+    /* result */
+    char *worker_id;
+    char *execution_id;
+    char *step;
+    int attempt;
+    cbm_step_out_t *out;
+    int accepted;
+    char reason[160];
+    /* expiry, release */
+    store_task_t *expired;
+    size_t nexpired;
+    uint32_t released;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- store pool (any thread) ----------------------------------------------- */
+
+static store_t *pool_get(wsvc_t *ws, int *slot)
+{
+    uv_mutex_lock(&ws->pool_mu);
+    while (ws->nfree == 0) uv_cond_wait(&ws->pool_cv, &ws->pool_mu);
+    *slot = --ws->nfree;
+    store_t *s = ws->pool[*slot];
+    ws->pool[*slot] = NULL;
+    uv_mutex_unlock(&ws->pool_mu);
+    if (!store_ok(s) && store_reconnect(s, NULL) == 0) store_tasks_relaxed(s, NULL);
+    return s;
+}
+
+static void pool_put(wsvc_t *ws, store_t *s)
+{
+    uv_mutex_lock(&ws->pool_mu);
+    ws->pool[ws->nfree++] = s;
+    uv_cond_signal(&ws->pool_cv);
+    uv_mutex_unlock(&ws->pool_mu);
+}
+
+/* ---- jobs -------------------------------------------------------------------- */
+
+static void job_work(uv_work_t *req)
+{
+    wjob_t *j = req->data;
+    int slot;
+    store_t *s = pool_get(j->ws, &slot);
+    j->work(j, s);
+    pool_put(j->ws, s);
+}
+
+static void job_free(wjob_t *j)
+{
+    store_claimed_clear(&j->task);
+    free(j->ids);
+    if (j->tids != NULL)
+        for (size_t i = 0; i < j->nids; i++) free(j->tids[i]);
+    free(j->tids);
+    free(j->held);
+    free(j->worker_id);
+    free(j->execution_id);
+    free(j->step);
+    cbm__step_out_free(j->out);
+    store_tasks_free(j->expired, j->nexpired);
+    free(j);
+}
+
+static void job_after(uv_work_t *req, int status)
+{
+    wjob_t *j = req->data;
+    svc_t *svc = j->ws->svc;
+    if (status != 0 && j->rc == 0) j->rc = CBM_ESHUTDOWN;
+    j->done(j);
+    job_free(j);
+    svc_job_end(svc);
+}
+
+static void on_job_call_gone(rpc_call_t *call, void *data)
+{
+    wjob_t *j = data;
+    (void)call;
+    j->call = NULL;
+}
+
+static wjob_t *job_new(wsvc_t *ws, wjob_fn work, wjob_done done)
+{
+    wjob_t *j = calloc(1, sizeof(*j));
+    if (j == NULL) return NULL;
+    j->req.data = j;
+    j->ws = ws;
+    j->work = work;
+    j->done = done;
+    return j;
+}
+
+/* Queue j; with call, the call is answered by done (or forgotten if it goes
+ * away first). On failure j is freed and call answered. */
+static int job_queue(wjob_t *j, rpc_call_t *call)
+{
+    int rc = uv_queue_work(j->ws->loop, &j->req, job_work, job_after);
+    if (rc != 0) {
+        if (call != NULL)
+            rpc_call_fail(call, GRPC_STATUS_INTERNAL, "cannot queue the work: %s", uv_strerror(rc));
+        job_free(j);
+        return -1;
+    }
+    j->call = call;
+    if (call != NULL) rpc_call_on_cancel(call, on_job_call_gone, j);
+    svc_job_begin(j->ws->svc);
+    return 0;
+}
+
+static void fail_call(rpc_call_t *call, int rc, const cbm_error_t *err)
+{
+    rpc_call_fail(call, svc_status_of(rc), "%s",
+                  err != NULL && err->message[0] != '\0' ? err->message : cbm_strerror(rc));
+}
+
+/* ---- registry ------------------------------------------------------------------ */
+
+static worker_t *worker_find(wsvc_t *ws, const char *id)
+{
+    for (worker_t *w = ws->workers; w != NULL; w = w->next)
+        if (strcmp(w->id, id) == 0) return w;
+    return NULL;
+}
+
+static void strv_free(char **v, size_t n)
+{
+    if (v == NULL) return;
+    for (size_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+static void worker_free(worker_t *w)
+{
+    free(w->id);
+    strv_free(w->queues, w->nqueues);
+    strv_free(w->capk, w->ncaps);
+    strv_free(w->capv, w->ncaps);
+    free(w->caps_json);
+    free(w->sdk);
+    free(w);
+}
+
+static bool worker_serves(const worker_t *w, const char *queue)
+{
+    for (size_t i = 0; i < w->nqueues; i++)
+        if (strcmp(w->queues[i], queue) == 0) return true;
+    return false;
+}
+
+static char **strv_dup(char *const *v, size_t n)
+{
+    char **out = calloc(n ? n : 1, sizeof(*out));
+    if (out == NULL) return NULL;
+    for (size_t i = 0; i < n; i++)
+        if ((out[i] = strdup(v[i])) == NULL) {
+            strv_free(out, i);
+            return NULL;
+        }
+    return out;
+}
+
+static sticky_t *sticky_slot(wsvc_t *ws, const char *execution_id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *c = execution_id; *c; c++) h = (h ^ (unsigned char)*c) * 16777619u;
+    return &ws->sticky[h % STICKY_BUCKETS];
+}
+
+static const char *sticky_worker(wsvc_t *ws, const char *execution_id)
+{
+    sticky_t *e = sticky_slot(ws, execution_id);
+    return strcmp(e->execution_id, execution_id) == 0 ? e->worker_id : NULL;
+}
+
+static void sticky_set(wsvc_t *ws, const char *execution_id, const char *worker_id)
+{
+    sticky_t *e = sticky_slot(ws, execution_id);
+    if (strlen(execution_id) != 36 || strlen(worker_id) >= sizeof(e->worker_id)) return;
+    memcpy(e->execution_id, execution_id, 37);
+    snprintf(e->worker_id, sizeof(e->worker_id), "%s", worker_id);
+}
+
+/* A name as the protocol allows it: non-empty, printable, not too long. */
+static bool name_ok(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return false;
+    return true;
+}
+
+static void on_register(rpc_call_t *call, const Cerebelum__V1__RegisterWorkerRequest *rq,
+                        wsvc_t *ws)
+{
+    Cerebelum__V1__RegisterWorkerResponse rp = CEREBELUM__V1__REGISTER_WORKER_RESPONSE__INIT;
+    worker_t *w, *old;
+    cJSON *caps;
+
+    if (!name_ok(rq->worker_id, 127)) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                      "worker_id is required (1 to 127 printable bytes)");
+        return;
+    }
+    if (rq->n_queues == 0) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "queues: at least one queue is required");
+        return;
+    }
+    for (size_t i = 0; i < rq->n_queues; i++)
+        if (!name_ok(rq->queues[i], 128) || strcmp(rq->queues[i], "local") == 0) {
+            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                          "queues[%zu]: '%.64s' is not a remote queue name", i, rq->queues[i]);
+            return;
+        }
+    if ((w = calloc(1, sizeof(*w))) == NULL || (caps = cJSON_CreateObject()) == NULL) {
+        free(w);
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    w->id = strdup(rq->worker_id);
+    w->queues = strv_dup(rq->queues, rq->n_queues);
+    w->nqueues = rq->n_queues;
+    w->capk = calloc(rq->n_capabilities + 1, sizeof(char *));
+    w->capv = calloc(rq->n_capabilities + 1, sizeof(char *));
+    w->sdk = strdup(rq->sdk_version);
+    for (size_t i = 0; w->capk != NULL && w->capv != NULL && i < rq->n_capabilities; i++) {
+        w->capk[i] = strdup(rq->capabilities[i]->key);
+        w->capv[i] = strdup(rq->capabilities[i]->value);
+        w->ncaps++;
+        cJSON_DeleteItemFromObjectCaseSensitive(caps, rq->capabilities[i]->key);
+        cJSON_AddStringToObject(caps, rq->capabilities[i]->key, rq->capabilities[i]->value);
+    }
+    w->caps_json = cJSON_PrintUnformatted(caps);
+    cJSON_Delete(caps);
+    w->max_concurrency = rq->max_concurrency ? rq->max_concurrency : 1;
+    w->registered_ms = w->last_seen_ms = now_ms();
+    if (w->id == NULL || w->queues == NULL || w->capk == NULL || w->capv == NULL ||
+        w->sdk == NULL || w->caps_json == NULL) {
+        worker_free(w);
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    /* Registering again replaces the entry (same id: a restarted worker). */
+    if ((old = worker_find(ws, w->id)) != NULL) {
+        w->registered_ms = old->registered_ms;
+        w->active = old->active;
+        for (worker_t **p = &ws->workers; *p != NULL; p = &(*p)->next)
+            if (*p == old) {
+                *p = old->next;
+                break;
+            }
+        worker_free(old);
+    }
+    w->next = ws->workers;
+    ws->workers = w;
+    rp.heartbeat_interval_ms = (uint32_t)(ws->lease_ms / 3);
+    rp.max_wait_ms = MAX_WAIT_MS;
+    rpc_call_reply(call, &rp.base);
+}
+
+/* ---- polls --------------------------------------------------------------------- */
+
+static void poll_claim(poll_t *p);
+
+static void poll_unpark(poll_t *p)
+{
+    p->parked = 0;
+}
+
+static void poll_park(poll_t *p)
+{
+    p->parked = 1;
+}
+
+static void poll_link(poll_t *p)
+{
+    wsvc_t *ws = p->ws;
+    p->prev = NULL;
+    p->next = ws->polls;
+    if (ws->polls != NULL) ws->polls->prev = p;
+    ws->polls = p;
+}
+
+static void poll_unlink(poll_t *p)
+{
+    wsvc_t *ws = p->ws;
+    if (p->prev != NULL) p->prev->next = p->next;
+    else if (ws->polls == p) ws->polls = p->next;
+    if (p->next != NULL) p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+}
+
+static void poll_freed(uv_handle_t *h)
+{
+    poll_t *p = h->data;
+    strv_free(p->queues, p->nq);
+    free(p->worker_id);
+    free(p->caps);
+    free(p->want.step);
+    free(p);
+}
+
+/* Done with p: off the lists, timer closed, freed when libuv is done. */
+static void poll_end(poll_t *p)
+{
+    if (p->closing) return;
+    p->closing = 1;
+    poll_unpark(p);
+    poll_unlink(p);
+    uv_timer_stop(&p->timer);
+    uv_close((uv_handle_t *)&p->timer, poll_freed);
+}
+
+static void poll_answer_empty(poll_t *p)
+{
+    Cerebelum__V1__Task t = CEREBELUM__V1__TASK__INIT;
+    if (p->call != NULL) {
+        t.empty = 1;
+        rpc_call_reply(p->call, &t.base);
+        p->call = NULL;
+    }
+    poll_end(p);
+}
+
+static void on_poll_gone(rpc_call_t *call, void *data)
+{
+    poll_t *p = data;
+    (void)call;
+    p->call = NULL;
+    if (!p->claiming) poll_end(p); /* else the claim's done() ends it */
+}
+
+static void on_poll_deadline(uv_timer_t *t)
+{
+    poll_t *p = t->data;
+    p->expired = 1;
+    if (!p->claiming) poll_answer_empty(p);
+}
+
+static void unclaim_work(wjob_t *j, store_t *s)
+{
+    j->rc = store_task_unclaim(s, j->task.id, j->worker_id, &j->err);
+}
+
+static void unclaim_done(wjob_t *j)
+{
+    if (j->rc != 0)
+        cbm_log_warn("serve: could not give back task %lld (its lease runs out instead): %s",
+                     (long long)j->task.id, j->err.message);
+}
+
+static void claim_work(wjob_t *j, store_t *s)
+{
+    poll_t *p = j->poll;
+    const store_task_t *want = p->want.step != NULL ? &p->want : NULL;
+    j->rc = store_task_claim(s, p->worker_id, (const char *const *)p->queues, p->nq, p->caps,
+                             j->ws->lease_ms, want, &j->task, &j->found, &j->err);
+    if (j->rc == 0 && !j->found && want != NULL)
+        j->rc = store_task_claim(s, p->worker_id, (const char *const *)p->queues, p->nq, p->caps,
+                                 j->ws->lease_ms, NULL, &j->task, &j->found, &j->err);
+}
+
+static void claim_done(wjob_t *j)
+{
+    poll_t *p = j->poll;
+    wsvc_t *ws = j->ws;
+
+    p->claiming = 0;
+    free(p->want.step);
+    p->want.step = NULL;
+    if (j->rc != 0) {
+        /* The store is down: the poll waits (and the sweep tries again). */
+        cbm_log_warn("serve: claiming a task failed: %s", j->err.message);
+    } else if (j->found) {
+        if (p->call != NULL) {
+            Cerebelum__V1__Task t = CEREBELUM__V1__TASK__INIT;
+            char tid[256];
+            worker_t *w = worker_find(ws, p->worker_id);
+            snprintf(tid, sizeof(tid), "%lld:%s:%d:%s", (long long)j->task.id,
+                     j->task.execution_id, j->task.attempt, j->task.step);
+            t.task_id = tid;
+            t.execution_id = j->task.execution_id;
+            t.step = j->task.step;
+            t.handler = j->task.handler;
+            t.attempt = (uint32_t)j->task.attempt;
+            t.queue = j->task.queue;
+            t.input_json = j->task.payload;
+            t.lease_ms = (uint32_t)(j->task.lease_ms > UINT32_MAX ? UINT32_MAX : j->task.lease_ms);
+            t.blueprint = j->task.blueprint;
+            t.timeout_ms = (uint32_t)(j->task.timeout_ms > UINT32_MAX ? UINT32_MAX
+                                                                      : j->task.timeout_ms);
+            if (rpc_call_reply(p->call, &t.base) == 0) {
+                p->call = NULL;
+                if (w != NULL) w->active++;
+                poll_end(p);
+                return;
+            }
+            p->call = NULL;
+        }
+        /* Nobody to hand it to: give it back at once (else its lease
+         * runs out). */
+        {
+            wjob_t *u = job_new(ws, unclaim_work, unclaim_done);
+            if (u != NULL) {
+                u->task.id = j->task.id;
+                if ((u->worker_id = strdup(p->worker_id)) == NULL) job_free(u);
+                else job_queue(u, NULL);
+            }
+        }
+        poll_end(p);
+        return;
+    }
+    if (p->call == NULL) {
+        poll_end(p);
+    } else if (p->again && !p->expired && !ws->draining) {
+        p->again = 0;
+        poll_claim(p);
+    } else if (p->expired || ws->draining) {
+        poll_answer_empty(p);
+    } else {
+        poll_park(p);
+    }
+}
+
+static void poll_claim(poll_t *p)
+{
+    wjob_t *j;
+    poll_unpark(p);
+    if ((j = job_new(p->ws, claim_work, claim_done)) == NULL) {
+        poll_park(p);
+        return;
+    }
+    j->poll = p;
+    p->claiming = 1;
+    p->again = 0;
+    if (job_queue(j, NULL) != 0) {
+        p->claiming = 0;
+        poll_park(p);
+    }
+}
+
+static void on_poll(rpc_call_t *call, const Cerebelum__V1__PollTaskRequest *rq, wsvc_t *ws)
+{
+    worker_t *w;
+    poll_t *p;
+    int64_t wait, left;
+
+    if (rq->worker_id[0] == '\0') {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "worker_id is required");
+        return;
+    }
+    if ((w = worker_find(ws, rq->worker_id)) == NULL) {
+        rpc_call_fail(call, GRPC_STATUS_FAILED_PRECONDITION,
+                      "worker '%.64s' is not registered: call RegisterWorker", rq->worker_id);
+        return;
+    }
+    w->last_seen_ms = now_ms();
+    for (size_t i = 0; i < rq->n_queues; i++)
+        if (!worker_serves(w, rq->queues[i])) {
+            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                          "queues[%zu]: worker '%.64s' did not register queue '%.64s'", i,
+                          rq->worker_id, rq->queues[i]);
+            return;
+        }
+    if ((p = calloc(1, sizeof(*p))) == NULL) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    p->ws = ws;
+    p->call = call;
+    p->worker_id = strdup(w->id);
+    p->caps = strdup(w->caps_json);
+    if (rq->n_queues > 0) {
+        p->queues = strv_dup(rq->queues, rq->n_queues);
+        p->nq = rq->n_queues;
+    } else {
+        p->queues = strv_dup(w->queues, w->nqueues);
+        p->nq = w->nqueues;
+    }
+    uv_timer_init(ws->loop, &p->timer);
+    p->timer.data = p;
+    poll_link(p);
+    if (p->worker_id == NULL || p->caps == NULL || p->queues == NULL) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        p->call = NULL;
+        poll_end(p);
+        return;
+    }
+    rpc_call_on_cancel(call, on_poll_gone, p);
+    /* Never past the client's deadline: answer empty a little before. */
+    wait = rq->wait_ms > MAX_WAIT_MS ? MAX_WAIT_MS : rq->wait_ms;
+    left = rpc_call_remaining_ms(call);
+    if (left != INT64_MAX && wait > left - EARLY_MS) wait = left > EARLY_MS ? left - EARLY_MS : 0;
+    if (wait > 0) uv_timer_start(&p->timer, on_poll_deadline, (uint64_t)wait, 0);
+    else p->expired = 1;
+    poll_claim(p);
+}
+
+/* ---- new tasks from the engine -------------------------------------------------- */
+
+/* Engine thread. */
+static void on_engine_task(void *arg, const char *queue, const char *execution_id,
+                           const char *step, int attempt)
+{
+    wsvc_t *ws = arg;
+    note_t *n = calloc(1, sizeof(*n));
+    if (n == NULL || (n->queue = strdup(queue)) == NULL || (n->step = strdup(step)) == NULL) {
+        if (n != NULL) free(n->queue);
+        free(n);
+        return; /* the sweep finds it */
+    }
+    snprintf(n->execution_id, sizeof(n->execution_id), "%s", execution_id);
+    n->attempt = attempt;
+    uv_mutex_lock(&ws->note_mu);
+    if (ws->notes_tail != NULL) ws->notes_tail->next = n;
+    else ws->notes = n;
+    ws->notes_tail = n;
+    if (!ws->closed) uv_async_send(&ws->notify);
+    uv_mutex_unlock(&ws->note_mu);
+}
+
+static bool poll_takes(const poll_t *p, const char *queue)
+{
+    for (size_t i = 0; i < p->nq; i++)
+        if (strcmp(p->queues[i], queue) == 0) return true;
+    return false;
+}
+
+static void on_notify(uv_async_t *h)
+{
+    wsvc_t *ws = h->data;
+    note_t *n;
+
+    uv_mutex_lock(&ws->note_mu);
+    n = ws->notes;
+    ws->notes = ws->notes_tail = NULL;
+    uv_mutex_unlock(&ws->note_mu);
+    while (n != NULL) {
+        note_t *next = n->next;
+        poll_t *pick = NULL;
+        const char *sticky = ws->draining ? NULL : sticky_worker(ws, n->execution_id);
+
+        for (poll_t *p = ws->polls; p != NULL && !ws->draining; p = p->next) {
+            if (!p->parked || !poll_takes(p, n->queue)) continue;
+            if (sticky != NULL && strcmp(p->worker_id, sticky) == 0) {
+                pick = p;
+                break;
+            }
+            if (pick == NULL) pick = p;
+        }
+        if (pick != NULL) {
+            if (sticky != NULL && strcmp(pick->worker_id, sticky) == 0) {
+                memcpy(pick->want.execution_id, n->execution_id, 37);
+                pick->want.step = n->step;
+                pick->want.attempt = n->attempt;
+                n->step = NULL;
+            }
+            poll_claim(pick);
+        } else {
+            /* No parked poll: a claim in flight may have started before
+             * this commit and come back empty; have those look once more.
+             * (Workers busy: the task waits for their next poll.) */
+            for (poll_t *p = ws->polls; p != NULL; p = p->next)
+                if (p->claiming && poll_takes(p, n->queue)) p->again = 1;
+        }
+        free(n->queue);
+        free(n->step);
+        free(n);
+        n = next;
+    }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    wsvc_t *ws = t->data;
+    /* Tasks this process was not told of (another engine's, a retry made
+     * by an outside decision): every parked poll looks again. */
+    for (poll_t *p = ws->polls; p != NULL; p = p->next)
+        if (p->parked) poll_claim(p);
+}
+
+/* ---- heartbeats ------------------------------------------------------------------ */
+
+static void heartbeat_work(wjob_t *j, store_t *s)
+{
+    j->rc = store_task_heartbeat(s, j->worker_id, j->ids, j->nids, j->ws->lease_ms, &j->held,
+                                 &j->nheld, &j->err);
+}
+
+static void heartbeat_done(wjob_t *j)
+{
+    Cerebelum__V1__HeartbeatResponse rp = CEREBELUM__V1__HEARTBEAT_RESPONSE__INIT;
+    char **cancel;
+    size_t nc = 0;
+
+    if (j->call == NULL) return;
+    if (j->rc != 0) {
+        fail_call(j->call, j->rc, &j->err);
+        return;
+    }
+    cancel = calloc(j->nids + 1, sizeof(*cancel));
+    if (cancel == NULL) {
+        rpc_call_fail(j->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < j->nids; i++) {
+        bool held = false;
+        for (size_t k = 0; k < j->nheld && !held; k++) held = j->held[k] == j->ids[i];
+        if (!held) cancel[nc++] = j->tids[i];
+    }
+    rp.lease_extension_ms = (uint32_t)j->ws->lease_ms;
+    rp.n_cancel_task_ids = nc;
+    rp.cancel_task_ids = cancel;
+    rpc_call_reply(j->call, &rp.base);
+    free(cancel);
+}
+
+static void on_heartbeat(rpc_call_t *call, const Cerebelum__V1__HeartbeatRequest *rq, wsvc_t *ws)
+{
+    Cerebelum__V1__HeartbeatResponse rp = CEREBELUM__V1__HEARTBEAT_RESPONSE__INIT;
+    worker_t *w;
+    wjob_t *j;
+
+    if (rq->worker_id[0] == '\0') {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "worker_id is required");
+        return;
+    }
+    if ((w = worker_find(ws, rq->worker_id)) == NULL) {
+        rp.unknown_worker = 1;
+        rpc_call_reply(call, &rp.base);
+        return;
+    }
+    w->last_seen_ms = now_ms();
+    if (rq->n_task_ids == 0) {
+        rp.lease_extension_ms = (uint32_t)ws->lease_ms;
+        rpc_call_reply(call, &rp.base);
+        return;
+    }
+    if ((j = job_new(ws, heartbeat_work, heartbeat_done)) == NULL ||
+        (j->ids = calloc(rq->n_task_ids, sizeof(*j->ids))) == NULL ||
+        (j->tids = calloc(rq->n_task_ids, sizeof(*j->tids))) == NULL ||
+        (j->worker_id = strdup(rq->worker_id)) == NULL) {
+        if (j != NULL) job_free(j);
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < rq->n_task_ids; i++) {
+        char *end;
+        j->tids[j->nids] = strdup(rq->task_ids[i]);
+        if (j->tids[j->nids] == NULL) break;
+        /* An id that is not ours names no task: it is in cancel. */
+        j->ids[j->nids] = strtoll(rq->task_ids[i], &end, 10);
+        if (end == rq->task_ids[i] || *end != ':') j->ids[j->nids] = -1;
+        j->nids++;
+    }
+    job_queue(j, call);
+}
+
+/* ---- results --------------------------------------------------------------------- */
+
+/* The engine may be loading the execution: try again a few times. */
+static int engine_result(wjob_t *j, int from_worker)
+{
+    int rc = CBM_EUNAVAIL;
+    for (int i = 0; i < 40 && rc == CBM_EUNAVAIL; i++) {
+        if (i > 0) {
+            struct timespec ts = {0, 50 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        rc = cbm__engine_task_result(j->ws->engine, j->execution_id, j->step, j->attempt, j->out,
+                                     from_worker, &j->accepted, j->reason, sizeof(j->reason),
+                                     &j->err);
+    }
+    return rc;
+}
+
+static void result_work(wjob_t *j, store_t *s)
+{
+    (void)s;
+    j->rc = engine_result(j, 1);
+}
+
+static void result_done(wjob_t *j)
+{
+    Cerebelum__V1__SubmitResultResponse rp = CEREBELUM__V1__SUBMIT_RESULT_RESPONSE__INIT;
+    worker_t *w = worker_find(j->ws, j->worker_id);
+
+    if (j->rc == 0 && w != NULL && w->active > 0) w->active--;
+    if (j->rc == 0 && j->accepted) sticky_set(j->ws, j->execution_id, j->worker_id);
+    if (j->call == NULL) return;
+    if (j->rc != 0) {
+        fail_call(j->call, j->rc, &j->err);
+        return;
+    }
+    rp.accepted = j->accepted != 0;
+    rp.ignored_reason = j->accepted ? (char *)"" : j->reason;
+    rpc_call_reply(j->call, &rp.base);
+}
+
+/* task_id "<row>:<execution>:<attempt>:<step>" -> its parts. */
+static int parse_task_id(const char *tid, char exec[37], int *attempt, const char **step)
+{
+    const char *a = strchr(tid, ':'), *b, *c;
+    char *end;
+    long v;
+    if (a == NULL || (b = strchr(a + 1, ':')) == NULL || b - a - 1 != 36 ||
+        (c = strchr(b + 1, ':')) == NULL || c[1] == '\0')
+        return -1;
+    memcpy(exec, a + 1, 36);
+    exec[36] = '\0';
+    v = strtol(b + 1, &end, 10);
+    if (end != c || v < 1 || v > 1000000000) return -1;
+    *attempt = (int)v;
+    *step = c + 1;
+    return 0;
+}
+
+static void on_submit(rpc_call_t *call, const Cerebelum__V1__SubmitResultRequest *rq, wsvc_t *ws)
+{
+    char exec[37];
+    const char *step;
+    int attempt, rc = 0;
+    wjob_t *j;
+    cbm_step_out_t *out;
+
+    if (rq->worker_id[0] == '\0' || rq->task_id[0] == '\0') {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "worker_id and task_id are required");
+        return;
+    }
+    if (parse_task_id(rq->task_id, exec, &attempt, &step) != 0) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "task_id '%.80s' is not a task id",
+                      rq->task_id);
+        return;
+    }
+    if (rq->attempt != 0 && (int)rq->attempt != attempt) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                      "attempt %u does not match task_id's attempt %d", rq->attempt, attempt);
+        return;
+    }
+    if ((out = cbm__step_out_new()) == NULL) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    switch (rq->status) {
+    case CEREBELUM__V1__TASK_STATUS__SUCCESS:
+        rc = cbm_step_ok(out, rq->result_json[0] ? rq->result_json : "null");
+        if (rc != 0) {
+            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "result_json is not valid JSON");
+            goto bad;
+        }
+        break;
+    case CEREBELUM__V1__TASK_STATUS__FAILED:
+        if (rq->error == NULL || rq->error->kind[0] == '\0') {
+            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "FAILED needs error.kind");
+            goto bad;
+        }
+        rc = cbm_step_fail(out, rq->error->kind, rq->error->message, rq->error->retryable);
+        break;
+    case CEREBELUM__V1__TASK_STATUS__SLEEP:
+        if (rq->sleep == NULL) {
+            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "SLEEP needs sleep");
+            goto bad;
+        }
+        rc = cbm_step_sleep(out, rq->sleep->data_json[0] ? rq->sleep->data_json : "null",
+                            rq->sleep->duration_ms > INT64_MAX ? INT64_MAX
+                                                               : (int64_t)rq->sleep->duration_ms);
+        if (rc != 0) {
+            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                          "sleep: data_json must be JSON and duration_ms at most 10 years");
+            goto bad;
+        }
+        break;
+    case CEREBELUM__V1__TASK_STATUS__APPROVAL:
+        if (rq->approval == NULL) {
+            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "APPROVAL needs approval");
+            goto bad;
+        }
+        rc = cbm_step_approval(out, rq->approval->type,
+                               rq->approval->data_json[0] ? rq->approval->data_json : "null",
+                               rq->approval->timeout_ms > INT64_MAX
+                                   ? INT64_MAX
+                                   : (int64_t)rq->approval->timeout_ms);
+        if (rc != 0) {
+            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                          "approval: data_json must be JSON and timeout_ms at most 10 years");
+            goto bad;
+        }
+        break;
+    default:
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                      "status must be SUCCESS, FAILED, SLEEP or APPROVAL");
+        goto bad;
+    }
+    if (rc != 0) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto bad;
+    }
+    if ((j = job_new(ws, result_work, result_done)) == NULL ||
+        (j->worker_id = strdup(rq->worker_id)) == NULL ||
+        (j->execution_id = strdup(exec)) == NULL || (j->step = strdup(step)) == NULL) {
+        if (j != NULL) job_free(j);
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto bad;
+    }
+    j->attempt = attempt;
+    j->out = out;
+    job_queue(j, call);
+    return;
+bad:
+    cbm__step_out_free(out);
+}
+
+/* ---- leases that ran out, workers that left -------------------------------------- */
+
+/* Fail each attempt in j->expired with kind `kind`, through the engine. */
+static void fail_expired(wjob_t *j, const char *kind, const char *why)
+{
+    for (size_t i = 0; i < j->nexpired; i++) {
+        store_task_t *t = &j->expired[i];
+        char msg[200];
+        int rc;
+        free(j->execution_id);
+        free(j->step);
+        cbm__step_out_free(j->out);
+        j->execution_id = strdup(t->execution_id);
+        j->step = strdup(t->step);
+        j->out = cbm__step_out_new();
+        j->attempt = t->attempt;
+        if (j->execution_id == NULL || j->step == NULL || j->out == NULL) continue;
+        snprintf(msg, sizeof(msg), "%s (queue %s, attempt %d)", why, t->queue, t->attempt);
+        cbm_step_fail(j->out, kind, msg, true);
+        rc = engine_result(j, 0);
+        if (rc != 0)
+            cbm_log_warn("serve: failing task %s/%s#%d (%s): %s; the scan tries again",
+                         t->execution_id, t->step, t->attempt, kind, j->err.message);
+        else
+            cbm_log_info("serve: %s/%s#%d: %s%s%s", t->execution_id, t->step, t->attempt, kind,
+                         j->accepted ? "" : ", ignored: ", j->accepted ? "" : j->reason);
+    }
+}
+
+static void reap_work(wjob_t *j, store_t *s)
+{
+    j->rc = store_task_expired(s, NULL, REAP_LIMIT, &j->expired, &j->nexpired, &j->err);
+    if (j->rc == 0) fail_expired(j, "lease_expired", "the worker's lease ran out");
+}
+
+static void reap_done(wjob_t *j)
+{
+    j->ws->reaping = 0;
+    if (j->rc != 0 && j->rc != CBM_ESHUTDOWN)
+        cbm_log_warn("serve: lease expiry scan failed: %s", j->err.message);
+}
+
+static void on_reap(uv_timer_t *t)
+{
+    wsvc_t *ws = t->data;
+    wjob_t *j;
+    if (ws->reaping || ws->draining) return;
+    if ((j = job_new(ws, reap_work, reap_done)) == NULL) return;
+    ws->reaping = 1;
+    if (job_queue(j, NULL) != 0) ws->reaping = 0;
+}
+
+static void release_work(wjob_t *j, store_t *s)
+{
+    j->rc = store_task_expired(s, j->worker_id, 0, &j->expired, &j->nexpired, &j->err);
+    if (j->rc == 0) {
+        j->released = (uint32_t)j->nexpired;
+        fail_expired(j, "worker_left", "the worker unregistered");
+    }
+}
+
+static void release_done(wjob_t *j)
+{
+    Cerebelum__V1__UnregisterWorkerResponse rp = CEREBELUM__V1__UNREGISTER_WORKER_RESPONSE__INIT;
+    if (j->call == NULL) return;
+    if (j->rc != 0) {
+        fail_call(j->call, j->rc, &j->err);
+        return;
+    }
+    rp.released_tasks = j->released;
+    rpc_call_reply(j->call, &rp.base);
+}
+
+static void on_unregister(rpc_call_t *call, const Cerebelum__V1__UnregisterWorkerRequest *rq,
+                          wsvc_t *ws)
+{
+    worker_t *w;
+    poll_t *p, *next;
+    wjob_t *j;
+
+    if (rq->worker_id[0] == '\0') {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "worker_id is required");
+        return;
+    }
+    if ((w = worker_find(ws, rq->worker_id)) != NULL) {
+        for (worker_t **pp = &ws->workers; *pp != NULL; pp = &(*pp)->next)
+            if (*pp == w) {
+                *pp = w->next;
+                break;
+            }
+        worker_free(w);
+    }
+    for (p = ws->polls; p != NULL; p = next) {
+        next = p->next;
+        if (p->parked && strcmp(p->worker_id, rq->worker_id) == 0) poll_answer_empty(p);
+    }
+    if ((j = job_new(ws, release_work, release_done)) == NULL ||
+        (j->worker_id = strdup(rq->worker_id)) == NULL) {
+        if (j != NULL) job_free(j);
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    job_queue(j, call);
+}
+
+/* ---- ListWorkers ------------------------------------------------------------------ */
+
+static void on_list_workers(rpc_call_t *call, const Cerebelum__V1__ListWorkersRequest *rq,
+                            wsvc_t *ws)
+{
+    Cerebelum__V1__ListWorkersResponse rp = CEREBELUM__V1__LIST_WORKERS_RESPONSE__INIT;
+    Cerebelum__V1__Worker *msgs, **ptrs;
+    Cerebelum__V1__Worker__CapabilitiesEntry *caps, **capp;
+    size_t n = 0, ncap = 0, k = 0, c = 0;
+    int64_t now = now_ms();
+
+    for (worker_t *w = ws->workers; w != NULL; w = w->next)
+        if (rq->queue[0] == '\0' || worker_serves(w, rq->queue)) {
+            n++;
+            ncap += w->ncaps;
+        }
+    msgs = calloc(n + 1, sizeof(*msgs));
+    ptrs = calloc(n + 1, sizeof(*ptrs));
+    caps = calloc(ncap + 1, sizeof(*caps));
+    capp = calloc(ncap + 1, sizeof(*capp));
+    if (msgs == NULL || ptrs == NULL || caps == NULL || capp == NULL) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto done;
+    }
+    for (worker_t *w = ws->workers; w != NULL; w = w->next) {
+        Cerebelum__V1__Worker init = CEREBELUM__V1__WORKER__INIT;
+        Cerebelum__V1__Worker *m = &msgs[k];
+        if (rq->queue[0] != '\0' && !worker_serves(w, rq->queue)) continue;
+        *m = init;
+        m->worker_id = w->id;
+        m->n_queues = w->nqueues;
+        m->queues = w->queues;
+        m->capabilities = &capp[c];
+        for (size_t i = 0; i < w->ncaps; i++) {
+            Cerebelum__V1__Worker__CapabilitiesEntry e =
+                CEREBELUM__V1__WORKER__CAPABILITIES_ENTRY__INIT;
+            caps[c] = e;
+            caps[c].key = w->capk[i];
+            caps[c].value = w->capv[i];
+            capp[c] = &caps[c];
+            c++;
+        }
+        m->n_capabilities = w->ncaps;
+        m->max_concurrency = w->max_concurrency;
+        m->active_tasks = w->active;
+        m->registered_at_ms = w->registered_ms;
+        m->last_seen_at_ms = w->last_seen_ms;
+        m->alive = now - w->last_seen_ms <= 3 * (ws->lease_ms / 3) + MAX_WAIT_MS;
+        m->sdk_version = w->sdk;
+        ptrs[k++] = m;
+    }
+    rp.n_workers = k;
+    rp.workers = ptrs;
+    rpc_call_reply(call, &rp.base);
+done:
+    free(msgs);
+    free(ptrs);
+    free(caps);
+    free(capp);
+}
+
+/* ---- dispatch, lifecycle ------------------------------------------------------------ */
+
+static void on_call(rpc_call_t *call, const ProtobufCMessage *request, void *user_data)
+{
+    svc_t *svc = user_data;
+    wsvc_t *ws = svc->ws;
+
+    if (svc->draining || ws->draining) {
+        rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
+        return;
+    }
+    switch (rpc_call_method(call)) {
+    case RPC_REGISTER_WORKER: on_register(call, (const void *)request, ws); break;
+    case RPC_POLL_TASK: on_poll(call, (const void *)request, ws); break;
+    case RPC_HEARTBEAT: on_heartbeat(call, (const void *)request, ws); break;
+    case RPC_SUBMIT_RESULT: on_submit(call, (const void *)request, ws); break;
+    case RPC_UNREGISTER_WORKER: on_unregister(call, (const void *)request, ws); break;
+    case RPC_LIST_WORKERS: on_list_workers(call, (const void *)request, ws); break;
+    default: rpc_call_fail(call, GRPC_STATUS_UNIMPLEMENTED, "method not served"); break;
+    }
+}
+
+int wsvc_create(uv_loop_t *loop, cbm_engine_t *engine, svc_t *svc, const wsvc_opts_t *o,
+                wsvc_t **out, cbm_error_t *err)
+{
+    wsvc_t *ws = calloc(1, sizeof(*ws));
+    const char *env = getenv("CEREBELUM_LEASE_MS");
+
+    if (ws == NULL) return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+    ws->loop = loop;
+    ws->engine = engine;
+    ws->svc = svc;
+    ws->lease_ms = o != NULL && o->lease_ms > 0 ? o->lease_ms : DEFAULT_LEASE_MS;
+    if ((o == NULL || o->lease_ms <= 0) && env != NULL && atoll(env) > 0) ws->lease_ms = atoll(env);
+    ws->npool = o != NULL && o->pool > 0 ? o->pool : 4;
+    if ((ws->pool = calloc((size_t)ws->npool, sizeof(*ws->pool))) == NULL) {
+        free(ws);
+        return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+    }
+    uv_mutex_init(&ws->pool_mu);
+    uv_cond_init(&ws->pool_cv);
+    uv_mutex_init(&ws->note_mu);
+    uv_async_init(loop, &ws->notify, on_notify);
+    ws->notify.data = ws;
+    uv_timer_init(loop, &ws->reap_timer);
+    uv_timer_init(loop, &ws->sweep_timer);
+    ws->reap_timer.data = ws->sweep_timer.data = ws;
+    cbm__engine_set_tasks_hook(engine, on_engine_task, ws);
+    svc->ws = ws;
+    *out = ws;
+    return 0;
+}
+
+int wsvc_start(wsvc_t *ws, cbm_error_t *err)
+{
+    const char *url = cbm__engine_url(ws->engine);
+    int rc;
+    if (url == NULL) return cbm_error_set(err, CBM_ESTATE, "the engine is not started");
+    for (int i = 0; i < ws->npool; i++) {
+        if ((rc = store_open(url, &ws->pool[i], err)) != 0) return rc;
+        if ((rc = store_tasks_relaxed(ws->pool[i], err)) != 0) return rc;
+        ws->nfree++;
+    }
+    ws->started = 1;
+    uv_timer_start(&ws->reap_timer, on_reap, REAP_MS, REAP_MS);
+    uv_timer_start(&ws->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
+    return 0;
+}
+
+void wsvc_install(wsvc_t *ws, rpc_server_options_t *opts)
+{
+    (void)ws;
+    opts->handlers[RPC_REGISTER_WORKER] = on_call;
+    opts->handlers[RPC_POLL_TASK] = on_call;
+    opts->handlers[RPC_HEARTBEAT] = on_call;
+    opts->handlers[RPC_SUBMIT_RESULT] = on_call;
+    opts->handlers[RPC_UNREGISTER_WORKER] = on_call;
+    opts->handlers[RPC_LIST_WORKERS] = on_call;
+}
+
+void wsvc_drain(wsvc_t *ws)
+{
+    poll_t *p, *next;
+    if (ws == NULL || ws->draining) return;
+    ws->draining = 1;
+    uv_timer_stop(&ws->reap_timer);
+    uv_timer_stop(&ws->sweep_timer);
+    for (p = ws->polls; p != NULL; p = next) {
+        next = p->next;
+        if (!p->claiming) poll_answer_empty(p); /* else when its claim ends */
+    }
+}
+
+void wsvc_close(wsvc_t *ws)
+{
+    if (ws == NULL) return;
+    wsvc_drain(ws);
+    /* Engine hooks may still fire until the engine stops; after this they
+     * only queue notes, freed by wsvc_destroy. */
+    uv_mutex_lock(&ws->note_mu);
+    ws->closed = 1;
+    uv_mutex_unlock(&ws->note_mu);
+    uv_close((uv_handle_t *)&ws->notify, NULL);
+    uv_close((uv_handle_t *)&ws->reap_timer, NULL);
+    uv_close((uv_handle_t *)&ws->sweep_timer, NULL);
+}
+
+void wsvc_destroy(wsvc_t *ws)
+{
+    note_t *n;
+    if (ws == NULL) return;
+    while (ws->workers != NULL) {
+        worker_t *w = ws->workers;
+        ws->workers = w->next;
+        worker_free(w);
+    }
+    for (n = ws->notes; n != NULL;) {
+        note_t *next = n->next;
+        free(n->queue);
+        free(n->step);
+        free(n);
+        n = next;
+    }
+    for (int i = 0; i < ws->nfree; i++) store_close(ws->pool[i]);
+    free(ws->pool);
+    uv_mutex_destroy(&ws->pool_mu);
+    uv_cond_destroy(&ws->pool_cv);
+    uv_mutex_destroy(&ws->note_mu);
+    free(ws);
+}
