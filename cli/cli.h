@@ -87,6 +87,7 @@ int cli_cmd_approve(const cli_opts_t *o);
 int cli_cmd_reject(const cli_opts_t *o);
 int cli_cmd_signal(const cli_opts_t *o);
 int cli_cmd_cancel(const cli_opts_t *o);
+int cli_cmd_workers(const cli_opts_t *o);
 
 /* `cerebelum serve`; returns the exit code. */
 int cli_serve(const cli_opts_t *o);
@@ -103,5 +104,7 @@ void fmt_list_json(FILE *f, const cbm_execution_info_t *xs, size_t n);
 void fmt_list_text(FILE *f, const cbm_execution_info_t *xs, size_t n);
 void fmt_history_json(FILE *f, const cbm_event_t *evs, size_t n);
 void fmt_history_text(FILE *f, const cbm_event_t *evs, size_t n);
+void fmt_workers_json(FILE *f, const cbm_worker_info_t *ws, size_t n);
+void fmt_workers_text(FILE *f, const cbm_worker_info_t *ws, size_t n);
 
 #endif

@@ -415,3 +415,25 @@ int cli_cmd_cancel(const cli_opts_t *o)
     conn_close(&c);
     return rc;
 }
+
+int cli_cmd_workers(const cli_opts_t *o)
+{
+    cbm_worker_info_t *ws = NULL;
+    cbm_error_t err = {0};
+    size_t n = 0;
+    conn_t c;
+    int rc;
+
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    rc = cbm_client_workers(c.client, NULL, &ws, &n, &err);
+    if (rc != 0) {
+        rc = report(&c, rc, &err);
+    } else {
+        if (o->json) fmt_workers_json(stdout, ws, n);
+        else fmt_workers_text(stdout, ws, n);
+        cbm_worker_infos_free(ws, n);
+        rc = CLI_OK;
+    }
+    conn_close(&c);
+    return rc;
+}

@@ -210,3 +210,47 @@ void fmt_history_text(FILE *f, const cbm_event_t *evs, size_t n)
         fputc('\n', f);
     }
 }
+
+void fmt_workers_json(FILE *f, const cbm_worker_info_t *ws, size_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a != NULL && i < n; i++) {
+        cJSON *o = cJSON_CreateObject(), *q, *caps;
+        if (o == NULL) break;
+        cJSON_AddStringToObject(o, "worker_id", ws[i].worker_id);
+        q = cJSON_AddArrayToObject(o, "queues");
+        for (size_t k = 0; q != NULL && k < ws[i].nqueues; k++)
+            cJSON_AddItemToArray(q, cJSON_CreateString(ws[i].queues[k]));
+        caps = cJSON_AddObjectToObject(o, "capabilities");
+        for (size_t k = 0; caps != NULL && k < ws[i].ncaps; k++)
+            cJSON_AddStringToObject(caps, ws[i].cap_keys[k], ws[i].cap_values[k]);
+        cJSON_AddNumberToObject(o, "max_concurrency", ws[i].max_concurrency);
+        cJSON_AddNumberToObject(o, "active_tasks", ws[i].active_tasks);
+        cJSON_AddNumberToObject(o, "registered_at_ms", (double)ws[i].registered_at_ms);
+        cJSON_AddNumberToObject(o, "last_seen_at_ms", (double)ws[i].last_seen_at_ms);
+        cJSON_AddBoolToObject(o, "alive", ws[i].alive);
+        cJSON_AddStringToObject(o, "sdk_version", ws[i].sdk_version);
+        cJSON_AddItemToArray(a, o);
+    }
+    print_json(f, a);
+}
+
+void fmt_workers_text(FILE *f, const cbm_worker_info_t *ws, size_t n)
+{
+    char t[64];
+    fprintf(f, "%-24s  %-20s  %-8s  %-5s  %-24s  %s\n", "WORKER", "QUEUES", "TASKS", "ALIVE",
+            "LAST SEEN", "CAPABILITIES");
+    for (size_t i = 0; i < n; i++) {
+        char queues[256] = "", caps[512] = "", tasks[32];
+        size_t ql = 0, cl = 0;
+        for (size_t k = 0; k < ws[i].nqueues && ql < sizeof(queues); k++)
+            ql += (size_t)snprintf(queues + ql, sizeof(queues) - ql, "%s%s", k ? "," : "",
+                                   ws[i].queues[k]);
+        for (size_t k = 0; k < ws[i].ncaps && cl < sizeof(caps); k++)
+            cl += (size_t)snprintf(caps + cl, sizeof(caps) - cl, "%s%s=%s", k ? " " : "",
+                                   ws[i].cap_keys[k], ws[i].cap_values[k]);
+        snprintf(tasks, sizeof(tasks), "%u/%u", ws[i].active_tasks, ws[i].max_concurrency);
+        fprintf(f, "%-24s  %-20s  %-8s  %-5s  %-24s  %s\n", ws[i].worker_id, queues, tasks,
+                ws[i].alive ? "yes" : "no", fmt_time_us(ws[i].last_seen_at_ms * 1000, t), caps);
+    }
+}

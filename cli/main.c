@@ -101,6 +101,8 @@ static const command_t commands[] = {
      "deliver signal NAME to an execution", {O_PAYLOAD}, 1},
     {"cancel", 1, cli_cmd_cancel, "cancel ID [--reason TEXT]", "cancel an execution",
      {O_REASON}, 1},
+    {"workers", 0, cli_cmd_workers, "workers",
+     "the remote workers registered with the server: queues, tasks, liveness", {0}, 1},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

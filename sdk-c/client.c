@@ -408,3 +408,79 @@ int cbm_client_cancel(cbm_client_t *c, const char *id, const char *reason, cbm_e
     req.reason = STR(reason);
     return decide(c, RPC_CANCEL, &req.base, err);
 }
+
+/* ---------------------------------------------------------------- workers */
+
+void cbm_worker_infos_free(cbm_worker_info_t *w, size_t n)
+{
+    if (w == NULL) return;
+    for (size_t i = 0; i < n; i++) {
+        free(w[i].worker_id);
+        for (size_t k = 0; k < w[i].nqueues; k++) free(w[i].queues[k]);
+        free(w[i].queues);
+        for (size_t k = 0; k < w[i].ncaps; k++) {
+            free(w[i].cap_keys[k]);
+            free(w[i].cap_values[k]);
+        }
+        free(w[i].cap_keys);
+        free(w[i].cap_values);
+        free(w[i].sdk_version);
+    }
+    free(w);
+}
+
+static int worker_from(const Cerebelum__V1__Worker *m, cbm_worker_info_t *w)
+{
+    w->worker_id = strdup(m->worker_id);
+    w->sdk_version = strdup(m->sdk_version);
+    w->queues = calloc(m->n_queues + 1, sizeof(char *));
+    w->cap_keys = calloc(m->n_capabilities + 1, sizeof(char *));
+    w->cap_values = calloc(m->n_capabilities + 1, sizeof(char *));
+    if (w->worker_id == NULL || w->sdk_version == NULL || w->queues == NULL ||
+        w->cap_keys == NULL || w->cap_values == NULL)
+        return CBM_ENOMEM;
+    for (size_t k = 0; k < m->n_queues; k++, w->nqueues++)
+        if ((w->queues[k] = strdup(m->queues[k])) == NULL) return CBM_ENOMEM;
+    for (size_t k = 0; k < m->n_capabilities; k++) {
+        w->cap_keys[k] = strdup(m->capabilities[k]->key);
+        w->cap_values[k] = strdup(m->capabilities[k]->value);
+        w->ncaps++;
+        if (w->cap_keys[k] == NULL || w->cap_values[k] == NULL) return CBM_ENOMEM;
+    }
+    w->max_concurrency = m->max_concurrency;
+    w->active_tasks = m->active_tasks;
+    w->registered_at_ms = m->registered_at_ms;
+    w->last_seen_at_ms = m->last_seen_at_ms;
+    w->alive = m->alive;
+    return 0;
+}
+
+int cbm_client_workers(cbm_client_t *c, const char *queue, cbm_worker_info_t **out, size_t *n,
+                       cbm_error_t *err)
+{
+    Cerebelum__V1__ListWorkersRequest req = CEREBELUM__V1__LIST_WORKERS_REQUEST__INIT;
+    Cerebelum__V1__ListWorkersResponse *rep = NULL;
+    cbm_worker_info_t *ws;
+    int rc;
+
+    if (c == NULL || out == NULL || n == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    *out = NULL;
+    *n = 0;
+    req.queue = STR(queue);
+    if ((rc = call(c, RPC_LIST_WORKERS, &req.base, (ProtobufCMessage **)&rep, err)) != 0) return rc;
+    if ((ws = calloc(rep->n_workers ? rep->n_workers : 1, sizeof(*ws))) == NULL) {
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+        return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < rep->n_workers; i++) {
+        if (worker_from(rep->workers[i], &ws[i]) != 0) {
+            cbm_worker_infos_free(ws, i + 1);
+            protobuf_c_message_free_unpacked(&rep->base, NULL);
+            return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+        }
+    }
+    *out = ws;
+    *n = rep->n_workers;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return 0;
+}

@@ -170,6 +170,32 @@ CBM_EXTERN int cbm_client_signal(cbm_client_t *c, const char *id, const char *na
 CBM_EXTERN int cbm_client_cancel(cbm_client_t *c, const char *id, const char *reason,
                                  cbm_error_t *err);
 
+/** A worker registered with the server (ListWorkers). */
+typedef struct cbm_worker_info {
+    char *worker_id;
+    char **queues;             /**< the queues it serves */
+    size_t nqueues;
+    char **cap_keys;           /**< its capabilities, as registered */
+    char **cap_values;
+    size_t ncaps;
+    uint32_t max_concurrency;
+    uint32_t active_tasks;     /**< tasks handed to it and not yet answered */
+    int64_t registered_at_ms;  /**< Unix time, milliseconds */
+    int64_t last_seen_at_ms;   /**< last RegisterWorker, PollTask or Heartbeat */
+    int alive;                 /**< seen recently (docs/protocol.md) */
+    char *sdk_version;
+} cbm_worker_info_t;
+
+/**
+ * The workers registered with the server (a server restart forgets them
+ * until they register again), those serving @p queue only when it is not
+ * NULL or "". *out is an array of *n owned by the caller
+ * (cbm_worker_infos_free).
+ */
+CBM_EXTERN int cbm_client_workers(cbm_client_t *c, const char *queue, cbm_worker_info_t **out,
+                                  size_t *n, cbm_error_t *err);
+CBM_EXTERN void cbm_worker_infos_free(cbm_worker_info_t *w, size_t n);
+
 #ifdef __cplusplus
 }
 #endif
