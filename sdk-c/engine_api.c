@@ -541,8 +541,9 @@ char *cbm__debug_state_json(cbm_engine_t *e, const char *id)
  * execution's history in the store, not against any engine's memory, so it
  * works whether the execution is running here, hibernating, held by another
  * process, or no engine is up at all. It is committed with the optimistic
- * lock (retried on a conflict); if it leaves task steps to run, a "wake" timer
- * row due now tells whichever engine runs the execution to load it.
+ * lock (retried on a conflict); if it leaves task steps to run, this engine
+ * loads it at once (rt_refresh), or, from a client-only engine, a "wake"
+ * timer row due now tells the engine that runs executions to load it.
  */
 typedef struct ext_cmd {
     enum { EXT_APPROVE, EXT_REJECT, EXT_SIGNAL, EXT_CANCEL } kind;
@@ -650,7 +651,10 @@ static int ext_try(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_erro
     }
     if ((rc = dec_build(&st, &ev, 1, clock_now_us(&clock_system), &d, &sched, &nsched)) != 0)
         goto out;
-    if (nsched > 0 && !st_terminal(&st) &&
+    /* An engine that runs executions loads it at once itself (rt_refresh,
+     * after the commit; a crash in between resumes it at the next start);
+     * a client-only one leaves a "wake" row for the engine that runs it. */
+    if (nsched > 0 && !st_terminal(&st) && e->client_only &&
         (rc = dec_add_timer(&d, "wake", "wake", clock_now_us(&clock_system))) != 0)
         goto out;
     rc = store_append(e->rd, &dp, 1, err);
