@@ -115,5 +115,6 @@ int64_t store_pg_int(const PGresult *res, int row, int col);
 /* Statement texts the conformance suite EXPLAINs (store_pg_read.c). */
 extern const char store_pg_sql_timers_due[];
 extern const char store_pg_sql_unfinished_events[];
+extern const char store_pg_sql_task_claim[];
 
 #endif

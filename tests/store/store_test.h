@@ -93,4 +93,12 @@ void test_load_execution(void **state);
 void test_load_inconsistent(void **state);
 void test_unfinished_plan(void **state);
 
+/* Tests in test_store_pg_tasks.c: the remote task queue. */
+void test_tasks_claim_order(void **state);
+void test_tasks_capabilities_and_sticky(void **state);
+void test_tasks_heartbeat_unclaim_expiry(void **state);
+void test_tasks_done_with_decision(void **state);
+void test_tasks_concurrent_claims(void **state);
+void test_tasks_claim_plan(void **state);
+
 #endif

@@ -724,6 +724,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_consistent, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_connection_loss, fixture_setup, fixture_teardown),
         cmocka_unit_test(test_open_unavailable),
+        cmocka_unit_test_setup_teardown(test_tasks_claim_order, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tasks_capabilities_and_sticky, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tasks_heartbeat_unclaim_expiry, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tasks_done_with_decision, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tasks_concurrent_claims, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tasks_claim_plan, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_bench_group_commit, fixture_setup, fixture_teardown),
     };
 
