@@ -72,7 +72,10 @@ int dec_clear_timer(store_decision_t *d, const char *key)
 static int live_task(const st_exec_t *st, size_t i)
 {
     const st_step_t *s = &st->steps[i];
-    if (!bp_step_remote(&st->bp->steps[i]) || s->status != SS_SCHEDULED || s->wait != SW_NONE)
+    /* An execution that ended (cancelled, failed, timed out) runs nothing,
+     * though its steps keep the status they had. */
+    if (st_terminal(st) || !bp_step_remote(&st->bp->steps[i]) || s->status != SS_SCHEDULED ||
+        s->wait != SW_NONE)
         return 0;
     return s->attempt;
 }

@@ -219,6 +219,17 @@ wait_status "$id" completed
 sql "SELECT payload->'error'->>'kind' FROM cbm_events WHERE execution_id = '$id' AND type = 'StepFailed'" | grep -qx worker_left \
   && ok "the released attempt failed with kind worker_left" || fail "no worker_left failure: $(events "$id")"
 
+# Cancelling an execution ends its running remote attempt: the row goes,
+# the worker's next heartbeat is told to stop, a late result is ignored.
+id=$(start leased)
+w register canc jobs; w poll canc 5000; expect "a task to cancel" "^task [^ ]+ $id work 1"
+tid=$(awk '{print $2}' <<<"$out")
+cli cancel "$id" --reason test >/dev/null || fail "cancel: $(cat "$tmp/cli.err")"
+wait_status "$id" cancelled
+[ "$(sql "SELECT count(*) FROM cbm_tasks WHERE execution_id = '$id'")" = 0 ] && ok "cancel deletes the task row" || fail "task row left after cancel"
+w heartbeat canc "$tid"; expect "the heartbeat says to stop the cancelled task" "^cancel $tid$"
+w submit canc "$tid" ok '{}'; expect "a result after the cancel is ignored" "^ignored: execution cancelled"
+
 # ---- server killed under load ----------------------------------------------------------
 n=30
 ids=()
