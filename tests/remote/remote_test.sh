@@ -182,6 +182,31 @@ run=$(cli workers --json); rcw=$?
 [ $rcw = 0 ] && python3 -c 'import json,sys; ws=json.load(sys.stdin); sys.exit(not any(w["worker_id"]=="wgpu" and w["capabilities"].get("model")=="m1" for w in ws))' <<<"$run" \
   && ok "cerebelum workers --json" || fail "cerebelum workers: rc $rcw $run $(cat "$tmp/cli.err")"
 
+# Sticky routing: the next step of an execution goes to the worker that ran
+# its previous step when that worker has a poll parked (here it parked first,
+# so without the preference the other, later poll would be picked).
+cat >"$tmp/sticky.json" <<'EOF2'
+{"name": "sticky", "steps": [
+  {"name": "one", "queue": "st", "handler": "echo"},
+  {"name": "two", "queue": "st", "handler": "echo", "depends_on": ["one"]}]}
+EOF2
+cli blueprint register "$tmp/sticky.json" >/dev/null || fail "register sticky"
+w register sa st; w register sb st
+id=$(start sticky)
+w poll sa 3000; expect "sa takes step one" "^task [^ ]+ $id one 1"
+tid=$(awk '{print $2}' <<<"$out")
+"$wprobe" "$addr" poll sa 5000 >"$tmp/sticky.sa" 2>&1 & spa=$!; pids+=($spa)
+sleep 0.3
+"$wprobe" "$addr" poll sb 5000 >"$tmp/sticky.sb" 2>&1 & spb=$!; pids+=($spb)
+sleep 0.3
+w submit sa "$tid" ok '{}'; expect "step one accepted" "^accepted$"
+wait $spa $spb
+grep -q "^task [^ ]* $id two 1" "$tmp/sticky.sa" && grep -qx empty "$tmp/sticky.sb" \
+  && ok "step two went to the worker that ran step one" \
+  || fail "sticky: sa: $(cat "$tmp/sticky.sa") sb: $(cat "$tmp/sticky.sb")"
+tid=$(awk '{print $2}' "$tmp/sticky.sa")
+w submit sa "$tid" ok '{}'; wait_status "$id" completed
+
 # ---- leases -----------------------------------------------------------------------------
 # A worker takes the task and dies (SIGKILL): after the 1 s lease the attempt
 # fails with lease_expired and the retry goes to a live worker.
