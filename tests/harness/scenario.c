@@ -1,4 +1,5 @@
 /* scenario.c - see scenario.h. */
+#include <dirent.h>
 #include "tests/harness/scenario.h"
 
 #include <stdio.h>
@@ -157,4 +158,50 @@ int scn_check(const scn_t *s, const char *const *types, size_t ntypes, const cha
         if (!same) return -1;
     }
     return 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int scn_files(const char *dir, char *const *only, int nonly, char ***files, size_t *n)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    *files = NULL;
+    *n = 0;
+    if (d == NULL) {
+        perror(dir);
+        return -1;
+    }
+    while ((de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        int want = nonly == 0;
+        char **nf;
+        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0) continue;
+        for (int k = 0; k < nonly; k++) want |= strcmp(only[k], de->d_name) == 0;
+        if (!want) continue;
+        if ((nf = realloc(*files, (*n + 1) * sizeof(*nf))) == NULL ||
+            (nf[*n] = strdup(de->d_name)) == NULL) {
+            if (nf != NULL) *files = nf;
+            closedir(d);
+            scn_files_free(*files, *n);
+            *files = NULL;
+            *n = 0;
+            return -1;
+        }
+        *files = nf;
+        (*n)++;
+    }
+    closedir(d);
+    if (*n > 1) qsort(*files, *n, sizeof(**files), cmp_names);
+    return 0;
+}
+
+void scn_files_free(char **files, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(files[i]);
+    free(files);
 }

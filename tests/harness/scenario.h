@@ -54,6 +54,12 @@ void scn_finish(scn_t *s);
 int scn_outcome(const scn_t *s, const char *step, int attempt, scn_outcome_t *o);
 void scn_outcome_finish(scn_outcome_t *o);
 
+/* The scenario files of dir (names ending in .json), sorted; with nonly > 0
+ * only those named in only[]. *files (malloc'd names, free with
+ * scn_files_free) may be empty. Returns 0, or -1 (dir unreadable, printed). */
+int scn_files(const char *dir, char *const *only, int nonly, char ***files, size_t *n);
+void scn_files_free(char **files, size_t n);
+
 /* Compare a history (event types in order) and the final status and result
  * with the expectation. Returns 0, or -1 with what differs in err. */
 int scn_check(const scn_t *s, const char *const *types, size_t ntypes, const char *status,

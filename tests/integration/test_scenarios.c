@@ -7,7 +7,6 @@
  *
  * Usage: test_scenarios DIR [NAME...]   (NAMEs: run only those files)
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,15 +96,8 @@ out:
     return rc;
 }
 
-static int cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 int main(int argc, char **argv)
 {
-    DIR *d;
-    struct dirent *de;
     char **files = NULL;
     size_t nfiles = 0;
     int failed = 0;
@@ -114,30 +106,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s DIR [NAME...]\n", argv[0]);
         return 2;
     }
-    if ((d = opendir(argv[1])) == NULL) {
-        perror(argv[1]);
-        return 2;
-    }
-    while ((de = readdir(d)) != NULL) {
-        size_t len = strlen(de->d_name);
-        char **nf;
-        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0) continue;
-        if (argc > 2) {
-            int want = 0;
-            for (int k = 2; k < argc; k++) want |= strcmp(argv[k], de->d_name) == 0;
-            if (!want) continue;
-        }
-        if ((nf = realloc(files, (nfiles + 1) * sizeof(*nf))) == NULL) return 2;
-        files = nf;
-        files[nfiles++] = strdup(de->d_name);
-    }
-    closedir(d);
-    qsort(files, nfiles, sizeof(*files), cmp);
+    if (scn_files(argv[1], argv + 2, argc - 2, &files, &nfiles) != 0) return 2;
     if (nfiles == 0) {
         fprintf(stderr, "no scenarios in %s\n", argv[1]);
         return 1;
     }
-    if (testdb_create(url, sizeof(url)) != 0) return TESTDB_SKIP;
+    if (testdb_create(url, sizeof(url)) != 0) {
+        scn_files_free(files, nfiles);
+        return TESTDB_SKIP;
+    }
     for (size_t i = 0; i < nfiles; i++) {
         char path[4096], why[512];
         scn_t s;
@@ -149,9 +126,8 @@ int main(int argc, char **argv)
             failed += run_one(&s) != 0;
             scn_finish(&s);
         }
-        free(files[i]);
     }
-    free(files);
+    scn_files_free(files, nfiles);
     testdb_drop(url);
     printf("%zu scenarios, %d failed\n", nfiles, failed);
     return failed ? 1 : 0;

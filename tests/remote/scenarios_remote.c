@@ -10,7 +10,6 @@
  * Usage: scenarios_remote CEREBELUM DIR [NAME...]
  */
 #include <cJSON.h>
-#include <dirent.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -259,15 +258,8 @@ out:
     return rc;
 }
 
-static int cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 int main(int argc, char **argv)
 {
-    DIR *d;
-    struct dirent *de;
     char **files = NULL, wids[NWORKERS][16];
     size_t nfiles = 0;
     int failed = 0;
@@ -278,33 +270,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s CEREBELUM DIR [NAME...]\n", argv[0]);
         return 2;
     }
-    if ((d = opendir(argv[2])) == NULL) {
-        perror(argv[2]);
-        return 2;
-    }
-    while ((de = readdir(d)) != NULL) {
-        size_t len = strlen(de->d_name);
-        char **nf;
-        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0) continue;
-        if (argc > 3) {
-            int want = 0;
-            for (int k = 3; k < argc; k++) want |= strcmp(argv[k], de->d_name) == 0;
-            if (!want) continue;
-        }
-        if ((nf = realloc(files, (nfiles + 1) * sizeof(*nf))) == NULL) return 2;
-        files = nf;
-        files[nfiles++] = strdup(de->d_name);
-    }
-    closedir(d);
-    qsort(files, nfiles, sizeof(*files), cmp);
+    if (scn_files(argv[2], argv + 3, argc - 3, &files, &nfiles) != 0) return 2;
     if (nfiles == 0) {
         fprintf(stderr, "no scenarios in %s\n", argv[2]);
         return 1;
     }
-    if (testdb_create(url, sizeof(url)) != 0) return TESTDB_SKIP;
+    if (testdb_create(url, sizeof(url)) != 0) {
+        scn_files_free(files, nfiles);
+        return TESTDB_SKIP;
+    }
     if (start_server(argv[1]) != 0 || cbm_client_connect(&c, addr, NULL, NULL) != 0) {
         stop_server();
         testdb_drop(url);
+        scn_files_free(files, nfiles);
         return 1;
     }
     for (int i = 0; i < NWORKERS; i++) {
@@ -322,9 +300,8 @@ int main(int argc, char **argv)
             failed += run_one(c, &s) != 0;
             scn_finish(&s);
         }
-        free(files[i]);
     }
-    free(files);
+    scn_files_free(files, nfiles);
     atomic_store(&stopping, 1);
     for (int i = 0; i < NWORKERS; i++) uv_thread_join(&th[i]);
     cbm_client_destroy(c);
