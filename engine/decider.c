@@ -183,6 +183,7 @@ static int resolve_fired(const st_exec_t *st, eng_event_t *out, size_t cap, size
             break;
         case TK_WAKE:
         case TK_DEADLINE:
+        case TK_CHILD: /* re-armed by the reducer; the runtime looks */
             break;
         }
     }

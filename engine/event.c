@@ -194,6 +194,11 @@ char *ev_encode(const eng_event_t *ev, const bp_blueprint_t *bp)
      * JSON, so the result is valid JSON. */
     switch (ev->type) {
     case EV_EXECUTION_STARTED:
+        if (ev->name != NULL) /* a child: ids are UUIDs, steps are names */
+            return fmt("{\"blueprint\":\"%s\",\"version\":\"%s\",\"inputs\":%s,\"parent\":"
+                       "{\"execution_id\":\"%s\",\"step\":\"%s\",\"attempt\":%d}}",
+                       ev->blueprint, ev->version, ev->json, ev->name,
+                       ev->text != NULL ? ev->text : "", ev->attempt);
         return fmt("{\"blueprint\":\"%s\",\"version\":\"%s\",\"inputs\":%s}", ev->blueprint,
                    ev->version, ev->json);
     case EV_STEP_SCHEDULED:
@@ -360,6 +365,13 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
         out->blueprint = strdup(b->valuestring);
         out->version = strdup(v->valuestring);
         rc = take_json(p, "inputs", out, err);
+        if (rc == 0 && cJSON_GetObjectItemCaseSensitive(p, "parent") != NULL) {
+            const cJSON *par = cJSON_GetObjectItemCaseSensitive(p, "parent");
+            const cJSON *a = cJSON_GetObjectItemCaseSensitive(par, "attempt");
+            if ((rc = take_str(par, "execution_id", &out->name, out, err)) == 0 &&
+                (rc = take_str(par, "step", &out->text, out, err)) == 0)
+                out->attempt = cJSON_IsNumber(a) ? a->valueint : 0;
+        }
         break;
     }
     case EV_STEP_SCHEDULED:

@@ -54,7 +54,10 @@ ev_type_t ev_type_from_name(const char *name);
 /*
  * A decoded event. String members are owned by the event (ev_finish frees
  * them); which members are set depends on the type (payload keys in quotes):
- *   ExecutionStarted:   blueprint, version, json = "inputs"
+ *   ExecutionStarted:   blueprint, version, json = "inputs"; a child
+ *                       execution also has "parent": {"execution_id" =
+ *                       name, "step" = text, "attempt" = attempt}, the
+ *                       subworkflow step (and attempt) that started it
  *   StepScheduled:      step, attempt
  *   StepCompleted:      step, attempt, json = "result"
  *   StepFailed:         step, attempt, json = "error" {kind,message,retryable}

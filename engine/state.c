@@ -15,7 +15,7 @@
 #include "cbm_internal.h"
 
 static const char *const timer_kind_names[] = {"sleep",   "approval", "signal", "retry",
-                                               "timeout", "wake",     "deadline"};
+                                               "timeout", "wake",     "deadline", "child"};
 
 const char *st_timer_kind_name(st_timer_kind_t k)
 {
@@ -71,6 +71,8 @@ void st_finish(st_exec_t *st)
     free(st->result);
     free(st->error);
     free(st->cancel_reason);
+    free(st->parent_id);
+    free(st->parent_step);
     memset(st, 0, sizeof(*st));
 }
 
@@ -204,7 +206,8 @@ static st_route_t first_route(const bp_step_t *b)
 
 static void clear_step_timers(st_exec_t *st, const char *name)
 {
-    static const st_timer_kind_t kinds[] = {TK_SLEEP, TK_APPROVAL, TK_SIGNAL, TK_RETRY, TK_TIMEOUT};
+    static const st_timer_kind_t kinds[] = {TK_SLEEP,   TK_APPROVAL, TK_SIGNAL,
+                                            TK_RETRY,   TK_TIMEOUT,  TK_CHILD};
     for (size_t k = 0; k < sizeof(kinds) / sizeof(*kinds); k++) timer_clear(st, kinds[k], name);
 }
 
@@ -224,6 +227,7 @@ static void reopen(st_exec_t *st, size_t i)
     s->base = s->attempt;
     free(s->child);
     s->child = NULL;
+    s->child_seq = s->child_at_us = 0;
     s->route = SR_DIVERGE;
     s->forced = 0;
     clear_step_timers(st, st->bp->steps[i].name);
@@ -353,6 +357,12 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         if (st->seq != 0) return CBM_EINVAL;
         st->inputs = take(&ev->json);
         st->started_at_us = ev->at_us;
+        if (ev->name != NULL) {
+            if (ev->text == NULL) return CBM_EINVAL;
+            st->parent_id = take(&ev->name);
+            st->parent_step = take(&ev->text);
+            st->parent_attempt = ev->attempt;
+        }
         if (st->bp->timeout_ms > 0)
             rc = timer_set(st, TK_DEADLINE, NULL, ev->at_us + st->bp->timeout_ms * 1000);
         break;
@@ -402,6 +412,7 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         s->error = take(&ev->json);
         timer_clear(st, TK_TIMEOUT, name);
         timer_clear(st, TK_SIGNAL, name);
+        timer_clear(st, TK_CHILD, name); /* a child that could not start */
         break;
     case EV_STEP_RETRY_SCHEDULED:
         if (s == NULL || s->status != SS_FAILED) return CBM_EINVAL;
@@ -433,6 +444,17 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         if (t->kind == TK_DEADLINE) {
             st->deadline_fired = 1;
             timer_clear_key(st, ev->name);
+            break;
+        }
+        if (t->kind == TK_CHILD) {
+            /* The runtime looks at the child after this commits; the timer
+             * comes back later, as long as the child has run so far. */
+            int64_t wait;
+            if (colon == NULL || (idx = bp_step_index(st->bp, colon + 1)) < 0) return CBM_EINVAL;
+            wait = ev->at_us - st->steps[idx].child_at_us;
+            if (wait < ST_CHILD_CHECK_MIN_US) wait = ST_CHILD_CHECK_MIN_US;
+            if (wait > ST_CHILD_CHECK_MAX_US) wait = ST_CHILD_CHECK_MAX_US;
+            rc = timer_set(st, TK_CHILD, colon + 1, ev->at_us + wait);
             break;
         }
         if (t->kind != TK_WAKE) {
@@ -511,6 +533,9 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         s->fired = 0;
         free(s->child);
         s->child = take(&ev->name);
+        s->child_seq = ev->seq;
+        s->child_at_us = ev->at_us;
+        rc = timer_set(st, TK_CHILD, name, ev->at_us + ST_CHILD_CHECK_MIN_US);
         break;
     case EV_CHILD_COMPLETED:
         /* Only the child of the current attempt counts. */
@@ -519,6 +544,7 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
             strcmp(ev->name, s->child) != 0 || ev->text == NULL)
             return CBM_EINVAL;
         s->wait = SW_NONE;
+        timer_clear(st, TK_CHILD, name);
         if (strcmp(ev->text, "completed") == 0) {
             s->status = SS_COMPLETED;
             s->route = first_route(&st->bp->steps[ev->step]);
@@ -610,6 +636,14 @@ char *st_to_json(const st_exec_t *st)
     cJSON_AddBoolToObject(o, "deadline_fired", st->deadline_fired);
     if (st->cancel_reason != NULL) cJSON_AddStringToObject(o, "cancel_reason", st->cancel_reason);
     else cJSON_AddNullToObject(o, "cancel_reason");
+    if (st->parent_id != NULL) {
+        cJSON *p = cJSON_AddObjectToObject(o, "parent");
+        if (p != NULL) {
+            cJSON_AddStringToObject(p, "execution_id", st->parent_id);
+            cJSON_AddStringToObject(p, "step", st->parent_step);
+            cJSON_AddNumberToObject(p, "attempt", st->parent_attempt);
+        }
+    }
     steps = cJSON_AddObjectToObject(o, "steps");
     for (size_t i = 0; steps != NULL && i < st->bp->nsteps; i++) {
         cJSON *s = cJSON_AddObjectToObject(steps, st->bp->steps[i].name);
@@ -624,7 +658,11 @@ char *st_to_json(const st_exec_t *st)
         cJSON_AddNumberToObject(s, "base", st->steps[i].base);
         cJSON_AddNumberToObject(s, "route", st->steps[i].route);
         cJSON_AddBoolToObject(s, "forced", st->steps[i].forced);
-        if (st->steps[i].child != NULL) cJSON_AddStringToObject(s, "child", st->steps[i].child);
+        if (st->steps[i].child != NULL) {
+            cJSON_AddStringToObject(s, "child", st->steps[i].child);
+            cJSON_AddNumberToObject(s, "child_seq", (double)st->steps[i].child_seq);
+            cJSON_AddNumberToObject(s, "child_at_us", (double)st->steps[i].child_at_us);
+        }
         if (st->bp->steps[i].ndiverge > 0) {
             cJSON *it = cJSON_AddArrayToObject(s, "iters");
             for (size_t r = 0; it != NULL && r < st->bp->steps[i].ndiverge; r++)
@@ -702,6 +740,16 @@ int st_from_json(st_exec_t *st, const char *json)
     st->deadline_fired = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "deadline_fired"));
     v = cJSON_GetObjectItemCaseSensitive(o, "cancel_reason");
     if (cJSON_IsString(v) && (st->cancel_reason = strdup(v->valuestring)) == NULL) goto oom;
+    v = cJSON_GetObjectItemCaseSensitive(o, "parent");
+    if (v != NULL) {
+        const cJSON *pid = cJSON_GetObjectItemCaseSensitive(v, "execution_id");
+        const cJSON *pst = cJSON_GetObjectItemCaseSensitive(v, "step");
+        if (!cJSON_IsString(pid) || !cJSON_IsString(pst)) goto out;
+        if ((st->parent_id = strdup(pid->valuestring)) == NULL ||
+            (st->parent_step = strdup(pst->valuestring)) == NULL)
+            goto oom;
+        st->parent_attempt = (int)num_member(v, "attempt");
+    }
     if (raw_member(o, "inputs", &st->inputs) || raw_member(o, "result", &st->result) ||
         raw_member(o, "error", &st->error))
         goto oom;
@@ -721,6 +769,8 @@ int st_from_json(st_exec_t *st, const char *json)
         {
             const cJSON *c = cJSON_GetObjectItemCaseSensitive(s, "child");
             if (cJSON_IsString(c) && (d->child = strdup(c->valuestring)) == NULL) goto oom;
+            d->child_seq = num_member(s, "child_seq");
+            d->child_at_us = num_member(s, "child_at_us");
         }
         if (d->route > SR_DONE) goto out;
         if (d->iters != NULL) {

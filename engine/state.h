@@ -63,7 +63,16 @@ typedef enum st_timer_kind {
     TK_TIMEOUT,
     TK_WAKE,
     TK_DEADLINE,      /* the execution-wide time-out, key "deadline" */
+    TK_CHILD,         /* "child:<step>": look at the step's child (the
+                         runtime's reconciliation); re-armed with back-off
+                         each time it fires, until the child's outcome comes */
 } st_timer_kind_t;
+
+/* The child:<step> timer: first due this long after ChildStarted, then each
+ * firing waits as long as the child has run so far (doubling), at most the
+ * maximum. */
+#define ST_CHILD_CHECK_MIN_US 1000000LL
+#define ST_CHILD_CHECK_MAX_US 60000000LL
 
 typedef struct st_step {
     st_step_status_t status;
@@ -85,6 +94,8 @@ typedef struct st_step {
     char *pending;      /* result to take when a sleep ends */
     char *child;        /* subworkflow steps: the id of the child of the
                            current attempt (ChildStarted); NULL before */
+    int64_t child_seq;  /* and the seq and time of that ChildStarted */
+    int64_t child_at_us;
 } st_step_t;
 
 /* An active durable timer of the execution. Keys are "<kind>:<step>" (or
@@ -120,6 +131,11 @@ typedef struct st_exec {
     int cancel_requested;
     char *cancel_reason;
     int deadline_fired;         /* the execution-wide time-out passed */
+    /* A child execution (started by a subworkflow step): its parent, from
+     * ExecutionStarted; parent_id NULL for a top-level execution. */
+    char *parent_id;
+    char *parent_step;
+    int parent_attempt;
 } st_exec_t;
 
 /* Initialise an empty state for execution id of blueprint bp. */

@@ -693,9 +693,69 @@ static void test_subworkflow_step(void **state)
     script_finish(&s);
 }
 
+/* The child:<step> timer: due a second after ChildStarted, re-armed on
+ * each firing for as long as the child has run (doubling, up to a minute),
+ * cleared by the outcome. A child's ExecutionStarted names its parent; both
+ * survive a rebuild and a snapshot. */
+static void test_child_timer_and_parent(void **state)
+{
+    const char *bp = "{\"name\":\"p\",\"steps\":[{\"name\":\"sub\",\"kind\":\"subworkflow\","
+                     "\"blueprint\":\"kid\"}]}";
+    int64_t t0 = now_us, want[] = {1, 1, 2, 4, 8, 16, 32, 60, 60};
+    const st_timer_t *t;
+    script_t s;
+    eng_event_t ev = {0};
+    (void)state;
+    script_init(&s, bp, "{}");
+    expect_decide(&s, "ChildStarted:sub");
+    assert_non_null(t = st_timer_find(&s.st, "child:sub"));
+    assert_int_equal(t->due_us, t0 + 1000000);
+    for (size_t k = 1; k < sizeof(want) / sizeof(*want); k++) {
+        ev.type = EV_TIMER_FIRED;
+        ev.step = -1;
+        ev.name = strdup("child:sub");
+        now_us = st_timer_find(&s.st, "child:sub")->due_us;
+        record_and_apply(&s, &ev);
+        assert_non_null(t = st_timer_find(&s.st, "child:sub"));
+        assert_int_equal(t->due_us - now_us, want[k] * 1000000);
+        assert_int_equal(s.st.steps[0].fired, 0);
+    }
+    assert_true(st_only_waiting(&s.st));
+    expect_decide(&s, "");
+    expect_rebuild_equal(&s);
+    child_done(&s, "sub", "completed", "{\"x\":1}");
+    assert_null(st_timer_find(&s.st, "child:sub"));
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+    now_us = t0;
+
+    /* A child: its parent in ExecutionStarted, in the state, back again. */
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(bp_parse_json(bp, strlen(bp), &s.bp, NULL), 0);
+    assert_int_equal(st_init(&s.st, "00000000-0000-8000-8000-000000000009", s.bp), 0);
+    ev.type = EV_EXECUTION_STARTED;
+    ev.step = -1;
+    ev.blueprint = strdup("p");
+    ev.version = strdup(s.bp->version);
+    ev.json = strdup("{}");
+    ev.name = strdup("00000000-0000-4000-8000-000000000002");
+    ev.text = strdup("sub");
+    ev.attempt = 3;
+    record_and_apply(&s, &ev);
+    assert_non_null(strstr(s.payloads[0], ",\"parent\":{\"execution_id\":"
+                                          "\"00000000-0000-4000-8000-000000000002\","
+                                          "\"step\":\"sub\",\"attempt\":3}}"));
+    assert_string_equal(s.st.parent_id, "00000000-0000-4000-8000-000000000002");
+    assert_string_equal(s.st.parent_step, "sub");
+    assert_int_equal(s.st.parent_attempt, 3);
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_child_timer_and_parent),
         cmocka_unit_test(test_back_to_and_loop_limit),
         cmocka_unit_test(test_retry_on_result),
         cmocka_unit_test(test_retry_policy_within_iteration),
