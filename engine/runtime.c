@@ -96,7 +96,7 @@ int rt_check_handlers(rt_t *rt, const bp_blueprint_t *bp, cbm_error_t *err)
 {
     for (size_t i = 0; i < bp->nsteps; i++) {
         const bp_step_t *s = &bp->steps[i];
-        if (s->kind == BP_SUBWORKFLOW || s->kind == BP_DELIBERATION)
+        if (s->kind == BP_DELIBERATION)
             return cbm_error_set(err, CBM_EINVAL,
                                  "blueprint '%s', step '%s': this step kind is not supported by "
                                  "the engine yet",
@@ -270,7 +270,7 @@ rt_exec_t *rt_exec_new(rt_t *rt, const char *id)
 }
 
 /* Give the execution a fresh, empty state of blueprint bp. */
-static int exec_set_bp(rt_exec_t *ex, const bp_blueprint_t *bp)
+int rt_exec_set_bp(rt_exec_t *ex, const bp_blueprint_t *bp)
 {
     if (ex->bp != NULL) st_finish(&ex->st);
     ex->bp = NULL;
@@ -537,12 +537,19 @@ static bool input_applies(const st_exec_t *st, const eng_event_t *ev)
     switch (ev->type) {
     case EV_EXECUTION_STARTED:
         return st->seq == 0;
-    case EV_STEP_COMPLETED:
     case EV_STEP_FAILED:
+        /* A subworkflow step whose child could not start. */
+        if (s != NULL && s->status == SS_WAITING && s->wait == SW_CHILD)
+            return s->attempt == ev->attempt;
+        /* fall through */
+    case EV_STEP_COMPLETED:
     case EV_SLEEP_STARTED:
     case EV_APPROVAL_REQUESTED:
         return s != NULL && s->status == SS_SCHEDULED && s->wait == SW_NONE &&
                s->attempt == ev->attempt;
+    case EV_CHILD_COMPLETED:
+        return s != NULL && s->status == SS_WAITING && s->wait == SW_CHILD &&
+               s->attempt == ev->attempt && strcmp(s->child, ev->name) == 0;
     case EV_TIMER_FIRED: {
         const st_timer_t *t;
         if (strcmp(ev->name, "wake") == 0) return true;
@@ -576,7 +583,9 @@ void rt_process(rt_t *rt, rt_exec_t *ex, int force)
     in = ex->pend;
     for (size_t i = 0; i < ex->npend; i++) {
         rt_call_t *c = in[i].origin;
-        bool applies = input_applies(&ex->st, &in[i]);
+        bool applies;
+        rt_child_resolve(&ex->st, &in[i]);
+        applies = input_applies(&ex->st, &in[i]);
         /* Two outcomes of one attempt in one batch: the first one counts. */
         for (size_t k = 0; applies && c != NULL && k < nin; k++)
             if (in[k].origin != NULL && in[k].type != EV_RESULT_IGNORED &&
@@ -605,6 +614,11 @@ void rt_process(rt_t *rt, rt_exec_t *ex, int force)
         }
         if (applies) {
             if (in[i].type == EV_TIMER_FIRED && strcmp(in[i].name, "wake") == 0) wake = 1;
+            /* The child timer: look at the child once this commits. */
+            if (in[i].type == EV_TIMER_FIRED && strncmp(in[i].name, "child:", 6) == 0) {
+                int k = bp_step_index(ex->bp, in[i].name + 6);
+                if (k >= 0) ex->dispatched[k] = 0;
+            }
             if (nin != i) {
                 in[nin] = in[i];
                 memset(&in[i], 0, sizeof(in[i]));
@@ -692,6 +706,9 @@ void rt_settle(rt_t *rt, rt_exec_t *ex)
             if (s->status == SS_SCHEDULED && ex->bp->steps[i].kind == BP_TASK &&
                 !bp_step_remote(&ex->bp->steps[i]) && ex->dispatched[i] != s->attempt)
                 dispatch(rt, ex, i);
+            else if (s->status == SS_WAITING && s->wait == SW_CHILD &&
+                     ex->dispatched[i] != s->attempt)
+                rt_child_ensure(rt, ex, i);
         }
     }
     if (ex->dead) return;
@@ -733,6 +750,7 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
         if (d->terminal) {
             ex->dead = 1;
             notify_terminal(rt, ex->id);
+            rt_child_ended(rt, ex);
         }
     } else if (rc == CBM_EEXIST && d->req.d.is_new && d->start != NULL) {
         /* Its idempotency key is held by another execution (started here,
@@ -741,6 +759,11 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
         if (d->start->codes != NULL) d->start->codes[ex->start_i] = CBM_EEXIST;
         answer_start(rt, d->start, 0);
         d->start = NULL;
+        ex->dead = 1;
+    } else if (rc == CBM_ECONFLICT && d->req.d.is_new && ex->st.parent_id != NULL) {
+        /* A child started again (after a crash, or by two engines): it
+         * exists, and its parent hears of it through the store. */
+        cbm_log_debug("child execution %s exists already", ex->id);
         ex->dead = 1;
     } else if (rc == CBM_ECONFLICT && !d->req.d.is_new) {
         /* Someone else (an approval from another rt_process, another engine)
@@ -786,6 +809,7 @@ static void on_commit(cm_req_t *req, void *ctx)
     rt_t *rt = ctx;
     if (req->job == rt_job_load) rt_on_loaded(rt, req->owner);
     else if (req->job == rt_job_refill) rt_on_refilled(rt, req->owner);
+    else if (req->job == rt_job_child) rt_on_child(rt, req->owner);
     else on_decision(rt, req->owner);
     maybe_quiesce(rt);
 }
@@ -841,7 +865,7 @@ static void do_start(rt_t *rt, rt_call_t *c)
     for (size_t i = 0; i < c->n; i++) {
         rt_exec_t *ex = rt_exec_new(rt, c->ids[i]);
         eng_event_t ev = {0};
-        if (ex == NULL || exec_set_bp(ex, c->bp) != 0) {
+        if (ex == NULL || rt_exec_set_bp(ex, c->bp) != 0) {
             if (ex != NULL) {
                 ex->dead = 1;
                 rt_maybe_free(rt, ex);
@@ -995,6 +1019,7 @@ static void do_resume(rt_t *rt, rt_call_t *c)
     rt_exec_t *ex = rt->active, *next;
     for (; ex != NULL; ex = next) {
         next = ex->next;
+        rt_parent_check(rt, ex);
         rt_process(rt, ex, 1);
         rt_maybe_free(rt, ex);
     }

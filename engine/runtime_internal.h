@@ -103,6 +103,29 @@ typedef struct rt_refill {
     size_t n;
 } rt_refill_t;
 
+/* A sub-workflow job for the reader thread (child.c): look at a child
+ * (its outcome if it ended; what to start it with if it does not exist),
+ * or at the parent of a resumed child. */
+typedef struct rt_child {
+    cm_req_t req;
+    rt_t *rt;
+    int kind;                  /* LOOK_CHILD, LOOK_PARENT (child.c) */
+    char parent[37];
+    char child[37];
+    const char *step;          /* the parent's step, its blueprint (name and */
+    const char *blueprint;     /* pinned version, NULL: the latest): strings */
+    const char *version;       /* of blueprints, which live as long as rt */
+    int attempt;
+    int64_t seq;               /* the parent's ChildStarted */
+    /* Out. */
+    char *status;              /* of the execution looked at; NULL: none */
+    char *outcome;             /* a terminal child: the ChildCompleted json */
+    char *inputs;              /* a child to start: its checked inputs */
+    const bp_blueprint_t *bp;  /* and its blueprint */
+    const char *fail_kind;     /* or why it cannot start (message in err) */
+    cbm_error_t err;
+} rt_child_t;
+
 typedef struct rt_handler {
     char *name;
     cbm_step_fn fn;
@@ -197,6 +220,7 @@ int rt_pend_push(rt_exec_t *ex, eng_event_t *ev);
 void rt_maybe_free(rt_t *rt, rt_exec_t *ex);
 void rt_process(rt_t *rt, rt_exec_t *ex, int force);
 void rt_settle(rt_t *rt, rt_exec_t *ex);
+int rt_exec_set_bp(rt_exec_t *ex, const bp_blueprint_t *bp);
 
 /* wake.c */
 void rt_start_load(rt_t *rt, rt_exec_t *ex);
@@ -209,5 +233,19 @@ void rt_job_refill(store_t *s, cm_req_t *r);
 void rt_on_refilled(rt_t *rt, rt_refill_t *f);
 void rt_refill(rt_t *rt);
 void rt_on_refill_timer(uv_timer_t *t);
+
+/* child.c */
+/* A subworkflow step i of ex waits for its child: make sure the child
+ * exists (start it) and, if it ended, that the parent hears of it. */
+void rt_child_ensure(rt_t *rt, rt_exec_t *ex, size_t i);
+void rt_job_child(store_t *s, cm_req_t *r);
+void rt_on_child(rt_t *rt, rt_child_t *j);
+/* ex's terminal decision committed: tell its parent, cancel its children. */
+void rt_child_ended(rt_t *rt, rt_exec_t *ex);
+/* A resumed child: cancel it if its parent ended without it. */
+void rt_parent_check(rt_t *rt, rt_exec_t *ex);
+/* Inputs from a child name the child, not the step: find the step that
+ * waits for it (ev->step stays -1 when none does). */
+void rt_child_resolve(const st_exec_t *st, eng_event_t *ev);
 
 #endif

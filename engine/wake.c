@@ -113,8 +113,15 @@ static void loaded_one(rt_t *rt, rt_exec_t *ex, int rc, const store_execution_t 
     if (rc == 0) rc = rt_fold(ex, bp, x->snapshot, evs, n, err);
     if (rc == 0) {
         atomic_fetch_add(&rt->woken, 1);
-        if (st_terminal(&ex->st)) ex->dead = 1;
-        else rt_process(rt, ex, 1);
+        if (st_terminal(&ex->st)) {
+            /* Ended by a decision made elsewhere (an approval, a cancel from
+             * outside): its parent and children learn it now, not at the
+             * parent's next child timer. Repeats are dropped there. */
+            ex->dead = 1;
+            rt_child_ended(rt, ex);
+        } else {
+            rt_process(rt, ex, 1);
+        }
     } else {
         /* Unknown or unreadable: drop it from memory. Its timers stay in the
          * store and fire again on a later rt_refill, so a store outage delays a

@@ -552,7 +552,31 @@ typedef struct ext_cmd {
     const char *json;     /* normalised */
     const char *text;
     const char *who;
+    int depth;            /* cancel: how deep in a cascade of children */
 } ext_cmd_t;
+
+/* Children a cancelled execution leaves running: filled by ext_try. */
+typedef struct ext_kids {
+    char (*ids)[37];
+    size_t n;
+} ext_kids_t;
+
+/* The children that st's subworkflow steps still wait for. */
+static int kids_of(const st_exec_t *st, ext_kids_t *k)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < st->bp->nsteps; i++)
+        n += st->steps[i].child != NULL && st->steps[i].status == SS_WAITING &&
+             st->steps[i].wait == SW_CHILD;
+    k->n = 0;
+    if (n == 0) return 0;
+    if ((k->ids = calloc(n, sizeof(*k->ids))) == NULL) return CBM_ENOMEM;
+    for (size_t i = 0; i < st->bp->nsteps; i++)
+        if (st->steps[i].child != NULL && st->steps[i].status == SS_WAITING &&
+            st->steps[i].wait == SW_CHILD)
+            snprintf(k->ids[k->n++], 37, "%s", st->steps[i].child);
+    return 0;
+}
 
 /* Was the approval of step already decided (granted, rejected, timed out)? */
 static const char *approval_outcome(const store_event_t *evs, size_t n, const char *step)
@@ -620,7 +644,8 @@ static int ext_event(const st_exec_t *st, const ext_cmd_t *c, const store_event_
 }
 
 /* One attempt under rd_mu: 0 done, CBM_ECONFLICT to try again, else error. */
-static int ext_try(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_error_t *err)
+static int ext_try(cbm_engine_t *e, const char *id, const ext_cmd_t *c, ext_kids_t *kids,
+                   cbm_error_t *err)
 {
     store_execution_t *x = NULL;
     store_event_t *evs = NULL;
@@ -646,7 +671,9 @@ static int ext_try(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_erro
     inited = 1;
     if ((rc = dec_fold(&st, x->id, bp, x->snapshot, evs, n, err)) != 0) goto out;
     if ((rc = ext_event(&st, c, evs, n, &ev, err)) != 0) {
-        if (rc == 1) rc = 0;
+        /* Cancelled already: its children are cancelled (again: finishing
+         * a cascade that a crash cut short). */
+        if (rc == 1) rc = kids_of(&st, kids);
         goto out;
     }
     if ((rc = dec_build(&st, &ev, 1, clock_now_us(&clock_system), &d, &sched, &nsched)) != 0)
@@ -659,6 +686,7 @@ static int ext_try(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_erro
         goto out;
     rc = store_append(e->rd, &dp, 1, err);
     if (rc == 0) rc = d.result_code;
+    if (rc == 0 && st.status == XS_CANCELLED) rc = kids_of(&st, kids);
     if (rc == CBM_ECONFLICT || rc == CBM_ENOTFOUND) rc = CBM_ECONFLICT;
 out:
     ev_finish(&ev);
@@ -670,17 +698,40 @@ out:
     return rc;
 }
 
+/* A cascade stops this deep (a blueprint cannot start itself through its
+ * children for ever without a deeper bug). */
+#define MAX_CASCADE 32
+
 static int ext_decide(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_error_t *err)
 {
+    ext_kids_t kids = {0};
     int rc = CBM_ECONFLICT;
     if (e == NULL || id == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
     if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
     cbm_error_clear(err);
     for (int attempt = 0; attempt < 20 && rc == CBM_ECONFLICT; attempt++) {
         uv_mutex_lock(&e->rd_mu);
-        rc = ext_try(e, id, c, err);
+        free(kids.ids);
+        kids.ids = NULL;
+        kids.n = 0;
+        rc = ext_try(e, id, c, &kids, err);
         uv_mutex_unlock(&e->rd_mu);
     }
+    /* An execution cancelled (by this call or by an earlier one, in any
+     * process) cancels the children it waits for, and they theirs. Done
+     * after the parent's cancellation is durable; a crash in between leaves
+     * children that the engine cancels when it resumes them (their parent
+     * has ended), or that the next cancel of the parent finishes. */
+    for (size_t i = 0; rc == 0 && i < kids.n && c->depth < MAX_CASCADE; i++) {
+        char reason[96];
+        ext_cmd_t cc = {EXT_CANCEL, NULL, NULL, NULL, reason, NULL, c->depth + 1};
+        cbm_error_t e2 = {0};
+        snprintf(reason, sizeof(reason), "parent execution %s cancelled", id);
+        if (ext_decide(e, kids.ids[i], &cc, &e2) != 0 && e2.code != CBM_ESTATE &&
+            e2.code != CBM_ENOTFOUND)
+            cbm_log_warn("execution %s: cancelling child %s: %s", id, kids.ids[i], e2.message);
+    }
+    free(kids.ids);
     if (rc == CBM_ECONFLICT)
         return cbm_error_set(err, rc, "execution %s kept changing; decision not taken", id);
     if (rc == 0) rt_refresh(e->rt, id);
@@ -697,7 +748,7 @@ static int normalize_arg(const char *json, const char *dflt, char **out, cbm_err
 int cbm_execution_approve(cbm_engine_t *e, const char *id, const char *step,
                           const char *response_json, const char *who, cbm_error_t *err)
 {
-    ext_cmd_t c = {EXT_APPROVE, step, NULL, NULL, NULL, who};
+    ext_cmd_t c = {EXT_APPROVE, step, NULL, NULL, NULL, who, 0};
     char *json;
     int rc;
     if (step == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL step");
@@ -711,7 +762,7 @@ int cbm_execution_approve(cbm_engine_t *e, const char *id, const char *step,
 int cbm_execution_reject(cbm_engine_t *e, const char *id, const char *step, const char *reason,
                          const char *who, cbm_error_t *err)
 {
-    ext_cmd_t c = {EXT_REJECT, step, NULL, NULL, reason, who};
+    ext_cmd_t c = {EXT_REJECT, step, NULL, NULL, reason, who, 0};
     if (step == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL step");
     return ext_decide(e, id, &c, err);
 }
@@ -719,7 +770,7 @@ int cbm_execution_reject(cbm_engine_t *e, const char *id, const char *step, cons
 int cbm_execution_signal(cbm_engine_t *e, const char *id, const char *name,
                          const char *payload_json, cbm_error_t *err)
 {
-    ext_cmd_t c = {EXT_SIGNAL, NULL, name, NULL, NULL, NULL};
+    ext_cmd_t c = {EXT_SIGNAL, NULL, name, NULL, NULL, NULL, 0};
     char *json;
     int rc;
     if (name == NULL || *name == '\0') return cbm_error_set(err, CBM_EINVAL, "empty signal name");
@@ -732,7 +783,7 @@ int cbm_execution_signal(cbm_engine_t *e, const char *id, const char *name,
 
 int cbm_execution_cancel(cbm_engine_t *e, const char *id, const char *reason, cbm_error_t *err)
 {
-    ext_cmd_t c = {EXT_CANCEL, NULL, NULL, NULL, reason, NULL};
+    ext_cmd_t c = {EXT_CANCEL, NULL, NULL, NULL, reason, NULL, 0};
     return ext_decide(e, id, &c, err);
 }
 

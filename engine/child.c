@@ -1,0 +1,412 @@
+/*
+ * child.c - sub-workflows in the runtime: starting a child once the
+ * parent's ChildStarted is durable, telling the parent when the child ends,
+ * reconciling through the store when the two lost touch, and cancelling
+ * children with their parent. See docs/architecture.md, "Sub-workflows".
+ *
+ * Everything that reads the store runs as a job on the reader thread
+ * (rt_job_child); the loop only decides with what comes back. The parent's
+ * step knows its child's id (deterministic: dc_child_id), so every path
+ * below can be repeated: starting an existing child is a conflicting insert
+ * that changes nothing, and a ChildCompleted that no longer applies (the
+ * step moved on) is dropped before it is decided.
+ *
+ * Three ways the parent hears of the end of a child:
+ *   - in this process, directly: the child's terminal decision commits and
+ *     a ChildCompleted input is pushed to the parent (loaded if it
+ *     hibernated), as fire() does for a timer;
+ *   - otherwise through the parent's durable child:<step> timer (a state
+ *     timer, re-armed with back-off up to a minute): each firing makes the
+ *     engine that runs the parent read the child's projection; terminal
+ *     gives ChildCompleted, missing starts it (again);
+ *   - on every load of the parent (a wake-up, resurrection) the same look.
+ */
+#include <cJSON.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbm_internal.h"
+#include "engine/runtime_internal.h"
+
+enum { LOOK_CHILD, LOOK_PARENT };
+
+static bool terminal_status(const char *s)
+{
+    return strcmp(s, "completed") == 0 || strcmp(s, "failed") == 0 ||
+           strcmp(s, "cancelled") == 0;
+}
+
+/* Queue an input for execution id, loading it if it is not in memory (like
+ * a timer that fires). Takes ev's contents. An execution leaving memory
+ * (dead) or an engine stopping drops it: the durable paths (the parent's
+ * child timer, resurrection) bring it back. */
+static void deliver(rt_t *rt, const char *id, eng_event_t *ev)
+{
+    rt_exec_t *ex;
+    if (rt->stopping || rt->client_only) {
+        ev_finish(ev);
+        return;
+    }
+    ex = rt_map_get(rt, id);
+    if (ex != NULL && ex->dead) {
+        ev_finish(ev);
+        return;
+    }
+    if (ex == NULL) {
+        if ((ex = rt_exec_new(rt, id)) == NULL) {
+            ev_finish(ev);
+            return;
+        }
+        rt_pend_push(ex, ev);
+        rt_start_load(rt, ex);
+        return;
+    }
+    if (rt_pend_push(ex, ev) == 0 && !ex->committing && !ex->loading) rt_process(rt, ex, 0);
+    rt_maybe_free(rt, ex);
+}
+
+/* A failure of the parent's step before its child could start. */
+static void fail_step(rt_t *rt, const char *parent, const char *child, const char *kind,
+                      const char *message)
+{
+    eng_event_t ev = {0};
+    cJSON *o = cJSON_CreateObject();
+    ev.type = EV_STEP_FAILED;
+    ev.step = -1; /* resolved from the child's id (rt_child_resolve) */
+    if (o != NULL && cJSON_AddStringToObject(o, "kind", kind) != NULL &&
+        cJSON_AddStringToObject(o, "message", message) != NULL &&
+        cJSON_AddBoolToObject(o, "retryable", 0) != NULL)
+        ev.json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    ev.name = strdup(child);
+    if (ev.json == NULL || ev.name == NULL) {
+        ev_finish(&ev);
+        return;
+    }
+    cbm_log_warn("execution %s: child %s cannot start (%s): %s", parent, child, kind, message);
+    deliver(rt, parent, &ev);
+}
+
+void rt_child_resolve(const st_exec_t *st, eng_event_t *ev)
+{
+    if (ev->step >= 0 || ev->name == NULL ||
+        (ev->type != EV_CHILD_COMPLETED && ev->type != EV_STEP_FAILED))
+        return;
+    for (size_t i = 0; i < st->bp->nsteps; i++) {
+        const st_step_t *s = &st->steps[i];
+        if (s->child != NULL && s->status == SS_WAITING && s->wait == SW_CHILD &&
+            strcmp(s->child, ev->name) == 0) {
+            ev->step = (int)i;
+            ev->attempt = s->attempt;
+            break;
+        }
+    }
+    if (ev->type == EV_STEP_FAILED) { /* a StepFailed names no child */
+        free(ev->name);
+        ev->name = NULL;
+    }
+}
+
+/* ---------------------------------------------------- the reader's side */
+
+/* The ChildCompleted json of a terminal child, from its last event. */
+static int terminal_outcome(store_t *s, rt_child_t *j, int64_t last_seq)
+{
+    store_event_t *evs = NULL;
+    size_t n = 0;
+    cJSON *p = NULL;
+    const cJSON *v;
+    int rc = store_read_history(s, j->child, last_seq, &evs, &n, &j->err);
+    if (rc != 0) return rc;
+    if (n == 0 || (p = cJSON_Parse(evs[0].payload)) == NULL) {
+        rc = cbm_error_set(&j->err, CBM_ESTORE, "child %s: no terminal event at seq %lld",
+                           j->child, (long long)last_seq);
+        goto out;
+    }
+    if (strcmp(evs[0].type, "ExecutionCompleted") == 0)
+        v = cJSON_GetObjectItemCaseSensitive(p, "result");
+    else if (strcmp(evs[0].type, "ExecutionFailed") == 0)
+        v = cJSON_GetObjectItemCaseSensitive(p, "error");
+    else
+        v = p; /* ExecutionCancelled: {"reason": ...} */
+    if (v == NULL || (j->outcome = cJSON_PrintUnformatted(v)) == NULL)
+        rc = cbm_error_set(&j->err, CBM_ESTORE, "child %s: unreadable %s", j->child, evs[0].type);
+out:
+    cJSON_Delete(p);
+    store_events_free(evs, n);
+    return rc;
+}
+
+/* The child does not exist: what to start it with. Its inputs are those
+ * the parent recorded in ChildStarted; its blueprint is the version the step
+ * names, or the store's latest. A blueprint that does not exist, or inputs
+ * it refuses, are the step's failure, not the job's. */
+static int prepare_start(store_t *s, rt_child_t *j)
+{
+    store_event_t *evs = NULL;
+    size_t n = 0;
+    cJSON *p = NULL;
+    const cJSON *child, *in;
+    char *latest = NULL, *json = NULL, *text = NULL;
+    const char *version;
+    bp_blueprint_t *parsed = NULL;
+    cbm_error_t e2 = {0};
+    int rc = store_read_history(s, j->parent, j->seq, &evs, &n, &j->err);
+
+    if (rc != 0) return rc;
+    if (n == 0 || strcmp(evs[0].type, "ChildStarted") != 0 ||
+        (p = cJSON_Parse(evs[0].payload)) == NULL ||
+        !cJSON_IsString(child = cJSON_GetObjectItemCaseSensitive(p, "child")) ||
+        strcmp(child->valuestring, j->child) != 0 ||
+        (in = cJSON_GetObjectItemCaseSensitive(p, "inputs")) == NULL) {
+        rc = cbm_error_set(&j->err, CBM_ESTORE, "execution %s: event %lld is not the ChildStarted "
+                           "of %s", j->parent, (long long)j->seq, j->child);
+        goto out;
+    }
+    if ((text = cJSON_PrintUnformatted(in)) == NULL) {
+        rc = cbm_error_set(&j->err, CBM_ENOMEM, "out of memory");
+        goto out;
+    }
+    version = j->version;
+    if (version == NULL) {
+        rc = store_get_blueprint(s, j->blueprint, NULL, &latest, NULL, &e2);
+        version = latest;
+    }
+    if (rc == 0 && (j->bp = rt_find_blueprint(j->rt, j->blueprint, version)) == NULL) {
+        rc = store_get_blueprint(s, j->blueprint, version, NULL, &json, &e2);
+        if (rc == 0 && (rc = bp_parse_json(json, strlen(json), &parsed, &e2)) == 0) {
+            rt_add_blueprint(j->rt, &parsed, 0);
+            j->bp = rt_find_blueprint(j->rt, j->blueprint, version);
+        }
+    }
+    if (rc == CBM_ENOTFOUND) {
+        rc = 0;
+        j->fail_kind = "child_blueprint_unknown";
+        if (j->version != NULL)
+            cbm_error_set(&j->err, CBM_ENOTFOUND, "blueprint '%s' has no version %s",
+                          j->blueprint, j->version);
+        else
+            cbm_error_set(&j->err, CBM_ENOTFOUND, "no blueprint named '%s'", j->blueprint);
+    } else if (rc != 0) {
+        cbm_error_set(&j->err, rc, "%s", e2.message);
+    } else if (j->bp == NULL) {
+        rc = cbm_error_set(&j->err, CBM_ENOMEM, "out of memory");
+    } else {
+        char *norm = NULL;
+        if (bp_check_inputs(j->bp, text, &norm, &e2) != 0) {
+            j->fail_kind = "child_inputs_invalid";
+            cbm_error_set(&j->err, CBM_EINVAL, "blueprint '%s': %s", j->blueprint, e2.message);
+        } else {
+            j->inputs = strdup(norm);
+            cJSON_free(norm);
+            if (j->inputs == NULL) rc = cbm_error_set(&j->err, CBM_ENOMEM, "out of memory");
+        }
+    }
+out:
+    free(text);
+    free(latest);
+    free(json);
+    cJSON_Delete(p);
+    store_events_free(evs, n);
+    return rc;
+}
+
+void rt_job_child(store_t *s, cm_req_t *r)
+{
+    rt_child_t *j = (rt_child_t *)r;
+    store_execution_t *x = NULL;
+    const char *id = j->kind == LOOK_CHILD ? j->child : j->parent;
+    int rc = store_get_execution(s, id, &x, &j->err);
+
+    if (rc == 0) {
+        if ((j->status = strdup(x->status)) == NULL)
+            rc = cbm_error_set(&j->err, CBM_ENOMEM, "out of memory");
+        else if (j->kind == LOOK_CHILD && terminal_status(x->status))
+            rc = terminal_outcome(s, j, x->last_seq);
+    } else if (rc == CBM_ENOTFOUND) {
+        rc = j->kind == LOOK_CHILD ? prepare_start(s, j) : 0;
+    }
+    store_executions_free(x, x != NULL ? 1 : 0);
+    r->d.result_code = rc;
+}
+
+/* ------------------------------------------------------ the loop's side */
+
+static rt_child_t *job_new(rt_t *rt, int kind)
+{
+    rt_child_t *j = calloc(1, sizeof(*j));
+    if (j == NULL) return NULL;
+    j->rt = rt;
+    j->kind = kind;
+    j->req.owner = j;
+    j->req.job = rt_job_child;
+    return j;
+}
+
+static void job_free(rt_child_t *j)
+{
+    free(j->status);
+    free(j->outcome);
+    free(j->inputs);
+    free(j);
+}
+
+void rt_child_ensure(rt_t *rt, rt_exec_t *ex, size_t i)
+{
+    const st_step_t *s = &ex->st.steps[i];
+    const bp_step_t *b = &ex->bp->steps[i];
+    rt_exec_t *c = rt_map_get(rt, s->child);
+    rt_child_t *j;
+
+    ex->dispatched[i] = s->attempt;
+    /* Running here: it tells the parent itself when it ends. */
+    if (c != NULL && !c->dead) return;
+    if ((j = job_new(rt, LOOK_CHILD)) == NULL) return; /* the child timer tries again */
+    memcpy(j->parent, ex->id, sizeof(j->parent));
+    snprintf(j->child, sizeof(j->child), "%s", s->child);
+    j->step = b->name;
+    j->blueprint = b->sub_blueprint;
+    j->version = b->sub_version;
+    j->attempt = s->attempt;
+    j->seq = s->child_seq;
+    cm_submit(rt->rd, &j->req);
+}
+
+static void start_child(rt_t *rt, rt_child_t *j)
+{
+    rt_exec_t *ex;
+    eng_event_t ev = {0};
+    cbm_error_t err = {0};
+
+    if (rt_map_get(rt, j->child) != NULL) return; /* being started, or loaded, here */
+    if (rt_check_handlers(rt, j->bp, &err) != 0) {
+        fail_step(rt, j->parent, j->child, "child_not_runnable", err.message);
+        return;
+    }
+    if ((ex = rt_exec_new(rt, j->child)) == NULL) return;
+    if (rt_exec_set_bp(ex, j->bp) != 0) {
+        ex->dead = 1;
+        rt_maybe_free(rt, ex);
+        return;
+    }
+    ev.type = EV_EXECUTION_STARTED;
+    ev.step = -1;
+    ev.blueprint = strdup(j->bp->name);
+    ev.version = strdup(j->bp->version);
+    ev.json = j->inputs;
+    j->inputs = NULL;
+    ev.name = strdup(j->parent);
+    ev.text = strdup(j->step);
+    ev.attempt = j->attempt;
+    if (ev.blueprint == NULL || ev.version == NULL || ev.name == NULL || ev.text == NULL ||
+        rt_pend_push(ex, &ev) != 0) {
+        ev_finish(&ev);
+        ex->dead = 1;
+    } else {
+        cbm_log_debug("execution %s: starting child %s (%s)", j->parent, j->child, j->bp->name);
+        rt_process(rt, ex, 0);
+    }
+    rt_maybe_free(rt, ex);
+}
+
+static void cancel_event(eng_event_t *ev, const char *parent, const char *how)
+{
+    char reason[128];
+    memset(ev, 0, sizeof(*ev));
+    ev->type = EV_CANCEL_REQUESTED;
+    ev->step = -1;
+    snprintf(reason, sizeof(reason), "parent execution %s %s", parent, how);
+    ev->text = strdup(reason);
+}
+
+void rt_on_child(rt_t *rt, rt_child_t *j)
+{
+    int rc = j->req.d.result_code;
+    eng_event_t ev = {0};
+
+    if (rt->stopping) {
+        /* nothing: the durable paths take it up at the next start */
+    } else if (rc != 0) {
+        cbm_log_warn("execution %s: cannot look at %s %s: %s", j->parent,
+                     j->kind == LOOK_CHILD ? "child" : "parent",
+                     j->kind == LOOK_CHILD ? j->child : j->parent, j->err.message);
+    } else if (j->kind == LOOK_PARENT) {
+        /* A child whose parent ended without it (a crash cut the parent's
+         * cascade short, or it ended in another process): cancel it. */
+        if (j->status != NULL && terminal_status(j->status)) {
+            cancel_event(&ev, j->parent, j->status);
+            if (ev.text != NULL) deliver(rt, j->child, &ev);
+        }
+    } else if (j->status != NULL) {
+        if (terminal_status(j->status)) {
+            ev.type = EV_CHILD_COMPLETED;
+            ev.step = -1; /* resolved from the child's id */
+            ev.name = strdup(j->child);
+            ev.text = strdup(j->status);
+            ev.json = j->outcome;
+            j->outcome = NULL;
+            if (ev.name != NULL && ev.text != NULL) deliver(rt, j->parent, &ev);
+            else ev_finish(&ev);
+        }
+        /* Still running: here (hibernated: its timers wake it), in another
+         * engine, or resumed at the next start; it reports when it ends. */
+    } else if (j->fail_kind != NULL) {
+        fail_step(rt, j->parent, j->child, j->fail_kind, j->err.message);
+    } else {
+        start_child(rt, j);
+    }
+    job_free(j);
+}
+
+/* The ChildCompleted json of a child that ended here: what its terminal
+ * event says, in the form rt_job_child reads it back in. */
+static char *outcome_of(const st_exec_t *st)
+{
+    cJSON *o;
+    char *out;
+    if (st->status == XS_COMPLETED) return cbm_strdup(st->result != NULL ? st->result : "null");
+    if (st->status == XS_FAILED) return cbm_strdup(st->error != NULL ? st->error : "null");
+    if ((o = cJSON_CreateObject()) == NULL) return NULL;
+    out = cJSON_AddStringToObject(o, "reason", st->cancel_reason != NULL ? st->cancel_reason : "")
+              ? cJSON_PrintUnformatted(o)
+              : NULL;
+    cJSON_Delete(o);
+    return out;
+}
+
+void rt_child_ended(rt_t *rt, rt_exec_t *ex)
+{
+    const st_exec_t *st = &ex->st;
+    eng_event_t ev = {0};
+
+    if (st->parent_id != NULL) {
+        ev.type = EV_CHILD_COMPLETED;
+        ev.step = -1;
+        ev.name = cbm_strdup(ex->id);
+        ev.text = cbm_strdup(st_status_name(st->status));
+        ev.json = outcome_of(st);
+        if (ev.name != NULL && ev.text != NULL && ev.json != NULL) deliver(rt, st->parent_id, &ev);
+        else ev_finish(&ev);
+    }
+    /* A parent that ends while children run (failed, cancelled) takes them
+     * with it. */
+    if (st->status == XS_COMPLETED) return;
+    for (size_t i = 0; i < st->bp->nsteps; i++) {
+        const st_step_t *s = &st->steps[i];
+        if (s->child == NULL || s->status != SS_WAITING || s->wait != SW_CHILD) continue;
+        cancel_event(&ev, ex->id, st_status_name(st->status));
+        if (ev.text != NULL) deliver(rt, s->child, &ev);
+    }
+}
+
+void rt_parent_check(rt_t *rt, rt_exec_t *ex)
+{
+    rt_child_t *j;
+    if (ex->st.parent_id == NULL || rt->client_only || (j = job_new(rt, LOOK_PARENT)) == NULL)
+        return;
+    snprintf(j->parent, sizeof(j->parent), "%s", ex->st.parent_id);
+    memcpy(j->child, ex->id, sizeof(j->child));
+    cm_submit(rt->rd, &j->req);
+}
