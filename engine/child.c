@@ -376,7 +376,7 @@ static char *outcome_of(const st_exec_t *st)
     return out;
 }
 
-void rt_child_ended(rt_t *rt, rt_exec_t *ex)
+void rt_child_ended(rt_t *rt, rt_exec_t *ex, int cascade)
 {
     const st_exec_t *st = &ex->st;
     eng_event_t ev = {0};
@@ -391,8 +391,11 @@ void rt_child_ended(rt_t *rt, rt_exec_t *ex)
         else ev_finish(&ev);
     }
     /* A parent that ends while children run (failed, cancelled) takes them
-     * with it. */
-    if (st->status == XS_COMPLETED) return;
+     * with it. Only when the loop committed the end itself: an execution
+     * ended elsewhere was cascaded there (cbm_execution_cancel), and a
+     * cascade from every load of a finished parent would load its finished
+     * children, which report back to it, which loads it again... */
+    if (!cascade || st->status == XS_COMPLETED) return;
     for (size_t i = 0; i < st->bp->nsteps; i++) {
         const st_step_t *s = &st->steps[i];
         if (s->child == NULL || s->status != SS_WAITING || s->wait != SW_CHILD) continue;

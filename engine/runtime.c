@@ -750,7 +750,7 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
         if (d->terminal) {
             ex->dead = 1;
             notify_terminal(rt, ex->id);
-            rt_child_ended(rt, ex);
+            rt_child_ended(rt, ex, 1);
         }
     } else if (rc == CBM_EEXIST && d->req.d.is_new && d->start != NULL) {
         /* Its idempotency key is held by another execution (started here,

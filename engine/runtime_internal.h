@@ -240,8 +240,9 @@ void rt_on_refill_timer(uv_timer_t *t);
 void rt_child_ensure(rt_t *rt, rt_exec_t *ex, size_t i);
 void rt_job_child(store_t *s, cm_req_t *r);
 void rt_on_child(rt_t *rt, rt_child_t *j);
-/* ex's terminal decision committed: tell its parent, cancel its children. */
-void rt_child_ended(rt_t *rt, rt_exec_t *ex);
+/* ex is terminal: tell its parent; with cascade (the loop committed the
+ * end), also cancel the children it still waited for. */
+void rt_child_ended(rt_t *rt, rt_exec_t *ex, int cascade);
 /* A resumed child: cancel it if its parent ended without it. */
 void rt_parent_check(rt_t *rt, rt_exec_t *ex);
 /* Inputs from a child name the child, not the step: find the step that

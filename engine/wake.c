@@ -118,7 +118,7 @@ static void loaded_one(rt_t *rt, rt_exec_t *ex, int rc, const store_execution_t 
              * outside): its parent and children learn it now, not at the
              * parent's next child timer. Repeats are dropped there. */
             ex->dead = 1;
-            rt_child_ended(rt, ex);
+            rt_child_ended(rt, ex, 0);
         } else {
             rt_process(rt, ex, 1);
         }

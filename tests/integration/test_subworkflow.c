@@ -490,6 +490,17 @@ static void test_cancel_cascades(void **state)
     /* Cancelling again is a no-op (and would finish a cut cascade). */
     assert_int_equal(cbm_execution_cancel(e, id, "again", &err), 0);
     free(child);
+    /* And then all is quiet: finished parents and children do not keep
+     * loading each other. (The heap's copy of the parent's cleared child
+     * timer, due a second after ChildStarted, loads it once more first.) */
+    {
+        cbm_engine_stats_t s1, s2;
+        uv_sleep(1500);
+        cbm_engine_get_stats(e, &s1);
+        uv_sleep(1000);
+        cbm_engine_get_stats(e, &s2);
+        assert_int_equal(s2.woken, s1.woken);
+    }
 
     /* A parent that fails (its time-out) takes its sleeping child along. */
     start(e, "pdeadline", "{}", id);
