@@ -49,6 +49,22 @@ int scn_load(const char *path, scn_t *s, char *err, size_t errlen)
         goto fail;
     }
     s->blueprint_json = cJSON_PrintUnformatted(v);
+    v = cJSON_GetObjectItemCaseSensitive(s->doc, "children");
+    if (v != NULL) {
+        const cJSON *c;
+        if (!cJSON_IsArray(v) || (s->children_json = calloc((size_t)cJSON_GetArraySize(v) + 1,
+                                                            sizeof(char *))) == NULL) {
+            snprintf(err, errlen, "%s: children must be an array of blueprints", path);
+            goto fail;
+        }
+        cJSON_ArrayForEach(c, v) {
+            if (!cJSON_IsObject(c)) {
+                snprintf(err, errlen, "%s: children must be an array of blueprints", path);
+                goto fail;
+            }
+            s->children_json[s->nchildren++] = cJSON_PrintUnformatted(c);
+        }
+    }
     v = cJSON_GetObjectItemCaseSensitive(s->doc, "inputs");
     s->inputs_json = v != NULL ? cJSON_PrintUnformatted(v) : strdup("{}");
     s->script = cJSON_GetObjectItemCaseSensitive(s->doc, "script");
@@ -75,6 +91,8 @@ void scn_finish(scn_t *s)
     free(s->path);
     free(s->blueprint_json);
     free(s->inputs_json);
+    for (size_t i = 0; i < s->nchildren; i++) free(s->children_json[i]);
+    free(s->children_json);
     memset(s, 0, sizeof(*s));
 }
 

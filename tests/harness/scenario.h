@@ -4,7 +4,7 @@
  * returns, and what must come of it (the event types in order, the final
  * status, optionally the result).
  *
- *   {"name": "...", "blueprint": {...}, "inputs": {...},
+ *   {"name": "...", "blueprint": {...}, "children": [{...}, ...], "inputs": {...},
  *    "script": {"<step>": [<outcome of attempt 1>, <attempt 2>, ...]},
  *    "expect": {"events": ["ExecutionStarted", ...], "status": "completed",
  *               "result": {...}}}
@@ -14,6 +14,11 @@
  * outcome; a step with no list returns {"ok": {"step": <name>, "attempt": n}}.
  * Attempt numbers keep growing across loop iterations, so "attempt n" is the
  * n-th time the step ran in the execution.
+ *
+ * "children" (optional) are the blueprints that the blueprint's subworkflow
+ * steps start; they are registered first, and their task steps answer from
+ * the same script (so give them step names of their own; each child counts
+ * its attempts from 1). The expectation is about the parent only.
  *
  * scn_outcome() is all a runner needs to answer a step, so the same cases
  * can drive in-process handlers (tests/integration/test_scenarios.c) or
@@ -32,6 +37,8 @@ typedef struct scn {
     const char *name;
     char *blueprint_json;    /* the blueprint, printed */
     char *inputs_json;       /* the inputs, printed ({} when absent) */
+    char **children_json;    /* the child blueprints, printed */
+    size_t nchildren;
     const cJSON *script;     /* object, may be NULL */
     const cJSON *expect;     /* object */
 } scn_t;

@@ -31,6 +31,22 @@ static void h_scripted(const cbm_step_call_t *call, cbm_step_out_t *out, void *a
     scn_outcome_finish(&o);
 }
 
+/* A scripted handler for each task step of bp. */
+static int register_handlers(cbm_engine_t *e, scn_t *s, const bp_blueprint_t *bp, char *why,
+                             size_t whylen)
+{
+    for (size_t i = 0; i < bp->nsteps; i++) {
+        int r;
+        if (bp->steps[i].kind != BP_TASK) continue;
+        r = cbm_engine_register_step(e, bp->steps[i].handler, h_scripted, s);
+        if (r != 0 && r != CBM_EEXIST) {
+            snprintf(why, whylen, "register step: %s", cbm_strerror(r));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* 0 passed, -1 failed (message printed). */
 static int run_one(scn_t *s)
 {
@@ -54,17 +70,29 @@ static int run_one(scn_t *s)
         snprintf(why, sizeof(why), "engine: %s", err.message);
         goto out;
     }
-    for (size_t i = 0; i < bp->nsteps; i++) {
+    if (register_handlers(e, s, bp, why, sizeof(why)) != 0) goto out;
+    for (size_t c = 0; c < s->nchildren; c++) {
+        bp_blueprint_t *cbp = NULL;
         int r;
-        if (bp->steps[i].kind != BP_TASK) continue;
-        r = cbm_engine_register_step(e, bp->steps[i].handler, h_scripted, s);
-        if (r != 0 && r != CBM_EEXIST) {
-            snprintf(why, sizeof(why), "register step: %s", cbm_strerror(r));
+        if (bp_parse_json(s->children_json[c], strlen(s->children_json[c]), &cbp, &err) != 0) {
+            snprintf(why, sizeof(why), "children[%zu]: %s", c, err.message);
+            goto out;
+        }
+        r = register_handlers(e, s, cbp, why, sizeof(why));
+        bp_destroy(cbp);
+        if (r != 0) goto out;
+    }
+    if (cbm_engine_start(e, &err) != 0) {
+        snprintf(why, sizeof(why), "engine: %s", err.message);
+        goto out;
+    }
+    for (size_t c = 0; c < s->nchildren; c++) {
+        if (cbm_engine_register_blueprint(e, s->children_json[c], NULL, &err) != 0) {
+            snprintf(why, sizeof(why), "children[%zu]: %s", c, err.message);
             goto out;
         }
     }
-    if (cbm_engine_start(e, &err) != 0 ||
-        cbm_engine_register_blueprint(e, s->blueprint_json, NULL, &err) != 0 ||
+    if (cbm_engine_register_blueprint(e, s->blueprint_json, NULL, &err) != 0 ||
         cbm_execution_start(e, bp->name, s->inputs_json, id, &err) != 0) {
         snprintf(why, sizeof(why), "engine: %s", err.message);
         goto out;
