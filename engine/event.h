@@ -74,10 +74,18 @@ ev_type_t ev_type_from_name(const char *name);
  *   ChildStarted:       step, attempt, name = "child" (the child's id),
  *                       blueprint, version (NULL/null: the latest when the
  *                       child starts), json = "inputs"
+ *                       (the parent's state keeps the child's id and this
+ *                       event's seq, and arms the timer "child:<step>")
  *   ChildCompleted:     step, attempt, name = "child", text = "status"
  *                       (completed, failed, cancelled), json = "result"
- *                       (completed) or "error" (otherwise)
- *   TimerFired:         name = "key"
+ *                       (completed: the child's execution result) or
+ *                       "error" (failed: the child's execution error
+ *                       {step,kind,message}; cancelled: {"reason": ..},
+ *                       the child's ExecutionCancelled payload). Inputs the
+ *                       runtime makes from a child's end carry step -1 and
+ *                       are resolved by the child's id (rt_child_resolve)
+ *   TimerFired:         name = "key"; "child:<step>" re-arms itself (the
+ *                       runtime then looks at the child)
  *   ApprovalRequested:  step, attempt, name = "type", json = "data",
  *                       timeout_ms, due_us = "deadline_us" (0: none)
  *   ApprovalGranted:    step, json = "response", who = "by"
