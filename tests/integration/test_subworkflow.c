@@ -666,6 +666,48 @@ static void test_lost_child_started_again(void **state)
     cbm_engine_destroy(e);
 }
 
+/* A crash cut the cancel cascade short: the parent's ExecutionCancelled is
+ * in the store, the child still waits. The next engine resumes the child,
+ * sees its parent ended, and cancels it. */
+static void test_cut_cascade_finished_at_resume(void **state)
+{
+    cbm_engine_t *e = engine();
+    cbm_execution_info_t *info;
+    char id[37], *child = NULL, *reason, sql[1024];
+    (void)state;
+
+    start(e, "papprove", "{}", id);
+    for (int i = 0; i < 500 && (child = payload_str(e, id, "ChildStarted", 0, "child", NULL)) ==
+                                   NULL; i++)
+        uv_sleep(10);
+    assert_non_null(child);
+    wait_status(e, child, "awaiting_approval");
+    cbm_engine_destroy(e);
+    /* What the parent's cancellation wrote, and nothing of the cascade. */
+    snprintf(sql, sizeof(sql),
+             "UPDATE cbm_executions SET status = 'cancelled', last_seq = last_seq + 1 "
+             "WHERE id = '%s';"
+             "INSERT INTO cbm_events SELECT id, last_seq, 'CancelRequested', "
+             "'{\"reason\":\"cut\"}', now() FROM cbm_executions WHERE id = '%s';"
+             "UPDATE cbm_executions SET last_seq = last_seq + 1 WHERE id = '%s';"
+             "INSERT INTO cbm_events SELECT id, last_seq, 'ExecutionCancelled', "
+             "'{\"reason\":\"cut\"}', now() FROM cbm_executions WHERE id = '%s';"
+             "DELETE FROM cbm_timers WHERE execution_id = '%s'",
+             id, id, id, id, id);
+    assert_int_equal(testdb_exec(url, sql), 0);
+
+    e = engine();
+    info = wait_end(e, child);
+    assert_string_equal(info->status, "cancelled");
+    cbm_execution_info_free(info);
+    reason = payload_str(e, child, "ExecutionCancelled", 0, "reason", NULL);
+    assert_non_null(strstr(reason, id));
+    free(reason);
+    free(folded(e, id, PAPPROVE, 0)); /* the hand-written history folds */
+    free(child);
+    cbm_engine_destroy(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -676,6 +718,7 @@ int main(void)
         cmocka_unit_test(test_hibernate_restart_mid_child),
         cmocka_unit_test(test_child_ended_elsewhere),
         cmocka_unit_test(test_lost_child_started_again),
+        cmocka_unit_test(test_cut_cascade_finished_at_resume),
     };
     int rc;
     if (testdb_create(url, sizeof(url)) != 0) return TESTDB_SKIP;
