@@ -216,6 +216,18 @@ static int run_one(cbm_client_t *c, scn_t *s)
     name = strdup(cJSON_GetObjectItemCaseSensitive(doc, "name")->valuestring);
     cJSON_Delete(doc);
     atomic_store(&current, s);
+    /* Sub-workflow children first: their task steps are remote too. */
+    for (size_t k = 0; k < s->nchildren; k++) {
+        char *child = remote_blueprint(s->children_json[k]);
+        int r = -1;
+        if (child == NULL) snprintf(err.message, sizeof(err.message), "cannot rewrite it");
+        else r = cbm_client_register_blueprint(c, child, NULL, &err);
+        free(child);
+        if (r != 0) {
+            snprintf(why, sizeof(why), "children[%zu]: %s", k, err.message);
+            goto out;
+        }
+    }
     if (cbm_client_register_blueprint(c, bp, NULL, &err) != 0 ||
         cbm_client_start(c, name, s->inputs_json, NULL, id, &err) != 0) {
         snprintf(why, sizeof(why), "server: %s", err.message);
