@@ -115,6 +115,8 @@ struct wjob {
     int rc;
     cbm_error_t err;
     /* claim */
+    store_task_t want;     /* a copy of the poll's sticky want (strings its) */
+    int want_used;
     bool found;
     store_claimed_t task;
     /* heartbeat */
@@ -483,7 +485,7 @@ static void unclaim_done(wjob_t *j)
 static void claim_work(wjob_t *j, store_t *s)
 {
     poll_t *p = j->poll;
-    const store_task_t *want = p->want.step != NULL ? &p->want : NULL;
+    const store_task_t *want = j->want_used ? &j->want : NULL;
     j->rc = store_task_claim(s, p->worker_id, (const char *const *)p->queues, p->nq, p->caps,
                              j->ws->lease_ms, want, &j->task, &j->found, &j->err);
     if (j->rc == 0 && !j->found && want != NULL)
@@ -497,8 +499,10 @@ static void claim_done(wjob_t *j)
     wsvc_t *ws = j->ws;
 
     p->claiming = 0;
-    free(p->want.step);
-    p->want.step = NULL;
+    if (j->want_used) {
+        free(p->want.step);
+        p->want.step = NULL;
+    }
     if (j->rc != 0) {
         /* The store is down: the poll waits (and the sweep tries again). */
         cbm_log_warn("serve: claiming a task failed: %s", j->err.message);
@@ -562,6 +566,11 @@ static void poll_claim(poll_t *p)
         return;
     }
     j->poll = p;
+    /* The job reads its own copy: the loop may set a new want meanwhile. */
+    if (p->want.step != NULL) {
+        j->want = p->want;
+        j->want_used = 1;
+    }
     p->claiming = 1;
     p->again = 0;
     if (job_queue(j, NULL) != 0) {
@@ -671,21 +680,24 @@ static void on_notify(uv_async_t *h)
         poll_t *pick = NULL;
         const char *sticky = ws->draining ? NULL : sticky_worker(ws, n->execution_id);
 
+        poll_t *mine = NULL;
         for (poll_t *p = ws->polls; p != NULL && !ws->draining; p = p->next) {
-            if (!p->parked || !poll_takes(p, n->queue)) continue;
-            if (sticky != NULL && strcmp(p->worker_id, sticky) == 0) {
-                pick = p;
-                break;
-            }
-            if (pick == NULL) pick = p;
+            if (p->closing || p->call == NULL || !poll_takes(p, n->queue)) continue;
+            if (sticky != NULL && strcmp(p->worker_id, sticky) == 0 &&
+                (mine == NULL || (p->parked && !mine->parked)))
+                mine = p;
+            if (pick == NULL && p->parked) pick = p;
         }
-        if (pick != NULL) {
-            if (sticky != NULL && strcmp(pick->worker_id, sticky) == 0) {
-                memcpy(pick->want.execution_id, n->execution_id, 37);
-                pick->want.step = n->step;
-                pick->want.attempt = n->attempt;
-                n->step = NULL;
-            }
+        if (mine != NULL && mine->want.step == NULL) {
+            /* Sticky: the worker that ran the execution's last step takes
+             * this attempt by name, now, or right after its claim in flight. */
+            memcpy(mine->want.execution_id, n->execution_id, 37);
+            mine->want.step = n->step;
+            mine->want.attempt = n->attempt;
+            n->step = NULL;
+            if (mine->parked) poll_claim(mine);
+            else mine->again = 1;
+        } else if (pick != NULL) {
             poll_claim(pick);
         } else {
             /* No parked poll: a claim in flight may have started before
@@ -817,7 +829,6 @@ static void result_done(wjob_t *j)
     worker_t *w = worker_find(j->ws, j->worker_id);
 
     if (j->rc == 0 && w != NULL && w->active > 0) w->active--;
-    if (j->rc == 0 && j->accepted) sticky_set(j->ws, j->execution_id, j->worker_id);
     if (j->call == NULL) return;
     if (j->rc != 0) {
         fail_call(j->call, j->rc, &j->err);
@@ -935,6 +946,10 @@ static void on_submit(rpc_call_t *call, const Cerebelum__V1__SubmitResultRequest
     }
     j->attempt = attempt;
     j->out = out;
+    /* The next step of this execution may be committed (and its task
+     * offered to parked polls) before this call returns: prefer this worker
+     * from now on. */
+    sticky_set(ws, exec, rq->worker_id);
     job_queue(j, call);
     return;
 bad:
