@@ -92,7 +92,7 @@ int rpc_client_create(const rpc_client_options_t *o, rpc_client_t **out, cbm_err
     } else {
         creds = grpc_insecure_credentials_create();
     }
-    grpc_arg args[4] = {
+    grpc_arg args[6] = {
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
          .value.integer = (int)c->max_message},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
@@ -103,6 +103,16 @@ int rpc_client_create(const rpc_client_options_t *o, rpc_client_t **out, cbm_err
         args[nargs].type = GRPC_ARG_STRING;
         args[nargs].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
         args[nargs].value.string = (char *)(uintptr_t)o->tls_server_name;
+        nargs++;
+    }
+    if (o->max_reconnect_backoff_ms > 0) {
+        args[nargs].type = GRPC_ARG_INTEGER;
+        args[nargs].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+        args[nargs].value.integer = o->max_reconnect_backoff_ms;
+        nargs++;
+        args[nargs].type = GRPC_ARG_INTEGER;
+        args[nargs].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+        args[nargs].value.integer = o->max_reconnect_backoff_ms < 1000 ? o->max_reconnect_backoff_ms : 1000;
         nargs++;
     }
     grpc_channel_args cargs = {nargs, args};

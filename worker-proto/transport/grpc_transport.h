@@ -224,6 +224,10 @@ typedef struct rpc_client_options {
     const char *tls_server_name;
     /** Cap on one request and one reply; 0 = RPC_DEFAULT_MAX_MESSAGE. */
     size_t max_message_bytes;
+    /** Longest pause between the channel's attempts to reconnect to a server
+     *  that went away, in ms; 0 = gRPC's default (120 s). A worker sets a
+     *  few seconds so that it is back soon after a server restart. */
+    int max_reconnect_backoff_ms;
 } rpc_client_options_t;
 
 /** Create a channel (it connects lazily, on the first call). The options are
