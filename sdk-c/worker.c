@@ -43,6 +43,7 @@
 #define BACKOFF_MAX_MS 5000
 #define CALL_TIMEOUT_MS 10000
 #define SUBMIT_GIVE_UP_MS 60000
+#define SUBMIT_DRAIN_MS 10000
 #define MAX_CONCURRENCY 256
 #define SDK_VERSION "cerebelum-c/0.1.0"
 
@@ -96,19 +97,16 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Wait on the worker's condition for at most ms; returns early on a stop.
- * Caller holds mu. */
-static void wait_locked(cbm_worker_t *w, int64_t ms)
-{
-    if (ms > 0 && !w->stopping) uv_cond_timedwait(&w->cv, &w->mu, (uint64_t)ms * 1000000u);
-}
-
-/* Sleep a back-off step (with jitter) unless stopping; doubles *backoff. */
-static void backoff_wait(cbm_worker_t *w, int *backoff, unsigned *seed)
+/* Sleep a back-off step (with jitter); doubles *backoff. A stop cuts the
+ * sleep short, unless even_stopping: a submit retried during the drain
+ * must still pause between tries, or it would spin against a dead server. */
+static void backoff_wait(cbm_worker_t *w, int *backoff, unsigned *seed, int even_stopping)
 {
     int64_t ms = *backoff / 2 + (int64_t)(rand_r(seed) % (unsigned)(*backoff + 1));
+    int64_t until = now_ms() + ms;
     uv_mutex_lock(&w->mu);
-    wait_locked(w, ms);
+    while ((even_stopping || !w->stopping) && now_ms() < until)
+        uv_cond_timedwait(&w->cv, &w->mu, (uint64_t)(until - now_ms()) * 1000000u);
     uv_mutex_unlock(&w->mu);
     *backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
 }
@@ -316,9 +314,10 @@ static void submit(cbm_worker_t *w, const Cerebelum__V1__Task *t, running_t *r,
                           st.message);
             break;
         }
-        backoff_wait(w, &backoff, seed);
-        /* A drain keeps trying (the result matters); only the give-up
-         * deadline ends it. */
+        /* A drain keeps trying (the result matters), but not for long: a
+         * stop should not wait a minute for a server that is gone. */
+        if (stopping(w) && give_up > now_ms() + SUBMIT_DRAIN_MS) give_up = now_ms() + SUBMIT_DRAIN_MS;
+        backoff_wait(w, &backoff, seed, 1);
     }
     cJSON_Delete(err_doc);
 }
@@ -372,7 +371,7 @@ static void slot_main(void *arg)
         int rc;
 
         if (ensure_registered(w) != 0) {
-            backoff_wait(w, &backoff, &seed);
+            backoff_wait(w, &backoff, &seed, 0);
             continue;
         }
         uv_mutex_lock(&w->mu);
@@ -391,7 +390,7 @@ static void slot_main(void *arg)
             atomic_store(&w->registered, 0);
             cbm_log_warn("worker %s: PollTask: %s: %s", w->id, rpc_status_name(st.code),
                          st.message);
-            backoff_wait(w, &backoff, &seed);
+            backoff_wait(w, &backoff, &seed, 0);
             continue;
         }
         backoff = BACKOFF_MIN_MS;

@@ -122,8 +122,9 @@ CBM_EXTERN int cbm_worker_start(cbm_worker_t *w, cbm_error_t *err);
 CBM_EXTERN int cbm_worker_run(cbm_worker_t *w, cbm_error_t *err);
 
 /** Ask the worker to stop: no new polls (polls out are cancelled), running
- *  handlers finish and their results are submitted, then UnregisterWorker.
- *  Returns at once. Thread-safe; idempotent. */
+ *  handlers finish and their results are submitted (retried for at most
+ *  10 s if the server is away; the lease then gives the attempt back), then
+ *  UnregisterWorker. Returns at once. Thread-safe; idempotent. */
 CBM_EXTERN void cbm_worker_stop(cbm_worker_t *w);
 
 /** Block until a stopped worker has drained and its threads ended. */
