@@ -7,7 +7,7 @@
  * small pool. A job that outlives its call (client gone) still finishes;
  * a task claimed for a poll that is gone is given back (unclaimed).
  */
-#include "worker_service.h"
+#include "ws_internal.h"
 
 #include <cJSON.h>
 #include <stdbool.h>
@@ -20,126 +20,7 @@
 #include "service.h"
 #include "store/store.h"
 
-#define DEFAULT_LEASE_MS 30000
-#define MAX_WAIT_MS 60000
-#define REAP_MS 500
-#define SWEEP_MS 1000
-#define REAP_LIMIT 1000
-#define EARLY_MS 50        /* answer a poll this long before its deadline */
-#define STICKY_BUCKETS 1024
-
-typedef struct worker {
-    struct worker *next;
-    char *id;
-    char **queues;
-    size_t nqueues;
-    char **capk, **capv;   /* capabilities, as given */
-    size_t ncaps;
-    char *caps_json;       /* the same as a JSON object, for claims */
-    uint32_t max_concurrency;
-    char *sdk;
-    int64_t registered_ms, last_seen_ms;
-    uint32_t active;       /* tasks handed to it and not yet answered */
-} worker_t;
-
-typedef struct poll poll_t;
-struct poll {
-    poll_t *prev, *next;   /* ws->polls: every poll not yet answered */
-    wsvc_t *ws;
-    rpc_call_t *call;      /* NULL once gone */
-    char *worker_id;
-    char **queues;         /* copies */
-    size_t nq;
-    char *caps;            /* the worker's capabilities JSON */
-    uv_timer_t timer;      /* the poll's deadline */
-    int parked;            /* waiting for a task (else claiming) */
-    int claiming;          /* a claim job in flight */
-    int again;             /* a task came while claiming: claim once more */
-    int expired;           /* the deadline passed */
-    int closing;
-    store_task_t want;     /* sticky: the task to try first (step != NULL) */
-};
-
-/* A task committed by the engine, handed from its thread. */
-typedef struct note {
-    struct note *next;
-    char *queue;
-    char execution_id[37];
-    char *step;
-    int attempt;
-} note_t;
-
-/* Which worker ran an execution's last accepted step (sticky routing);
- * a small direct-mapped cache: a collision only loses a preference. */
-typedef struct sticky {
-    char execution_id[37];
-    char worker_id[128];
-} sticky_t;
-
-struct wsvc {
-    uv_loop_t *loop;
-    cbm_engine_t *engine;
-    svc_t *svc;
-    int64_t lease_ms;
-    int npool;
-    store_t **pool;
-    int nfree;
-    uv_mutex_t pool_mu;
-    uv_cond_t pool_cv;
-    char *url;
-
-    worker_t *workers;
-    poll_t *polls;
-    int closed;            /* notify is closed: engine hooks do nothing */
-    uv_async_t notify;
-    uv_mutex_t note_mu;
-    note_t *notes, *notes_tail;
-    uv_timer_t reap_timer, sweep_timer;
-    int reaping;
-    int draining;
-    int started;
-    sticky_t sticky[STICKY_BUCKETS];
-};
-
-typedef struct wjob wjob_t;
-typedef void (*wjob_fn)(wjob_t *j, store_t *s);
-typedef void (*wjob_done)(wjob_t *j);
-
-struct wjob {
-    uv_work_t req;
-    wsvc_t *ws;
-    wjob_fn work;
-    wjob_done done;
-    rpc_call_t *call;      /* NULL once gone (or none) */
-    poll_t *poll;
-    int rc;
-    cbm_error_t err;
-    /* claim */
-    store_task_t want;     /* a copy of the poll's sticky want (strings its) */
-    int want_used;
-    bool found;
-    store_claimed_t task;
-    /* heartbeat */
-    int64_t *ids;
-    char **tids;
-    size_t nids;
-    int64_t *held;
-    size_t nheld;
-    /* result */
-    char *worker_id;
-    char *execution_id;
-    char *step;
-    int attempt;
-    cbm_step_out_t *out;
-    int accepted;
-    char reason[160];
-    /* expiry, release */
-    store_task_t *expired;
-    size_t nexpired;
-    uint32_t released;
-};
-
-static int64_t now_ms(void)
+int64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -179,7 +60,7 @@ static void job_work(uv_work_t *req)
     pool_put(j->ws, s);
 }
 
-static void job_free(wjob_t *j)
+void job_free(wjob_t *j)
 {
     store_claimed_clear(&j->task);
     free(j->ids);
@@ -212,7 +93,7 @@ static void on_job_call_gone(rpc_call_t *call, void *data)
     j->call = NULL;
 }
 
-static wjob_t *job_new(wsvc_t *ws, wjob_fn work, wjob_done done)
+wjob_t *job_new(wsvc_t *ws, wjob_fn work, wjob_done done)
 {
     wjob_t *j = calloc(1, sizeof(*j));
     if (j == NULL) return NULL;
@@ -225,7 +106,7 @@ static wjob_t *job_new(wsvc_t *ws, wjob_fn work, wjob_done done)
 
 /* Queue j; with call, the call is answered by done (or forgotten if it goes
  * away first). On failure j is freed and call answered. */
-static int job_queue(wjob_t *j, rpc_call_t *call)
+int job_queue(wjob_t *j, rpc_call_t *call)
 {
     int rc = uv_queue_work(j->ws->loop, &j->req, job_work, job_after);
     if (rc != 0) {
@@ -248,14 +129,14 @@ static void fail_call(rpc_call_t *call, int rc, const cbm_error_t *err)
 
 /* ---- registry ------------------------------------------------------------------ */
 
-static worker_t *worker_find(wsvc_t *ws, const char *id)
+worker_t *worker_find(wsvc_t *ws, const char *id)
 {
     for (worker_t *w = ws->workers; w != NULL; w = w->next)
         if (strcmp(w->id, id) == 0) return w;
     return NULL;
 }
 
-static void strv_free(char **v, size_t n)
+void strv_free(char **v, size_t n)
 {
     if (v == NULL) return;
     for (size_t i = 0; i < n; i++) free(v[i]);
@@ -273,14 +154,14 @@ static void worker_free(worker_t *w)
     free(w);
 }
 
-static bool worker_serves(const worker_t *w, const char *queue)
+bool worker_serves(const worker_t *w, const char *queue)
 {
     for (size_t i = 0; i < w->nqueues; i++)
         if (strcmp(w->queues[i], queue) == 0) return true;
     return false;
 }
 
-static char **strv_dup(char *const *v, size_t n)
+char **strv_dup(char *const *v, size_t n)
 {
     char **out = calloc(n ? n : 1, sizeof(*out));
     if (out == NULL) return NULL;
@@ -299,7 +180,7 @@ static sticky_t *sticky_slot(wsvc_t *ws, const char *execution_id)
     return &ws->sticky[h % STICKY_BUCKETS];
 }
 
-static const char *sticky_worker(wsvc_t *ws, const char *execution_id)
+const char *sticky_worker(wsvc_t *ws, const char *execution_id)
 {
     sticky_t *e = sticky_slot(ws, execution_id);
     return strcmp(e->execution_id, execution_id) == 0 ? e->worker_id : NULL;
@@ -389,337 +270,6 @@ static void on_register(rpc_call_t *call, const Cerebelum__V1__RegisterWorkerReq
     rp.heartbeat_interval_ms = (uint32_t)(ws->lease_ms / 3);
     rp.max_wait_ms = MAX_WAIT_MS;
     rpc_call_reply(call, &rp.base);
-}
-
-/* ---- polls --------------------------------------------------------------------- */
-
-static void poll_claim(poll_t *p);
-
-static void poll_unpark(poll_t *p)
-{
-    p->parked = 0;
-}
-
-static void poll_park(poll_t *p)
-{
-    p->parked = 1;
-}
-
-static void poll_link(poll_t *p)
-{
-    wsvc_t *ws = p->ws;
-    p->prev = NULL;
-    p->next = ws->polls;
-    if (ws->polls != NULL) ws->polls->prev = p;
-    ws->polls = p;
-}
-
-static void poll_unlink(poll_t *p)
-{
-    wsvc_t *ws = p->ws;
-    if (p->prev != NULL) p->prev->next = p->next;
-    else if (ws->polls == p) ws->polls = p->next;
-    if (p->next != NULL) p->next->prev = p->prev;
-    p->prev = p->next = NULL;
-}
-
-static void poll_freed(uv_handle_t *h)
-{
-    poll_t *p = h->data;
-    strv_free(p->queues, p->nq);
-    free(p->worker_id);
-    free(p->caps);
-    free(p->want.step);
-    free(p);
-}
-
-/* Done with p: off the lists, timer closed, freed when libuv is done. */
-static void poll_end(poll_t *p)
-{
-    if (p->closing) return;
-    p->closing = 1;
-    poll_unpark(p);
-    poll_unlink(p);
-    uv_timer_stop(&p->timer);
-    uv_close((uv_handle_t *)&p->timer, poll_freed);
-}
-
-static void poll_answer_empty(poll_t *p)
-{
-    Cerebelum__V1__Task t = CEREBELUM__V1__TASK__INIT;
-    if (p->call != NULL) {
-        t.empty = 1;
-        rpc_call_reply(p->call, &t.base);
-        p->call = NULL;
-    }
-    poll_end(p);
-}
-
-static void on_poll_gone(rpc_call_t *call, void *data)
-{
-    poll_t *p = data;
-    (void)call;
-    p->call = NULL;
-    if (!p->claiming) poll_end(p); /* else the claim's done() ends it */
-}
-
-static void on_poll_deadline(uv_timer_t *t)
-{
-    poll_t *p = t->data;
-    p->expired = 1;
-    if (!p->claiming) poll_answer_empty(p);
-}
-
-static void unclaim_work(wjob_t *j, store_t *s)
-{
-    j->rc = store_task_unclaim(s, j->task.id, j->worker_id, &j->err);
-}
-
-static void unclaim_done(wjob_t *j)
-{
-    if (j->rc != 0)
-        cbm_log_warn("serve: could not give back task %lld (its lease runs out instead): %s",
-                     (long long)j->task.id, j->err.message);
-}
-
-static void claim_work(wjob_t *j, store_t *s)
-{
-    poll_t *p = j->poll;
-    const store_task_t *want = j->want_used ? &j->want : NULL;
-    j->rc = store_task_claim(s, p->worker_id, (const char *const *)p->queues, p->nq, p->caps,
-                             j->ws->lease_ms, want, &j->task, &j->found, &j->err);
-    if (j->rc == 0 && !j->found && want != NULL)
-        j->rc = store_task_claim(s, p->worker_id, (const char *const *)p->queues, p->nq, p->caps,
-                                 j->ws->lease_ms, NULL, &j->task, &j->found, &j->err);
-}
-
-static void claim_done(wjob_t *j)
-{
-    poll_t *p = j->poll;
-    wsvc_t *ws = j->ws;
-
-    p->claiming = 0;
-    if (j->want_used) {
-        free(p->want.step);
-        p->want.step = NULL;
-    }
-    if (j->rc != 0) {
-        /* The store is down: the poll waits (and the sweep tries again). */
-        cbm_log_warn("serve: claiming a task failed: %s", j->err.message);
-    } else if (j->found) {
-        if (p->call != NULL) {
-            Cerebelum__V1__Task t = CEREBELUM__V1__TASK__INIT;
-            char tid[256];
-            worker_t *w = worker_find(ws, p->worker_id);
-            snprintf(tid, sizeof(tid), "%lld:%s:%d:%s", (long long)j->task.id,
-                     j->task.execution_id, j->task.attempt, j->task.step);
-            t.task_id = tid;
-            t.execution_id = j->task.execution_id;
-            t.step = j->task.step;
-            t.handler = j->task.handler;
-            t.attempt = (uint32_t)j->task.attempt;
-            t.queue = j->task.queue;
-            t.input_json = j->task.payload;
-            t.lease_ms = (uint32_t)(j->task.lease_ms > UINT32_MAX ? UINT32_MAX : j->task.lease_ms);
-            t.blueprint = j->task.blueprint;
-            t.timeout_ms = (uint32_t)(j->task.timeout_ms > UINT32_MAX ? UINT32_MAX
-                                                                      : j->task.timeout_ms);
-            if (rpc_call_reply(p->call, &t.base) == 0) {
-                p->call = NULL;
-                if (w != NULL) w->active++;
-                poll_end(p);
-                return;
-            }
-            p->call = NULL;
-        }
-        /* Nobody to hand it to: give it back at once (else its lease
-         * runs out). */
-        {
-            wjob_t *u = job_new(ws, unclaim_work, unclaim_done);
-            if (u != NULL) {
-                u->task.id = j->task.id;
-                if ((u->worker_id = strdup(p->worker_id)) == NULL) job_free(u);
-                else job_queue(u, NULL);
-            }
-        }
-        poll_end(p);
-        return;
-    }
-    if (p->call == NULL) {
-        poll_end(p);
-    } else if (p->again && !p->expired && !ws->draining) {
-        p->again = 0;
-        poll_claim(p);
-    } else if (p->expired || ws->draining) {
-        poll_answer_empty(p);
-    } else {
-        poll_park(p);
-    }
-}
-
-static void poll_claim(poll_t *p)
-{
-    wjob_t *j;
-    poll_unpark(p);
-    if ((j = job_new(p->ws, claim_work, claim_done)) == NULL) {
-        poll_park(p);
-        return;
-    }
-    j->poll = p;
-    /* The job reads its own copy: the loop may set a new want meanwhile. */
-    if (p->want.step != NULL) {
-        j->want = p->want;
-        j->want_used = 1;
-    }
-    p->claiming = 1;
-    p->again = 0;
-    if (job_queue(j, NULL) != 0) {
-        p->claiming = 0;
-        poll_park(p);
-    }
-}
-
-static void on_poll(rpc_call_t *call, const Cerebelum__V1__PollTaskRequest *rq, wsvc_t *ws)
-{
-    worker_t *w;
-    poll_t *p;
-    int64_t wait, left;
-
-    if (rq->worker_id[0] == '\0') {
-        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "worker_id is required");
-        return;
-    }
-    if ((w = worker_find(ws, rq->worker_id)) == NULL) {
-        rpc_call_fail(call, GRPC_STATUS_FAILED_PRECONDITION,
-                      "worker '%.64s' is not registered: call RegisterWorker", rq->worker_id);
-        return;
-    }
-    w->last_seen_ms = now_ms();
-    for (size_t i = 0; i < rq->n_queues; i++)
-        if (!worker_serves(w, rq->queues[i])) {
-            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-                          "queues[%zu]: worker '%.64s' did not register queue '%.64s'", i,
-                          rq->worker_id, rq->queues[i]);
-            return;
-        }
-    if ((p = calloc(1, sizeof(*p))) == NULL) {
-        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
-    p->ws = ws;
-    p->call = call;
-    p->worker_id = strdup(w->id);
-    p->caps = strdup(w->caps_json);
-    if (rq->n_queues > 0) {
-        p->queues = strv_dup(rq->queues, rq->n_queues);
-        p->nq = rq->n_queues;
-    } else {
-        p->queues = strv_dup(w->queues, w->nqueues);
-        p->nq = w->nqueues;
-    }
-    uv_timer_init(ws->loop, &p->timer);
-    p->timer.data = p;
-    poll_link(p);
-    if (p->worker_id == NULL || p->caps == NULL || p->queues == NULL) {
-        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        p->call = NULL;
-        poll_end(p);
-        return;
-    }
-    rpc_call_on_cancel(call, on_poll_gone, p);
-    /* Never past the client's deadline: answer empty a little before. */
-    wait = rq->wait_ms > MAX_WAIT_MS ? MAX_WAIT_MS : rq->wait_ms;
-    left = rpc_call_remaining_ms(call);
-    if (left != INT64_MAX && wait > left - EARLY_MS) wait = left > EARLY_MS ? left - EARLY_MS : 0;
-    if (wait > 0) uv_timer_start(&p->timer, on_poll_deadline, (uint64_t)wait, 0);
-    else p->expired = 1;
-    poll_claim(p);
-}
-
-/* ---- new tasks from the engine -------------------------------------------------- */
-
-/* Engine thread. */
-static void on_engine_task(void *arg, const char *queue, const char *execution_id,
-                           const char *step, int attempt)
-{
-    wsvc_t *ws = arg;
-    note_t *n = calloc(1, sizeof(*n));
-    if (n == NULL || (n->queue = strdup(queue)) == NULL || (n->step = strdup(step)) == NULL) {
-        if (n != NULL) free(n->queue);
-        free(n);
-        return; /* the sweep finds it */
-    }
-    snprintf(n->execution_id, sizeof(n->execution_id), "%s", execution_id);
-    n->attempt = attempt;
-    uv_mutex_lock(&ws->note_mu);
-    if (ws->notes_tail != NULL) ws->notes_tail->next = n;
-    else ws->notes = n;
-    ws->notes_tail = n;
-    if (!ws->closed) uv_async_send(&ws->notify);
-    uv_mutex_unlock(&ws->note_mu);
-}
-
-static bool poll_takes(const poll_t *p, const char *queue)
-{
-    for (size_t i = 0; i < p->nq; i++)
-        if (strcmp(p->queues[i], queue) == 0) return true;
-    return false;
-}
-
-static void on_notify(uv_async_t *h)
-{
-    wsvc_t *ws = h->data;
-    note_t *n;
-
-    uv_mutex_lock(&ws->note_mu);
-    n = ws->notes;
-    ws->notes = ws->notes_tail = NULL;
-    uv_mutex_unlock(&ws->note_mu);
-    while (n != NULL) {
-        note_t *next = n->next;
-        poll_t *pick = NULL;
-        const char *sticky = ws->draining ? NULL : sticky_worker(ws, n->execution_id);
-
-        poll_t *mine = NULL;
-        for (poll_t *p = ws->polls; p != NULL && !ws->draining; p = p->next) {
-            if (p->closing || p->call == NULL || !poll_takes(p, n->queue)) continue;
-            if (sticky != NULL && strcmp(p->worker_id, sticky) == 0 &&
-                (mine == NULL || (p->parked && !mine->parked)))
-                mine = p;
-            if (pick == NULL && p->parked) pick = p;
-        }
-        if (mine != NULL && mine->want.step == NULL) {
-            /* Sticky: the worker that ran the execution's last step takes
-             * this attempt by name, now, or right after its claim in flight. */
-            memcpy(mine->want.execution_id, n->execution_id, 37);
-            mine->want.step = n->step;
-            mine->want.attempt = n->attempt;
-            n->step = NULL;
-            if (mine->parked) poll_claim(mine);
-            else mine->again = 1;
-        } else if (pick != NULL) {
-            poll_claim(pick);
-        } else {
-            /* No parked poll: a claim in flight may have started before
-             * this commit and come back empty; have those look once more.
-             * (Workers busy: the task waits for their next poll.) */
-            for (poll_t *p = ws->polls; p != NULL; p = p->next)
-                if (p->claiming && poll_takes(p, n->queue)) p->again = 1;
-        }
-        free(n->queue);
-        free(n->step);
-        free(n);
-        n = next;
-    }
-}
-
-static void on_sweep(uv_timer_t *t)
-{
-    wsvc_t *ws = t->data;
-    /* Tasks this process was not told of (another engine's, a retry made
-     * by an outside decision): every parked poll looks again. */
-    for (poll_t *p = ws->polls; p != NULL; p = p->next)
-        if (p->parked) poll_claim(p);
 }
 
 /* ---- heartbeats ------------------------------------------------------------------ */

@@ -27,185 +27,13 @@
 #include "scheduler/sched.h"
 #include "engine/runtime_internal.h"
 
-/* ------------------------------------------------------------- blueprints */
-
-void rt_add_blueprint(rt_t *rt, bp_blueprint_t **bpp, int latest)
-{
-    bp_blueprint_t *bp = *bpp;
-    *bpp = NULL;
-    uv_mutex_lock(&rt->mu);
-    for (size_t i = 0; i < rt->nbps; i++) {
-        if (strcmp(rt->bps[i]->name, bp->name) == 0 &&
-            strcmp(rt->bps[i]->version, bp->version) == 0) {
-            /* Known: make it the latest by moving it to the end. */
-            bp_blueprint_t *known = rt->bps[i];
-            if (latest) {
-                memmove(&rt->bps[i], &rt->bps[i + 1], (rt->nbps - i - 1) * sizeof(*rt->bps));
-                rt->bps[rt->nbps - 1] = known;
-            }
-            uv_mutex_unlock(&rt->mu);
-            bp_destroy(bp);
-            return;
-        }
-    }
-    if (rt->nbps == rt->capbps) {
-        size_t cap = rt->capbps ? rt->capbps * 2 : 16;
-        bp_blueprint_t **n = realloc(rt->bps, cap * sizeof(*n));
-        if (n == NULL) {
-            uv_mutex_unlock(&rt->mu);
-            bp_destroy(bp);
-            return;
-        }
-        rt->bps = n;
-        rt->capbps = cap;
-    }
-    if (latest) {
-        rt->bps[rt->nbps++] = bp;
-    } else {
-        /* Searches go from the end, so the front is "oldest". */
-        memmove(&rt->bps[1], &rt->bps[0], rt->nbps * sizeof(*rt->bps));
-        rt->bps[0] = bp;
-        rt->nbps++;
-    }
-    uv_mutex_unlock(&rt->mu);
-}
-
-const bp_blueprint_t *rt_find_blueprint(rt_t *rt, const char *name, const char *version)
-{
-    const bp_blueprint_t *found = NULL;
-    uv_mutex_lock(&rt->mu);
-    for (size_t i = rt->nbps; i-- > 0;) {
-        if (strcmp(rt->bps[i]->name, name) == 0 &&
-            (version == NULL || strcmp(rt->bps[i]->version, version) == 0)) {
-            found = rt->bps[i];
-            break;
-        }
-    }
-    uv_mutex_unlock(&rt->mu);
-    return found;
-}
-
-static const rt_handler_t *find_handler(rt_t *rt, const char *name)
-{
-    for (size_t i = 0; i < rt->nhandlers; i++)
-        if (strcmp(rt->handlers[i].name, name) == 0) return &rt->handlers[i];
-    return NULL;
-}
-
-int rt_check_handlers(rt_t *rt, const bp_blueprint_t *bp, cbm_error_t *err)
-{
-    for (size_t i = 0; i < bp->nsteps; i++) {
-        const bp_step_t *s = &bp->steps[i];
-        if (s->kind == BP_DELIBERATION)
-            return cbm_error_set(err, CBM_EINVAL,
-                                 "blueprint '%s', step '%s': this step kind is not supported by "
-                                 "the engine yet",
-                                 bp->name, s->name);
-        /* A remote step runs on a worker polling its queue. */
-        if (s->kind != BP_TASK || bp_step_remote(s)) continue;
-        if (find_handler(rt, s->handler) == NULL)
-            return cbm_error_set(err, CBM_EHANDLER,
-                                 "blueprint '%s', step '%s': no handler registered as '%s'",
-                                 bp->name, s->name, s->handler);
-    }
-    return 0;
-}
-
-int rt_register_handler(rt_t *rt, const char *name, cbm_step_fn fn, void *arg)
-{
-    rt_handler_t *n;
-    if (rt->started) return CBM_ESTATE;
-    if (find_handler(rt, name) != NULL) return CBM_EEXIST;
-    n = realloc(rt->handlers, (rt->nhandlers + 1) * sizeof(*n));
-    if (n == NULL) return CBM_ENOMEM;
-    rt->handlers = n;
-    n[rt->nhandlers].name = strdup(name);
-    if (n[rt->nhandlers].name == NULL) return CBM_ENOMEM;
-    n[rt->nhandlers].fn = fn;
-    n[rt->nhandlers].arg = arg;
-    rt->nhandlers++;
-    return 0;
-}
-
-/* ---------------------------------------------------------------- waiters */
-
-static unsigned hash_id(const char *id)
-{
-    unsigned h = 2166136261u;
-    while (*id) h = (h ^ (unsigned char)*id++) * 16777619u;
-    return h;
-}
-
-rt_waiter_t *rt_wait_begin(rt_t *rt, const char *id)
-{
-    rt_waiter_t *w = calloc(1, sizeof(*w));
-    unsigned b;
-    if (w == NULL) return NULL;
-    snprintf(w->id, sizeof(w->id), "%s", id);
-    uv_cond_init(&w->cv);
-    b = hash_id(w->id) % WAIT_BUCKETS;
-    uv_mutex_lock(&rt->mu);
-    w->next = rt->waiters[b];
-    rt->waiters[b] = w;
-    uv_mutex_unlock(&rt->mu);
-    return w;
-}
-
-int rt_wait_until(rt_t *rt, rt_waiter_t *w, int64_t deadline)
-{
-    int rc = 0;
-    uv_mutex_lock(&rt->mu);
-    while (!w->done) {
-        if (deadline < 0) {
-            uv_cond_wait(&w->cv, &rt->mu);
-        } else {
-            int64_t left = deadline - clock_mono_us();
-            if (left <= 0) {
-                rc = CBM_ETIMEDOUT;
-                break;
-            }
-            uv_cond_timedwait(&w->cv, &rt->mu, (uint64_t)left * 1000);
-        }
-    }
-    uv_mutex_unlock(&rt->mu);
-    return rc;
-}
-
-void rt_wait_end(rt_t *rt, rt_waiter_t *w)
-{
-    rt_waiter_t **pp;
-    if (w == NULL) return;
-    uv_mutex_lock(&rt->mu);
-    for (pp = &rt->waiters[hash_id(w->id) % WAIT_BUCKETS]; *pp != NULL; pp = &(*pp)->next) {
-        if (*pp == w) {
-            *pp = w->next;
-            break;
-        }
-    }
-    uv_mutex_unlock(&rt->mu);
-    uv_cond_destroy(&w->cv);
-    free(w);
-}
-
-static void notify_terminal(rt_t *rt, const char *id)
-{
-    uv_mutex_lock(&rt->mu);
-    for (rt_waiter_t *w = rt->waiters[hash_id(id) % WAIT_BUCKETS]; w != NULL; w = w->next) {
-        if (strcmp(w->id, id) == 0) {
-            w->done = 1;
-            uv_cond_signal(&w->cv);
-        }
-    }
-    uv_mutex_unlock(&rt->mu);
-}
-
 /* ------------------------------------------------------------- executions */
 
 rt_exec_t *rt_map_get(rt_t *rt, const char *id)
 {
     rt_exec_t *ex;
     if (rt->mapsize == 0) return NULL;
-    for (ex = rt->map[hash_id(id) % rt->mapsize]; ex != NULL; ex = ex->hnext)
+    for (ex = rt->map[rt_hash_id(id) % rt->mapsize]; ex != NULL; ex = ex->hnext)
         if (strcmp(ex->id, id) == 0) return ex;
     return NULL;
 }
@@ -220,7 +48,7 @@ static int map_put(rt_t *rt, rt_exec_t *ex)
             rt_exec_t *e = rt->map[i];
             while (e != NULL) {
                 rt_exec_t *next = e->hnext;
-                unsigned b = hash_id(e->id) % ns;
+                unsigned b = rt_hash_id(e->id) % ns;
                 e->hnext = nm[b];
                 nm[b] = e;
                 e = next;
@@ -231,7 +59,7 @@ static int map_put(rt_t *rt, rt_exec_t *ex)
         rt->mapsize = ns;
     }
     {
-        unsigned b = hash_id(ex->id) % rt->mapsize;
+        unsigned b = rt_hash_id(ex->id) % rt->mapsize;
         ex->hnext = rt->map[b];
         rt->map[b] = ex;
         rt->nmap++;
@@ -243,7 +71,7 @@ static void map_del(rt_t *rt, rt_exec_t *ex)
 {
     rt_exec_t **pp;
     if (rt->mapsize == 0) return;
-    for (pp = &rt->map[hash_id(ex->id) % rt->mapsize]; *pp != NULL; pp = &(*pp)->hnext) {
+    for (pp = &rt->map[rt_hash_id(ex->id) % rt->mapsize]; *pp != NULL; pp = &(*pp)->hnext) {
         if (*pp == ex) {
             *pp = ex->hnext;
             rt->nmap--;
@@ -286,14 +114,12 @@ int rt_exec_set_bp(rt_exec_t *ex, const bp_blueprint_t *bp)
     return 0;
 }
 
-static void answer_result(rt_t *rt, rt_call_t *c, int rc);
-
 static void pend_clear(rt_t *rt, rt_exec_t *ex)
 {
     for (size_t i = 0; i < ex->npend; i++) {
         /* A remote result that will not be decided here: its sender tries
          * again (and finds the execution loaded, or finished). */
-        if (ex->pend[i].origin != NULL) answer_result(rt, ex->pend[i].origin, CBM_EUNAVAIL);
+        if (ex->pend[i].origin != NULL) rt_answer_result(rt, ex->pend[i].origin, CBM_EUNAVAIL);
         ev_finish(&ex->pend[i]);
     }
     ex->npend = 0;
@@ -384,7 +210,7 @@ static void maybe_quiesce(rt_t *rt)
 static void work_cb(uv_work_t *req)
 {
     rt_work_t *w = req->data;
-    const rt_handler_t *h = find_handler(w->rt, w->handler_name);
+    const rt_handler_t *h = rt_find_handler(w->rt, w->handler_name);
     cbm_step_call_t call = {w->exec_id, w->step_name, w->attempt, w->input};
 
     if (h == NULL) cbm_step_fail(&w->out, "no_handler", "no handler registered", false);
@@ -403,7 +229,7 @@ static void work_free(rt_work_t *w)
 }
 
 /* The event a handler's outcome becomes (takes out's strings). */
-static void outcome_event(rt_t *rt, int step, int attempt, struct cbm_step_out *out,
+void rt_outcome_event(rt_t *rt, int step, int attempt, struct cbm_step_out *out,
                           eng_event_t *ev)
 {
     int64_t now = clock_now_us(rt->clock);
@@ -457,7 +283,7 @@ static void after_work(uv_work_t *req, int status)
         maybe_quiesce(rt);
         return;
     }
-    outcome_event(rt, (int)w->step, w->attempt, &w->out, &ev);
+    rt_outcome_event(rt, (int)w->step, w->attempt, &w->out, &ev);
     work_free(w);
     if (rt_pend_push(ex, &ev) != 0) ex->dead = 1;
     if (!ex->committing && !ex->loading) rt_process(rt, ex, 0);
@@ -507,7 +333,7 @@ static void decision_free(rt_decision_t *d)
 }
 
 /* Answer a remote result's caller (rt_task_result). */
-static void answer_result(rt_t *rt, rt_call_t *c, int rc)
+void rt_answer_result(rt_t *rt, rt_call_t *c, int rc)
 {
     c->rc = rc;
     call_complete(rt, c);
@@ -606,7 +432,7 @@ void rt_process(rt_t *rt, rt_exec_t *ex, int force)
             }
             if (!applies) {
                 ev_finish(&in[i]);
-                answer_result(rt, c, 0);
+                rt_answer_result(rt, c, 0);
                 continue;
             }
         } else if (applies && c != NULL) {
@@ -658,7 +484,7 @@ void rt_process(rt_t *rt, rt_exec_t *ex, int force)
     if (d->req.d.nevents == 0) {
         answer_start(rt, d->start, 0);
         for (size_t i = 0; i < d->nin; i++)
-            if (d->calls[i] != NULL) answer_result(rt, d->calls[i], 0);
+            if (d->calls[i] != NULL) rt_answer_result(rt, d->calls[i], 0);
         decision_free(d);
         rt_settle(rt, ex);
         return;
@@ -673,10 +499,10 @@ fail:
     if (d != NULL && d->calls != NULL) {
         /* dec_build ran: the inputs are finished, their callers in calls. */
         for (size_t i = 0; i < nin; i++)
-            if (d->calls[i] != NULL) answer_result(rt, d->calls[i], rc);
+            if (d->calls[i] != NULL) rt_answer_result(rt, d->calls[i], rc);
     } else {
         for (size_t i = 0; i < nin; i++) {
-            if (in[i].origin != NULL) answer_result(rt, in[i].origin, rc);
+            if (in[i].origin != NULL) rt_answer_result(rt, in[i].origin, rc);
             ev_finish(&in[i]);
         }
     }
@@ -742,14 +568,14 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
         if (earlier) rt_arm_fire(rt);
         answer_start(rt, d->start, 0);
         for (size_t i = 0; i < d->nin; i++)
-            if (d->calls[i] != NULL) answer_result(rt, d->calls[i], 0);
+            if (d->calls[i] != NULL) rt_answer_result(rt, d->calls[i], 0);
         for (size_t i = 0; rt->on_tasks != NULL && i < d->req.d.ntasks; i++) {
             const store_task_t *t = &d->req.d.tasks[i];
             rt->on_tasks(rt->on_tasks_arg, t->queue, ex->id, t->step, t->attempt);
         }
         if (d->terminal) {
             ex->dead = 1;
-            notify_terminal(rt, ex->id);
+            rt_notify_terminal(rt, ex->id);
             rt_child_ended(rt, ex, 1);
         }
     } else if (rc == CBM_EEXIST && d->req.d.is_new && d->start != NULL) {
@@ -784,19 +610,19 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
                  * the store if it still holds, and the next refill fires it. */
                 if (rt_pend_push(ex, &ev) != 0) {
                     ex->dead = 1;
-                    if (ev.origin != NULL) answer_result(rt, ev.origin, CBM_ENOMEM);
+                    if (ev.origin != NULL) rt_answer_result(rt, ev.origin, CBM_ENOMEM);
                 }
             }
         }
         for (size_t i = 0; i < d->nin; i++)
-            if (d->calls[i] != NULL) answer_result(rt, d->calls[i], CBM_ECONFLICT);
+            if (d->calls[i] != NULL) rt_answer_result(rt, d->calls[i], CBM_ECONFLICT);
         if (!ex->dead) rt_start_load(rt, ex);
     } else {
         if (rc != CBM_ESHUTDOWN)
             cbm_log_error("execution %s: commit failed: %s", ex->id, cbm_strerror(rc));
         answer_start(rt, d->start, rc);
         for (size_t i = 0; i < d->nin; i++)
-            if (d->calls[i] != NULL) answer_result(rt, d->calls[i], rc);
+            if (d->calls[i] != NULL) rt_answer_result(rt, d->calls[i], rc);
         ex->dead = 1;
     }
     decision_free(d);
@@ -827,7 +653,7 @@ static void post(rt_t *rt, rt_call_t *c)
     uv_async_send(&rt->inbox_async);
 }
 
-static void post_and_wait(rt_t *rt, rt_call_t *c)
+void rt_post_and_wait(rt_t *rt, rt_call_t *c)
 {
     c->waited = 1;
     uv_cond_init(&c->cv);
@@ -905,7 +731,7 @@ int rt_start_executions(rt_t *rt, const bp_blueprint_t *bp, char *const *inputs,
     c.codes = codes;
     c.ids = ids;
     c.n = n;
-    post_and_wait(rt, &c);
+    rt_post_and_wait(rt, &c);
     if (c.rc != 0)
         return cbm_error_set(err, c.rc, "starting %zu execution(s) of '%s': %s", n, bp->name,
                              cbm_strerror(c.rc));
@@ -913,62 +739,6 @@ int rt_start_executions(rt_t *rt, const bp_blueprint_t *bp, char *const *inputs,
 }
 
 /* ----------------------------------------------------------- remote tasks */
-
-void rt_set_tasks_hook(rt_t *rt, rt_tasks_fn fn, void *arg)
-{
-    rt->on_tasks = fn;
-    rt->on_tasks_arg = arg;
-}
-
-static void do_task_result(rt_t *rt, rt_call_t *c)
-{
-    rt_exec_t *ex = rt_map_get(rt, c->id);
-    eng_event_t ev;
-    int step;
-
-    if (rt->stopping) {
-        answer_result(rt, c, CBM_ESHUTDOWN);
-        return;
-    }
-    if (ex == NULL || ex->dead || ex->bp == NULL) {
-        /* Not held here (finished, unknown, dropped, or still being read):
-         * the caller finds out which from the store. */
-        answer_result(rt, c, CBM_ENOTFOUND);
-        return;
-    }
-    if ((step = bp_step_index(ex->bp, c->step)) < 0) {
-        c->accepted = 0;
-        snprintf(c->reason, sizeof(c->reason), "no step '%.64s' in blueprint %s", c->step,
-                 ex->bp->name);
-        answer_result(rt, c, 0);
-        return;
-    }
-    outcome_event(rt, step, c->attempt, c->out, &ev);
-    ev.origin = c;
-    if (rt_pend_push(ex, &ev) != 0) {
-        answer_result(rt, c, CBM_ENOMEM);
-        return;
-    }
-    if (!ex->committing && !ex->loading) rt_process(rt, ex, 0);
-    rt_maybe_free(rt, ex);
-}
-
-int rt_task_result(rt_t *rt, const char *id, const char *step, int attempt,
-                   struct cbm_step_out *out, int from_worker, int *accepted, char *reason,
-                   size_t cap)
-{
-    rt_call_t c = {0};
-    c.fn = do_task_result;
-    snprintf(c.id, sizeof(c.id), "%s", id);
-    c.step = step;
-    c.attempt = attempt;
-    c.out = out;
-    c.from_worker = from_worker;
-    post_and_wait(rt, &c);
-    *accepted = c.accepted;
-    if (reason != NULL && cap > 0) snprintf(reason, cap, "%s", c.accepted ? "" : c.reason);
-    return c.rc;
-}
 
 static void do_debug(rt_t *rt, rt_call_t *c)
 {
@@ -982,7 +752,7 @@ char *rt_debug_state_json(rt_t *rt, const char *id)
     rt_call_t c = {0};
     c.fn = do_debug;
     snprintf(c.id, sizeof(c.id), "%s", id);
-    post_and_wait(rt, &c);
+    rt_post_and_wait(rt, &c);
     return c.text;
 }
 
@@ -1104,7 +874,7 @@ int rt_start(rt_t *rt, store_t **store, store_t **reads, const store_unfinished_
     if (uv_thread_create(&rt->thread, loop_main, rt) != 0)
         return cbm_error_set(err, CBM_ENOMEM, "cannot start the loop thread");
     resume.fn = do_resume;
-    post_and_wait(rt, &resume);
+    rt_post_and_wait(rt, &resume);
     return 0;
 }
 
@@ -1150,7 +920,7 @@ void rt_destroy(rt_t *rt)
     if (rt->started) {
         rt_call_t stop = {0};
         stop.fn = do_stop;
-        post_and_wait(rt, &stop);
+        rt_post_and_wait(rt, &stop);
         uv_thread_join(&rt->thread);
     }
     while (rt->active != NULL) exec_free(rt, rt->active);

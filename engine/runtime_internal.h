@@ -214,6 +214,19 @@ struct rt {
 
 
 /* runtime.c */
+void rt_outcome_event(rt_t *rt, int step, int attempt, struct cbm_step_out *out,
+                      eng_event_t *ev);
+void rt_answer_result(rt_t *rt, rt_call_t *c, int rc);
+void rt_post_and_wait(rt_t *rt, rt_call_t *c);
+
+/* waiters.c */
+void rt_notify_terminal(rt_t *rt, const char *id);
+unsigned rt_hash_id(const char *id);
+
+/* registry.c */
+const rt_handler_t *rt_find_handler(rt_t *rt, const char *name);
+
+/* runtime.c */
 rt_exec_t *rt_map_get(rt_t *rt, const char *id);
 rt_exec_t *rt_exec_new(rt_t *rt, const char *id);
 int rt_pend_push(rt_exec_t *ex, eng_event_t *ev);
