@@ -12,7 +12,8 @@
  *   - drain: cbm_worker_stop while a handler runs waits for it and submits
  *     its result, and starts nothing new;
  *   - cancel: an attempt the server ended while the handler runs (its
- *     timeout_ms passed) is listed in cancel_task_ids and its result dropped.
+ *     timeout_ms passed, or the execution was cancelled) is listed in
+ *     cancel_task_ids and its result dropped.
  * Skips (77) without CEREBELUM_TEST_DATABASE_URL.
  */
 #include <arpa/inet.h>
@@ -475,6 +476,44 @@ static void test_cancel_drops_result(void **state)
     server_kill(&s, SIGTERM);
 }
 
+/* Cancelling the execution while its remote step runs ends the attempt
+ * too: the next heartbeat lists it and the result is dropped. */
+static void test_cancel_execution(void **state)
+{
+    server_t s;
+    cbm_worker_t *w;
+    cbm_client_t *c;
+    char id[37];
+    cbm_worker_stats_t st;
+    cbm_error_t err = {0};
+    char *types;
+    (void)state;
+
+    server_start(&s, 0);
+    c = client(s.addr);
+    w = worker(s.addr, 1);
+    put(c, "{\"name\":\"sdk_cancel_x\",\"steps\":[{\"name\":\"a\",\"queue\":\"q1\","
+           "\"handler\":\"slow\",\"heartbeat_timeout_ms\":600}]}");
+    atomic_store(&entered, 0);
+    atomic_store(&finished, 0);
+    start(c, "sdk_cancel_x", "{\"slow_ms\": 1500}", id);
+    while (atomic_load(&entered) == 0) sleep_ms(10);
+    assert_int_equal(cbm_client_cancel(c, id, "test", &err), 0);
+    cbm_execution_info_free(wait_status(c, id, "cancelled"));
+    while (atomic_load(&finished) == 0) sleep_ms(10);
+    sleep_ms(300);
+    cbm_worker_get_stats(w, &st);
+    assert_int_equal(st.cancelled, 1);
+    assert_int_equal(st.submitted, 0);
+    assert_int_equal(st.ignored, 0);
+    types = event_types(c, id);
+    assert_null(strstr(types, "StepCompleted"));
+    free(types);
+    cbm_worker_destroy(w);
+    cbm_client_destroy(c);
+    server_kill(&s, SIGTERM);
+}
+
 static void test_bad_options(void **state)
 {
     cbm_worker_opts_t o = {0};
@@ -523,6 +562,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_end_to_end, teardown),
         cmocka_unit_test_teardown(test_drain, teardown),
         cmocka_unit_test_teardown(test_cancel_drops_result, teardown),
+        cmocka_unit_test_teardown(test_cancel_execution, teardown),
         cmocka_unit_test_teardown(test_server_restart, teardown),
     };
     int rc;
