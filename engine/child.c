@@ -404,6 +404,23 @@ void rt_child_ended(rt_t *rt, rt_exec_t *ex, int cascade)
     }
 }
 
+void rt_child_orphans(rt_t *rt, rt_exec_t *ex, char *const *waited, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        bool held = false;
+        eng_event_t ev;
+        for (size_t i = 0; i < ex->bp->nsteps && !held; i++)
+            held = ex->st.steps[i].child != NULL && strcmp(ex->st.steps[i].child, waited[k]) == 0;
+        if (held) continue;
+        /* Best effort: a crash right here leaves the old child running to
+         * its end (its result is ignored: its step has moved on). */
+        cbm_log_info("execution %s: child %s abandoned by a loop; cancelling it", ex->id,
+                     waited[k]);
+        cancel_event(&ev, ex->id, "re-opened the step that waited for it");
+        if (ev.text != NULL) deliver(rt, waited[k], &ev);
+    }
+}
+
 void rt_parent_check(rt_t *rt, rt_exec_t *ex)
 {
     rt_child_t *j;

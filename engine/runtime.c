@@ -329,6 +329,8 @@ static void decision_free(rt_decision_t *d)
     dec_release(&d->req.d);
     free(d->sched);
     free(d->calls);
+    for (size_t i = 0; i < d->nwaited; i++) free(d->waited[i]);
+    free(d->waited);
     free(d);
 }
 
@@ -463,6 +465,15 @@ void rt_process(rt_t *rt, rt_exec_t *ex, int force)
         goto fail;
     }
     for (size_t i = 0; i < nin; i++) d->calls[i] = in[i].origin;
+    /* The children waited for now: a loop may re-open their steps. */
+    for (size_t i = 0; i < ex->bp->nsteps; i++) {
+        const st_step_t *s = &ex->st.steps[i];
+        char **nw;
+        if (s->child == NULL || s->status != SS_WAITING || s->wait != SW_CHILD) continue;
+        if ((nw = realloc(d->waited, (d->nwaited + 1) * sizeof(*nw))) == NULL) break;
+        d->waited = nw;
+        if ((nw[d->nwaited] = strdup(s->child)) != NULL) d->nwaited++;
+    }
     rc = dec_build(&ex->st, in, nin, clock_now_us(rt->clock), &d->req.d, &d->sched, &d->nsched);
     for (size_t i = 0; i < nin; i++) ev_finish(&in[i]);
     if (rc == 0 && wake) rc = dec_clear_timer(&d->req.d, "wake");
@@ -577,6 +588,8 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
             ex->dead = 1;
             rt_notify_terminal(rt, ex->id);
             rt_child_ended(rt, ex, 1);
+        } else if (d->nwaited > 0) {
+            rt_child_orphans(rt, ex, d->waited, d->nwaited);
         }
     } else if (rc == CBM_EEXIST && d->req.d.is_new && d->start != NULL) {
         /* Its idempotency key is held by another execution (started here,

@@ -80,6 +80,9 @@ typedef struct rt_decision {
     rt_call_t **calls;         /* calls[i]: the caller waiting on input i
                                   (a remote result), or NULL; nin entries */
     int terminal;
+    char **waited;             /* children the execution waited for before
+                                  the decision (malloc'd ids); nwaited */
+    size_t nwaited;
 } rt_decision_t;
 
 /* A batch of executions to read from the store (wake-ups, reloads). */
@@ -256,6 +259,9 @@ void rt_on_child(rt_t *rt, rt_child_t *j);
 /* ex is terminal: tell its parent; with cascade (the loop committed the
  * end), also cancel the children it still waited for. */
 void rt_child_ended(rt_t *rt, rt_exec_t *ex, int cascade);
+/* After a decision of ex committed: cancel each child in waited[] that no
+ * step holds any more (a loop re-opened its step while it ran). */
+void rt_child_orphans(rt_t *rt, rt_exec_t *ex, char *const *waited, size_t n);
 /* A resumed child: cancel it if its parent ended without it. */
 void rt_parent_check(rt_t *rt, rt_exec_t *ex);
 /* Inputs from a child name the child, not the step: find the step that

@@ -102,6 +102,16 @@ static const char *const PSLEEP =
     "{\"name\":\"sub\",\"kind\":\"subworkflow\",\"blueprint\":\"csleep\"},"
     "{\"name\":\"after\",\"handler\":\"gate\",\"depends_on\":[\"sub\"]}]}";
 
+/* A loop re-opens a step whose child runs: "again" sends the execution back
+ * to "prep" once, re-opening "sub" while its child waits for an approval. */
+static const char *const PLOOP =
+    "{\"name\":\"ploop\",\"steps\":["
+    "{\"name\":\"prep\",\"handler\":\"prep\"},"
+    "{\"name\":\"sub\",\"kind\":\"subworkflow\",\"blueprint\":\"capprove\",\"depends_on\":[\"prep\"]},"
+    "{\"name\":\"again\",\"handler\":\"again\",\"depends_on\":[\"prep\"],"
+    " \"diverge\":[{\"match\":{\"again\":true},\"action\":\"back_to\",\"target\":\"prep\","
+    "  \"max_iterations\":1}]}]}";
+
 /* ---- handlers ------------------------------------------------------------ */
 
 static void h_prep(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
@@ -164,14 +174,30 @@ static void h_gate(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
     cbm_step_ok(out, "{\"gate\": \"passed\"}");
 }
 
+/* Attempt 1 passes the gate and asks for another round; later ones not. */
+static void h_again(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
+{
+    if (call->attempt > 1) {
+        cbm_step_ok(out, "{\"again\": false}");
+        return;
+    }
+    (void)arg;
+    uv_mutex_lock(&gate.mu);
+    gate.entered = 1;
+    uv_cond_broadcast(&gate.cv);
+    while (!gate.open) uv_cond_wait(&gate.cv, &gate.mu);
+    uv_mutex_unlock(&gate.mu);
+    cbm_step_ok(out, "{\"again\": true}");
+}
+
 /* ---- helpers ------------------------------------------------------------- */
 
-static const char *ALL[13];
+static const char *ALL[14];
 
 static void all_init(void)
 {
     const char *const a[] = {DOUBLE, PARENT, CFAIL, PRETRY,   PFAIL,  PUNKNOWN, PBADIN,
-                                  CAPPROVE, PAPPROVE, CLONG, PDEADLINE, CSLEEP, PSLEEP};
+                                  CAPPROVE, PAPPROVE, CLONG, PDEADLINE, CSLEEP, PSLEEP, PLOOP};
     memcpy(ALL, a, sizeof(ALL));
 }
 
@@ -189,6 +215,7 @@ static cbm_engine_t *engine_opts(bool client_only)
         assert_int_equal(cbm_engine_register_step(e, "echo", h_echo, NULL), 0);
         assert_int_equal(cbm_engine_register_step(e, "fail", h_fail, NULL), 0);
         assert_int_equal(cbm_engine_register_step(e, "gate", h_gate, NULL), 0);
+        assert_int_equal(cbm_engine_register_step(e, "again", h_again, NULL), 0);
     }
     if (cbm_engine_start(e, &err) != 0) fail_msg("start: %s", err.message);
     for (size_t i = 0; i < sizeof(ALL) / sizeof(*ALL); i++)
@@ -516,6 +543,44 @@ static void test_cancel_cascades(void **state)
     cbm_engine_destroy(e);
 }
 
+/* A loop that re-opens a step while its child runs cancels that child; the
+ * step's next attempt starts a new child. */
+static void test_loop_abandons_child(void **state)
+{
+    cbm_engine_t *e;
+    cbm_execution_info_t *info;
+    char id[37], *first, *second = NULL, *reason;
+    (void)state;
+
+    gate_reset();
+    e = engine();
+    start(e, "ploop", "{}", id);
+    for (int i = 0; i < 500 && (first = payload_str(e, id, "ChildStarted", 0, "child", NULL)) ==
+                                   NULL; i++)
+        uv_sleep(10);
+    assert_non_null(first);
+    wait_status(e, first, "awaiting_approval");
+    gate_wait_entered();
+    gate_open(); /* "again" asks for another round: "sub" is re-opened */
+    info = wait_end(e, first);
+    assert_string_equal(info->status, "cancelled");
+    cbm_execution_info_free(info);
+    reason = payload_str(e, first, "ExecutionCancelled", 0, "reason", NULL);
+    assert_non_null(reason);
+    assert_non_null(strstr(reason, "re-opened"));
+    free(reason);
+    for (int i = 0; i < 500 && (second = payload_str(e, id, "ChildStarted", 1, "child", NULL)) ==
+                                   NULL; i++)
+        uv_sleep(10);
+    assert_non_null(second);
+    assert_string_not_equal(first, second);
+    wait_status(e, second, "awaiting_approval");
+    wait_status(e, id, "awaiting_child");
+    free(first);
+    free(second);
+    cbm_engine_destroy(e);
+}
+
 /*
  * The parent hibernates while its child sleeps; the engine stops mid-child;
  * a new engine finishes both. The parent's state folded before the stop is
@@ -715,6 +780,7 @@ int main(void)
         cmocka_unit_test(test_failed_child_retry_and_diverge),
         cmocka_unit_test(test_child_cannot_start),
         cmocka_unit_test(test_cancel_cascades),
+        cmocka_unit_test(test_loop_abandons_child),
         cmocka_unit_test(test_hibernate_restart_mid_child),
         cmocka_unit_test(test_child_ended_elsewhere),
         cmocka_unit_test(test_lost_child_started_again),
