@@ -55,7 +55,13 @@ static void job_work(uv_work_t *req)
 {
     wjob_t *j = req->data;
     int slot;
-    store_t *s = pool_get(j->ws, &slot);
+    store_t *s;
+    if (j->no_store) {
+        /* Engine calls only: the connections stay free for claims. */
+        j->work(j, NULL);
+        return;
+    }
+    s = pool_get(j->ws, &slot);
     j->work(j, s);
     pool_put(j->ws, s);
 }
@@ -496,6 +502,7 @@ static void on_submit(rpc_call_t *call, const Cerebelum__V1__SubmitResultRequest
     }
     j->attempt = attempt;
     j->out = out;
+    j->no_store = 1;
     /* The next step of this execution may be committed (and its task
      * offered to parked polls) before this call returns: prefer this worker
      * from now on. */

@@ -108,6 +108,7 @@ struct wjob {
     wjob_fn work;
     wjob_done done;
     rpc_call_t *call;      /* NULL once gone (or none) */
+    int no_store;          /* work needs no store connection (gets NULL) */
     poll_t *poll;
     int rc;
     cbm_error_t err;

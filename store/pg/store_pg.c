@@ -65,6 +65,17 @@ int64_t store_pg_int(const PGresult *res, int row, int col)
     return strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
+int store_pg_exec_simple(store_t *s, const char *sql, cbm_error_t *err, const char *what)
+{
+    PGresult *res = PQexec(s->conn, sql);
+    ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    int rc = 0;
+
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) rc = store_pg_fail(s, res, err, what);
+    PQclear(res);
+    return rc;
+}
+
 PGresult *store_pg_exec(store_t *s, enum pg_stmt id, const char *sql, int nparams,
                         const char *const *values)
 {

@@ -95,6 +95,10 @@ struct store {
 PGresult *store_pg_exec(store_t *s, enum pg_stmt id, const char *sql, int nparams,
                         const char *const *values);
 
+/* Run sql (no parameters, not prepared), expecting success; on failure map
+ * the error with store_pg_fail (what names the call). */
+int store_pg_exec_simple(store_t *s, const char *sql, cbm_error_t *err, const char *what);
+
 /* True when res (or the connection) says the server is gone:
  * connection status bad, no SQLSTATE, class 08 or 57P0x. */
 bool store_pg_is_unavailable(store_t *s, const PGresult *res);

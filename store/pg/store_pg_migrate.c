@@ -44,18 +44,6 @@ static int migration_number(const char *name)
     return v;
 }
 
-/* Run sql, expecting success; on failure map the error. */
-static int exec_simple(store_t *s, const char *sql, cbm_error_t *err, const char *what)
-{
-    PGresult *res = PQexec(s->conn, sql);
-    ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    int rc = 0;
-
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) rc = store_pg_fail(s, res, err, what);
-    PQclear(res);
-    return rc;
-}
-
 static bool is_applied(const PGresult *applied, int version)
 {
     for (int i = 0; i < PQntuples(applied); i++)
@@ -72,10 +60,10 @@ static int apply_one(store_t *s, const char *name, const char *sql, int version,
 
     snprintf(vbuf, sizeof(vbuf), "%d", version);
     snprintf(what, sizeof(what), "migration %s", name);
-    rc = exec_simple(s, "BEGIN", err, what);
+    rc = store_pg_exec_simple(s, "BEGIN", err, what);
     if (rc != 0) return rc;
     /* Simple-query protocol: a migration file may hold many statements. */
-    rc = exec_simple(s, sql, err, what);
+    rc = store_pg_exec_simple(s, sql, err, what);
     if (rc != 0) goto rollback;
     res = PQexecParams(s->conn, "INSERT INTO cbm_schema_version (version, name) VALUES ($1, $2)",
                        2, NULL, params, NULL, NULL, 0);
@@ -85,7 +73,7 @@ static int apply_one(store_t *s, const char *name, const char *sql, int version,
         goto rollback;
     }
     PQclear(res);
-    rc = exec_simple(s, "COMMIT", err, what);
+    rc = store_pg_exec_simple(s, "COMMIT", err, what);
     if (rc == 0) cbm_log_info("store: applied migration %s", name);
     return rc;
 
@@ -103,9 +91,9 @@ int store_migrate(store_t *s, cbm_error_t *err)
     int rc, max_known = 0;
 
     assert(s != NULL);
-    rc = exec_simple(s, SQL_LOCK, err, "migrate: advisory lock");
+    rc = store_pg_exec_simple(s, SQL_LOCK, err, "migrate: advisory lock");
     if (rc != 0) return rc;
-    rc = exec_simple(s, sql_version_table, err, "migrate: cbm_schema_version");
+    rc = store_pg_exec_simple(s, sql_version_table, err, "migrate: cbm_schema_version");
     if (rc != 0) goto unlock;
 
     applied = PQexec(s->conn, "SELECT version FROM cbm_schema_version");
@@ -132,7 +120,7 @@ unlock:
     PQclear(applied);
     if (store_ok(s)) {
         cbm_error_t ignored;
-        int urc = exec_simple(s, SQL_UNLOCK, rc == 0 ? err : &ignored, "migrate: advisory unlock");
+        int urc = store_pg_exec_simple(s, SQL_UNLOCK, rc == 0 ? err : &ignored, "migrate: advisory unlock");
         if (rc == 0) rc = urc;
     }
     return rc;

@@ -111,12 +111,7 @@ void store_tasks_free(store_task_t *t, size_t n)
 
 int store_tasks_relaxed(store_t *s, cbm_error_t *err)
 {
-    PGresult *res = PQexec(s->conn, "SET synchronous_commit = off");
-    int rc = 0;
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
-        rc = store_pg_fail(s, res, err, "store_tasks_relaxed");
-    PQclear(res);
-    return rc;
+    return store_pg_exec_simple(s, "SET synchronous_commit = off", err, "store_tasks_relaxed");
 }
 
 static char *dup_value(const PGresult *res, int col)

@@ -306,6 +306,17 @@ static char *payload_str(cbm_engine_t *e, const char *id, const char *type, int 
     return out;
 }
 
+/* The child of id's idx-th (0-based) ChildStarted, once it is recorded
+ * (malloc'd; NULL if it never is within 5 s). */
+static char *wait_child(cbm_engine_t *e, const char *id, int idx)
+{
+    char *child = NULL;
+    for (int i = 0; i < 500 && (child = payload_str(e, id, "ChildStarted", idx, "child", NULL)) ==
+                                   NULL; i++)
+        uv_sleep(10);
+    return child;
+}
+
 /* The state folded from the first upto events of id's history (all: 0). */
 static char *folded(cbm_engine_t *e, const char *id, const char *bpjson, int64_t upto)
 {
@@ -502,9 +513,7 @@ static void test_cancel_cascades(void **state)
     /* Cancelling the parent cancels the child waiting for its approval. */
     start(e, "papprove", "{}", id);
     wait_status(e, id, "awaiting_child");
-    for (int i = 0; i < 500 && (child = payload_str(e, id, "ChildStarted", 0, "child", NULL)) ==
-                                   NULL; i++)
-        uv_sleep(10);
+    child = wait_child(e, id, 0);
     assert_non_null(child);
     wait_status(e, child, "awaiting_approval");
     assert_int_equal(cbm_execution_cancel(e, id, "no longer needed", &err), 0);
@@ -555,9 +564,7 @@ static void test_loop_abandons_child(void **state)
     gate_reset();
     e = engine();
     start(e, "ploop", "{}", id);
-    for (int i = 0; i < 500 && (first = payload_str(e, id, "ChildStarted", 0, "child", NULL)) ==
-                                   NULL; i++)
-        uv_sleep(10);
+    first = wait_child(e, id, 0);
     assert_non_null(first);
     wait_status(e, first, "awaiting_approval");
     gate_wait_entered();
@@ -569,9 +576,7 @@ static void test_loop_abandons_child(void **state)
     assert_non_null(reason);
     assert_non_null(strstr(reason, "re-opened"));
     free(reason);
-    for (int i = 0; i < 500 && (second = payload_str(e, id, "ChildStarted", 1, "child", NULL)) ==
-                                   NULL; i++)
-        uv_sleep(10);
+    second = wait_child(e, id, 1);
     assert_non_null(second);
     assert_string_not_equal(first, second);
     wait_status(e, second, "awaiting_approval");
@@ -598,9 +603,7 @@ static void test_hibernate_restart_mid_child(void **state)
 
     gate_reset();
     start(e, "psleep", "{}", id);
-    for (int i = 0; i < 500 && (child = payload_str(e, id, "ChildStarted", 0, "child", NULL)) ==
-                                   NULL; i++)
-        uv_sleep(10);
+    child = wait_child(e, id, 0);
     assert_non_null(child);
     wait_status(e, child, "sleeping");
     wait_status(e, id, "awaiting_child");
@@ -670,9 +673,7 @@ static void test_child_ended_elsewhere(void **state)
     (void)state;
 
     start(e, "papprove", "{}", id);
-    for (int i = 0; i < 500 && (child = payload_str(e, id, "ChildStarted", 0, "child", NULL)) ==
-                                   NULL; i++)
-        uv_sleep(10);
+    child = wait_child(e, id, 0);
     assert_non_null(child);
     wait_status(e, child, "awaiting_approval");
     if (cbm_execution_approve(c, child, "ok", "{\"yes\": 1}", "ann", &err) != 0)
@@ -702,9 +703,7 @@ static void test_lost_child_started_again(void **state)
     (void)state;
 
     start(e, "papprove", "{}", id);
-    for (int i = 0; i < 500 && (child = payload_str(e, id, "ChildStarted", 0, "child", NULL)) ==
-                                   NULL; i++)
-        uv_sleep(10);
+    child = wait_child(e, id, 0);
     assert_non_null(child);
     wait_status(e, child, "awaiting_approval");
     cbm_engine_destroy(e);
@@ -742,9 +741,7 @@ static void test_cut_cascade_finished_at_resume(void **state)
     (void)state;
 
     start(e, "papprove", "{}", id);
-    for (int i = 0; i < 500 && (child = payload_str(e, id, "ChildStarted", 0, "child", NULL)) ==
-                                   NULL; i++)
-        uv_sleep(10);
+    child = wait_child(e, id, 0);
     assert_non_null(child);
     wait_status(e, child, "awaiting_approval");
     cbm_engine_destroy(e);
