@@ -273,8 +273,9 @@ static void result_request(const Cerebelum__V1__Task *t, const struct cbm_step_o
 }
 
 /* Submit until the server answers, the server cancels the task, or it is
- * hopeless (a refusal, or SUBMIT_GIVE_UP_MS of failures). */
-static void submit(cbm_worker_t *w, const Cerebelum__V1__Task *t, running_t *r,
+ * hopeless (a refusal, or SUBMIT_GIVE_UP_MS of failures). Returns 1 when the
+ * server answered (accepted or ignored), else 0. */
+static int submit(cbm_worker_t *w, const Cerebelum__V1__Task *t, running_t *r,
                    const struct cbm_step_out *out, unsigned *seed)
 {
     Cerebelum__V1__SubmitResultRequest req = CEREBELUM__V1__SUBMIT_RESULT_REQUEST__INIT;
@@ -283,7 +284,7 @@ static void submit(cbm_worker_t *w, const Cerebelum__V1__Task *t, running_t *r,
     Cerebelum__V1__ApprovalRequest ap = CEREBELUM__V1__APPROVAL_REQUEST__INIT;
     cJSON *err_doc = out->set == 2 ? cJSON_Parse(out->error) : NULL;
     int64_t give_up = now_ms() + SUBMIT_GIVE_UP_MS;
-    int backoff = BACKOFF_MIN_MS;
+    int backoff = BACKOFF_MIN_MS, answered = 0;
 
     req.worker_id = w->id;
     result_request(t, out, err_doc, &req, &te, &sl, &ap);
@@ -304,6 +305,7 @@ static void submit(cbm_worker_t *w, const Cerebelum__V1__Task *t, running_t *r,
                              t->execution_id, t->step, t->attempt, rep->ignored_reason);
             }
             protobuf_c_message_free_unpacked(&rep->base, NULL);
+            answered = 1;
             break;
         }
         atomic_fetch_add(&w->st_errors, 1);
@@ -320,6 +322,7 @@ static void submit(cbm_worker_t *w, const Cerebelum__V1__Task *t, running_t *r,
         backoff_wait(w, &backoff, seed, 1);
     }
     cJSON_Delete(err_doc);
+    return answered;
 }
 
 static void run_task(cbm_worker_t *w, const Cerebelum__V1__Task *t, unsigned *seed)
@@ -329,6 +332,7 @@ static void run_task(cbm_worker_t *w, const Cerebelum__V1__Task *t, unsigned *se
     struct cbm_step_out out = {0};
     cbm_step_call_t call;
     running_t r = {.task_id = t->task_id};
+    int answered = 0;
 
     atomic_fetch_add(&w->st_tasks, 1);
     running_add(w, &r);
@@ -344,8 +348,11 @@ static void run_task(cbm_worker_t *w, const Cerebelum__V1__Task *t, unsigned *se
         h->fn(&call, &out, h->arg);
         if (!out.set) cbm_step_fail(&out, "no_result", "handler returned no outcome", false);
     }
-    if (out.set) submit(w, t, &r, &out, seed);
-    if (running_remove(w, &r)) {
+    if (out.set) answered = submit(w, t, &r, &out, seed);
+    /* A heartbeat that raced the submit may name a task whose result the
+     * server just took (its row is gone): only an unanswered result was
+     * dropped. */
+    if (running_remove(w, &r) && !answered) {
         atomic_fetch_add(&w->st_cancelled, 1);
         cbm_log_info("worker %s: %s/%s attempt %u cancelled by the server; result dropped",
                      w->id, t->execution_id, t->step, t->attempt);
