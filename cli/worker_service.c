@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "cbm_internal.h"
+#include "engine/event.h"
 #include "engine_remote.h"
 #include "service.h"
 #include "store/store.h"
@@ -441,9 +442,22 @@ static void on_submit(rpc_call_t *call, const Cerebelum__V1__SubmitResultRequest
     }
     switch (rq->status) {
     case CEREBELUM__V1__TASK_STATUS__SUCCESS:
+    {
+        /* Refused with the reason (not JSON, \u0000), never recorded. */
+        cbm_error_t e2 = {0};
+        char *norm = NULL;
+        if (json_normalize_field(rq->result_json[0] ? rq->result_json : "null", "result_json",
+                                 &norm, &e2) != 0) {
+            rpc_call_fail(call, e2.code == CBM_ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                                      : GRPC_STATUS_INVALID_ARGUMENT,
+                          "%s", e2.message);
+            goto bad;
+        }
+        free(norm);
+    }
         rc = cbm_step_ok(out, rq->result_json[0] ? rq->result_json : "null");
         if (rc != 0) {
-            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "result_json is not valid JSON");
+            rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
             goto bad;
         }
         break;

@@ -236,6 +236,9 @@ cJSON *bp_parse_text(const char *json, size_t len, const char *what, cbm_error_t
         *rc = cbm_error_set(err, CBM_EJSON, "%smalformed JSON: empty input", prefix);
         return NULL;
     }
+    /* Bytes PostgreSQL would refuse, and \u0000 (cut by cJSON, refused by
+     * jsonb), are refused here, before anything is parsed or stored. */
+    if ((*rc = cbm_json_check(json, len, what, err)) != 0) return NULL;
     root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     off = end != NULL && end >= json && (size_t)(end - json) <= len ? (size_t)(end - json) : 0;
     if (root == NULL) {

@@ -92,10 +92,10 @@ static void commit_batch(committer_t *c, cm_req_t **batch, size_t n)
         if (m == 0) break;
         rc = store_append(c->store, ds, m, &err);
         if (rc == 0 || rc != CBM_EUNAVAIL) {
-            if (rc == CBM_EEXIST) {
-                /* Only idempotency keys already taken were refused (each
-                 * such start is answered with the holder); the rest
-                 * committed. An expected outcome, not a failure. */
+            if (rc == CBM_EEXIST || rc == CBM_EINVAL) {
+                /* Only idempotency keys already taken, or decisions whose
+                 * data the store refused, were turned down (each is
+                 * answered alone); the rest committed. */
                 atomic_fetch_add(&c->stats->commits, 1);
                 cbm_log_debug("commit of %zu decisions: %s", m, err.message);
             } else if (rc != 0) {

@@ -48,12 +48,28 @@ void ev_finish(eng_event_t *ev)
 
 char *json_normalize(const char *text)
 {
-    cJSON *j = cJSON_Parse(text);
+    cJSON *j;
+    if (text == NULL || cbm_json_check(text, strlen(text), "JSON", NULL) != 0) return NULL;
+    j = cJSON_Parse(text);
     char *out;
     if (j == NULL) return NULL;
     out = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return out;
+}
+
+int json_normalize_field(const char *text, const char *field, char **out, cbm_error_t *err)
+{
+    cJSON *j;
+    int rc;
+
+    *out = NULL;
+    if ((rc = cbm_json_check(text, strlen(text), field, err)) != 0) return rc;
+    if ((j = cJSON_Parse(text)) == NULL)
+        return cbm_error_set(err, CBM_EJSON, "%s is not valid JSON", field);
+    *out = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return *out == NULL ? cbm_error_set(err, CBM_ENOMEM, "out of memory") : 0;
 }
 
 /* asprintf that returns NULL on failure. */

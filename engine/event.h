@@ -138,7 +138,12 @@ char *ev_encode(const eng_event_t *ev, const struct bp_blueprint *bp);
 int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
               const struct bp_blueprint *bp, eng_event_t *out, cbm_error_t *err);
 
-/* Normalise JSON text (parse + unformatted print). NULL if it does not parse. */
+/* Normalise JSON text (parse + unformatted print). NULL if it does not parse
+ * or holds text the store refuses (cbm_json_check). */
 char *json_normalize(const char *text);
+
+/* The same with the reason: 0 and *out (free it), CBM_EINVAL naming field
+ * (not UTF-8, a NUL), CBM_EJSON (does not parse), CBM_ENOMEM. */
+int json_normalize_field(const char *text, const char *field, char **out, cbm_error_t *err);
 
 #endif

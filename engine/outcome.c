@@ -14,15 +14,22 @@
 
 /* ---------------------------------------------------------------- outcomes */
 
+/* A handler's JSON, normalised; on a problem the step fails (not
+ * retryable: the same code gives the same answer) with the reason. */
+static int take_json(cbm_step_out_t *out, const char *json, const char *field, char **norm)
+{
+    cbm_error_t err = {0};
+    int rc = json_normalize_field(json != NULL ? json : "null", field, norm, &err);
+    if (rc != 0 && rc != CBM_ENOMEM) cbm_step_fail(out, "bad_result", err.message, false);
+    return rc;
+}
+
 int cbm_step_ok(cbm_step_out_t *out, const char *result_json)
 {
     char *norm;
+    int rc;
     if (out == NULL || out->set) return CBM_EINVAL;
-    norm = json_normalize(result_json != NULL ? result_json : "null");
-    if (norm == NULL) {
-        cbm_step_fail(out, "bad_result", "step result is not valid JSON", false);
-        return CBM_EJSON;
-    }
+    if ((rc = take_json(out, result_json, "step result", &norm)) != 0) return rc;
     out->set = 1;
     out->result = norm;
     return 0;
@@ -31,14 +38,25 @@ int cbm_step_ok(cbm_step_out_t *out, const char *result_json)
 int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bool retryable)
 {
     cJSON *o;
+    char *k, *m;
     if (out == NULL || out->set) return CBM_EINVAL;
+    /* Recorded whatever they hold: bytes that are not UTF-8 become U+FFFD
+     * (the failure must be stored; refusing it would lose it). */
+    k = cbm_text_sanitize(kind != NULL && *kind ? kind : "error");
+    m = cbm_text_sanitize(message != NULL ? message : "");
     o = cJSON_CreateObject();
-    if (o == NULL) return CBM_ENOMEM;
-    cJSON_AddStringToObject(o, "kind", kind != NULL ? kind : "error");
-    cJSON_AddStringToObject(o, "message", message != NULL ? message : "");
-    cJSON_AddBoolToObject(o, "retryable", retryable);
+    if (o == NULL || k == NULL || m == NULL || cJSON_AddStringToObject(o, "kind", k) == NULL ||
+        cJSON_AddStringToObject(o, "message", m) == NULL ||
+        cJSON_AddBoolToObject(o, "retryable", retryable) == NULL) {
+        cJSON_Delete(o);
+        free(k);
+        free(m);
+        return CBM_ENOMEM;
+    }
     out->error = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
+    free(k);
+    free(m);
     if (out->error == NULL) return CBM_ENOMEM;
     out->set = 2;
     return 0;
@@ -50,16 +68,13 @@ int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bo
 int cbm_step_sleep(cbm_step_out_t *out, const char *result_json, int64_t duration_ms)
 {
     char *norm;
+    int rc;
     if (out == NULL || out->set) return CBM_EINVAL;
     if (duration_ms < 0 || duration_ms > MAX_WAIT_MS) {
         cbm_step_fail(out, "bad_sleep", "sleep duration must be 0 to 10 years", false);
         return CBM_EINVAL;
     }
-    norm = json_normalize(result_json != NULL ? result_json : "null");
-    if (norm == NULL) {
-        cbm_step_fail(out, "bad_result", "step result is not valid JSON", false);
-        return CBM_EJSON;
-    }
+    if ((rc = take_json(out, result_json, "step result", &norm)) != 0) return rc;
     out->set = 3;
     out->result = norm;
     out->ms = duration_ms;
@@ -70,17 +85,14 @@ int cbm_step_approval(cbm_step_out_t *out, const char *type, const char *data_js
                       int64_t timeout_ms)
 {
     char *norm;
+    int rc;
     if (out == NULL || out->set) return CBM_EINVAL;
     if (timeout_ms < 0 || timeout_ms > MAX_WAIT_MS) {
         cbm_step_fail(out, "bad_approval", "approval timeout must be 0 to 10 years", false);
         return CBM_EINVAL;
     }
-    norm = json_normalize(data_json != NULL ? data_json : "null");
-    if (norm == NULL) {
-        cbm_step_fail(out, "bad_result", "approval data is not valid JSON", false);
-        return CBM_EJSON;
-    }
-    out->type = strdup(type != NULL && *type ? type : "approval");
+    if ((rc = take_json(out, data_json, "approval data", &norm)) != 0) return rc;
+    out->type = cbm_text_sanitize(type != NULL && *type ? type : "approval");
     if (out->type == NULL) {
         free(norm);
         return CBM_ENOMEM;

@@ -562,6 +562,30 @@ void rt_settle(rt_t *rt, rt_exec_t *ex)
     }
 }
 
+/* See on_decision. The failure goes first, so the inputs still pending
+ * no longer apply (and their callers hear so); a second refusal (the
+ * failure itself refused) drops the execution from memory. */
+static void refused(rt_t *rt, rt_exec_t *ex)
+{
+    eng_event_t ev = {0};
+
+    cbm_log_error("execution %s: the store refused a decision's data; failing the execution",
+                  ex->id);
+    ev.type = EV_EXECUTION_FAILED;
+    ev.step = -1;
+    ev.json = strdup("{\"kind\":\"store_refused\",\"message\":\"the store refused the data "
+                     "of a decision of this execution; the engine's log has the detail\"}");
+    if (ex->refused++ > 0 || ev.json == NULL || rt_pend_push(ex, &ev) != 0) {
+        ev_finish(&ev);
+        ex->dead = 1;
+        return;
+    }
+    ev = ex->pend[ex->npend - 1];
+    memmove(&ex->pend[1], &ex->pend[0], (ex->npend - 1) * sizeof(ex->pend[0]));
+    ex->pend[0] = ev;
+    rt_start_load(rt, ex);
+}
+
 static void on_decision(rt_t *rt, rt_decision_t *d)
 {
     rt_exec_t *ex = d->ex;
@@ -599,6 +623,14 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
         answer_start(rt, d->start, 0);
         d->start = NULL;
         ex->dead = 1;
+    } else if (rc == CBM_EINVAL && !d->req.d.is_new) {
+        /* The store refused this decision's data (alone: the rest of its
+         * batch committed). Its inputs cannot be recorded, and leaving the
+         * execution as it was would leave it running with nothing to run:
+         * read it back and fail it, with the reason recorded. */
+        for (size_t i = 0; i < d->nin; i++)
+            if (d->calls[i] != NULL) rt_answer_result(rt, d->calls[i], rc);
+        refused(rt, ex);
     } else if (rc == CBM_ECONFLICT && d->req.d.is_new && ex->st.parent_id != NULL) {
         /* A child started again (after a crash, or by two engines): it
          * exists, and its parent hears of it through the store. */

@@ -61,6 +61,7 @@ struct rt_exec {
     int running;               /* handlers running */
     int pins;                  /* timers due soon: stay in memory */
     int dead;                  /* terminal or dropped: free when idle */
+    int refused;               /* the store refused a decision's data: failing */
     int *dispatched;           /* per step: the attempt last dispatched here,
                                   so no attempt runs twice (attempts keep
                                   growing across loop iterations) */

@@ -33,4 +33,24 @@ void cbm_log(int level, const char *fmt, ...) CBM_PRINTF(2, 3);
 /* strdup that tolerates NULL (returns NULL). */
 char *cbm_strdup(const char *s);
 
+/* Text that enters the engine (text.c): valid UTF-8 (RFC 3629) and no NUL
+ * byte, or PostgreSQL refuses it, with every other decision of its batch.
+ * cbm_text_problem: -1 when s[0..len) is fine, else the offset of the first
+ * bad byte and *why ("is not valid UTF-8", "holds a NUL byte").
+ * cbm_text_check / cbm_str_check: 0, or CBM_EINVAL with "<field> is not
+ * valid UTF-8 (byte N)". cbm_json_check: the same for JSON text, which
+ * also refuses the escape \u0000 inside a string (a NUL is never stored;
+ * docs/architecture.md). NULL is fine for all three. */
+long cbm_text_problem(const char *s, size_t len, const char **why);
+int cbm_text_check(const char *s, size_t len, const char *field, cbm_error_t *err);
+int cbm_str_check(const char *s, const char *field, cbm_error_t *err);
+int cbm_json_check(const char *s, size_t len, const char *field, cbm_error_t *err);
+/* For text recorded as it is whatever it holds (a handler's error message):
+ * a malloc'd copy with each bad byte replaced by U+FFFD; NULL for NULL or
+ * out of memory. */
+char *cbm_text_sanitize(const char *s);
+/* Make a message valid UTF-8 in place: a sequence cut at its end is
+ * dropped, any other bad byte becomes '?'. cbm_error_set does it. */
+void cbm_text_fix_inplace(char *s);
+
 #endif

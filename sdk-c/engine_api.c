@@ -37,6 +37,20 @@ struct cbm_engine {
     store_t *rd;              /* reads and blueprint writes */
 };
 
+/* An id that is not a UUID names no execution: CBM_ENOTFOUND, as for any
+ * unknown id (cerebelum.h), never a store error. */
+static int known_id(const char *id, cbm_error_t *err)
+{
+    uuid_t u;
+    if (id == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL execution id");
+    if (uuid_parse(id, u) != 0) {
+        char shown[64];
+        snprintf(shown, sizeof(shown), "%s", id);
+        return cbm_error_set(err, CBM_ENOTFOUND, "execution %s not found", shown);
+    }
+    return 0;
+}
+
 int cbm_engine_create(cbm_engine_t **out, const cbm_engine_opts_t *opts, cbm_error_t *err)
 {
     cbm_engine_opts_t none = {0};
@@ -70,7 +84,8 @@ int cbm_engine_create(cbm_engine_t **out, const cbm_engine_opts_t *opts, cbm_err
 
 int cbm_engine_register_step(cbm_engine_t *e, const char *name, cbm_step_fn fn, void *arg)
 {
-    if (e == NULL || name == NULL || fn == NULL) return CBM_EINVAL;
+    if (e == NULL || name == NULL || fn == NULL || *name == '\0') return CBM_EINVAL;
+    if (cbm_str_check(name, "handler name", NULL) != 0) return CBM_EINVAL;
     return rt_register_handler(e->rt, name, fn, arg);
 }
 
@@ -256,6 +271,9 @@ static int start_common(cbm_engine_t *e, const char *blueprint, const char *vers
     if (e == NULL || blueprint == NULL || ids == NULL)
         return cbm_error_set(err, CBM_EINVAL, "NULL argument");
     if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
+    if ((rc = cbm_str_check(blueprint, "blueprint", err)) != 0 ||
+        (rc = cbm_str_check(version, "version", err)) != 0)
+        return rc;
     if ((bp = start_blueprint(e, blueprint, version, err)) == NULL)
         return err != NULL && err->code != 0 ? err->code : CBM_ENOTFOUND;
     if (!e->client_only && (rc = rt_check_handlers(e->rt, bp, err)) != 0) return rc;
@@ -321,6 +339,7 @@ int cbm_execution_start_opts(cbm_engine_t *e, const char *blueprint, const char 
     if (key != NULL && (key[0] == '\0' || strlen(key) > MAX_KEY_BYTES))
         return cbm_error_set(err, CBM_EINVAL, "idempotency key must be 1 to %d bytes, not %zu",
                              MAX_KEY_BYTES, strlen(key));
+    if ((rc = cbm_str_check(key, "idempotency key", err)) != 0) return rc;
     if (opts->version != NULL && opts->version[0] == '\0')
         return cbm_error_set(err, CBM_EINVAL, "empty version (NULL means the latest)");
     /* The common repeat (a retry after a lost reply) needs no start at all. */
@@ -396,6 +415,7 @@ int cbm_execution_get(cbm_engine_t *e, const char *id, cbm_execution_info_t **ou
 
     if (e == NULL || id == NULL || out == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
     if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
+    if ((rc = known_id(id, err)) != 0) return rc;
     WITH_RD(e, rc, store_get_execution(e->rd, id, &x, err));
     if (rc != 0) return rc;
     if ((info = calloc(1, sizeof(*info))) == NULL) {
@@ -423,6 +443,7 @@ int cbm_execution_wait(cbm_engine_t *e, const char *id, int timeout_ms,
 
     if (e == NULL || id == NULL || out == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
     if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
+    if ((rc = known_id(id, err)) != 0) return rc;
     /* Register first, then look: a completion between the two is not missed. */
     if ((w = rt_wait_begin(e->rt, id)) == NULL) return cbm_error_set(err, CBM_ENOMEM, "out of memory");
     for (;;) {
@@ -461,6 +482,7 @@ int cbm_execution_history(cbm_engine_t *e, const char *id, int64_t from_seq, cbm
     if (e == NULL || id == NULL || events == NULL || n == NULL)
         return cbm_error_set(err, CBM_EINVAL, "NULL argument");
     if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
+    if ((rc = known_id(id, err)) != 0) return rc;
     WITH_RD(e, rc, store_read_history(e->rd, id, from_seq, &ev, &m, err));
     if (rc != 0) return rc;
     if ((out = calloc(m ? m : 1, sizeof(*out))) == NULL) {
@@ -508,6 +530,9 @@ int cbm_execution_list(cbm_engine_t *e, const cbm_list_opts_t *opts, cbm_executi
         f.limit = opts->limit;
         f.newest_first = opts->newest_first;
     }
+    if ((rc = cbm_str_check(f.status, "status", err)) != 0 ||
+        (rc = cbm_str_check(f.blueprint, "blueprint", err)) != 0)
+        return rc;
     WITH_RD(e, rc, store_list_executions(e->rd, &f, &x, &m, err));
     if (rc != 0) return rc;
     if ((infos = calloc(m ? m : 1, sizeof(*infos))) == NULL) {
@@ -708,6 +733,14 @@ static int ext_decide(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_e
     int rc = CBM_ECONFLICT;
     if (e == NULL || id == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
     if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
+    if ((rc = known_id(id, err)) != 0) return rc;
+    /* What a person typed goes into the history: PostgreSQL must take it. */
+    if ((rc = cbm_str_check(c->step, "step", err)) != 0 ||
+        (rc = cbm_str_check(c->name, "signal name", err)) != 0 ||
+        (rc = cbm_str_check(c->text, "reason", err)) != 0 ||
+        (rc = cbm_str_check(c->who, "actor", err)) != 0)
+        return rc;
+    rc = CBM_ECONFLICT;
     cbm_error_clear(err);
     for (int attempt = 0; attempt < 20 && rc == CBM_ECONFLICT; attempt++) {
         uv_mutex_lock(&e->rd_mu);
@@ -738,11 +771,10 @@ static int ext_decide(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_e
     return rc;
 }
 
-static int normalize_arg(const char *json, const char *dflt, char **out, cbm_error_t *err)
+static int normalize_arg(const char *json, const char *dflt, const char *field, char **out,
+                         cbm_error_t *err)
 {
-    *out = json_normalize(json != NULL ? json : dflt);
-    if (*out == NULL) return cbm_error_set(err, CBM_EJSON, "not valid JSON: %.80s", json);
-    return 0;
+    return json_normalize_field(json != NULL ? json : dflt, field, out, err);
 }
 
 int cbm_execution_approve(cbm_engine_t *e, const char *id, const char *step,
@@ -752,7 +784,7 @@ int cbm_execution_approve(cbm_engine_t *e, const char *id, const char *step,
     char *json;
     int rc;
     if (step == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL step");
-    if ((rc = normalize_arg(response_json, "{}", &json, err)) != 0) return rc;
+    if ((rc = normalize_arg(response_json, "{}", "response", &json, err)) != 0) return rc;
     c.json = json;
     rc = ext_decide(e, id, &c, err);
     free(json);
@@ -774,7 +806,7 @@ int cbm_execution_signal(cbm_engine_t *e, const char *id, const char *name,
     char *json;
     int rc;
     if (name == NULL || *name == '\0') return cbm_error_set(err, CBM_EINVAL, "empty signal name");
-    if ((rc = normalize_arg(payload_json, "null", &json, err)) != 0) return rc;
+    if ((rc = normalize_arg(payload_json, "null", "signal payload", &json, err)) != 0) return rc;
     c.json = json;
     rc = ext_decide(e, id, &c, err);
     free(json);

@@ -34,6 +34,9 @@ int cbm_error_set(cbm_error_t *err, int code, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err->message, sizeof(err->message), fmt, ap);
         va_end(ap);
+        /* A message may quote what it refuses, or be cut mid-character:
+         * it is shown to clients and may be recorded in a history. */
+        cbm_text_fix_inplace(err->message);
     }
     return code;
 }

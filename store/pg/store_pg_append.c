@@ -380,22 +380,75 @@ static int classify(store_t *s, store_decision_t *const *ds, size_t n, cbm_error
 /* After every round: 0, or which individual rejection to report. */
 static int summarize(store_decision_t *const *ds, size_t n, cbm_error_t *err)
 {
-    size_t conflicts = 0, missing = 0, taken = 0, committed = 0;
+    size_t conflicts = 0, missing = 0, taken = 0, refused = 0, committed = 0;
 
     for (size_t i = 0; i < n; i++) {
         if (ds[i]->result_code == 0) committed++;
         else if (ds[i]->result_code == CBM_ECONFLICT) conflicts++;
         else if (ds[i]->result_code == CBM_ENOTFOUND) missing++;
         else if (ds[i]->result_code == CBM_EEXIST) taken++;
+        else if (ds[i]->result_code == CBM_EINVAL) refused++;
     }
-    if (conflicts == 0 && missing == 0 && taken == 0) {
+    if (conflicts == 0 && missing == 0 && taken == 0 && refused == 0) {
         cbm_error_clear(err); /* a retried round may have filled it */
         return 0;
     }
-    return cbm_error_set(err, conflicts > 0 ? CBM_ECONFLICT : missing > 0 ? CBM_ENOTFOUND : CBM_EEXIST,
+    return cbm_error_set(err,
+                         refused > 0     ? CBM_EINVAL
+                         : conflicts > 0 ? CBM_ECONFLICT
+                         : missing > 0   ? CBM_ENOTFOUND
+                                         : CBM_EEXIST,
                          "store_append: %zu of %zu decisions committed; %zu stale (seq conflict), "
-                         "%zu for unknown executions, %zu with an idempotency key already taken",
-                         committed, n, conflicts, missing, taken);
+                         "%zu for unknown executions, %zu with an idempotency key already taken, "
+                         "%zu refused for their data",
+                         committed, n, conflicts, missing, taken, refused);
+}
+
+/* A failure that one decision's data can cause (and that the same data
+ * would cause again): a data exception (class 22, such as 22021, text that
+ * is not UTF-8, or 22P05, \u0000 in jsonb), an integrity violation (23) no
+ * stale seq explains, a program limit (54: a value too large to index). */
+static bool data_error(const char *st)
+{
+    return strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 || strncmp(st, "54", 2) == 0;
+}
+
+/*
+ * The batch failed for the data of some decision in it: find which, so the
+ * others commit and only that one fails. The pending decisions are committed
+ * in two halves, each through store_append, which halves again where it
+ * fails the same way, down to the single decision at fault, marked
+ * CBM_EINVAL. k bad decisions among n cost O(k log n) statements; a batch
+ * with none costs nothing, so group commit keeps its one statement.
+ */
+static int isolate(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t *err)
+{
+    store_decision_t **pending = malloc(n * sizeof(*pending));
+    size_t np = 0;
+    int rc = 0;
+
+    if (pending == NULL) return cbm_error_set(err, CBM_ENOMEM, "store_append: out of memory");
+    for (size_t i = 0; i < n; i++)
+        if (ds[i]->result_code == 0) pending[np++] = ds[i];
+    if (np == 1) {
+        pending[0]->result_code = CBM_EINVAL;
+        cbm_log_error("store: decision for execution %s refused for its data: %s",
+                      pending[0]->execution_id, err != NULL ? err->message : "");
+    } else {
+        size_t half = np / 2;
+        int a = store_append(s, pending, half, err);
+        if (a == CBM_EUNAVAIL || a == CBM_ENOMEM) {
+            rc = a;
+        } else {
+            int b = store_append(s, pending + half, np - half, err);
+            if (b == CBM_EUNAVAIL || b == CBM_ENOMEM) rc = b;
+        }
+        if (rc != 0) /* the ones not decided yet are retried by the caller */
+            for (size_t i = 0; i < np; i++)
+                if (pending[i]->result_code == 0 && i >= half) pending[i]->result_code = rc;
+    }
+    free(pending);
+    return rc;
 }
 
 int store_append(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t *err)
@@ -434,11 +487,19 @@ int store_append(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t 
             PQclear(res);
             marked = classify(s, ds, n, err);
             if (marked > 0) continue;
-            if (marked < 0) rc = marked;
+            if (marked < 0) {
+                mark_pending(ds, n, marked);
+                return marked;
+            }
             /* A unique violation no stale seq explains (a duplicate task,
-             * say): the batch as a whole failed; err holds the reason. */
-            mark_pending(ds, n, rc);
-            return rc;
+             * say): the fault of some decision's data. */
+            if ((rc = isolate(s, ds, n, err)) != 0) return rc;
+            break;
+        }
+        if (rc == CBM_ESTORE && data_error(st)) {
+            PQclear(res);
+            if ((rc = isolate(s, ds, n, err)) != 0) return rc;
+            break;
         }
         if (rc == CBM_ESTORE && (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0) &&
             serialization_retries++ < 3) {

@@ -36,6 +36,7 @@
 
 #include <assert.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -404,15 +405,90 @@ static int auth_ok(const rpc_call_t *c, const char *expected)
     return found;
 }
 
-static ProtobufCMessage *decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d)
+/* Read a varint at *p (< end); false when truncated or too long. */
+static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7F) << shift;
+        if ((b & 0x80) == 0) return true;
+    }
+    return false;
+}
+
+/*
+ * Every string field of a request, nested messages included, must be valid
+ * UTF-8 and hold no NUL: protobuf-c hands strings over as C strings (a NUL
+ * would cut one, silently) and PostgreSQL refuses other bytes (and would
+ * fail a whole group commit with them). protobuf-c keeps no lengths, so the
+ * check walks the wire bytes with the message's descriptor. Returns true
+ * with *field and *why set for the first bad string; false otherwise
+ * (including malformed wire data, which the unpack then refuses).
+ */
+static bool wire_bad_string(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                            const uint8_t *end, int depth, const char **field, const char **why,
+                            long *at)
+{
+    if (depth > 32) return false;
+    while (p < end) {
+        uint64_t tag, len;
+        const ProtobufCFieldDescriptor *f;
+        if (!wire_varint(&p, end, &tag)) return false;
+        switch (tag & 7) {
+        case 0:
+            if (!wire_varint(&p, end, &len)) return false;
+            break;
+        case 1:
+            if (end - p < 8) return false;
+            p += 8;
+            break;
+        case 5:
+            if (end - p < 4) return false;
+            p += 4;
+            break;
+        case 2:
+            if (!wire_varint(&p, end, &len) || len > (uint64_t)(end - p)) return false;
+            f = tag >> 3 <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3))
+                                       : NULL;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING) {
+                long bad = cbm_text_problem((const char *)p, (size_t)len, why);
+                if (bad >= 0) {
+                    *field = f->name;
+                    *at = bad;
+                    return true;
+                }
+            } else if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                       wire_bad_string(f->descriptor, p, p + len, depth + 1, field, why, at)) {
+                return true;
+            }
+            p += len;
+            break;
+        default:
+            return false; /* groups and unknown wire types: unpack decides */
+        }
+    }
+    return false;
+}
+
+/* NULL when the bytes do not decode; *bad_field set (and NULL returned) when
+ * a string field is not valid UTF-8 or holds a NUL. */
+static ProtobufCMessage *decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d,
+                                char *bad, size_t badsz)
 {
     grpc_byte_buffer_reader r;
-    ProtobufCMessage *m;
+    ProtobufCMessage *m = NULL;
+    const char *field = NULL, *why = NULL;
+    long at = 0;
     if (!grpc_byte_buffer_reader_init(&r, bb))
         return NULL;
     grpc_slice all = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+    if (wire_bad_string(d, GRPC_SLICE_START_PTR(all), GRPC_SLICE_END_PTR(all), 0, &field, &why,
+                        &at))
+        snprintf(bad, badsz, "field %s %s (byte %ld)", field, why, at);
+    else
+        m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
     grpc_slice_unref(all);
     return m;
 }
@@ -446,9 +522,14 @@ static void dispatch(rpc_call_t *c)
         fail_now(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message (expected %s)", in->name);
         return;
     }
-    c->request = decode(c->payload, in);
+    char bad[160] = "";
+    c->request = decode(c->payload, in, bad, sizeof(bad));
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
+    if (bad[0] != '\0') {
+        fail_now(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s", in->name, bad);
+        return;
+    }
     if (c->request == NULL) {
         fail_now(c, GRPC_STATUS_INVALID_ARGUMENT,
                  "request does not decode as %s", in->name);
