@@ -1,6 +1,7 @@
 /* committer.c - see committer.h. */
 #include "engine/committer.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -19,6 +20,9 @@ struct committer {
     cm_done_cb cb;
     void *ctx;
     cm_stats_t *stats;
+    store_t *life;                /* the incarnation's lock (cm_set_life) */
+    char engine_id[37];
+    int64_t lock_key;
 
     /* Guarded by mu. */
     cm_req_t *qhead, *qtail;      /* waiting to be committed */
@@ -76,6 +80,28 @@ static int recover(committer_t *c, cm_req_t **batch, size_t n)
     return 0;
 }
 
+/*
+ * The life connection holds this engine's lock. If its session was lost (the
+ * server restarted, the backend was terminated), take the lock again before
+ * committing, so that an engine starting now does not take us for dead;
+ * if one already did, the commits fail with CBM_EFENCED whatever we do.
+ */
+static void keep_life(committer_t *c)
+{
+    cbm_error_t err;
+    int rc;
+
+    if (c->life == NULL || store_life_ok(c->life)) return;
+    if (store_reconnect(c->life, &err) != 0) {
+        cbm_log_warn("engine %s: life connection lost: %s", c->engine_id, err.message);
+        return;
+    }
+    if ((rc = store_engine_relock(c->life, c->engine_id, c->lock_key, &err)) != 0)
+        cbm_log_error("engine %s: %s", c->engine_id, err.message);
+    else
+        cbm_log_info("engine %s: life connection re-established", c->engine_id);
+}
+
 /* Commit one batch until every decision has a final result. */
 static void commit_batch(committer_t *c, cm_req_t **batch, size_t n)
 {
@@ -100,7 +126,8 @@ static void commit_batch(committer_t *c, cm_req_t **batch, size_t n)
                 cbm_log_debug("commit of %zu decisions: %s", m, err.message);
             } else if (rc != 0) {
                 atomic_fetch_add(&c->stats->errors, 1);
-                cbm_log_error("commit of %zu decisions failed: %s", m, err.message);
+                if (rc != CBM_EFENCED || atomic_fetch_add(&c->stats->fenced, 1) == 0)
+                    cbm_log_error("commit of %zu decisions failed: %s", m, err.message);
             } else {
                 atomic_fetch_add(&c->stats->commits, 1);
             }
@@ -151,6 +178,7 @@ static void thread_main(void *arg)
                 else batch[nd++] = batch[i];
             }
             /* Decisions first, in one transaction; then the jobs, in order. */
+            if (nd > 0) keep_life(c);
             if (nd > 0) commit_batch(c, batch, nd);
             for (size_t j = 0; j < nj; j++) {
                 if (!store_ok(c->store)) store_reconnect(c->store, NULL);
@@ -220,6 +248,14 @@ int cm_create(committer_t **out, uv_loop_t *loop, store_t **store, const char *u
     return 0;
 }
 
+void cm_set_life(committer_t *c, store_t **life, const char *engine_id, int64_t lock_key)
+{
+    c->life = *life;
+    *life = NULL;
+    snprintf(c->engine_id, sizeof(c->engine_id), "%s", engine_id);
+    c->lock_key = lock_key;
+}
+
 void cm_submit(committer_t *c, cm_req_t *r)
 {
     r->next = NULL;
@@ -249,6 +285,7 @@ static void on_close(uv_handle_t *h)
 {
     committer_t *c = h->data;
     store_close(c->store);
+    store_close(c->life);
     uv_cond_destroy(&c->cv);
     uv_mutex_destroy(&c->mu);
     free(c->url);
@@ -263,6 +300,12 @@ void cm_close(committer_t *c)
     uv_cond_signal(&c->cv);
     uv_mutex_unlock(&c->mu);
     uv_thread_join(&c->thread);
+    if (c->life != NULL && store_life_ok(c->life)) {
+        /* A graceful stop: nothing of ours is in flight any more. */
+        cbm_error_t err;
+        if (store_engine_unregister(c->life, c->engine_id, &err) != 0)
+            cbm_log_warn("engine %s: %s", c->engine_id, err.message);
+    }
     on_async(&c->async); /* deliver anything finished after the last wake-up */
     uv_close((uv_handle_t *)&c->async, on_close);
 }

@@ -44,11 +44,17 @@ typedef struct cm_stats {
     _Atomic uint64_t decisions;
     _Atomic uint64_t events;
     _Atomic uint64_t errors;
+    _Atomic uint64_t fenced;     /* batches refused: this engine was fenced */
 } cm_stats_t;
 
 /* Takes ownership of store (an open, migrated connection). */
 int cm_create(committer_t **out, uv_loop_t *loop, store_t **store, const char *url,
               int max_batch, cm_done_cb cb, void *ctx, cm_stats_t *stats);
+
+/* Before the first cm_submit: the engine incarnation's life connection
+ * (store_engine_register), which the committer keeps (re-locking after a lost
+ * session) and unregisters on a graceful cm_close. Takes ownership. */
+void cm_set_life(committer_t *c, store_t **life, const char *engine_id, int64_t lock_key);
 
 /* Loop thread only. */
 void cm_submit(committer_t *c, cm_req_t *r);

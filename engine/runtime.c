@@ -870,6 +870,14 @@ int rt_create(rt_t **out, const rt_opts_t *o)
     return 0;
 }
 
+void rt_set_life(rt_t *rt, store_t **life, const char *engine_id, int64_t lock_key)
+{
+    rt->life = *life;
+    *life = NULL;
+    snprintf(rt->engine_id, sizeof(rt->engine_id), "%s", engine_id);
+    rt->lock_key = lock_key;
+}
+
 static void loop_main(void *arg)
 {
     rt_t *rt = arg;
@@ -904,6 +912,7 @@ int rt_start(rt_t *rt, store_t **store, store_t **reads, const store_unfinished_
     rc = cm_create(&rt->cm, &rt->loop, store, rt->url, rt->max_batch, on_commit, rt,
                    &rt->cmstats);
     if (rc != 0) return cbm_error_set(err, rc, "cannot start the committer");
+    if (rt->life != NULL) cm_set_life(rt->cm, &rt->life, rt->engine_id, rt->lock_key);
     /* Reads get their own connection and thread, so a large batch of
      * wake-up loads never holds up commits, nor commits the loads. */
     rc = cm_create(&rt->rd, &rt->loop, reads, rt->url, rt->max_batch, on_commit, rt,
@@ -983,6 +992,7 @@ void rt_destroy(rt_t *rt)
     free(rt->bps);
     for (size_t i = 0; i < rt->nhandlers; i++) free(rt->handlers[i].name);
     free(rt->handlers);
+    store_close(rt->life); /* rt_start never ran */
     uv_mutex_destroy(&rt->mu);
     free(rt->url);
     free(rt);

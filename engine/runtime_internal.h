@@ -19,6 +19,11 @@
 #define REFILL_MS 1000                 /* store timer window poll period */
 #define WINDOW_US (60 * 1000000LL)     /* how far ahead the heap is filled */
 #define REFILL_LIMIT 20000
+/* The safety net (issue 9): every SWEEP_EVERY refills, load executions that
+ * nothing will move (store_stranded) untouched for SWEEP_AGE_US. */
+#define SWEEP_EVERY 30
+#define SWEEP_AGE_US (30 * 1000000LL)
+#define SWEEP_LIMIT 1000
 #define PREFETCH_US 300000             /* load hibernated executions this
                                           early, so they wake on time */
 
@@ -105,6 +110,9 @@ typedef struct rt_refill {
     int64_t until_us;
     store_timer_t *timers;
     size_t n;
+    int sweep;                 /* also look for stranded executions */
+    char (*stranded)[37];
+    size_t nstranded;
 } rt_refill_t;
 
 /* A sub-workflow job for the reader thread (child.c): look at a child
@@ -182,6 +190,11 @@ struct rt {
     rt_call_t *inbox_head, *inbox_tail;
     committer_t *cm;           /* decisions */
     committer_t *rd;           /* reads for the loop: loads, timer refills */
+    store_t *life;             /* until rt_start: the incarnation (rt_set_life) */
+    char engine_id[37];
+    int64_t lock_key;
+    unsigned refills;          /* loop thread: refills asked, for the sweep */
+    _Atomic uint64_t swept;    /* stranded executions found and loaded */
     cm_stats_t cmstats;
     cm_stats_t rdstats;
     const cbm_clock_t *clock;

@@ -245,6 +245,11 @@ void rt_job_refill(store_t *s, cm_req_t *r)
 {
     rt_refill_t *f = (rt_refill_t *)r;
     r->d.result_code = store_timers_due(s, f->until_us, REFILL_LIMIT, &f->timers, &f->n, NULL);
+    if (r->d.result_code == 0 && f->sweep &&
+        store_stranded(s, SWEEP_AGE_US, SWEEP_LIMIT, &f->stranded, &f->nstranded, NULL) != 0) {
+        f->stranded = NULL;
+        f->nstranded = 0;
+    }
 }
 
 void rt_on_refilled(rt_t *rt, rt_refill_t *f)
@@ -256,6 +261,17 @@ void rt_on_refilled(rt_t *rt, rt_refill_t *f)
                        f->timers[i].due_at_us);
         rt_arm_fire(rt);
     }
+    /* Unfinished, not in memory, nothing to wake them: load them, and the
+     * load carries on with whatever they were doing. */
+    for (size_t i = 0; i < f->nstranded && !rt->stopping; i++) {
+        rt_exec_t *ex;
+        if (rt_map_get(rt, f->stranded[i]) != NULL) continue;
+        cbm_log_warn("execution %s: unfinished with nothing scheduled; loading it",
+                     f->stranded[i]);
+        atomic_fetch_add(&rt->swept, 1);
+        if ((ex = rt_exec_new(rt, f->stranded[i])) != NULL) rt_start_load(rt, ex);
+    }
+    free(f->stranded);
     store_timers_free(f->timers, f->n);
     free(f);
 }
@@ -267,6 +283,7 @@ void rt_refill(rt_t *rt)
     if ((f = calloc(1, sizeof(*f))) == NULL) return;
     f->rt = rt;
     f->until_us = clock_now_us(rt->clock) + WINDOW_US;
+    f->sweep = !rt->client_only && ++rt->refills % SWEEP_EVERY == 0;
     f->req.owner = f;
     f->req.job = rt_job_refill;
     rt->refilling = 1;

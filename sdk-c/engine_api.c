@@ -35,7 +35,13 @@ struct cbm_engine {
     int client_only;
     uv_mutex_t rd_mu;         /* guards rd */
     store_t *rd;              /* reads and blueprint writes */
+    char engine_id[37];       /* this incarnation ("" for client-only) */
 };
+
+/* How long a starting engine waits for another's lock before taking it for
+ * alive: a killed engine's session ends within milliseconds on a local
+ * socket. */
+#define FENCE_GRACE_MS 1000
 
 /* An id that is not a UUID names no execution: CBM_ENOTFOUND, as for any
  * unknown id (cerebelum.h), never a store error. */
@@ -139,6 +145,32 @@ static const bp_blueprint_t *load_blueprint(cbm_engine_t *e, const char *name,
     return bp;
 }
 
+/*
+ * An engine that runs executions is an incarnation (store.h, "Engines and
+ * fencing"): register it, then fence every dead one, waiting out a commit
+ * of theirs still in PostgreSQL, before anything is read. Only then is the
+ * set of unfinished executions final: a dead engine's late commit has
+ * either landed already or can never land.
+ */
+static int start_incarnation(cbm_engine_t *e, cbm_error_t *err)
+{
+    store_t *life = NULL;
+    int64_t key = 0;
+    size_t fenced = 0;
+    int rc;
+
+    if ((rc = open_store(e, &life, err)) != 0) return rc;
+    store_set_role(life, "life");
+    if ((rc = store_engine_register(life, e->engine_id, &key, err)) != 0 ||
+        (rc = store_engine_fence_dead(life, e->engine_id, FENCE_GRACE_MS, &fenced, err)) != 0) {
+        store_close(life);
+        e->engine_id[0] = '\0';
+        return rc;
+    }
+    rt_set_life(e->rt, &life, e->engine_id, key);
+    return 0;
+}
+
 int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
 {
     store_t *wr = NULL, *rdl = NULL;
@@ -156,7 +188,11 @@ int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
     }
     if ((rc = open_store(e, &e->rd, err)) != 0) return rc;
     if ((rc = store_migrate(e->rd, err)) != 0) return rc;
+    store_set_role(e->rd, "reads");
+    if (!e->client_only && (rc = start_incarnation(e, err)) != 0) return rc;
     if ((rc = open_store(e, &wr, err)) != 0) return rc;
+    store_set_role(wr, "committer");
+    store_set_fence(wr, e->engine_id[0] != '\0' ? e->engine_id : NULL);
     if (!e->client_only && (rc = store_load_unfinished(e->rd, &u, err)) != 0) {
         store_close(wr);
         return rc;

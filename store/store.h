@@ -365,4 +365,54 @@ void store_tasks_free(store_task_t *t, size_t n);
 void store_events_free(store_event_t *ev, size_t n);
 void store_executions_free(store_execution_t *ex, size_t n);
 
+/* ---- Engines and fencing (migration 006; store_pg_engines.c) -----------
+ *
+ * An engine that runs executions is an incarnation: a cbm_engines row and a
+ * session advisory lock held by its "life" connection for as long as it
+ * lives. Its committer's connection is fenced by its id: every store_append
+ * there also locks the row FOR SHARE, in the same transaction, and fails
+ * with CBM_EFENCED (SQLSTATE CB002; the whole batch, nothing written) when
+ * the row is gone. A starting engine deletes the rows of dead incarnations
+ * (store_engine_fence_dead) before it reads the unfinished executions, so a
+ * dead engine's commit still in flight either lands before that read or
+ * never.
+ */
+
+/* Name the connection in pg_stat_activity ("cerebelum <role>"), again after
+ * every store_reconnect. */
+void store_set_role(store_t *s, const char *role);
+
+/* Commit this connection's decisions under engine_id's fence (NULL: none,
+ * for decisions made outside an engine: approve, signal, cancel). */
+void store_set_fence(store_t *s, const char *engine_id);
+
+/* On the life connection: take a new incarnation's lock and insert its row.
+ * Fills id_out and *key_out (for store_engine_relock). */
+int store_engine_register(store_t *life, char id_out[37], int64_t *key_out, cbm_error_t *err);
+
+/* Fence every other incarnation whose lock can be taken within grace_ms
+ * (its session is gone): delete its row, waiting for a commit of its that
+ * holds the row. *fenced says how many. Blocks as long as such a commit
+ * does (a paused backend: until it resumes). */
+int store_engine_fence_dead(store_t *life, const char *self, int grace_ms, size_t *fenced,
+                            cbm_error_t *err);
+
+/* Without blocking: is the life connection's session still there? */
+bool store_life_ok(store_t *s);
+
+/* After the life connection was re-established: take the lock again (waits
+ * while another engine holds it, fencing us) and check the row. CBM_EFENCED
+ * when it is gone. */
+int store_engine_relock(store_t *life, const char *self, int64_t key, cbm_error_t *err);
+
+/* Graceful stop: delete the incarnation's row. */
+int store_engine_unregister(store_t *life, const char *self, cbm_error_t *err);
+
+/* The safety net: unfinished executions ('running' or 'sleeping') with no
+ * timer and no remote task, untouched for older_than_us: nothing will move
+ * them unless an engine loads them. At most limit ids, oldest first; free
+ * *ids with free(). */
+int store_stranded(store_t *s, int64_t older_than_us, size_t limit, char (**ids)[37], size_t *n,
+                   cbm_error_t *err);
+
 #endif

@@ -183,9 +183,11 @@ bool store_ok(store_t *s)
 
 int store_reconnect(store_t *s, cbm_error_t *err)
 {
+    int rc;
     assert(s != NULL && s->conn != NULL);
-    /* A new session: nothing is prepared on it. */
+    /* A new session: nothing is prepared on it, and it has no name. */
     s->prepared = 0;
     PQreset(s->conn);
-    return check_server(s, err);
+    if ((rc = check_server(s, err)) == 0 && s->role[0] != '\0') store_set_role(s, s->role);
+    return rc;
 }

@@ -122,7 +122,8 @@ static const char sql_append[] =
     " SELECT u.id, u.seq, u.state FROM unnest($31::uuid[], $32::int8[], $33::json[]) AS u(id, seq, state)"
     " ON CONFLICT (execution_id) DO UPDATE SET seq = excluded.seq, state = excluded.state"
     ")"
-    " SELECT cbm_expect_rows((SELECT count(*) FROM ux), cardinality($14::uuid[]))";
+    " SELECT cbm_expect_rows((SELECT count(*) FROM ux), cardinality($14::uuid[])),"
+    "  cbm_fence($43::uuid)";  /* migration 006: refused once this engine is fenced */
 
 /* Where each execution of the batch stands: projection last_seq (NULL when
  * the execution does not exist), the highest event seq, and whether another
@@ -453,7 +454,7 @@ static int isolate(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_
 
 int store_append(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t *err)
 {
-    const char *vals[NCOLS_];
+    const char *vals[NCOLS_ + 1]; /* the columns, then $43: the fence */
     int serialization_retries = 0;
 
     assert(s != NULL && (ds != NULL || n == 0));
@@ -476,13 +477,22 @@ int store_append(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t 
             mark_pending(ds, n, rc);
             return rc;
         }
-        res = store_pg_exec(s, STMT_APPEND, sql_append, NCOLS_, vals);
+        vals[NCOLS_] = s->fence[0] != '\0' ? s->fence : NULL;
+        res = store_pg_exec(s, STMT_APPEND, sql_append, NCOLS_ + 1, vals);
         if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
             PQclear(res);
             break; /* every pending decision committed */
         }
         rc = store_pg_fail(s, res, err, "store_append");
         st = store_pg_sqlstate(res);
+        if (rc == CBM_ESTORE && strcmp(st, "CB002") == 0) {
+            PQclear(res);
+            mark_pending(ds, n, CBM_EFENCED);
+            return cbm_error_set(err, CBM_EFENCED,
+                                 "store_append: engine %s was fenced by another engine that "
+                                 "found it dead; nothing of this batch was written",
+                                 s->fence);
+        }
         if (rc == CBM_ESTORE && (strcmp(st, "23505") == 0 || strcmp(st, "CB001") == 0)) {
             PQclear(res);
             marked = classify(s, ds, n, err);

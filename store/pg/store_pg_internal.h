@@ -7,6 +7,8 @@
  *   store_pg_array.c   the text array-literal builder used to pass columns
  *   store_pg_append.c  group commit (one statement per batch) and conflicts
  *   store_pg_tasks.c   leasing remote tasks: claim, heartbeat, expiry
+ *   store_pg_engines.c engine incarnations, the fence of their commits, and
+ *                      the sweep for stranded executions
  *   store_pg_read.c    histories, projections, pagination, resurrection and
  *                      single-execution loads (with snapshots), due timers,
  *                      blueprints, frees
@@ -74,6 +76,7 @@ enum pg_stmt {
     STMT_TASK_UNCLAIM,
     STMT_TASK_EXPIRED,
     STMT_TASK_RELEASE,
+    STMT_STRANDED,
     STMT_COUNT_
 };
 
@@ -86,6 +89,9 @@ struct store {
     pg_array_t cols[APPEND_NCOLS];  /* reused by store_append */
     store_decision_t **sorted;      /* store_append's batch in id order */
     size_t sorted_cap;
+    char fence[37];                 /* engine id store_append commits under
+                                       ("" = not fenced: outside decisions) */
+    char role[48];                  /* application_name suffix ("" = none) */
 };
 
 /* Execute statement id (whose text is sql) with text parameters, preparing

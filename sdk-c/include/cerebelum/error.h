@@ -34,7 +34,8 @@ extern "C" {
     XX(ESTATE, -11, "not allowed in the current state")                        \
     XX(EUNAVAIL, -12, "store unavailable")                                     \
     XX(EHANDLER, -13, "no handler registered for step")                        \
-    XX(EIO, -14, "I/O error")
+    XX(EIO, -14, "I/O error")                                                  \
+    XX(EFENCED, -15, "engine fenced: another engine took over its executions")
 
 enum {
 #define XX(name, val, msg) CBM_##name = (val),
