@@ -35,6 +35,8 @@ typedef struct cli_opts {
     const char *token;
     const char *tls_ca;
     const char *tls_server_name;
+    const char *tls_client_cert;  /* mTLS: this client's certificate and key */
+    const char *tls_client_key;
     bool tls;
     int timeout_ms;
     bool json;

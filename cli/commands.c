@@ -10,6 +10,7 @@
  */
 #include <cJSON.h>
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,14 +23,33 @@ typedef struct conn {
     int timeout_ms;
 } conn_t;
 
+/* One line, whatever the message holds (a server's error may span lines),
+ * and not a whole input echoed back: at most ERROR_MAX bytes of it. */
+#define ERROR_MAX 400
+
 void cli_errorf(const char *fmt, ...)
 {
     va_list ap;
-    fputs("cerebelum: ", stderr);
+    char *msg = NULL;
+    size_t len;
+    int n;
+
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    n = vasprintf(&msg, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    if (n < 0) {
+        fputs("cerebelum: error (out of memory)\n", stderr);
+        return;
+    }
+    len = strlen(msg);
+    while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == '\r')) msg[--len] = '\0';
+    for (char *p = msg; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    if (len > ERROR_MAX)
+        fprintf(stderr, "cerebelum: %.*s... (%zu bytes in all)\n", ERROR_MAX, msg, len);
+    else
+        fprintf(stderr, "cerebelum: %s\n", msg);
+    free(msg);
 }
 
 char *cli_read_file(const char *path)
@@ -82,7 +102,9 @@ static int conn_open(const cli_opts_t *o, conn_t *c)
 {
     cbm_client_opts_t co = {0};
     const char *ca_path = env_or(o->tls_ca, "CEREBELUM_TLS_CA", NULL);
-    char *ca = NULL;
+    const char *cert_path = env_or(o->tls_client_cert, "CEREBELUM_TLS_CLIENT_CERT", NULL);
+    const char *key_path = env_or(o->tls_client_key, "CEREBELUM_TLS_CLIENT_KEY", NULL);
+    char *ca = NULL, *cert = NULL, *key = NULL;
     cbm_error_t err = {0};
     int rc;
 
@@ -92,13 +114,32 @@ static int conn_open(const cli_opts_t *o, conn_t *c)
         cli_errorf("cannot read --tls-ca %s: %s", ca_path, strerror(errno));
         return CLI_USAGE;
     }
+    if ((cert_path == NULL) != (key_path == NULL)) {
+        free(ca);
+        cli_errorf("--tls-client-cert and --tls-client-key go together");
+        return CLI_USAGE;
+    }
+    if (cert_path != NULL && ((cert = cli_read_file(cert_path)) == NULL ||
+                              (key = cli_read_file(key_path)) == NULL)) {
+        cli_errorf("cannot read %s: %s", cert == NULL ? cert_path : key_path, strerror(errno));
+        free(ca);
+        free(cert);
+        return CLI_USAGE;
+    }
     co.token = env_or(o->token, "CEREBELUM_TOKEN", NULL);
     co.tls_root_pem = ca;
+    co.tls_cert_pem = cert;
+    co.tls_key_pem = key;
     co.tls = o->tls;
     co.tls_server_name = o->tls_server_name;
     co.timeout_ms = c->timeout_ms;
     rc = cbm_client_connect(&c->client, c->target, &co, &err);
     free(ca);
+    free(cert);
+    if (key != NULL) { /* a private key: not left in freed memory */
+        OPENSSL_cleanse(key, strlen(key));
+        free(key);
+    }
     if (rc != 0) {
         cli_errorf("cannot use server address '%s': %s", c->target, err.message);
         return rc == CBM_EINVAL ? CLI_USAGE : CLI_UNREACHABLE;
@@ -148,8 +189,8 @@ static int check_json(const char *opt, const char *text, int want_object)
     ok = v != NULL && (!want_object || cJSON_IsObject(v));
     cJSON_Delete(v);
     if (ok) return 0;
-    if (v == NULL) cli_errorf("%s is not valid JSON: %s", opt, text);
-    else cli_errorf("%s must be a JSON object, not %s", opt, text);
+    if (v == NULL) cli_errorf("%s is not valid JSON: %.60s%s", opt, text, strlen(text) > 60 ? "..." : "");
+    else cli_errorf("%s must be a JSON object, not %.60s%s", opt, text, strlen(text) > 60 ? "..." : "");
     return -1;
 }
 

@@ -22,6 +22,7 @@
 
 enum opt {
     O_SERVER = 1000, O_TOKEN, O_TLS_CA, O_TLS, O_TLS_SERVER_NAME, O_TIMEOUT, O_JSON,
+    O_TLS_CLIENT_CERT, O_TLS_CLIENT_KEY,
     O_INPUT, O_ID, O_STATUS, O_BLUEPRINT, O_LIMIT, O_AFTER,
     O_RESPONSE, O_WHO, O_REASON, O_PAYLOAD,
     O_LISTEN, O_DATABASE_URL, O_STATE_DIR, O_TLS_CERT, O_TLS_KEY, O_TLS_CLIENT_CA, O_MAX_MSG,
@@ -34,6 +35,8 @@ static const struct option long_opts[] = {
     {"tls-ca", required_argument, NULL, O_TLS_CA},
     {"tls", no_argument, NULL, O_TLS},
     {"tls-server-name", required_argument, NULL, O_TLS_SERVER_NAME},
+    {"tls-client-cert", required_argument, NULL, O_TLS_CLIENT_CERT},
+    {"tls-client-key", required_argument, NULL, O_TLS_CLIENT_KEY},
     {"timeout-ms", required_argument, NULL, O_TIMEOUT},
     {"json", no_argument, NULL, O_JSON},
     {"input", required_argument, NULL, O_INPUT},
@@ -60,7 +63,8 @@ static const struct option long_opts[] = {
 };
 
 #define CLIENT_OPTS                                                            \
-    {O_SERVER, O_TOKEN, O_TLS_CA, O_TLS, O_TLS_SERVER_NAME, O_TIMEOUT, O_JSON}
+    {O_SERVER, O_TOKEN, O_TLS_CA, O_TLS, O_TLS_SERVER_NAME, O_TLS_CLIENT_CERT,             \
+     O_TLS_CLIENT_KEY, O_TIMEOUT, O_JSON}
 #define MAX_CMD_OPTS 16
 
 typedef struct command {
@@ -120,6 +124,9 @@ static void usage(FILE *f)
             "  --tls-ca FILE        trust this CA (PEM) and use TLS ($CEREBELUM_TLS_CA)\n"
             "  --tls                use TLS with the system's roots\n"
             "  --tls-server-name N  expect this name in the server's certificate\n"
+            "  --tls-client-cert F  present this certificate (PEM) to a server that asks\n"
+            "                       for one (mTLS; $CEREBELUM_TLS_CLIENT_CERT)\n"
+            "  --tls-client-key F   its private key (PEM; $CEREBELUM_TLS_CLIENT_KEY)\n"
             "  --timeout-ms N       deadline of each call (default 10000)\n"
             "  --json               machine-readable output\n"
             "\nExit status: 0 ok, 1 the server refused (not found, invalid, wrong state,\n"
@@ -132,7 +139,8 @@ static void command_usage(FILE *f, const command_t *c)
     fprintf(f, "Usage: cerebelum %s\n  %s\n", c->usage, c->help);
     if (c->client)
         fprintf(f, "Client options: --server ADDR --token TOKEN --tls-ca FILE --tls "
-                   "--tls-server-name NAME --timeout-ms N --json\n");
+                   "--tls-server-name NAME --tls-client-cert FILE --tls-client-key FILE "
+                   "--timeout-ms N --json\n");
 }
 
 static const char *opt_name(int id)
@@ -196,6 +204,8 @@ int main(int argc, char **argv)
         case O_TLS_CA: o.tls_ca = optarg; break;
         case O_TLS: o.tls = true; break;
         case O_TLS_SERVER_NAME: o.tls_server_name = optarg; break;
+        case O_TLS_CLIENT_CERT: o.tls_client_cert = optarg; break;
+        case O_TLS_CLIENT_KEY: o.tls_client_key = optarg; break;
         case O_TIMEOUT:
             if ((n = parse_count("timeout-ms", optarg, INT_MAX)) < 0) goto bad;
             o.timeout_ms = (int)n;

@@ -164,6 +164,11 @@ int cli_serve(const cli_opts_t *o)
     int rc = CLI_REFUSED;
 
     memset(&s, 0, sizeof(s));
+    if (o->token != NULL && o->token[0] == '\0') {
+        /* Not "no token": a server that was meant to require one. */
+        cli_errorf("--token is empty (leave it out to serve without a token)");
+        return CLI_USAGE;
+    }
     if (read_pem("--tls-cert", env_or(o->tls_cert, "CEREBELUM_TLS_CERT", NULL), &cert) != 0 ||
         read_pem("--tls-key", env_or(o->tls_key, "CEREBELUM_TLS_KEY", NULL), &key) != 0 ||
         read_pem("--tls-client-ca", env_or(o->tls_client_ca, "CEREBELUM_TLS_CLIENT_CA", NULL),

@@ -20,9 +20,13 @@
 
 #include <cJSON.h>
 #include <ctype.h>
+#include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uuid/uuid.h>
+
+#include "cbm_internal.h"
 
 typedef struct job {
     uv_work_t req;
@@ -54,6 +58,38 @@ grpc_status_code svc_status_of(int rc)
     case CBM_ENOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
     default: return GRPC_STATUS_INTERNAL;
     }
+}
+
+/*
+ * An error to a client. Errors of the request itself (invalid, not found,
+ * conflicting...) carry the engine's own message, which names what is
+ * wrong. Errors of the server (the store, memory, I/O, a fenced engine)
+ * carry no detail that could hold SQL or a server's words: a stable message
+ * and a reference, and the detail goes to the log under that reference.
+ * Either way the message is one line.
+ */
+void svc_fail(rpc_call_t *call, int rc, const char *detail)
+{
+    char msg[600];
+    switch (rc) {
+    case CBM_EINVAL: case CBM_EJSON: case CBM_EBLUEPRINT: case CBM_ENOTFOUND:
+    case CBM_ESTATE: case CBM_EHANDLER: case CBM_ETIMEDOUT: case CBM_ECONFLICT:
+    case CBM_EEXIST: case CBM_ESHUTDOWN:
+        snprintf(msg, sizeof(msg), "%s", detail != NULL && *detail ? detail : cbm_strerror(rc));
+        break;
+    default: {
+        unsigned char r[4];
+        char ref[9];
+        if (RAND_bytes(r, sizeof(r)) != 1) memset(r, 0, sizeof(r));
+        snprintf(ref, sizeof(ref), "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
+        cbm_log_error("ref %s: %s: %s", ref, cbm_err_name(rc), detail != NULL ? detail : "");
+        snprintf(msg, sizeof(msg), "%s (ref %s; the server's log has the detail)",
+                 cbm_strerror(rc), ref);
+    }
+    }
+    for (char *p = msg; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    rpc_call_fail(call, svc_status_of(rc), "%s", msg);
 }
 
 static int fail(job_t *j, int rc, const char *msg)
@@ -620,8 +656,7 @@ static void after_work_cb(uv_work_t *req, int status)
         if (status != 0)
             rpc_call_fail(j->call, GRPC_STATUS_INTERNAL, "work cancelled: %s", uv_strerror(status));
         else if (j->rc != 0)
-            rpc_call_fail(j->call, svc_status_of(j->rc), "%s",
-                          j->err.message[0] != '\0' ? j->err.message : cbm_strerror(j->rc));
+            svc_fail(j->call, j->rc, j->err.message);
         else if (j->out == NULL) /* a bug: success without a reply */
             rpc_call_fail(j->call, GRPC_STATUS_INTERNAL, "no reply was built");
         else

@@ -47,4 +47,9 @@ void svc_drain(svc_t *svc, svc_idle_cb on_idle);
 /* The gRPC status for a CBM_E* code. */
 grpc_status_code svc_status_of(int cbm_code);
 
+/* Answer call with rc's status: the request's own errors with detail, the
+ * server's with a stable message and a reference logged with the detail
+ * (no SQL text reaches a client). One line. */
+void svc_fail(rpc_call_t *call, int rc, const char *detail);
+
 #endif

@@ -130,8 +130,7 @@ int job_queue(wjob_t *j, rpc_call_t *call)
 
 static void fail_call(rpc_call_t *call, int rc, const cbm_error_t *err)
 {
-    rpc_call_fail(call, svc_status_of(rc), "%s",
-                  err != NULL && err->message[0] != '\0' ? err->message : cbm_strerror(rc));
+    svc_fail(call, rc, err != NULL ? err->message : NULL);
 }
 
 /* ---- registry ------------------------------------------------------------------ */

@@ -237,7 +237,10 @@ cJSON *bp_parse_text(const char *json, size_t len, const char *what, cbm_error_t
         return NULL;
     }
     /* Bytes PostgreSQL would refuse, and \u0000 (cut by cJSON, refused by
-     * jsonb), are refused here, before anything is parsed or stored. */
+     * jsonb), are refused here, before anything is parsed or stored. A
+     * length that counts the string's terminator (sizeof a literal) is no
+     * NUL inside the text. */
+    if (len > 0 && json[len - 1] == '\0') len--;
     if ((*rc = cbm_json_check(json, len, what, err)) != 0) return NULL;
     root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     off = end != NULL && end >= json && (size_t)(end - json) <= len ? (size_t)(end - json) : 0;

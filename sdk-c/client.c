@@ -54,12 +54,16 @@ int cbm_client_connect(cbm_client_t **out, const char *target, const cbm_client_
     if (target == NULL || target[0] == '\0')
         return cbm_error_set(err, CBM_EINVAL, "no server address given");
     if (opts == NULL) opts = &none;
+    if ((opts->tls_cert_pem == NULL) != (opts->tls_key_pem == NULL))
+        return cbm_error_set(err, CBM_EINVAL, "tls_cert_pem and tls_key_pem go together");
     if ((c = calloc(1, sizeof(*c))) == NULL) return cbm_error_set(err, CBM_ENOMEM, "out of memory");
     ro.target = target;
     ro.token = opts->token;
     ro.tls = opts->tls;
     ro.tls_root_pem = opts->tls_root_pem;
     ro.tls_server_name = opts->tls_server_name;
+    ro.tls_cert_pem = opts->tls_cert_pem;
+    ro.tls_key_pem = opts->tls_key_pem;
     if ((rc = rpc_client_create(&ro, &c->rpc, err)) != 0) {
         free(c);
         return rc;

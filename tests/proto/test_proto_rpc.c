@@ -439,6 +439,31 @@ static void test_invalid_argument(void **state)
     rc = rpc_client_call_raw(cl, path, NULL, 0, &rep, &n, 5000, &st); /* no message */
     expect_status(rc, &st, GRPC_STATUS_INVALID_ARGUMENT);
     assert_string_equal(st.message, "no request message (expected cerebelum.v1.PollTaskRequest)");
+    {
+        /* Strings must be UTF-8 without NUL (protobuf-c would cut one at a
+         * NUL; PostgreSQL refuses the rest), nested messages included. */
+        static const unsigned char bad_utf8[] = {0x0a, 0x03, 'w', 0xff, 0xfe};
+        static const unsigned char with_nul[] = {0x0a, 0x03, 'a', 0x00, 'b'};
+        static const unsigned char surrogate[] = {0x0a, 0x03, 0xed, 0xa0, 0x80};
+        /* RegisterWorkerRequest.capabilities {"k": "\xff"}: a map entry
+         * is a nested message. */
+        static const unsigned char nested[] = {0x1a, 0x06, 0x0a, 0x01, 'k', 0x12, 0x01, 0xff};
+        rc = rpc_client_call_raw(cl, path, bad_utf8, sizeof(bad_utf8), &rep, &n, 5000, &st);
+        expect_status(rc, &st, GRPC_STATUS_INVALID_ARGUMENT);
+        assert_string_equal(st.message, "cerebelum.v1.PollTaskRequest: field worker_id is not "
+                                        "valid UTF-8 (byte 1)");
+        rc = rpc_client_call_raw(cl, path, with_nul, sizeof(with_nul), &rep, &n, 5000, &st);
+        expect_status(rc, &st, GRPC_STATUS_INVALID_ARGUMENT);
+        assert_string_equal(st.message, "cerebelum.v1.PollTaskRequest: field worker_id holds a "
+                                        "NUL byte (byte 1)");
+        rc = rpc_client_call_raw(cl, path, surrogate, sizeof(surrogate), &rep, &n, 5000, &st);
+        expect_status(rc, &st, GRPC_STATUS_INVALID_ARGUMENT);
+        rc = rpc_client_call_raw(cl, rpc_method_path(RPC_REGISTER_WORKER), nested, sizeof(nested),
+                                 &rep, &n, 5000, &st);
+        expect_status(rc, &st, GRPC_STATUS_INVALID_ARGUMENT);
+        assert_string_equal(st.message, "cerebelum.v1.RegisterWorkerRequest: field value is not "
+                                        "valid UTF-8 (byte 0)");
+    }
     assert_int_equal(atomic_load(&fx.handled), 0);
 
     /* An empty message is a valid encoding of the all-defaults request. */

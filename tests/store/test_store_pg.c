@@ -74,7 +74,7 @@ static void test_migrate_twice(void **state)
 
     /* setup() migrated once. */
     applied = strdup(sql_text(f, "SELECT string_agg(version || ':' || name || '@' || applied_at, ',' ORDER BY version) FROM cbm_schema_version"));
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 5);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 6);
     assert_string_equal(sql_text(f, "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM cbm_schema_version"),
                         "1:001_init,2:002_append_check,3:003_snapshots,4:004_idempotency,5:005_tasks,6:006_engines");
     assert_code(store_migrate(f->s, &err), 0);
@@ -92,7 +92,7 @@ static void test_migrate_twice(void **state)
     PQclear(PQexec(f->pg, "DROP TABLE cbm_snapshots; DROP INDEX cbm_executions_idempotency;"
                           " ALTER TABLE cbm_executions DROP COLUMN idempotency_key;"
                           " DELETE FROM cbm_schema_version WHERE version IN (3, 4)"));
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 3);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 4);
     if (store_migrate(f->s, &err) != 0) fail_msg("migrate: %s", err.message);
     assert_string_equal(sql_text(f, "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM cbm_schema_version"),
                         "1:001_init,2:002_append_check,3:003_snapshots,4:004_idempotency,5:005_tasks,6:006_engines");
@@ -421,7 +421,7 @@ static void test_conflict_two_writers(void **state)
 static void test_atomicity(void **state)
 {
     fixture_t *f = *state;
-    char a[37], b[37], c[37];
+    char a[37], b[37], c[37], d[37];
     tdec_t t[3];
     store_decision_t *ds[3];
     store_timer_t timer = {.kind = (char *)"sleep", .key = (char *)"k", .due_at_us = 5};
@@ -429,11 +429,14 @@ static void test_atomicity(void **state)
     cbm_error_t err = {0};
     int64_t events, execs;
 
-    new_id(a); new_id(b); new_id(c);
+    new_id(a); new_id(b); new_id(c); new_id(d);
     create_exec(f, c, 1, "running");
     events = sql_int(f, "SELECT count(*) FROM cbm_events");
     execs = sql_int(f, "SELECT count(*) FROM cbm_executions");
 
+    /* A decision the store refuses for its data (not JSON: 22P02) writes
+     * nothing of itself, and the decisions beside it commit (issue 9: one
+     * bad decision never fails another). */
     tdec_init(&t[0], a, 0, 2, true, "running");
     t[0].d.timers_set = &timer;
     t[0].d.ntimers_set = 1;
@@ -444,30 +447,32 @@ static void test_atomicity(void **state)
     t[2].ev[1].payload = (char *)"{\"broken\": "; /* not JSON */
     for (int i = 0; i < 3; i++) ds[i] = &t[i].d;
 
-    assert_code(store_append(f->s, ds, 3, &err), CBM_ESTORE);
-    assert_non_null(strstr(err.message, "22P02"));
-    for (int i = 0; i < 3; i++) assert_code(t[i].d.result_code, CBM_ESTORE);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_events"), events);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_executions"), execs);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_timers"), 0);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_tasks"), 0);
-    assert_string_equal(sql_text(f, "SELECT status FROM cbm_executions WHERE id = '%s'", c), "running");
+    assert_code(store_append(f->s, ds, 3, &err), CBM_EINVAL);
+    assert_non_null(strstr(err.message, "1 refused for their data"));
+    assert_code(t[0].d.result_code, 0);
+    assert_code(t[1].d.result_code, 0);
+    assert_code(t[2].d.result_code, CBM_EINVAL);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_events"), events + 3);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_executions"), execs + 1);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_events WHERE execution_id = '%s'", b), 0);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_executions WHERE id = '%s'", b), 0);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_timers"), 1);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_tasks"), 1);
+    assert_string_equal(sql_text(f, "SELECT status FROM cbm_executions WHERE id = '%s'", c), "completed");
 
-    /* A duplicate task (unique violation no stale seq explains) fails the
-     * batch as a whole too. */
-    tdec_init(&t[0], a, 0, 1, true, "running");
-    t[0].d.tasks = &task;
-    t[0].d.ntasks = 1;
+    /* A duplicate task (a unique violation no stale seq explains) is the
+     * fault of the decision that inserts it: it alone is refused, whole. */
+    tdec_init(&t[0], d, 0, 1, true, "running");
     assert_code(store_append(f->s, ds, 1, &err), 0);
-    tdec_init(&t[0], a, 1, 1, false, "running");
-    t[0].d.tasks = &task;
+    tdec_init(&t[0], a, 2, 1, false, "running");
+    t[0].d.tasks = &task; /* (a, s, 1) exists already */
     t[0].d.ntasks = 1;
-    assert_code(store_append(f->s, ds, 2, &err), CBM_ESTORE);
-    assert_non_null(strstr(err.message, "23505"));
-    assert_code(t[0].d.result_code, CBM_ESTORE);
-    assert_code(t[1].d.result_code, CBM_ESTORE);
-    assert_string_equal(sql_text(f, "SELECT status FROM cbm_executions WHERE id = '%s'", c), "running");
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_events WHERE execution_id = '%s'", a), 1);
+    tdec_init(&t[1], d, 1, 1, false, "completed");
+    assert_code(store_append(f->s, ds, 2, &err), CBM_EINVAL);
+    assert_code(t[0].d.result_code, CBM_EINVAL);
+    assert_code(t[1].d.result_code, 0);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_events WHERE execution_id = '%s'", a), 2);
+    assert_string_equal(sql_text(f, "SELECT status FROM cbm_executions WHERE id = '%s'", d), "completed");
 }
 
 /* Pages of `limit` through every execution matching (status, blueprint);

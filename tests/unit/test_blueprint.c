@@ -128,10 +128,14 @@ static void test_length_is_respected(void **state)
     assert_int_equal(bp_parse_json(text, len, &bp, &err), 0);
     bp_destroy(bp);
 
-    /* A NUL inside len ends the text, as a C string would. */
+    /* A length that counts the terminator is fine; a NUL inside the text is
+     * refused (it would cut the text silently). */
     const char with_nul[] = "{\"name\":\"x\"," ONE_STEP "}\n";
     assert_int_equal(bp_parse_json(with_nul, sizeof(with_nul), &bp, &err), 0);
     bp_destroy(bp);
+    const char inner_nul[] = "{\"name\":\"x\"," ONE_STEP "}\0{}";
+    assert_int_equal(bp_parse_json(inner_nul, sizeof(inner_nul), &bp, &err), CBM_EINVAL);
+    assert_non_null(strstr(err.message, "NUL"));
 
     /* Trailing white space is fine. */
     bp = parse_ok("  {\"name\":\"x\"," ONE_STEP "} \r\n\t ");

@@ -525,12 +525,12 @@ static void test_execution_deadline(void **state)
     expect_rebuild_equal(&s);
     script_finish(&s);
     /* Only written into the canonical form when set; bad values refused. */
-    assert_int_equal(bp_parse_json("{\"name\":\"x\",\"timeline\":[\"a\"]}", 33, &bp, &err), 0);
+    assert_int_equal(bp_parse_json("{\"name\":\"x\",\"timeline\":[\"a\"]}", 29, &bp, &err), 0);
     assert_null(strstr(bp->canonical_json, "timeout_ms\":8"));
     assert_int_equal(bp->timeout_ms, 0);
     bp_destroy(bp);
     assert_int_equal(bp_parse_json("{\"name\":\"x\",\"timeout_ms\":-1,\"timeline\":[\"a\"]}",
-                                   48, &bp, &err), CBM_EBLUEPRINT);
+                                   45, &bp, &err), CBM_EBLUEPRINT);
     assert_non_null(strstr(err.message, "timeout_ms"));
 }
 

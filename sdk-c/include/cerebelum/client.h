@@ -61,6 +61,12 @@ typedef struct cbm_client_opts {
     const char *tls_server_name;
     /** Deadline of each call in ms; 0: CBM_CLIENT_DEFAULT_TIMEOUT_MS. */
     int timeout_ms;
+    /** mTLS: PEM text of this client's certificate chain and of its private
+     *  key, presented to a server that requires client certificates; both
+     *  or neither (CBM_EINVAL otherwise). Setting them turns TLS on. Copied
+     *  by cbm_client_connect: they may be freed when it returns. */
+    const char *tls_cert_pem;
+    const char *tls_key_pem;
 } cbm_client_opts_t;
 
 /**
