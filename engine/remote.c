@@ -17,6 +17,24 @@ void rt_set_tasks_hook(rt_t *rt, rt_tasks_fn fn, void *arg)
     rt->on_tasks_arg = arg;
 }
 
+static void do_clear_hook(rt_t *rt, rt_call_t *c)
+{
+    rt->on_tasks = NULL;
+    rt->on_tasks_arg = NULL;
+    if (c != NULL) rt_answer_result(rt, c, 0);
+}
+
+void rt_clear_tasks_hook(rt_t *rt)
+{
+    rt_call_t c = {0};
+    if (!rt->started || rt->closed) {
+        do_clear_hook(rt, NULL);
+        return;
+    }
+    c.fn = do_clear_hook;
+    rt_post_and_wait(rt, &c);
+}
+
 static void do_task_result(rt_t *rt, rt_call_t *c)
 {
     rt_exec_t *ex = rt_map_get(rt, c->id);

@@ -102,6 +102,9 @@ typedef void (*rt_tasks_fn)(void *arg, const char *queue, const char *execution_
                             const char *step, int attempt);
 /* Before rt_start only. */
 void rt_set_tasks_hook(rt_t *rt, rt_tasks_fn fn, void *arg);
+/* Any thread but the loop's: the hook is not running and is never called
+ * again once this returns. */
+void rt_clear_tasks_hook(rt_t *rt);
 
 /*
  * The outcome of attempt `attempt` of step `step` of execution id, run

@@ -862,6 +862,11 @@ void cbm__engine_set_tasks_hook(cbm_engine_t *e, rt_tasks_fn fn, void *arg)
     rt_set_tasks_hook(e->rt, fn, arg);
 }
 
+void cbm__engine_clear_tasks_hook(cbm_engine_t *e)
+{
+    rt_clear_tasks_hook(e->rt);
+}
+
 const char *cbm__engine_url(cbm_engine_t *e)
 {
     return e->started ? e->url : NULL;

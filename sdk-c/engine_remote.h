@@ -17,6 +17,9 @@
 /* Told (on the engine's loop thread, after the commit) of every remote task
  * a decision wrote; see rt_tasks_fn. Before cbm_engine_start. */
 void cbm__engine_set_tasks_hook(cbm_engine_t *e, rt_tasks_fn fn, void *arg);
+/* Any thread but the engine's: no call of the hook is in progress or comes
+ * after this returns. */
+void cbm__engine_clear_tasks_hook(cbm_engine_t *e);
 
 /* The database URL the engine uses (its embedded one included), once
  * started; NULL before. */

@@ -1,5 +1,6 @@
 /*
- * service.h - the WorkflowService of `cerebelum serve`, on the public engine
+ * workflow_service.h - the WorkflowService of the server (cerebelum/server.h),
+ * on the public engine
  * API (cerebelum.h).
  *
  * The handlers run on the server's uv loop thread (the transport calls them
@@ -9,8 +10,8 @@
  * (client gone, deadline, server shutdown) is forgotten; the work still
  * finishes (an engine call cannot be interrupted) and its reply is dropped.
  */
-#ifndef CBM_CLI_SERVICE_H
-#define CBM_CLI_SERVICE_H
+#ifndef CBM_SERVER_WORKFLOW_SERVICE_H
+#define CBM_SERVER_WORKFLOW_SERVICE_H
 
 #include <uv.h>
 

@@ -1,5 +1,6 @@
 /*
- * service.c - WorkflowService handlers of `cerebelum serve` (see service.h).
+ * workflow_service.c - WorkflowService handlers of the server (server.c; see
+ * workflow_service.h).
  *
  * Life of a call: handler (loop) -> job on the thread pool (blocking engine
  * calls, builds the reply message) -> after-work (loop) -> rpc_call_reply or
@@ -16,7 +17,7 @@
  *   - GetExecution `state_json`: folded here from the history (each step's
  *     latest event), not read from the engine's reducer.
  */
-#include "service.h"
+#include "workflow_service.h"
 
 #include <cJSON.h>
 #include <ctype.h>

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "service.h"
+#include "workflow_service.h"
 #include "store/store.h"
 #include "worker_service.h"
 

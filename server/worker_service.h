@@ -1,5 +1,5 @@
 /*
- * worker_service.h - the WorkerService of `cerebelum serve` (and
+ * worker_service.h - the WorkerService of the server (cerebelum/server.h; and
  * WorkflowService.ListWorkers): remote workers register, long-poll for
  * tasks, heartbeat, and submit results (docs/protocol.md, "WorkerService").
  *
@@ -21,8 +21,8 @@
  *     lease_expired / worker_left, retryable, so the step's retry policy
  *     decides whether it runs again.
  */
-#ifndef CBM_CLI_WORKER_SERVICE_H
-#define CBM_CLI_WORKER_SERVICE_H
+#ifndef CBM_SERVER_WORKER_SERVICE_H
+#define CBM_SERVER_WORKER_SERVICE_H
 
 #include <stdint.h>
 #include <uv.h>

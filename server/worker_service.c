@@ -18,7 +18,7 @@
 #include "cbm_internal.h"
 #include "engine/event.h"
 #include "engine_remote.h"
-#include "service.h"
+#include "workflow_service.h"
 #include "store/store.h"
 
 int64_t now_ms(void)
