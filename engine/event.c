@@ -362,8 +362,11 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
                                (long long)seq);
             break;
         }
-        out->blueprint = strdup(b->valuestring);
-        out->version = strdup(v->valuestring);
+        if ((out->blueprint = strdup(b->valuestring)) == NULL ||
+            (out->version = strdup(v->valuestring)) == NULL) {
+            rc = cbm_error_set(err, CBM_ENOMEM, "out of memory");
+            break;
+        }
         rc = take_json(p, "inputs", out, err);
         if (rc == 0 && cJSON_GetObjectItemCaseSensitive(p, "parent") != NULL) {
             const cJSON *par = cJSON_GetObjectItemCaseSensitive(p, "parent");
