@@ -85,14 +85,17 @@ int64_t dc_backoff_ms(const bp_retry_t *r, int failed_attempt)
     return ms > (double)r->max_ms ? r->max_ms : (int64_t)ms;
 }
 
-/* May the step that failed with error (JSON) be tried again? */
-static bool retry_allowed(const bp_step_t *b, const st_step_t *s)
+/* May the step that failed with error (JSON) be tried again? 1 or 0, or
+ * CBM_ENOMEM: the state holds normalised JSON, so a parse that fails ran
+ * out of memory (which must not read as "not retryable": that would fail
+ * the execution). */
+static int retry_allowed(const bp_step_t *b, const st_step_t *s)
 {
     cJSON *e;
     const cJSON *k, *r;
     bool ok;
-    if (s->attempt - s->base >= b->retry.max_attempts) return false;
-    e = cJSON_Parse(s->error);
+    if (s->attempt - s->base >= b->retry.max_attempts || s->error == NULL) return 0;
+    if ((e = cJSON_Parse(s->error)) == NULL) return CBM_ENOMEM;
     k = cJSON_GetObjectItemCaseSensitive(e, "kind");
     r = cJSON_GetObjectItemCaseSensitive(e, "retryable");
     ok = cJSON_IsTrue(r);
@@ -302,9 +305,12 @@ int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap,
     /* A failure the retry policy gave up on: routed on its error (which
      * fails the execution when no rule takes it). One at a time, since a
      * rule may re-open other failed steps. */
-    for (size_t i = 0; i < bp->nsteps; i++)
-        if (st->steps[i].status == SS_FAILED && !retry_allowed(&bp->steps[i], &st->steps[i]))
-            return route_failed(st, i, out, cap, n);
+    for (size_t i = 0; i < bp->nsteps; i++) {
+        if (st->steps[i].status != SS_FAILED) continue;
+        if ((rc = retry_allowed(&bp->steps[i], &st->steps[i])) < 0) return rc;
+        if (rc == 0) return route_failed(st, i, out, cap, n);
+    }
+    rc = 0;
     for (size_t i = 0; i < bp->nsteps; i++) {
         const st_step_t *s = &st->steps[i];
         if (s->status != SS_FAILED) continue;
