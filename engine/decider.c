@@ -193,20 +193,23 @@ static int resolve_fired(const st_exec_t *st, eng_event_t *out, size_t cap, size
     return 0;
 }
 
-void dc_child_id(const char *parent, const char *step, int attempt, char out[37])
+int dc_child_id(const char *parent, const char *step, int attempt, char out[37])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     char text[256];
     int len = snprintf(text, sizeof(text), "%s/%s/%d", parent, step, attempt);
+    /* EVP_Digest allocates (a context, a fetched method): it fails when
+     * memory does. */
     if (!EVP_Digest(text, (size_t)len, md, &mdlen, EVP_sha256(), NULL) || mdlen < 16)
-        memset(md, 0, sizeof(md)); /* cannot happen with a built-in digest */
+        return CBM_ENOMEM;
     md[6] = (unsigned char)((md[6] & 0x0f) | 0x80); /* version 8 */
     md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* variant 10 */
     snprintf(out, 37,
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0], md[1],
              md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12],
              md[13], md[14], md[15]);
+    return 0;
 }
 
 /* The child's inputs: the step's template filled from its input document. */
@@ -249,7 +252,7 @@ static int start_step(const st_exec_t *st, size_t i, int64_t now, eng_event_t *o
         char id[37];
         NEXT(EV_CHILD_STARTED, i);
         e->attempt = attempt;
-        dc_child_id(st->id, b->name, attempt, id);
+        if (dc_child_id(st->id, b->name, attempt, id) != 0) return CBM_ENOMEM;
         DUP(e->name, id);
         DUP(e->blueprint, b->sub_blueprint);
         if (b->sub_version != NULL) DUP(e->version, b->sub_version);

@@ -39,7 +39,8 @@ char *dc_step_input(const st_exec_t *st, size_t step);
 /* The id of the child execution that attempt `attempt` of step `step` of
  * execution parent starts: a UUID (version 8, RFC 9562) made of the SHA-256
  * of "<parent>/<step>/<attempt>", so starting it again after a crash names
- * the same child and is idempotent. out gets 37 bytes. */
-void dc_child_id(const char *parent, const char *step, int attempt, char out[37]);
+ * the same child and is idempotent. out gets 37 bytes. 0, or CBM_ENOMEM
+ * when the digest cannot be computed (OpenSSL allocates). */
+int dc_child_id(const char *parent, const char *step, int attempt, char out[37]);
 
 #endif
