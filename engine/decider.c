@@ -279,7 +279,7 @@ static int start_step(const st_exec_t *st, size_t i, int64_t now, eng_event_t *o
     }
 }
 
-int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap, size_t *n)
+static int decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap, size_t *n)
 {
     const bp_blueprint_t *bp = st->bp;
     bool all_done = true;
@@ -346,6 +346,18 @@ int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap,
     }
 done:
     free(fin);
+    return rc;
+}
+
+int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap, size_t *n)
+{
+    int rc = decide(st, now_us, out, cap, n);
+
+    /* A layer that failed half-way: what it made so far is not returned. */
+    if (rc != 0) {
+        for (size_t i = 0; i < *n; i++) ev_finish(&out[i]);
+        *n = 0;
+    }
     return rc;
 }
 

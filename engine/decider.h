@@ -25,7 +25,7 @@
  * decider has nothing more: a layer may depend on the previous one (a timer
  * fires -> the step fails -> its retry is scheduled). now_us stamps the timers
  * the events set (sleeps, approval deadlines, retry back-off).
- * Returns CBM_ENOMEM only. */
+ * Returns CBM_ENOMEM only; then *n is 0 (nothing to free). */
 int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap, size_t *n);
 
 /* The back-off before attempt `failed_attempt + 1` under policy r, in ms:
