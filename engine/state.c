@@ -183,14 +183,15 @@ static char *take(char **p)
 static int step_fail(st_step_t *s, const char *kind, const char *message, bool retryable)
 {
     cJSON *o = cJSON_CreateObject();
-    if (o == NULL) return CBM_ENOMEM;
-    cJSON_AddStringToObject(o, "kind", kind);
-    cJSON_AddStringToObject(o, "message", message != NULL ? message : "");
-    cJSON_AddBoolToObject(o, "retryable", retryable);
-    free(s->error);
-    s->error = cJSON_PrintUnformatted(o);
+    char *error = NULL;
+    if (o != NULL && cJSON_AddStringToObject(o, "kind", kind) != NULL &&
+        cJSON_AddStringToObject(o, "message", message != NULL ? message : "") != NULL &&
+        cJSON_AddBoolToObject(o, "retryable", retryable) != NULL)
+        error = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    if (s->error == NULL) return CBM_ENOMEM;
+    if (error == NULL) return CBM_ENOMEM;
+    free(s->error);
+    s->error = error;
     s->status = SS_FAILED;
     s->wait = SW_NONE;
     return 0;
