@@ -817,15 +817,15 @@ int st_from_json(st_exec_t *st, const char *json)
     signals = cJSON_GetObjectItemCaseSensitive(o, "signals");
     cJSON_ArrayForEach(it, signals) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
-        st_signal_t *n = realloc(st->signals, (st->nsignals + 1) * sizeof(*n));
+        st_signal_t *n = realloc(st->signals, (st->nsignals + 1) * sizeof(*n)), *g;
         if (n == NULL) goto oom;
         st->signals = n;
-        n[st->nsignals].name = strdup(cJSON_IsString(name) ? name->valuestring : "");
-        if (n[st->nsignals].name == NULL || raw_member(it, "payload", &n[st->nsignals].payload))
-            goto oom;
-        if (n[st->nsignals].payload == NULL && (n[st->nsignals].payload = strdup("null")) == NULL)
-            goto oom;
-        st->nsignals++;
+        /* Counted at once, so st_finish frees whatever it holds. */
+        g = &n[st->nsignals++];
+        g->payload = NULL;
+        g->name = strdup(cJSON_IsString(name) ? name->valuestring : "");
+        if (g->name == NULL || raw_member(it, "payload", &g->payload)) goto oom;
+        if (g->payload == NULL && (g->payload = strdup("null")) == NULL) goto oom;
     }
     rc = 0;
     goto out;
