@@ -193,27 +193,21 @@ static int fold(const exec_arg_t *a, const char *snapshot, size_t from, size_t t
     return rc;
 }
 
-/* The history rebuilt three ways must give the live state: all events;
- * the first half, its snapshot, then the rest; and the snapshot of the
- * whole restored (the engine's three paths to a state). */
+/* The history rebuilt as the engine does after a restart must give the
+ * live state: the first half of the events folded, its snapshot written,
+ * then restored and the rest of the events folded onto it. (Every event is
+ * decoded once, and the snapshot makes the round trip.) */
 static int run_fold(void *arg)
 {
     exec_arg_t *a = arg;
     size_t n = a->want.nevents, half = n / 2;
-    char *all = NULL, *first = NULL, *rest = NULL, *again = NULL;
+    char *first = NULL, *rest = NULL;
     int rc;
 
-    if ((rc = fold(a, NULL, 0, n, &all)) != 0 || (rc = same("folded state", all, a->want.state)))
-        goto out;
-    if ((rc = fold(a, NULL, 0, half, &first)) != 0 || (rc = fold(a, first, half, n, &rest)) != 0 ||
-        (rc = same("state from a snapshot", rest, a->want.state)) != 0)
-        goto out;
-    if ((rc = fold(a, all, n, n, &again)) == 0) rc = same("restored snapshot", again, a->want.state);
-out:
-    free(all);
+    if ((rc = fold(a, NULL, 0, half, &first)) == 0 && (rc = fold(a, first, half, n, &rest)) == 0)
+        rc = same("state from a snapshot", rest, a->want.state);
     free(first);
     free(rest);
-    free(again);
     return rc;
 }
 
@@ -400,11 +394,11 @@ static int run_sched(void *arg)
     (void)arg;
     FA(s = sched_create());
     if (s == NULL) return CBM_ENOMEM;
-    for (int i = 0; i < 600 && rc == 0; i++) {
+    for (int i = 0; i < 300 && rc == 0; i++) {
         char key[32];
-        snprintf(key, sizeof(key), "sleep:s%d", i % 300);
+        snprintf(key, sizeof(key), "sleep:s%d", i % 150);
         FA(rc = sched_push(s, "00000000-0000-4000-8000-000000000001", key,
-                           (int64_t)((i * 7919) % 300)));
+                           (int64_t)((i * 7919) % 150)));
     }
     while (rc == 0 && sched_size(s) > 0) {
         sched_entry_t e;
@@ -416,7 +410,7 @@ static int run_sched(void *arg)
         free(e.key);
         n++;
     }
-    if (rc == 0 && n != 300) rc = fa_wrong("%zu timers popped, want 300", n);
+    if (rc == 0 && n != 150) rc = fa_wrong("%zu timers popped, want 150", n);
     sched_destroy(s);
     return rc;
 }

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -148,8 +149,8 @@ static void note_site(void)
      * CBM_FAULT_AT=new where each new call stack fails. */
     for (size_t i = 0; i < nsites && !seen; i++) seen = sites[i] == h;
     if (!seen && nsites < MAX_SITES) sites[nsites++] = h;
-    if (at != NULL && (strcmp(at, "new") == 0 ? !seen : atol(at) == cur_n)) {
-        fprintf(stderr, "faultalloc: %s: allocation %ld fails here:\n", cur_what, cur_n);
+    if (at != NULL && (strcmp(at, "new") == 0 ? !seen : atol(at) == armed)) {
+        fprintf(stderr, "faultalloc: %s: allocation %ld fails here:\n", cur_what, armed);
         backtrace_symbols_fd(frames + 2, n - 2, 2);
     }
 }
@@ -308,6 +309,11 @@ void fa_leave(void)
     depth--;
 }
 
+bool fa_inside(void)
+{
+    return depth > 0;
+}
+
 void fa_arm(long n)
 {
     pthread_mutex_lock(&mu);
@@ -376,6 +382,7 @@ long fa_loop(const char *what, fa_run_fn run, void *arg, unsigned flags)
 {
     long n, base, absorbed = 0;
     size_t leaked;
+    clock_t t0 = clock();
     int rc;
 
     fa_reset();
@@ -428,7 +435,7 @@ long fa_loop(const char *what, fa_run_fn run, void *arg, unsigned flags)
     total_absorbed += absorbed;
     printf("faultalloc: %-44s %6ld allocations failed in turn", what, n - 1);
     if (absorbed > 0) printf(" (%ld absorbed)", absorbed);
-    printf("\n");
+    printf(" %6.2f s\n", (double)(clock() - t0) / CLOCKS_PER_SEC);
     return n - 1;
 }
 

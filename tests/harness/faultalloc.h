@@ -41,6 +41,8 @@ void fa_init(void);
  * FA(rc = bp_parse_json(json, len, &bp, &err)). */
 void fa_enter(void);
 void fa_leave(void);
+/* Inside a library call (on this thread)? */
+bool fa_inside(void);
 #define FA(stmt)     \
     do {             \
         fa_enter();  \
