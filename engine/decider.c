@@ -108,12 +108,11 @@ static int retry_allowed(const bp_step_t *b, const st_step_t *s)
 static char *error_json(const char *kind, const char *message, bool retryable)
 {
     cJSON *o = cJSON_CreateObject();
-    char *out;
-    if (o == NULL) return NULL;
-    cJSON_AddStringToObject(o, "kind", kind);
-    cJSON_AddStringToObject(o, "message", message);
-    cJSON_AddBoolToObject(o, "retryable", retryable);
-    out = cJSON_PrintUnformatted(o);
+    char *out = NULL;
+    if (o != NULL && cJSON_AddStringToObject(o, "kind", kind) != NULL &&
+        cJSON_AddStringToObject(o, "message", message) != NULL &&
+        cJSON_AddBoolToObject(o, "retryable", retryable) != NULL)
+        out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return out;
 }

@@ -33,11 +33,10 @@ int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bo
     cJSON *o;
     if (out == NULL || out->set) return CBM_EINVAL;
     o = cJSON_CreateObject();
-    if (o == NULL) return CBM_ENOMEM;
-    cJSON_AddStringToObject(o, "kind", kind != NULL ? kind : "error");
-    cJSON_AddStringToObject(o, "message", message != NULL ? message : "");
-    cJSON_AddBoolToObject(o, "retryable", retryable);
-    out->error = cJSON_PrintUnformatted(o);
+    if (o != NULL && cJSON_AddStringToObject(o, "kind", kind != NULL ? kind : "error") != NULL &&
+        cJSON_AddStringToObject(o, "message", message != NULL ? message : "") != NULL &&
+        cJSON_AddBoolToObject(o, "retryable", retryable) != NULL)
+        out->error = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (out->error == NULL) return CBM_ENOMEM;
     out->set = 2;
