@@ -291,6 +291,8 @@ static const char waits_script[] =
     "  {\"ok\":{\"ready\":true}}],"
     "\"far\":[{\"ok\":[1,2,{\"deep\":null}]}],"
     "\"route\":[{\"ok\":{\"again\":true}},{\"ok\":{\"x\":1}}]}}";
+static const char hang_script[] =
+    "{\"script\":{\"prep\":[{\"hang\":true},{\"ok\":1}],\"route\":[{\"ok\":{\"x\":2}}]}}";
 static const char deadline_bp[] =
     "{\"name\":\"deadline\",\"timeout_ms\":1000,"
     "\"timeline\":[\"a\",{\"name\":\"long\",\"kind\":\"sleep\",\"duration_ms\":10000},\"b\"]}";
@@ -304,6 +306,10 @@ static const me_input_t waits_inputs[] = {
     {.after = "StepCompleted", .type = "ResultIgnored", .step = "prep", .attempt = 1,
      .text = "late"},
 };
+static const me_input_t approve_only[] = {
+    {.after = "ApprovalRequested", .type = "ApprovalGranted", .step = "ok", .json = "1",
+     .who = "ann"},
+};
 static const me_input_t cancel_inputs[] = {
     {.after = "SleepStarted", .type = "CancelRequested", .text = "changed \\ my mind"},
 };
@@ -313,7 +319,8 @@ static const me_input_t reject_inputs[] = {
 };
 
 static void own_case(const char *name, const char *bp_json, const char *script,
-                     const me_input_t *inputs, size_t ninputs, const char *want_status)
+                     const me_input_t *inputs, size_t ninputs, const char *want_status,
+                     const char *want_error)
 {
     scn_t s = {0};
     exec_arg_t a = {0};
@@ -327,6 +334,14 @@ static void own_case(const char *name, const char *bp_json, const char *script,
     exec_loops(name, &a);
     if (strcmp(a.want.status, want_status) != 0)
         fail_msg("%s: status %s, want %s", name, a.want.status, want_status);
+    if (want_error != NULL && (a.want.error == NULL || strstr(a.want.error, want_error) == NULL))
+        fail_msg("%s: error %s, want %s", name, a.want.error ? a.want.error : "none", want_error);
+    if (want_error != NULL && strcmp(name, "timeouts") == 0) {
+        int timeouts = 0;
+        for (size_t i = 0; i < a.want.nevents; i++)
+            timeouts += strstr(a.want.events[i].payload, "\"kind\":\"timeout\"") != NULL;
+        if (timeouts != 1) fail_msg("%s: %d attempts timed out, want 1", name, timeouts);
+    }
     me_result_finish(&a.want);
     bp_destroy((bp_blueprint_t *)a.bp);
     cJSON_Delete(s.doc);
@@ -335,13 +350,16 @@ static void own_case(const char *name, const char *bp_json, const char *script,
 static void test_own_cases(void **state)
 {
     (void)state;
-    own_case("waits", waits_bp, waits_script, waits_inputs, 3, "completed");
-    own_case("cancel", waits_bp, waits_script, cancel_inputs, 1, "cancelled");
-    own_case("reject", waits_bp, waits_script, reject_inputs, 1, "failed");
+    own_case("waits", waits_bp, waits_script, waits_inputs, 3, "completed", NULL);
+    own_case("cancel", waits_bp, waits_script, cancel_inputs, 1, "cancelled", NULL);
+    own_case("reject", waits_bp, waits_script, reject_inputs, 1, "failed", "approval_rejected");
     /* Nobody approves: the approval's deadline fails it. */
-    own_case("approval timeout", waits_bp, waits_script, NULL, 0, "failed");
-    own_case("non-retryable", waits_bp, fatal_script, NULL, 0, "failed");
-    own_case("deadline", deadline_bp, "{}", NULL, 0, "failed");
+    own_case("approval timeout", waits_bp, waits_script, NULL, 0, "failed", "approval_timeout");
+    own_case("non-retryable", waits_bp, fatal_script, NULL, 0, "failed", "fatal");
+    /* The first attempt never answers: its time-out fails it, the retry
+     * runs; then no signal comes, and the signal's deadline fails it. */
+    own_case("timeouts", waits_bp, hang_script, approve_only, 1, "failed", "signal_timeout");
+    own_case("deadline", deadline_bp, "{}", NULL, 0, "failed", "execution_timeout");
 }
 
 /* ------------------------------------------------------------- the rest */

@@ -251,14 +251,30 @@ static bool happened(const run_t *r, const char *type)
     return false;
 }
 
+/* A script entry {"hang": true}: the attempt never answers (its time-out
+ * fires instead). */
+static bool hangs(const run_t *r, const job_t *j)
+{
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(r->c->scn->script,
+                                                         r->bp->steps[j->step].name);
+    int n = cJSON_GetArraySize(list);
+    const cJSON *it = n > 0 ? cJSON_GetArrayItem(list, j->attempt <= n ? j->attempt - 1 : n - 1)
+                            : NULL;
+    return !j->child && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "hang"));
+}
+
 /* The next input: an answer, an outside input, or the earliest timer. */
 static int next_input(run_t *r, eng_event_t *ev)
 {
-    if (r->qn > 0) {
+    while (r->qn > 0) {
         job_t j = r->q[0];
         int rc;
         memmove(r->q, r->q + 1, (r->qn - 1) * sizeof(*r->q));
         r->qn--;
+        if (hangs(r, &j)) {
+            job_finish(&j);
+            continue;
+        }
         rc = j.child ? child_event(r, &j, ev) : outcome_event(r, &j, ev);
         job_finish(&j);
         return rc;

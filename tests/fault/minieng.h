@@ -5,7 +5,7 @@
  * It does what engine/runtime.c does around the pure engine, one input per
  * decision: start (bp_check_inputs, ExecutionStarted), dec_build, then feed
  * the next input: a task step's outcome from the scenario's script (local
- * and remote steps alike), a child execution run to its end (ChildStarted,
+ * and remote steps alike; an outcome {"hang": true} never comes), a child execution run to its end (ChildStarted,
  * then ChildCompleted, or StepFailed for an unknown child blueprint), an
  * outside input of the case (approvals, signals, cancels, in order), or
  * else the earliest durable timer (the clock jumps to it). The "store" is
