@@ -10,6 +10,7 @@
 
 #include "cbm_internal.h"
 #include "engine/blueprint.h"
+#include "engine/json_text.h"
 
 static const char *const type_names[] = {
     "Unknown",
@@ -347,7 +348,9 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
     out->step = -1;
     if (out->type == EV_UNKNOWN)
         return cbm_error_set(err, CBM_EJSON, "event %lld: unknown type '%s'", (long long)seq, type);
-    p = cJSON_Parse(payload);
+    p = json_text_parse(payload, &rc);
+    if (rc == CBM_ENOMEM) return cbm_error_set(err, rc, "event %lld: out of memory", (long long)seq);
+    rc = 0;
     if (p == NULL || !cJSON_IsObject(p)) {
         cJSON_Delete(p);
         return cbm_error_set(err, CBM_EJSON, "event %lld (%s): payload is not a JSON object",

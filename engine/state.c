@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cbm_internal.h"
+#include "engine/json_text.h"
 
 static const char *const timer_kind_names[] = {"sleep",   "approval", "signal", "retry",
                                                "timeout", "wake",     "deadline", "child"};
@@ -738,11 +739,12 @@ static int step_status_from(const char *s)
 
 int st_from_json(st_exec_t *st, const char *json)
 {
-    cJSON *o = cJSON_Parse(json);
     const cJSON *v, *steps, *timers, *signals, *it;
-    int rc = CBM_EINVAL;
+    int rc;
+    cJSON *o = json_text_parse(json, &rc);
 
-    if (o == NULL) return CBM_EJSON;
+    if (o == NULL) return rc; /* CBM_EJSON or CBM_ENOMEM */
+    rc = CBM_EINVAL;
     v = cJSON_GetObjectItemCaseSensitive(o, "version");
     if (!cJSON_IsString(v) || strcmp(v->valuestring, st->bp->version) != 0) goto out;
     v = cJSON_GetObjectItemCaseSensitive(o, "status");
