@@ -10,6 +10,7 @@
 
 #include "cbm_internal.h"
 #include "engine/event.h"
+#include "engine/json_text.h"
 #include "engine/runtime_internal.h"
 
 /* ---------------------------------------------------------------- outcomes */
@@ -17,9 +18,11 @@
 int cbm_step_ok(cbm_step_out_t *out, const char *result_json)
 {
     char *norm;
+    int rc;
     if (out == NULL || out->set) return CBM_EINVAL;
-    norm = json_normalize(result_json != NULL ? result_json : "null");
-    if (norm == NULL) {
+    rc = json_text_normalize(result_json != NULL ? result_json : "null", &norm);
+    if (rc == CBM_ENOMEM) return rc; /* nothing recorded: the handler may try again */
+    if (rc != 0) {
         cbm_step_fail(out, "bad_result", "step result is not valid JSON", false);
         return CBM_EJSON;
     }
@@ -49,13 +52,15 @@ int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bo
 int cbm_step_sleep(cbm_step_out_t *out, const char *result_json, int64_t duration_ms)
 {
     char *norm;
+    int rc;
     if (out == NULL || out->set) return CBM_EINVAL;
     if (duration_ms < 0 || duration_ms > MAX_WAIT_MS) {
         cbm_step_fail(out, "bad_sleep", "sleep duration must be 0 to 10 years", false);
         return CBM_EINVAL;
     }
-    norm = json_normalize(result_json != NULL ? result_json : "null");
-    if (norm == NULL) {
+    rc = json_text_normalize(result_json != NULL ? result_json : "null", &norm);
+    if (rc == CBM_ENOMEM) return rc;
+    if (rc != 0) {
         cbm_step_fail(out, "bad_result", "step result is not valid JSON", false);
         return CBM_EJSON;
     }
@@ -69,13 +74,15 @@ int cbm_step_approval(cbm_step_out_t *out, const char *type, const char *data_js
                       int64_t timeout_ms)
 {
     char *norm;
+    int rc;
     if (out == NULL || out->set) return CBM_EINVAL;
     if (timeout_ms < 0 || timeout_ms > MAX_WAIT_MS) {
         cbm_step_fail(out, "bad_approval", "approval timeout must be 0 to 10 years", false);
         return CBM_EINVAL;
     }
-    norm = json_normalize(data_json != NULL ? data_json : "null");
-    if (norm == NULL) {
+    rc = json_text_normalize(data_json != NULL ? data_json : "null", &norm);
+    if (rc == CBM_ENOMEM) return rc;
+    if (rc != 0) {
         cbm_step_fail(out, "bad_result", "approval data is not valid JSON", false);
         return CBM_EJSON;
     }
