@@ -84,7 +84,7 @@ static void parse_loop(const char *what, const char *json)
     char name[128];
 
     snprintf(name, sizeof(name), "parse %s", what);
-    fa_loop(name, run_parse, &a, FA_EJSON);
+    fa_loop(name, run_parse, &a, 0);
     bp_destroy(a.want);
 }
 
@@ -140,7 +140,7 @@ static void test_inputs(void **state)
     inputs_arg_t refused = {bp, "{\"t\":\"x\",\"extra\":null}", CBM_EINVAL, NULL};
 
     (void)state;
-    fa_loop("inputs", run_inputs, &ok, FA_EJSON);
+    fa_loop("inputs", run_inputs, &ok, 0);
     /* A refusal that needs no allocation is found before any can fail, so
      * it is checked once, not in a loop. */
     assert_int_equal(run_inputs(&refused), 0);
@@ -220,9 +220,9 @@ static void exec_loops(const char *name, exec_arg_t *a)
     rc = me_run(&a->c, a->bp, a->inputs, &a->want);
     if (rc != 0) fail_msg("%s: %s", name, cbm_err_name(rc));
     snprintf(what, sizeof(what), "run %s", name);
-    fa_loop(what, run_exec, a, FA_EJSON);
+    fa_loop(what, run_exec, a, 0);
     snprintf(what, sizeof(what), "fold %s", name);
-    fa_loop(what, run_fold, a, FA_EJSON);
+    fa_loop(what, run_fold, a, 0);
 }
 
 static void test_scenarios(void **state)
