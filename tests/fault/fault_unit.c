@@ -28,10 +28,12 @@
 #include <cmocka.h>
 
 #include "cbm_internal.h"
+#include "cerebelum/cerebelum.h"
 #include "engine/blueprint.h"
 #include "engine/decision.h"
 #include "engine/event.h"
 #include "engine/match.h"
+#include "engine/runtime_internal.h"
 #include "engine/state.h"
 #include "scheduler/sched.h"
 #include "tests/fault/minieng.h"
@@ -439,6 +441,85 @@ static void test_sched(void **state)
     fa_loop("timer heap", run_sched, NULL, 0);
 }
 
+/* What handlers call: every outcome, and a blueprint built in C. */
+static void outcome_clear(struct cbm_step_out *o)
+{
+    free(o->result);
+    free(o->error);
+    free(o->type);
+    memset(o, 0, sizeof(*o));
+}
+
+static int run_outcomes(void *arg)
+{
+    struct cbm_step_out o = {0};
+    int rc;
+
+    (void)arg;
+    FA(rc = cbm_step_ok(&o, " {\"b\" : [1, 2.5, \"\\u00e9\"]} "));
+    if (rc == 0) rc = same("ok", o.result, "{\"b\":[1,2.5,\"\u00e9\"]}");
+    outcome_clear(&o);
+    if (rc == 0) FA(rc = cbm_step_fail(&o, "boom", "it \"broke\"", true));
+    if (rc == 0) rc = same("fail", o.error, "{\"kind\":\"boom\",\"message\":\"it \\\"broke\\\"\",\"retryable\":true}");
+    outcome_clear(&o);
+    if (rc == 0) FA(rc = cbm_step_sleep(&o, "[null]", 5));
+    if (rc == 0) rc = same("sleep", o.result, "[null]");
+    outcome_clear(&o);
+    if (rc == 0) FA(rc = cbm_step_approval(&o, "review", "{\"x\":1}", 10));
+    if (rc == 0) rc = same("approval", o.type, "review");
+    outcome_clear(&o);
+    return rc;
+}
+
+static int run_builder(void *arg)
+{
+    cbm_builder_t *b;
+    char *json = NULL;
+    int rc = 0;
+
+    FA(b = cbm_builder_create("built"));
+    if (b == NULL) return CBM_ENOMEM;
+    for (int i = 0; i < 6 && rc == 0; i++) {
+        char name[8];
+        snprintf(name, sizeof(name), "s%d", i);
+        FA(rc = cbm_builder_add_step(b, name, i % 2 ? "h" : NULL, (const char *[]){"s0", "s1"},
+                                     i > 1 ? 2 : 0));
+    }
+    if (rc == 0) FA(rc = cbm_builder_set(b, "s3", "retry", "{\"max_attempts\":3}"));
+    if (rc == 0) FA(rc = cbm_builder_set(b, NULL, "inputs", "{\"a\":{\"type\":\"string\"}}"));
+    if (rc == 0) FA(rc = cbm_builder_to_json(b, &json));
+    if (rc == 0) rc = same("built", json, arg);
+    cbm_builder_destroy(b);
+    free(json);
+    return rc;
+}
+
+static void test_outcomes_and_builder(void **state)
+{
+    char *want = NULL;
+    int rc;
+
+    (void)state;
+    fa_loop("handler outcomes", run_outcomes, NULL, 0);
+    /* The builder's JSON, from a run with nothing failing. */
+    {
+        cbm_builder_t *b = cbm_builder_create("built");
+        for (int i = 0; i < 6; i++) {
+            char name[8];
+            snprintf(name, sizeof(name), "s%d", i);
+            cbm_builder_add_step(b, name, i % 2 ? "h" : NULL, (const char *[]){"s0", "s1"},
+                                 i > 1 ? 2 : 0);
+        }
+        cbm_builder_set(b, "s3", "retry", "{\"max_attempts\":3}");
+        cbm_builder_set(b, NULL, "inputs", "{\"a\":{\"type\":\"string\"}}");
+        rc = cbm_builder_to_json(b, &want);
+        cbm_builder_destroy(b);
+        assert_int_equal(rc, 0);
+    }
+    fa_loop("builder", run_builder, want, 0);
+    free(want);
+}
+
 static void test_report(void **state)
 {
     (void)state;
@@ -454,6 +535,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_own_cases),
         cmocka_unit_test(test_template),
         cmocka_unit_test(test_sched),
+        cmocka_unit_test(test_outcomes_and_builder),
         cmocka_unit_test(test_report),
     };
 
