@@ -655,8 +655,10 @@ static void test_stmt_null(void **state)
 static void test_report(void **state)
 {
     (void)state;
-    printf("fault_store: %ld runs of the scenario, %ld reruns after a failure\n", total_runs,
+    printf("fault_store: %ld runs of the scenario, %ld reruns after a failure", total_runs,
            total_reruns);
+    if (fa_sites() > 0) printf(", %zu distinct call stacks failed", fa_sites());
+    printf("\n");
 }
 
 /* Argument: "alloc" (allocation failures), "statements-1" (statements

@@ -439,6 +439,11 @@ long fa_loop(const char *what, fa_run_fn run, void *arg, unsigned flags)
     return n - 1;
 }
 
+size_t fa_sites(void)
+{
+    return nsites;
+}
+
 void fa_report(void)
 {
     printf("faultalloc: %ld scenarios, %ld allocations failed in turn (%ld absorbed by design), "

@@ -101,5 +101,7 @@ long fa_loop(const char *what, fa_run_fn run, void *arg, unsigned flags);
  * call stacks (6 frames) that failed, and how often each error code came
  * back. Printed by fa_report(). */
 void fa_report(void);
+/* Distinct call stacks (6 frames) at which an allocation was failed. */
+size_t fa_sites(void);
 
 #endif
