@@ -55,7 +55,7 @@ typedef struct rec {
 } rec_t;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static __thread int depth;      /* > 0: inside a library call */
+static _Thread_local int depth;      /* > 0: inside a library call */
 static rec_t *tab;
 static size_t tab_cap, tab_used;
 static long armed;              /* the allocation to fail, 0 = none */
