@@ -16,6 +16,7 @@
 #include "engine/blueprint.h"
 #include "engine/decision.h"
 #include "engine/event.h"
+#include "engine/json_text.h"
 #include "engine/runtime.h"
 #include "engine/runtime_internal.h"
 #include "engine/state.h"
@@ -740,8 +741,9 @@ static int ext_decide(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_e
 
 static int normalize_arg(const char *json, const char *dflt, char **out, cbm_error_t *err)
 {
-    *out = json_normalize(json != NULL ? json : dflt);
-    if (*out == NULL) return cbm_error_set(err, CBM_EJSON, "not valid JSON: %.80s", json);
+    int rc = json_text_normalize(json != NULL ? json : dflt, out);
+    if (rc == CBM_EJSON) return cbm_error_set(err, rc, "not valid JSON: %.80s", json);
+    if (rc != 0) return cbm_error_set(err, rc, "out of memory");
     return 0;
 }
 
