@@ -282,36 +282,19 @@ static void run_names(srun_t *r, int k, bool alloc)
     new_id(r->id[1]);
 }
 
-/* Everything after the open. */
-static int scenario(store_t *s, srun_t *r)
+/* Leases: both tasks, a heartbeat, one given back and claimed by name; the
+ * decisions that end and add attempts; a release and an expiry scan. */
+static int leases(store_t *s, srun_t *r)
 {
-    static const char bp_json[] = "{\"name\":\"x\",\"steps\":[{\"name\":\"a\"}]}";
     const char *queues[1] = {r->queue};
-    const char *ids[2] = {r->id[0], r->id[1]};
     cbm_error_t err = {0};
     store_claimed_t c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0};
     store_task_t want = {0}, *expired = NULL;
-    store_execution_t *x = NULL, *xs = NULL, *page = NULL;
-    store_event_t *evs = NULL;
-    store_unfinished_t u = {0};
-    store_timer_t *timers = NULL;
-    char *version = NULL, *json = NULL;
-    int64_t *held = NULL, last = 0, hb[2];
-    size_t n = 0, nx = 0, nheld = 0, nexp = 0, npage = 0, ntimers = 0;
-    bool inserted = false, found = false;
+    int64_t *held = NULL, hb[2];
+    size_t nheld = 0, nexp = 0;
+    bool found = false;
     int rc = 0;
 
-    CALL("put_blueprint", store_put_blueprint(s, r->bp, "v1", bp_json, &inserted, &err), 0);
-    WANT(inserted, "blueprint not inserted");
-    CALL("get_blueprint", store_get_blueprint(s, r->bp, NULL, &version, &json, &err), 0);
-    WANT(strcmp(version, "v1") == 0, "version %s", version);
-    CALL("append A1 B1", append(s, r, (int[]){A1, B1}, 2, &err), 0);
-    CALL("find_by_key", store_find_by_key(s, r->bp, r->key, &x, &err), 0);
-    WANT(strcmp(x->id, r->id[0]) == 0, "key holder %s", x->id);
-    store_executions_free(x, 1);
-    x = NULL;
-
-    /* Leases: both tasks, a heartbeat, one given back and claimed by name. */
     CALL("claim 1", store_task_claim(s, r->worker, queues, 1, "{\"gpu\":\"x\"}", 30000, NULL, &c1,
                                      &found, &err), 0);
     WANT(found, "claim 1 found nothing");
@@ -342,8 +325,30 @@ static int scenario(store_t *s, srun_t *r)
     expired = NULL;
     CALL("expired", store_task_expired(s, NULL, 10, &expired, &nexp, &err), 0);
     WANT(nexp == 0, "%zu expired", nexp);
+out:
+    store_claimed_clear(&c1);
+    store_claimed_clear(&c2);
+    store_claimed_clear(&c3);
+    store_claimed_clear(&c4);
+    store_tasks_free(expired, nexp);
+    free(held);
+    return rc;
+}
 
-    /* Every read. */
+/* Every read, with A at seq 5 (a snapshot at 4) and B at seq 3. */
+static int reads(store_t *s, srun_t *r)
+{
+    const char *ids[2] = {r->id[0], r->id[1]};
+    store_list_filter_t lf = {.blueprint = r->bp, .limit = 1};
+    cbm_error_t err = {0};
+    store_execution_t *x = NULL, *xs = NULL, *page = NULL;
+    store_event_t *evs = NULL;
+    store_unfinished_t u = {0};
+    store_timer_t *timers = NULL;
+    int64_t last = 0;
+    size_t n = 0, nx = 0, npage = 0, ntimers = 0;
+    int rc = 0;
+
     CALL("last_seq", store_last_seq(s, r->id[0], &last, &err), 0);
     WANT(last == 5, "last_seq %lld", (long long)last);
     CALL("read_history", store_read_history(s, r->id[0], 2, &evs, &n, &err), 0);
@@ -354,56 +359,60 @@ static int scenario(store_t *s, srun_t *r)
     WANT(strcmp(x->status, "sleeping") == 0 && x->last_seq == 5, "A is %s", x->status);
     store_executions_free(x, 1);
     x = NULL;
-    {
-        store_list_filter_t lf = {.blueprint = r->bp, .limit = 1};
-        CALL("list", store_list_executions(s, &lf, &page, &npage, &err), 0);
-        WANT(npage == 1, "list: %zu", npage);
-        lf.after_id = page[0].id;
-        CALL("list page 2", store_list_executions(s, &lf, &xs, &nx, &err), 0);
-        WANT(nx == 1 && strcmp(xs[0].id, page[0].id) != 0, "list page 2: %zu", nx);
-        store_executions_free(xs, nx);
-        xs = NULL;
-        nx = 0;
-    }
+    CALL("list", store_list_executions(s, &lf, &page, &npage, &err), 0);
+    WANT(npage == 1, "list: %zu", npage);
+    lf.after_id = page[0].id;
+    CALL("list page 2", store_list_executions(s, &lf, &xs, &nx, &err), 0);
+    WANT(nx == 1 && strcmp(xs[0].id, page[0].id) != 0, "list page 2: %zu", nx);
     CALL("load_execution", store_load_execution(s, r->id[0], &x, &evs, &n, &err), 0);
     WANT(x->snapshot_seq == 4 && strcmp(x->snapshot, "{\"snap\":true}") == 0 && n == 1 &&
              evs[0].seq == 5, "load_execution");
-    store_executions_free(x, 1);
-    x = NULL;
-    store_events_free(evs, n);
-    evs = NULL;
     CALL("load_executions", store_load_executions(s, ids, 2, &u, &err), 0);
     WANT(u.nexecs == 2 && u.nevents == 4, "load_executions: %zu, %zu", u.nexecs, u.nevents);
     store_unfinished_free(&u);
     CALL("load_unfinished", store_load_unfinished(s, &u, &err), 0);
     WANT(u.nexecs == 2, "load_unfinished: %zu", u.nexecs);
-    store_unfinished_free(&u);
     CALL("timers_due", store_timers_due(s, INT64_MAX, 100, &timers, &ntimers, &err), 0);
     WANT(ntimers == 2 && strcmp(timers[0].key, "retry:b") == 0, "timers_due: %zu", ntimers);
-    store_timers_free(timers, ntimers);
-    timers = NULL;
-
-    /* A stale decision beside a good one, then the end. */
-    CALL("append A3 B3", append(s, r, (int[]){A3, B3}, 2, &err), CBM_ECONFLICT);
-    CALL("append A4", append(s, r, (int[]){A4}, 1, &err), 0);
-    CALL("load_unfinished at the end", store_load_unfinished(s, &u, &err), 0);
-    WANT(u.nexecs == 0, "load_unfinished at the end: %zu", u.nexecs);
-
 out:
-    store_claimed_clear(&c1);
-    store_claimed_clear(&c2);
-    store_claimed_clear(&c3);
-    store_claimed_clear(&c4);
-    store_tasks_free(expired, nexp);
     store_executions_free(x, x != NULL ? 1 : 0);
     store_executions_free(xs, nx);
     store_executions_free(page, npage);
     store_events_free(evs, n);
     store_unfinished_free(&u);
     store_timers_free(timers, ntimers);
+    return rc;
+}
+
+/* Everything after the open. */
+static int scenario(store_t *s, srun_t *r)
+{
+    static const char bp_json[] = "{\"name\":\"x\",\"steps\":[{\"name\":\"a\"}]}";
+    cbm_error_t err = {0};
+    store_execution_t *x = NULL;
+    store_unfinished_t u = {0};
+    char *version = NULL, *json = NULL;
+    bool inserted = false;
+    int rc = 0;
+
+    CALL("put_blueprint", store_put_blueprint(s, r->bp, "v1", bp_json, &inserted, &err), 0);
+    WANT(inserted, "blueprint not inserted");
+    CALL("get_blueprint", store_get_blueprint(s, r->bp, NULL, &version, &json, &err), 0);
+    WANT(strcmp(version, "v1") == 0, "version %s", version);
+    CALL("append A1 B1", append(s, r, (int[]){A1, B1}, 2, &err), 0);
+    CALL("find_by_key", store_find_by_key(s, r->bp, r->key, &x, &err), 0);
+    WANT(strcmp(x->id, r->id[0]) == 0, "key holder %s", x->id);
+    if ((rc = leases(s, r)) != 0 || (rc = reads(s, r)) != 0) goto out;
+    /* A stale decision beside a good one, then the end. */
+    CALL("append A3 B3", append(s, r, (int[]){A3, B3}, 2, &err), CBM_ECONFLICT);
+    CALL("append A4", append(s, r, (int[]){A4}, 1, &err), 0);
+    CALL("load_unfinished at the end", store_load_unfinished(s, &u, &err), 0);
+    WANT(u.nexecs == 0, "load_unfinished at the end: %zu", u.nexecs);
+out:
+    store_executions_free(x, x != NULL ? 1 : 0);
+    store_unfinished_free(&u);
     free(version);
     free(json);
-    free(held);
     return rc;
 }
 
