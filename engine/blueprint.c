@@ -41,9 +41,9 @@
  * freed with cJSON_free(), the same allocator that produces canonical_json.
  * With cJSON's default hooks that is plain malloc/free; the unit tests install
  * failing hooks to check that every allocation failure returns CBM_ENOMEM and
- * leaks nothing. One limit: cJSON's parser cannot tell an allocation failure
- * from malformed text, so out-of-memory while parsing the text itself reports
- * CBM_EJSON.
+ * leaks nothing. cJSON's parser cannot tell an allocation failure from
+ * malformed text; json_text.h can, so out-of-memory while parsing the text
+ * is CBM_ENOMEM too.
  */
 #include <openssl/evp.h>
 #include <assert.h>
@@ -58,6 +58,7 @@
 
 #include "cbm_internal.h"
 #include "engine/blueprint_internal.h"
+#include "engine/json_text.h"
 #include "engine/match.h"
 
 const char *const bp_kind_names[NKINDS] = {
@@ -244,6 +245,10 @@ cJSON *bp_parse_text(const char *json, size_t len, const char *what, cbm_error_t
     if ((*rc = cbm_json_check(json, len, what, err)) != 0) return NULL;
     root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     off = end != NULL && end >= json && (size_t)(end - json) <= len ? (size_t)(end - json) : 0;
+    if (root == NULL && json_text_well_formed(json, len)) {
+        *rc = cbm_error_set(err, CBM_ENOMEM, "%sout of memory while parsing JSON", prefix);
+        return NULL;
+    }
     if (root == NULL) {
         text_position(json, off, &line, &col);
         *rc = cbm_error_set(err, CBM_EJSON, "%smalformed JSON at line %zu, column %zu (byte %zu)",

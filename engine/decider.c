@@ -85,14 +85,17 @@ int64_t dc_backoff_ms(const bp_retry_t *r, int failed_attempt)
     return ms > (double)r->max_ms ? r->max_ms : (int64_t)ms;
 }
 
-/* May the step that failed with error (JSON) be tried again? */
-static bool retry_allowed(const bp_step_t *b, const st_step_t *s)
+/* May the step that failed with error (JSON) be tried again? 1 or 0, or
+ * CBM_ENOMEM: the state holds normalised JSON, so a parse that fails ran
+ * out of memory (which must not read as "not retryable": that would fail
+ * the execution). */
+static int retry_allowed(const bp_step_t *b, const st_step_t *s)
 {
     cJSON *e;
     const cJSON *k, *r;
     bool ok;
-    if (s->attempt - s->base >= b->retry.max_attempts) return false;
-    e = cJSON_Parse(s->error);
+    if (s->attempt - s->base >= b->retry.max_attempts || s->error == NULL) return 0;
+    if ((e = cJSON_Parse(s->error)) == NULL) return CBM_ENOMEM;
     k = cJSON_GetObjectItemCaseSensitive(e, "kind");
     r = cJSON_GetObjectItemCaseSensitive(e, "retryable");
     ok = cJSON_IsTrue(r);
@@ -105,12 +108,11 @@ static bool retry_allowed(const bp_step_t *b, const st_step_t *s)
 static char *error_json(const char *kind, const char *message, bool retryable)
 {
     cJSON *o = cJSON_CreateObject();
-    char *out;
-    if (o == NULL) return NULL;
-    cJSON_AddStringToObject(o, "kind", kind);
-    cJSON_AddStringToObject(o, "message", message);
-    cJSON_AddBoolToObject(o, "retryable", retryable);
-    out = cJSON_PrintUnformatted(o);
+    char *out = NULL;
+    if (o != NULL && cJSON_AddStringToObject(o, "kind", kind) != NULL &&
+        cJSON_AddStringToObject(o, "message", message) != NULL &&
+        cJSON_AddBoolToObject(o, "retryable", retryable) != NULL)
+        out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return out;
 }
@@ -190,20 +192,23 @@ static int resolve_fired(const st_exec_t *st, eng_event_t *out, size_t cap, size
     return 0;
 }
 
-void dc_child_id(const char *parent, const char *step, int attempt, char out[37])
+int dc_child_id(const char *parent, const char *step, int attempt, char out[37])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     char text[256];
     int len = snprintf(text, sizeof(text), "%s/%s/%d", parent, step, attempt);
+    /* EVP_Digest allocates (a context, a fetched method): it fails when
+     * memory does. */
     if (!EVP_Digest(text, (size_t)len, md, &mdlen, EVP_sha256(), NULL) || mdlen < 16)
-        memset(md, 0, sizeof(md)); /* cannot happen with a built-in digest */
+        return CBM_ENOMEM;
     md[6] = (unsigned char)((md[6] & 0x0f) | 0x80); /* version 8 */
     md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* variant 10 */
     snprintf(out, 37,
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0], md[1],
              md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12],
              md[13], md[14], md[15]);
+    return 0;
 }
 
 /* The child's inputs: the step's template filled from its input document. */
@@ -246,7 +251,7 @@ static int start_step(const st_exec_t *st, size_t i, int64_t now, eng_event_t *o
         char id[37];
         NEXT(EV_CHILD_STARTED, i);
         e->attempt = attempt;
-        dc_child_id(st->id, b->name, attempt, id);
+        if (dc_child_id(st->id, b->name, attempt, id) != 0) return CBM_ENOMEM;
         DUP(e->name, id);
         DUP(e->blueprint, b->sub_blueprint);
         if (b->sub_version != NULL) DUP(e->version, b->sub_version);
@@ -273,7 +278,7 @@ static int start_step(const st_exec_t *st, size_t i, int64_t now, eng_event_t *o
     }
 }
 
-int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap, size_t *n)
+static int decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap, size_t *n)
 {
     const bp_blueprint_t *bp = st->bp;
     bool all_done = true;
@@ -302,9 +307,12 @@ int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap,
     /* A failure the retry policy gave up on: routed on its error (which
      * fails the execution when no rule takes it). One at a time, since a
      * rule may re-open other failed steps. */
-    for (size_t i = 0; i < bp->nsteps; i++)
-        if (st->steps[i].status == SS_FAILED && !retry_allowed(&bp->steps[i], &st->steps[i]))
-            return route_failed(st, i, out, cap, n);
+    for (size_t i = 0; i < bp->nsteps; i++) {
+        if (st->steps[i].status != SS_FAILED) continue;
+        if ((rc = retry_allowed(&bp->steps[i], &st->steps[i])) < 0) return rc;
+        if (rc == 0) return route_failed(st, i, out, cap, n);
+    }
+    rc = 0;
     for (size_t i = 0; i < bp->nsteps; i++) {
         const st_step_t *s = &st->steps[i];
         if (s->status != SS_FAILED) continue;
@@ -337,6 +345,18 @@ int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap,
     }
 done:
     free(fin);
+    return rc;
+}
+
+int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap, size_t *n)
+{
+    int rc = decide(st, now_us, out, cap, n);
+
+    /* A layer that failed half-way: what it made so far is not returned. */
+    if (rc != 0) {
+        for (size_t i = 0; i < *n; i++) ev_finish(&out[i]);
+        *n = 0;
+    }
     return rc;
 }
 

@@ -25,7 +25,7 @@
  * decider has nothing more: a layer may depend on the previous one (a timer
  * fires -> the step fails -> its retry is scheduled). now_us stamps the timers
  * the events set (sleeps, approval deadlines, retry back-off).
- * Returns CBM_ENOMEM only. */
+ * Returns CBM_ENOMEM only; then *n is 0 (nothing to free). */
 int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap, size_t *n);
 
 /* The back-off before attempt `failed_attempt + 1` under policy r, in ms:
@@ -39,7 +39,8 @@ char *dc_step_input(const st_exec_t *st, size_t step);
 /* The id of the child execution that attempt `attempt` of step `step` of
  * execution parent starts: a UUID (version 8, RFC 9562) made of the SHA-256
  * of "<parent>/<step>/<attempt>", so starting it again after a crash names
- * the same child and is idempotent. out gets 37 bytes. */
-void dc_child_id(const char *parent, const char *step, int attempt, char out[37]);
+ * the same child and is idempotent. out gets 37 bytes. 0, or CBM_ENOMEM
+ * when the digest cannot be computed (OpenSSL allocates). */
+int dc_child_id(const char *parent, const char *step, int attempt, char out[37]);
 
 #endif

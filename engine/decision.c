@@ -245,8 +245,9 @@ int dec_build(st_exec_t *st, eng_event_t *in, size_t nin, int64_t now_us, store_
         d->version = st->bp->version;
         if ((d->inputs = cbm_strdup(st->inputs)) == NULL) goto done;
     }
-    d->result = cbm_strdup(st->result);
-    d->error = cbm_strdup(st->error);
+    if ((st->result != NULL && (d->result = strdup(st->result)) == NULL) ||
+        (st->error != NULL && (d->error = strdup(st->error)) == NULL))
+        goto done;
     /* Timers: what the state gained or changed is set, what it lost cleared. */
     for (size_t i = 0; i < st->ntimers; i++) {
         const st_timer_t *t = &st->timers[i];

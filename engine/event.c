@@ -10,6 +10,7 @@
 
 #include "cbm_internal.h"
 #include "engine/blueprint.h"
+#include "engine/json_text.h"
 
 static const char *const type_names[] = {
     "Unknown",
@@ -49,10 +50,9 @@ void ev_finish(eng_event_t *ev)
 char *json_normalize(const char *text)
 {
     cJSON *j;
-    if (text == NULL || cbm_json_check(text, strlen(text), "JSON", NULL) != 0) return NULL;
-    j = cJSON_Parse(text);
     char *out;
-    if (j == NULL) return NULL;
+    if (text == NULL || cbm_json_check(text, strlen(text), "JSON", NULL) != 0) return NULL;
+    if ((j = cJSON_Parse(text)) == NULL) return NULL;
     out = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return out;
@@ -65,8 +65,10 @@ int json_normalize_field(const char *text, const char *field, char **out, cbm_er
 
     *out = NULL;
     if ((rc = cbm_json_check(text, strlen(text), field, err)) != 0) return rc;
-    if ((j = cJSON_Parse(text)) == NULL)
-        return cbm_error_set(err, CBM_EJSON, "%s is not valid JSON", field);
+    /* Out of memory is not malformed text (json_text.h). */
+    if ((j = json_text_parse(text, &rc)) == NULL)
+        return rc == CBM_ENOMEM ? cbm_error_set(err, CBM_ENOMEM, "out of memory")
+                                : cbm_error_set(err, CBM_EJSON, "%s is not valid JSON", field);
     *out = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return *out == NULL ? cbm_error_set(err, CBM_ENOMEM, "out of memory") : 0;
@@ -363,7 +365,9 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
     out->step = -1;
     if (out->type == EV_UNKNOWN)
         return cbm_error_set(err, CBM_EJSON, "event %lld: unknown type '%s'", (long long)seq, type);
-    p = cJSON_Parse(payload);
+    p = json_text_parse(payload, &rc);
+    if (rc == CBM_ENOMEM) return cbm_error_set(err, rc, "event %lld: out of memory", (long long)seq);
+    rc = 0;
     if (p == NULL || !cJSON_IsObject(p)) {
         cJSON_Delete(p);
         return cbm_error_set(err, CBM_EJSON, "event %lld (%s): payload is not a JSON object",
@@ -378,8 +382,11 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
                                (long long)seq);
             break;
         }
-        out->blueprint = strdup(b->valuestring);
-        out->version = strdup(v->valuestring);
+        if ((out->blueprint = strdup(b->valuestring)) == NULL ||
+            (out->version = strdup(v->valuestring)) == NULL) {
+            rc = cbm_error_set(err, CBM_ENOMEM, "out of memory");
+            break;
+        }
         rc = take_json(p, "inputs", out, err);
         if (rc == 0 && cJSON_GetObjectItemCaseSensitive(p, "parent") != NULL) {
             const cJSON *par = cJSON_GetObjectItemCaseSensitive(p, "parent");

@@ -134,7 +134,8 @@ char *ev_encode(const eng_event_t *ev, const struct bp_blueprint *bp);
 
 /* Decode a stored (type, payload) pair. bp may be NULL only for
  * ExecutionStarted (which names the blueprint). JSON members are normalised
- * with cJSON_PrintUnformatted, the same form the live path uses. */
+ * with cJSON_PrintUnformatted, the same form the live path uses. CBM_EJSON
+ * for a payload that does not follow, CBM_ENOMEM. */
 int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
               const struct bp_blueprint *bp, eng_event_t *out, cbm_error_t *err);
 

@@ -10,6 +10,7 @@
 
 #include "cbm_internal.h"
 #include "engine/event.h"
+#include "engine/json_text.h"
 #include "engine/runtime_internal.h"
 
 /* ---------------------------------------------------------------- outcomes */

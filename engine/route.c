@@ -23,7 +23,10 @@ char *route_execution_error(const st_exec_t *st, size_t i)
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(se, "message");
     char *out = NULL;
 
-    if (o != NULL && cJSON_AddStringToObject(o, "step", st->bp->steps[i].name) != NULL &&
+    /* The state holds normalised JSON: a parse that fails ran out of
+     * memory, and must not give a generic error in the history. */
+    if (o != NULL && (se != NULL || st->steps[i].error == NULL) &&
+        cJSON_AddStringToObject(o, "step", st->bp->steps[i].name) != NULL &&
         cJSON_AddStringToObject(o, "kind", cJSON_IsString(k) ? k->valuestring : "error") != NULL &&
         cJSON_AddStringToObject(o, "message", cJSON_IsString(m) ? m->valuestring : "") != NULL)
         out = cJSON_PrintUnformatted(o);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cbm_internal.h"
+#include "engine/json_text.h"
 
 static const char *const timer_kind_names[] = {"sleep",   "approval", "signal", "retry",
                                                "timeout", "wake",     "deadline", "child"};
@@ -183,14 +184,15 @@ static char *take(char **p)
 static int step_fail(st_step_t *s, const char *kind, const char *message, bool retryable)
 {
     cJSON *o = cJSON_CreateObject();
-    if (o == NULL) return CBM_ENOMEM;
-    cJSON_AddStringToObject(o, "kind", kind);
-    cJSON_AddStringToObject(o, "message", message != NULL ? message : "");
-    cJSON_AddBoolToObject(o, "retryable", retryable);
-    free(s->error);
-    s->error = cJSON_PrintUnformatted(o);
+    char *error = NULL;
+    if (o != NULL && cJSON_AddStringToObject(o, "kind", kind) != NULL &&
+        cJSON_AddStringToObject(o, "message", message != NULL ? message : "") != NULL &&
+        cJSON_AddBoolToObject(o, "retryable", retryable) != NULL)
+        error = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    if (s->error == NULL) return CBM_ENOMEM;
+    if (error == NULL) return CBM_ENOMEM;
+    free(s->error);
+    s->error = error;
     s->status = SS_FAILED;
     s->wait = SW_NONE;
     return 0;
@@ -610,84 +612,102 @@ static const char *step_status_name(st_step_status_t s)
     return "unknown";
 }
 
-static void add_raw(cJSON *obj, const char *key, const char *json)
+static bool add_raw(cJSON *obj, const char *key, const char *json)
 {
-    if (json == NULL) cJSON_AddNullToObject(obj, key);
-    else cJSON_AddRawToObject(obj, key, json);
+    if (json == NULL) return cJSON_AddNullToObject(obj, key) != NULL;
+    return cJSON_AddRawToObject(obj, key, json) != NULL;
+}
+
+/* Every member or none: a snapshot that lacks one (an allocation failed)
+ * would restore a different state, so any failure gives NULL. */
+static bool add_step(cJSON *steps, const bp_step_t *b, const st_step_t *st)
+{
+    cJSON *s = cJSON_AddObjectToObject(steps, b->name);
+    bool ok = s != NULL && cJSON_AddStringToObject(s, "status", step_status_name(st->status)) &&
+              cJSON_AddNumberToObject(s, "attempt", st->attempt) &&
+              cJSON_AddNumberToObject(s, "wait", st->wait) &&
+              cJSON_AddNumberToObject(s, "fired", st->fired) && add_raw(s, "result", st->result) &&
+              add_raw(s, "error", st->error) && add_raw(s, "pending", st->pending) &&
+              cJSON_AddNumberToObject(s, "base", st->base) &&
+              cJSON_AddNumberToObject(s, "route", st->route) &&
+              cJSON_AddBoolToObject(s, "forced", st->forced);
+
+    if (ok && st->child != NULL)
+        ok = cJSON_AddStringToObject(s, "child", st->child) &&
+             cJSON_AddNumberToObject(s, "child_seq", (double)st->child_seq) &&
+             cJSON_AddNumberToObject(s, "child_at_us", (double)st->child_at_us);
+    if (ok && b->ndiverge > 0) {
+        cJSON *it = cJSON_AddArrayToObject(s, "iters");
+        ok = it != NULL;
+        for (size_t r = 0; ok && r < b->ndiverge; r++) {
+            cJSON *n = cJSON_CreateNumber(st->iters[r]);
+            if (n == NULL || !cJSON_AddItemToArray(it, n)) {
+                cJSON_Delete(n);
+                ok = false;
+            }
+        }
+    }
+    return ok;
+}
+
+static bool add_signal(cJSON *signals, const st_signal_t *sig)
+{
+    cJSON *g = cJSON_CreateObject();
+
+    if (g == NULL || !cJSON_AddStringToObject(g, "name", sig->name) ||
+        !add_raw(g, "payload", sig->payload) || !cJSON_AddItemToArray(signals, g)) {
+        cJSON_Delete(g);
+        return false;
+    }
+    return true;
 }
 
 char *st_to_json(const st_exec_t *st)
 {
     cJSON *o = cJSON_CreateObject(), *steps, *timers, *signals;
-    char *out;
+    char *out = NULL;
+    bool ok;
 
     if (o == NULL) return NULL;
-    cJSON_AddStringToObject(o, "id", st->id);
-    cJSON_AddStringToObject(o, "blueprint", st->bp->name);
-    cJSON_AddStringToObject(o, "version", st->bp->version);
-    cJSON_AddStringToObject(o, "status", st_status_name(st->status));
-    cJSON_AddNumberToObject(o, "seq", (double)st->seq);
-    cJSON_AddNumberToObject(o, "started_at_us", (double)st->started_at_us);
-    cJSON_AddNumberToObject(o, "updated_at_us", (double)st->updated_at_us);
-    add_raw(o, "inputs", st->inputs);
-    add_raw(o, "result", st->result);
-    add_raw(o, "error", st->error);
-    cJSON_AddBoolToObject(o, "cancel_requested", st->cancel_requested);
-    cJSON_AddBoolToObject(o, "deadline_fired", st->deadline_fired);
-    if (st->cancel_reason != NULL) cJSON_AddStringToObject(o, "cancel_reason", st->cancel_reason);
-    else cJSON_AddNullToObject(o, "cancel_reason");
-    if (st->parent_id != NULL) {
+    ok = cJSON_AddStringToObject(o, "id", st->id) &&
+         cJSON_AddStringToObject(o, "blueprint", st->bp->name) &&
+         cJSON_AddStringToObject(o, "version", st->bp->version) &&
+         cJSON_AddStringToObject(o, "status", st_status_name(st->status)) &&
+         cJSON_AddNumberToObject(o, "seq", (double)st->seq) &&
+         cJSON_AddNumberToObject(o, "started_at_us", (double)st->started_at_us) &&
+         cJSON_AddNumberToObject(o, "updated_at_us", (double)st->updated_at_us) &&
+         add_raw(o, "inputs", st->inputs) && add_raw(o, "result", st->result) &&
+         add_raw(o, "error", st->error) &&
+         cJSON_AddBoolToObject(o, "cancel_requested", st->cancel_requested) &&
+         cJSON_AddBoolToObject(o, "deadline_fired", st->deadline_fired) &&
+         (st->cancel_reason != NULL ? cJSON_AddStringToObject(o, "cancel_reason", st->cancel_reason)
+                                    : cJSON_AddNullToObject(o, "cancel_reason")) != NULL;
+    if (ok && st->parent_id != NULL) {
         cJSON *p = cJSON_AddObjectToObject(o, "parent");
-        if (p != NULL) {
-            cJSON_AddStringToObject(p, "execution_id", st->parent_id);
-            cJSON_AddStringToObject(p, "step", st->parent_step);
-            cJSON_AddNumberToObject(p, "attempt", st->parent_attempt);
-        }
+        ok = p != NULL && cJSON_AddStringToObject(p, "execution_id", st->parent_id) &&
+             cJSON_AddStringToObject(p, "step", st->parent_step) &&
+             cJSON_AddNumberToObject(p, "attempt", st->parent_attempt);
     }
-    steps = cJSON_AddObjectToObject(o, "steps");
-    for (size_t i = 0; steps != NULL && i < st->bp->nsteps; i++) {
-        cJSON *s = cJSON_AddObjectToObject(steps, st->bp->steps[i].name);
-        if (s == NULL) break;
-        cJSON_AddStringToObject(s, "status", step_status_name(st->steps[i].status));
-        cJSON_AddNumberToObject(s, "attempt", st->steps[i].attempt);
-        cJSON_AddNumberToObject(s, "wait", st->steps[i].wait);
-        cJSON_AddNumberToObject(s, "fired", st->steps[i].fired);
-        add_raw(s, "result", st->steps[i].result);
-        add_raw(s, "error", st->steps[i].error);
-        add_raw(s, "pending", st->steps[i].pending);
-        cJSON_AddNumberToObject(s, "base", st->steps[i].base);
-        cJSON_AddNumberToObject(s, "route", st->steps[i].route);
-        cJSON_AddBoolToObject(s, "forced", st->steps[i].forced);
-        if (st->steps[i].child != NULL) {
-            cJSON_AddStringToObject(s, "child", st->steps[i].child);
-            cJSON_AddNumberToObject(s, "child_seq", (double)st->steps[i].child_seq);
-            cJSON_AddNumberToObject(s, "child_at_us", (double)st->steps[i].child_at_us);
-        }
-        if (st->bp->steps[i].ndiverge > 0) {
-            cJSON *it = cJSON_AddArrayToObject(s, "iters");
-            for (size_t r = 0; it != NULL && r < st->bp->steps[i].ndiverge; r++)
-                cJSON_AddItemToArray(it, cJSON_CreateNumber(st->steps[i].iters[r]));
-        }
-    }
+    steps = ok ? cJSON_AddObjectToObject(o, "steps") : NULL;
+    ok = steps != NULL;
+    for (size_t i = 0; ok && i < st->bp->nsteps; i++)
+        ok = add_step(steps, &st->bp->steps[i], &st->steps[i]);
     /* Timers in key order, so equal sets print equally. */
-    timers = cJSON_AddObjectToObject(o, "timers");
-    for (size_t n = 0; timers != NULL && n < st->ntimers; n++) {
+    timers = ok ? cJSON_AddObjectToObject(o, "timers") : NULL;
+    ok = timers != NULL;
+    for (size_t n = 0; ok && n < st->ntimers; n++) {
         const st_timer_t *best = NULL;
         for (size_t i = 0; i < st->ntimers; i++) {
             const st_timer_t *t = &st->timers[i];
             if (cJSON_GetObjectItemCaseSensitive(timers, t->key) != NULL) continue;
             if (best == NULL || strcmp(t->key, best->key) < 0) best = t;
         }
-        cJSON_AddNumberToObject(timers, best->key, (double)best->due_us);
+        ok = cJSON_AddNumberToObject(timers, best->key, (double)best->due_us) != NULL;
     }
-    signals = cJSON_AddArrayToObject(o, "signals");
-    for (size_t i = 0; signals != NULL && i < st->nsignals; i++) {
-        cJSON *g = cJSON_CreateObject();
-        cJSON_AddStringToObject(g, "name", st->signals[i].name);
-        add_raw(g, "payload", st->signals[i].payload);
-        cJSON_AddItemToArray(signals, g);
-    }
-    out = cJSON_PrintUnformatted(o);
+    signals = ok ? cJSON_AddArrayToObject(o, "signals") : NULL;
+    ok = signals != NULL;
+    for (size_t i = 0; ok && i < st->nsignals; i++) ok = add_signal(signals, &st->signals[i]);
+    if (ok) out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return out;
 }
@@ -719,11 +739,12 @@ static int step_status_from(const char *s)
 
 int st_from_json(st_exec_t *st, const char *json)
 {
-    cJSON *o = cJSON_Parse(json);
     const cJSON *v, *steps, *timers, *signals, *it;
-    int rc = CBM_EINVAL;
+    int rc;
+    cJSON *o = json_text_parse(json, &rc);
 
-    if (o == NULL) return CBM_EJSON;
+    if (o == NULL) return rc; /* CBM_EJSON or CBM_ENOMEM */
+    rc = CBM_EINVAL;
     v = cJSON_GetObjectItemCaseSensitive(o, "version");
     if (!cJSON_IsString(v) || strcmp(v->valuestring, st->bp->version) != 0) goto out;
     v = cJSON_GetObjectItemCaseSensitive(o, "status");
@@ -798,15 +819,15 @@ int st_from_json(st_exec_t *st, const char *json)
     signals = cJSON_GetObjectItemCaseSensitive(o, "signals");
     cJSON_ArrayForEach(it, signals) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
-        st_signal_t *n = realloc(st->signals, (st->nsignals + 1) * sizeof(*n));
+        st_signal_t *n = realloc(st->signals, (st->nsignals + 1) * sizeof(*n)), *g;
         if (n == NULL) goto oom;
         st->signals = n;
-        n[st->nsignals].name = strdup(cJSON_IsString(name) ? name->valuestring : "");
-        if (n[st->nsignals].name == NULL || raw_member(it, "payload", &n[st->nsignals].payload))
-            goto oom;
-        if (n[st->nsignals].payload == NULL && (n[st->nsignals].payload = strdup("null")) == NULL)
-            goto oom;
-        st->nsignals++;
+        /* Counted at once, so st_finish frees whatever it holds. */
+        g = &n[st->nsignals++];
+        g->payload = NULL;
+        g->name = strdup(cJSON_IsString(name) ? name->valuestring : "");
+        if (g->name == NULL || raw_member(it, "payload", &g->payload)) goto oom;
+        if (g->payload == NULL && (g->payload = strdup("null")) == NULL) goto oom;
     }
     rc = 0;
     goto out;

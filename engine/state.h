@@ -162,12 +162,13 @@ int st_timer_kind_from_name(const char *name);
 bool st_terminal(const st_exec_t *st);
 
 /* Canonical JSON text of the state (malloc'd), for comparisons, debugging
- * and snapshots. */
+ * and snapshots; NULL when out of memory. */
 char *st_to_json(const st_exec_t *st);
 
 /* Restore a state from st_to_json() text (a snapshot) into st, freshly
  * st_init()ed for the same blueprint version. CBM_EINVAL if the text does not
- * describe a state of that blueprint version. */
+ * describe a state of that blueprint version, CBM_EJSON if it is not JSON,
+ * CBM_ENOMEM (st may then be partly filled: st_finish it). */
 int st_from_json(st_exec_t *st, const char *json);
 
 #endif

@@ -143,10 +143,13 @@ int sched_pop(sched_t *s, sched_entry_t *out)
 {
     size_t i = 0;
     set_node_t **pp, *node;
+    char *key;
 
     if (s->n == 0) return -1;
+    /* The copy first: out of memory leaves the entry where it was. */
+    if ((key = strdup(s->heap[0].key)) == NULL) return CBM_ENOMEM;
     *out = s->heap[0];
-    out->key = strdup(s->heap[0].key);
+    out->key = key;
     pp = set_find(s, hash_of(out->id, s->heap[0].key, out->due_us), out->id, s->heap[0].key,
                   out->due_us);
     node = *pp;
@@ -166,7 +169,7 @@ int sched_pop(sched_t *s, sched_entry_t *out)
         s->heap[m] = t;
         i = m;
     }
-    return out->key != NULL ? 0 : -1;
+    return 0;
 }
 
 size_t sched_size(const sched_t *s)

@@ -34,8 +34,8 @@ int sched_push(sched_t *s, const char *id, const char *key, int64_t due_us);
 /* The earliest entry, or NULL when empty. */
 const sched_entry_t *sched_peek(const sched_t *s);
 
-/* Remove the earliest entry into *out (caller frees out->key). 0, or -1 when
- * empty. */
+/* Remove the earliest entry into *out (caller frees out->key). 0, -1 when
+ * empty, or CBM_ENOMEM (the entry stays). */
 int sched_pop(sched_t *s, sched_entry_t *out);
 
 size_t sched_size(const sched_t *s);

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "cerebelum/cerebelum.h"
+#include "engine/json_text.h"
 
 typedef struct builder_step {
     char *name;
@@ -145,7 +146,7 @@ int cbm_builder_set(cbm_builder_t *b, const char *step, const char *key, const c
     }
     len = strlen(value_json);
     value = cJSON_ParseWithLengthOpts(value_json, len, &end, 0);
-    if (value == NULL) return CBM_EJSON;
+    if (value == NULL) return json_text_well_formed(value_json, len) ? CBM_ENOMEM : CBM_EJSON;
     while (end != NULL && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
     if (end == NULL || *end != '\0') {
         cJSON_Delete(value);

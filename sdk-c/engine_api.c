@@ -16,6 +16,7 @@
 #include "engine/blueprint.h"
 #include "engine/decision.h"
 #include "engine/event.h"
+#include "engine/json_text.h"
 #include "engine/runtime.h"
 #include "engine/runtime_internal.h"
 #include "engine/state.h"

@@ -47,6 +47,8 @@ static bool reserve(pg_array_t *a, size_t extra)
     return true;
 }
 
+/* Also the first use of a fresh array. A failure sticks until the next
+ * explicit reset (the later adds do not retry it), so finish() reports it. */
 void store_pg_array_reset(pg_array_t *a)
 {
     a->len = 0;
@@ -66,7 +68,7 @@ void store_pg_array_add_text(pg_array_t *a, const char *s)
     size_t n, extra = 0;
     char *p;
 
-    if (a->len == 0) store_pg_array_reset(a);
+    if (a->len == 0 && !a->oom) store_pg_array_reset(a);
     if (s == NULL) {
         if (!reserve(a, 5)) return;
         separator(a);
@@ -99,7 +101,7 @@ void store_pg_array_add_int(pg_array_t *a, int64_t v)
     char tmp[24];
     int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
 
-    if (a->len == 0) store_pg_array_reset(a);
+    if (a->len == 0 && !a->oom) store_pg_array_reset(a);
     if (!reserve(a, (size_t)n + 1)) return;
     separator(a);
     memcpy(a->buf + a->len, tmp, (size_t)n);
@@ -108,7 +110,7 @@ void store_pg_array_add_int(pg_array_t *a, int64_t v)
 
 const char *store_pg_array_finish(pg_array_t *a)
 {
-    if (a->len == 0) store_pg_array_reset(a);
+    if (a->len == 0 && !a->oom) store_pg_array_reset(a);
     if (a->oom) return NULL;
     /* reserve() always kept room for these two. */
     a->buf[a->len] = '}';

@@ -366,7 +366,13 @@ static int pair_events(store_unfinished_t *u, cbm_error_t *err)
 
 static void end_txn(store_t *s, const char *sql)
 {
-    if (store_ok(s)) PQclear(PQexec(s->conn, sql));
+    if (!store_ok(s)) return;
+    PQclear(PQexec(s->conn, sql));
+    /* A COMMIT or ROLLBACK that did not run (libpq could not allocate its
+     * result, say) leaves the read-only transaction open on a healthy
+     * connection, and every later write on it would fail: end it. */
+    if (store_ok(s) && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+        PQclear(PQexec(s->conn, "ROLLBACK"));
 }
 
 /* Start a read-only transaction whose queries all see one snapshot. JIT is

@@ -57,7 +57,9 @@ typedef struct cbm_step_out cbm_step_out_t;
 typedef void (*cbm_step_fn)(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg);
 
 /** Finish the step successfully with @p result_json (any JSON value; copied).
- *  Returns CBM_EJSON if it does not parse (the step then fails). */
+ *  Returns CBM_EJSON if it does not parse (the step then fails), CBM_ENOMEM
+ *  when out of memory (nothing is recorded: call it again, or fail). The
+ *  other outcome functions below answer CBM_ENOMEM the same way. */
 CBM_EXTERN int cbm_step_ok(cbm_step_out_t *out, const char *result_json);
 
 /** Finish the step with an error of @p kind (e.g. "timeout", "bad_input") and
