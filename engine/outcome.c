@@ -29,9 +29,9 @@ int cbm_step_ok(cbm_step_out_t *out, const char *result_json)
 {
     char *norm;
     int rc;
-    if (out == NULL || out->set) return CBM_EINVAL;
+    if (out == NULL || out->kind != CBM_OUT_NONE) return CBM_EINVAL;
     if ((rc = take_json(out, result_json, "step result", &norm)) != 0) return rc;
-    out->set = 1;
+    out->kind = CBM_OUT_OK;
     out->result = norm;
     return 0;
 }
@@ -40,7 +40,7 @@ int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bo
 {
     cJSON *o;
     char *k, *m;
-    if (out == NULL || out->set) return CBM_EINVAL;
+    if (out == NULL || out->kind != CBM_OUT_NONE) return CBM_EINVAL;
     /* Recorded whatever they hold: bytes that are not UTF-8 become U+FFFD
      * (the failure must be stored; refusing it would lose it). */
     k = cbm_text_sanitize(kind != NULL && *kind ? kind : "error");
@@ -59,7 +59,7 @@ int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bo
     free(k);
     free(m);
     if (out->error == NULL) return CBM_ENOMEM;
-    out->set = 2;
+    out->kind = CBM_OUT_FAILED;
     return 0;
 }
 
@@ -70,13 +70,13 @@ int cbm_step_sleep(cbm_step_out_t *out, const char *result_json, int64_t duratio
 {
     char *norm;
     int rc;
-    if (out == NULL || out->set) return CBM_EINVAL;
+    if (out == NULL || out->kind != CBM_OUT_NONE) return CBM_EINVAL;
     if (duration_ms < 0 || duration_ms > MAX_WAIT_MS) {
         cbm_step_fail(out, "bad_sleep", "sleep duration must be 0 to 10 years", false);
         return CBM_EINVAL;
     }
     if ((rc = take_json(out, result_json, "step result", &norm)) != 0) return rc;
-    out->set = 3;
+    out->kind = CBM_OUT_SLEEP;
     out->result = norm;
     out->ms = duration_ms;
     return 0;
@@ -87,7 +87,7 @@ int cbm_step_approval(cbm_step_out_t *out, const char *type, const char *data_js
 {
     char *norm;
     int rc;
-    if (out == NULL || out->set) return CBM_EINVAL;
+    if (out == NULL || out->kind != CBM_OUT_NONE) return CBM_EINVAL;
     if (timeout_ms < 0 || timeout_ms > MAX_WAIT_MS) {
         cbm_step_fail(out, "bad_approval", "approval timeout must be 0 to 10 years", false);
         return CBM_EINVAL;
@@ -98,7 +98,7 @@ int cbm_step_approval(cbm_step_out_t *out, const char *type, const char *data_js
         free(norm);
         return CBM_ENOMEM;
     }
-    out->set = 4;
+    out->kind = CBM_OUT_APPROVAL;
     out->result = norm;
     out->ms = timeout_ms;
     return 0;

@@ -215,7 +215,7 @@ static void work_cb(uv_work_t *req)
 
     if (h == NULL) cbm_step_fail(&w->out, "no_handler", "no handler registered", false);
     else h->fn(&call, &w->out, h->arg);
-    if (!w->out.set) cbm_step_fail(&w->out, "no_result", "handler returned no outcome", false);
+    if (w->out.kind == CBM_OUT_NONE) cbm_step_fail(&w->out, "no_result", "handler returned no outcome", false);
     atomic_fetch_add(&w->rt->steps_run, 1);
 }
 
@@ -236,19 +236,19 @@ void rt_outcome_event(rt_t *rt, int step, int attempt, struct cbm_step_out *out,
     memset(ev, 0, sizeof(*ev));
     ev->step = step;
     ev->attempt = attempt;
-    switch (out->set) {
-    case 1:
+    switch (out->kind) {
+    case CBM_OUT_OK:
         ev->type = EV_STEP_COMPLETED;
         ev->json = out->result;
         out->result = NULL;
         break;
-    case 3:
+    case CBM_OUT_SLEEP:
         ev->type = EV_SLEEP_STARTED;
         ev->json = out->result;
         ev->due_us = now + out->ms * 1000;
         out->result = NULL;
         break;
-    case 4:
+    case CBM_OUT_APPROVAL:
         ev->type = EV_APPROVAL_REQUESTED;
         ev->json = out->result;
         ev->name = out->type;

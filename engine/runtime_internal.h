@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "engine/committer.h"
+#include "engine/step_out.h"
 #include "engine/event.h"
 #include "engine/runtime.h"
 #include "engine/state.h"
@@ -28,13 +29,7 @@
                                           early, so they wake on time */
 
 /* What a handler produced; filled on a pool thread, read on the loop. */
-struct cbm_step_out {
-    int set;        /* 0 nothing yet, 1 ok, 2 failed, 3 sleep, 4 approval */
-    char *result;   /* normalised JSON (ok, sleep) or approval data */
-    char *error;    /* normalised JSON {"kind","message","retryable"} (failed) */
-    char *type;     /* approval type */
-    int64_t ms;     /* sleep duration or approval time-out */
-};
+/* struct cbm_step_out: engine/step_out.h */
 
 typedef struct rt_exec rt_exec_t;
 

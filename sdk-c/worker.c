@@ -36,7 +36,7 @@
 
 #include "cbm_internal.h"
 #include "cerebelum/worker.h"
-#include "engine/runtime_internal.h" /* struct cbm_step_out */
+#include "engine/step_out.h" /* struct cbm_step_out, without the runtime */
 #include "grpc_transport.h"
 
 #define BACKOFF_MIN_MS 100
@@ -241,25 +241,25 @@ static void result_request(const Cerebelum__V1__Task *t, const struct cbm_step_o
 {
     req->task_id = t->task_id;
     req->attempt = t->attempt;
-    switch (out->set) {
-    case 1:
+    switch (out->kind) {
+    case CBM_OUT_OK:
         req->status = CEREBELUM__V1__TASK_STATUS__SUCCESS;
         req->result_json = STR(out->result);
         break;
-    case 3:
+    case CBM_OUT_SLEEP:
         req->status = CEREBELUM__V1__TASK_STATUS__SLEEP;
         sl->duration_ms = out->ms > 0 ? (uint64_t)out->ms : 0;
         sl->data_json = STR(out->result);
         req->sleep = sl;
         break;
-    case 4:
+    case CBM_OUT_APPROVAL:
         req->status = CEREBELUM__V1__TASK_STATUS__APPROVAL;
         ap->type = STR(out->type);
         ap->data_json = STR(out->result);
         ap->timeout_ms = out->ms > 0 ? (uint64_t)out->ms : 0;
         req->approval = ap;
         break;
-    default: { /* 2: failed; cbm_step_fail's JSON {"kind","message","retryable"} */
+    default: { /* CBM_OUT_FAILED (or NONE, which cannot reach here); cbm_step_fail's JSON {"kind","message","retryable"} */
         const cJSON *k = cJSON_GetObjectItemCaseSensitive(err_doc, "kind");
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(err_doc, "message");
         req->status = CEREBELUM__V1__TASK_STATUS__FAILED;
@@ -282,7 +282,7 @@ static int submit(cbm_worker_t *w, const Cerebelum__V1__Task *t, running_t *r,
     Cerebelum__V1__TaskError te = CEREBELUM__V1__TASK_ERROR__INIT;
     Cerebelum__V1__SleepRequest sl = CEREBELUM__V1__SLEEP_REQUEST__INIT;
     Cerebelum__V1__ApprovalRequest ap = CEREBELUM__V1__APPROVAL_REQUEST__INIT;
-    cJSON *err_doc = out->set == 2 ? cJSON_Parse(out->error) : NULL;
+    cJSON *err_doc = out->kind == CBM_OUT_FAILED ? cJSON_Parse(out->error) : NULL;
     int64_t give_up = now_ms() + SUBMIT_GIVE_UP_MS;
     int backoff = BACKOFF_MIN_MS, answered = 0;
 
@@ -346,9 +346,9 @@ static void run_task(cbm_worker_t *w, const Cerebelum__V1__Task *t, unsigned *se
         cbm_step_fail(&out, "no_handler", msg, false);
     } else {
         h->fn(&call, &out, h->arg);
-        if (!out.set) cbm_step_fail(&out, "no_result", "handler returned no outcome", false);
+        if (out.kind == CBM_OUT_NONE) cbm_step_fail(&out, "no_result", "handler returned no outcome", false);
     }
-    if (out.set) answered = submit(w, t, &r, &out, seed);
+    if (out.kind != CBM_OUT_NONE) answered = submit(w, t, &r, &out, seed);
     /* A heartbeat that raced the submit may name a task whose result the
      * server just took (its row is gone): only an unanswered result was
      * dropped. */
