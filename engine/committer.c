@@ -10,7 +10,7 @@
 
 struct committer {
     uv_loop_t *loop;
-    uv_async_t async;
+    cbm_mailbox_t done;           /* finished requests, to the loop */
     uv_thread_t thread;
     uv_mutex_t mu;
     uv_cond_t cv;
@@ -26,7 +26,6 @@ struct committer {
 
     /* Guarded by mu. */
     cm_req_t *qhead, *qtail;      /* waiting to be committed */
-    cm_req_t *dhead, *dtail;      /* done, waiting for the loop */
     int stopping;                 /* give up on an unreachable store */
     int exiting;                  /* thread exits once the queue is empty */
     int busy;                     /* a batch is being committed */
@@ -187,35 +186,24 @@ static void thread_main(void *arg)
             }
         }
 
+        for (size_t i = 0; i + 1 < n; i++) batch[i]->mail.next = &batch[i + 1]->mail;
+        cbm_mailbox_post_list(&c->done, &batch[0]->mail, &batch[n - 1]->mail);
         uv_mutex_lock(&c->mu);
-        for (size_t i = 0; i < n; i++) {
-            batch[i]->next = NULL;
-            if (c->dtail != NULL) c->dtail->next = batch[i];
-            else c->dhead = batch[i];
-            c->dtail = batch[i];
-        }
         c->busy = 0;
-        uv_async_send(&c->async);
     }
     uv_mutex_unlock(&c->mu);
     free(batch);
     free(jobs);
 }
 
-static void on_async(uv_async_t *h)
+static void on_done(cbm_mailbox_t *mb, cbm_mail_t *m)
 {
-    committer_t *c = h->data;
-    cm_req_t *r;
-
-    uv_mutex_lock(&c->mu);
-    r = c->dhead;
-    c->dhead = c->dtail = NULL;
-    uv_mutex_unlock(&c->mu);
-    while (r != NULL) {
-        cm_req_t *next = r->next;
+    committer_t *c = mb->data;
+    while (m != NULL) {
+        cbm_mail_t *next = m->next;
         c->outstanding--;
-        c->cb(r, c->ctx);
-        r = next;
+        c->cb(CBM_MAIL_OWNER(m, cm_req_t, mail), c->ctx);
+        m = next;
     }
 }
 
@@ -233,10 +221,15 @@ int cm_create(committer_t **out, uv_loop_t *loop, store_t **store, const char *u
     c->stats = stats;
     uv_mutex_init(&c->mu);
     uv_cond_init(&c->cv);
-    uv_async_init(loop, &c->async, on_async);
-    c->async.data = c;
+    if (cbm_mailbox_init(&c->done, loop, on_done, c) != 0) {
+        uv_cond_destroy(&c->cv);
+        uv_mutex_destroy(&c->mu);
+        free(c->url);
+        free(c);
+        return CBM_ENOMEM;
+    }
     if (uv_thread_create(&c->thread, thread_main, c) != 0) {
-        uv_close((uv_handle_t *)&c->async, NULL);
+        cbm_mailbox_close(&c->done, NULL);
         uv_cond_destroy(&c->cv);
         uv_mutex_destroy(&c->mu);
         free(c->url);
@@ -283,7 +276,9 @@ void cm_stop(committer_t *c)
 
 static void on_close(uv_handle_t *h)
 {
-    committer_t *c = h->data;
+    cbm_mailbox_t *mb = h->data;
+    committer_t *c = mb->data;
+    cbm_mailbox_finish(mb);
     store_close(c->store);
     store_close(c->life);
     uv_cond_destroy(&c->cv);
@@ -306,6 +301,10 @@ void cm_close(committer_t *c)
         if (store_engine_unregister(c->life, c->engine_id, &err) != 0)
             cbm_log_warn("engine %s: %s", c->engine_id, err.message);
     }
-    on_async(&c->async); /* deliver anything finished after the last wake-up */
-    uv_close((uv_handle_t *)&c->async, on_close);
+    {
+        /* Deliver anything finished after the last wake-up. */
+        cbm_mail_t *m = cbm_mailbox_take(&c->done);
+        if (m != NULL) on_done(&c->done, m);
+    }
+    cbm_mailbox_close(&c->done, on_close);
 }

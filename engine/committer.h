@@ -22,11 +22,13 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "mailbox.h"
 #include "store/store.h"
 
 typedef struct cm_req {
     store_decision_t d;       /* d.result_code is set when done */
-    struct cm_req *next;      /* committer's list link */
+    struct cm_req *next;      /* committer's queue link */
+    cbm_mail_t mail;          /* done: back to the loop (mailbox.h) */
     void *owner;              /* for the done callback */
     /* A job instead of a decision: run on the committer thread with its
      * store connection (after the decisions queued with it are committed),

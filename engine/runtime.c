@@ -689,13 +689,7 @@ static void on_commit(cm_req_t *req, void *ctx)
 
 static void post(rt_t *rt, rt_call_t *c)
 {
-    uv_mutex_lock(&rt->mu);
-    c->next = NULL;
-    if (rt->inbox_tail != NULL) rt->inbox_tail->next = c;
-    else rt->inbox_head = c;
-    rt->inbox_tail = c;
-    uv_mutex_unlock(&rt->mu);
-    uv_async_send(&rt->inbox_async);
+    cbm_mailbox_post(&rt->inbox, &c->mail);
 }
 
 void rt_post_and_wait(rt_t *rt, rt_call_t *c)
@@ -709,18 +703,14 @@ void rt_post_and_wait(rt_t *rt, rt_call_t *c)
     uv_cond_destroy(&c->cv);
 }
 
-static void on_inbox(uv_async_t *h)
+static void on_inbox(cbm_mailbox_t *mb, cbm_mail_t *m)
 {
-    rt_t *rt = h->data;
-    rt_call_t *c;
-    uv_mutex_lock(&rt->mu);
-    c = rt->inbox_head;
-    rt->inbox_head = rt->inbox_tail = NULL;
-    uv_mutex_unlock(&rt->mu);
-    while (c != NULL) {
-        rt_call_t *next = c->next;
+    rt_t *rt = mb->data;
+    while (m != NULL) {
+        cbm_mail_t *next = m->next;
+        rt_call_t *c = CBM_MAIL_OWNER(m, rt_call_t, mail);
         c->fn(rt, c);
-        c = next;
+        m = next;
     }
     maybe_quiesce(rt);
 }
@@ -918,8 +908,8 @@ int rt_start(rt_t *rt, store_t **store, store_t **reads, const store_unfinished_
     rc = cm_create(&rt->rd, &rt->loop, reads, rt->url, rt->max_batch, on_commit, rt,
                    &rt->rdstats);
     if (rc != 0) return cbm_error_set(err, rc, "cannot start the reader");
-    uv_async_init(&rt->loop, &rt->inbox_async, on_inbox);
-    rt->inbox_async.data = rt;
+    if (cbm_mailbox_init(&rt->inbox, &rt->loop, on_inbox, rt) != 0)
+        return cbm_error_set(err, CBM_ENOMEM, "cannot create the engine's inbox");
     uv_timer_init(&rt->loop, &rt->fire_timer);
     rt->fire_timer.data = rt;
     uv_timer_init(&rt->loop, &rt->refill_timer);
@@ -937,7 +927,7 @@ static void close_all(rt_t *rt)
     rt->closed = 1;
     cm_close(rt->cm);
     cm_close(rt->rd);
-    uv_close((uv_handle_t *)&rt->inbox_async, NULL);
+    cbm_mailbox_close(&rt->inbox, NULL);
     uv_close((uv_handle_t *)&rt->fire_timer, NULL);
     uv_close((uv_handle_t *)&rt->refill_timer, NULL);
 }
@@ -978,13 +968,17 @@ void rt_destroy(rt_t *rt)
         uv_thread_join(&rt->thread);
     }
     while (rt->active != NULL) exec_free(rt, rt->active);
-    /* Calls posted after the stop (refreshes) were never run. */
-    while (rt->inbox_head != NULL) {
-        rt_call_t *c = rt->inbox_head;
-        rt->inbox_head = c->next;
-        if (!c->waited) free(c);
+    if (rt->started) {
+        /* Calls posted after the stop (refreshes) were never run. */
+        cbm_mail_t *m = cbm_mailbox_take(&rt->inbox);
+        while (m != NULL) {
+            rt_call_t *c = CBM_MAIL_OWNER(m, rt_call_t, mail);
+            m = m->next;
+            if (!c->waited) free(c);
+        }
     }
     if (uv_loop_close(&rt->loop) != 0) cbm_log_error("engine loop closed with live handles");
+    if (rt->started) cbm_mailbox_finish(&rt->inbox);
     sched_destroy(rt->sched);
     sched_destroy(rt->ready);
     free(rt->map);

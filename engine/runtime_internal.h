@@ -142,7 +142,7 @@ typedef struct rt_handler {
 /* A request from another thread, run on the loop by fn. */
 struct rt_call {
     void (*fn)(rt_t *rt, rt_call_t *c);
-    rt_call_t *next;
+    cbm_mail_t mail;           /* in the engine's inbox */
     int done;                  /* guarded by rt->mu */
     int rc;
     uv_cond_t cv;
@@ -177,12 +177,11 @@ struct rt_waiter {
 
 struct rt {
     uv_loop_t loop;
-    uv_async_t inbox_async;
+    cbm_mailbox_t inbox;       /* calls from other threads (rt_call_t) */
     uv_timer_t fire_timer;     /* armed for the earliest timer in the heap */
     uv_timer_t refill_timer;   /* polls the store's timer window */
     uv_thread_t thread;
-    uv_mutex_t mu;             /* inbox, blueprints, waiters, call->done */
-    rt_call_t *inbox_head, *inbox_tail;
+    uv_mutex_t mu;             /* blueprints, waiters, call->done */
     committer_t *cm;           /* decisions */
     committer_t *rd;           /* reads for the loop: loads, timer refills */
     store_t *life;             /* until rt_start: the incarnation (rt_set_life) */

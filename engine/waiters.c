@@ -8,15 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cbm_internal.h"
 #include "engine/runtime_internal.h"
 
 /* ---------------------------------------------------------------- waiters */
 
 unsigned rt_hash_id(const char *id)
 {
-    unsigned h = 2166136261u;
-    while (*id) h = (h ^ (unsigned char)*id++) * 16777619u;
-    return h;
+    return cbm_hash_str(id);
 }
 
 rt_waiter_t *rt_wait_begin(rt_t *rt, const char *id)

@@ -30,6 +30,10 @@ void cbm_log(int level, const char *fmt, ...) CBM_PRINTF(2, 3);
 #define cbm_log_info(...) cbm_log(CBM_LOG_INFO, __VA_ARGS__)
 #define cbm_log_debug(...) cbm_log(CBM_LOG_DEBUG, __VA_ARGS__)
 
+/* The one string hash of the house (FNV-1a, 32 bits; hash.c): hash tables
+ * keyed by execution ids. Not for anything an attacker could aim at. */
+uint32_t cbm_hash_str(const char *s);
+
 /* strdup that tolerates NULL (returns NULL). */
 char *cbm_strdup(const char *s);
 

@@ -181,9 +181,7 @@ char **strv_dup(char *const *v, size_t n)
 
 static sticky_t *sticky_slot(wsvc_t *ws, const char *execution_id)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *c = execution_id; *c; c++) h = (h ^ (unsigned char)*c) * 16777619u;
-    return &ws->sticky[h % STICKY_BUCKETS];
+    return &ws->sticky[cbm_hash_str(execution_id) % STICKY_BUCKETS];
 }
 
 const char *sticky_worker(wsvc_t *ws, const char *execution_id)
@@ -731,11 +729,13 @@ int wsvc_create(uv_loop_t *loop, cbm_engine_t *engine, svc_t *svc, const wsvc_op
         free(ws);
         return cbm_error_set(err, CBM_ENOMEM, "out of memory");
     }
+    if (cbm_mailbox_init(&ws->notes, loop, on_notify, ws) != 0) {
+        free(ws->pool);
+        free(ws);
+        return cbm_error_set(err, CBM_ENOMEM, "cannot create the task notes' mailbox");
+    }
     uv_mutex_init(&ws->pool_mu);
     uv_cond_init(&ws->pool_cv);
-    uv_mutex_init(&ws->note_mu);
-    uv_async_init(loop, &ws->notify, on_notify);
-    ws->notify.data = ws;
     uv_timer_init(loop, &ws->reap_timer);
     uv_timer_init(loop, &ws->sweep_timer);
     ws->reap_timer.data = ws->sweep_timer.data = ws;
@@ -791,34 +791,31 @@ void wsvc_close(wsvc_t *ws)
     wsvc_drain(ws);
     /* Engine hooks may still fire until the engine stops; after this they
      * only queue notes, freed by wsvc_destroy. */
-    uv_mutex_lock(&ws->note_mu);
-    ws->closed = 1;
-    uv_mutex_unlock(&ws->note_mu);
-    uv_close((uv_handle_t *)&ws->notify, NULL);
+    cbm_mailbox_close(&ws->notes, NULL);
     uv_close((uv_handle_t *)&ws->reap_timer, NULL);
     uv_close((uv_handle_t *)&ws->sweep_timer, NULL);
 }
 
 void wsvc_destroy(wsvc_t *ws)
 {
-    note_t *n;
+    cbm_mail_t *m;
     if (ws == NULL) return;
     while (ws->workers != NULL) {
         worker_t *w = ws->workers;
         ws->workers = w->next;
         worker_free(w);
     }
-    for (n = ws->notes; n != NULL;) {
-        note_t *next = n->next;
+    for (m = cbm_mailbox_take(&ws->notes); m != NULL;) {
+        note_t *n = CBM_MAIL_OWNER(m, note_t, mail);
+        m = m->next;
         free(n->queue);
         free(n->step);
         free(n);
-        n = next;
     }
     for (int i = 0; i < ws->nfree; i++) store_close(ws->pool[i]);
     free(ws->pool);
     uv_mutex_destroy(&ws->pool_mu);
     uv_cond_destroy(&ws->pool_cv);
-    uv_mutex_destroy(&ws->note_mu);
+    cbm_mailbox_finish(&ws->notes);
     free(ws);
 }

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "workflow_service.h"
+#include "mailbox.h"
 #include "store/store.h"
 #include "worker_service.h"
 
@@ -59,7 +60,7 @@ struct poll {
 
 /* A task committed by the engine, handed from its thread. */
 typedef struct note {
-    struct note *next;
+    cbm_mail_t mail;
     char *queue;
     char execution_id[37];
     char *step;
@@ -87,10 +88,8 @@ struct wsvc {
 
     worker_t *workers;
     poll_t *polls;
-    int closed;            /* notify is closed: engine hooks do nothing */
-    uv_async_t notify;
-    uv_mutex_t note_mu;
-    note_t *notes, *notes_tail;
+    cbm_mailbox_t notes;   /* note_t from the engine's thread; after
+                              wsvc_close they wait for wsvc_destroy */
     uv_timer_t reap_timer, sweep_timer;
     int reaping;
     int draining;
@@ -153,7 +152,7 @@ void poll_answer_empty(poll_t *p);
 void on_poll(rpc_call_t *call, const Cerebelum__V1__PollTaskRequest *rq, wsvc_t *ws);
 void on_engine_task(void *arg, const char *queue, const char *execution_id, const char *step,
                     int attempt);
-void on_notify(uv_async_t *h);
+void on_notify(cbm_mailbox_t *mb, cbm_mail_t *mail);
 void on_sweep(uv_timer_t *t);
 
 #endif

@@ -272,12 +272,7 @@ void on_engine_task(void *arg, const char *queue, const char *execution_id,
     }
     snprintf(n->execution_id, sizeof(n->execution_id), "%s", execution_id);
     n->attempt = attempt;
-    uv_mutex_lock(&ws->note_mu);
-    if (ws->notes_tail != NULL) ws->notes_tail->next = n;
-    else ws->notes = n;
-    ws->notes_tail = n;
-    if (!ws->closed) uv_async_send(&ws->notify);
-    uv_mutex_unlock(&ws->note_mu);
+    cbm_mailbox_post(&ws->notes, &n->mail);
 }
 
 static bool poll_takes(const poll_t *p, const char *queue)
@@ -287,17 +282,13 @@ static bool poll_takes(const poll_t *p, const char *queue)
     return false;
 }
 
-void on_notify(uv_async_t *h)
+void on_notify(cbm_mailbox_t *mb, cbm_mail_t *mail)
 {
-    wsvc_t *ws = h->data;
-    note_t *n;
+    wsvc_t *ws = mb->data;
 
-    uv_mutex_lock(&ws->note_mu);
-    n = ws->notes;
-    ws->notes = ws->notes_tail = NULL;
-    uv_mutex_unlock(&ws->note_mu);
-    while (n != NULL) {
-        note_t *next = n->next;
+    while (mail != NULL) {
+        note_t *n = CBM_MAIL_OWNER(mail, note_t, mail);
+        cbm_mail_t *next = mail->next;
         poll_t *pick = NULL;
         const char *sticky = ws->draining ? NULL : sticky_worker(ws, n->execution_id);
 
@@ -330,7 +321,7 @@ void on_notify(uv_async_t *h)
         free(n->queue);
         free(n->step);
         free(n);
-        n = next;
+        mail = next;
     }
 }
 
