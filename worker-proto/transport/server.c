@@ -412,7 +412,7 @@ static ProtobufCMessage *decode(grpc_byte_buffer *bb, const ProtobufCMessageDesc
         return NULL;
     grpc_slice all = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+    m = rpc_message_unpack(d, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
     grpc_slice_unref(all);
     return m;
 }
