@@ -262,6 +262,27 @@ static void test_decode_errors(void **state)
     assert_int_equal(ev_decode("StepCompleted", "{\"step\":\"a\",\"attempt\":1}", 3, 0, bp, &ev,
                                &err),
                      CBM_EJSON);
+    /* Numbers out of range are refused, not converted (converting 1e300 to
+     * an integer is undefined; a huge attempt would overflow the next one).
+     * Found by tests/fuzz. */
+    static const char *const bad[][2] = {
+        {"StepScheduled", "{\"step\":\"a\",\"attempt\":1e300}"},
+        {"StepScheduled", "{\"step\":\"a\",\"attempt\":0}"},
+        {"StepScheduled", "{\"step\":\"a\",\"attempt\":2147483647}"},
+        {"StepRetryScheduled", "{\"step\":\"a\",\"attempt\":2,\"due_us\":-1e300}"},
+        {"SleepStarted", "{\"step\":\"a\",\"attempt\":1,\"until_us\":1e19,\"result\":null}"},
+        {"ApprovalRequested", "{\"step\":\"a\",\"attempt\":1,\"type\":\"t\",\"data\":{},"
+                              "\"timeout_ms\":1e18,\"deadline_us\":0}"},
+        {"ExecutionStarted", "{\"blueprint\":\"e\",\"version\":\"v\",\"inputs\":{},"
+                             "\"parent\":{\"execution_id\":\"p\",\"step\":\"s\",\"attempt\":-1}}"},
+        /* Inputs are an object: the decider builds step inputs from them. */
+        {"ExecutionStarted", "{\"blueprint\":\"e\",\"version\":\"v\",\"inputs\":null}"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err.message[0] = '\0';
+        assert_int_equal(ev_decode(bad[i][0], bad[i][1], 4, 0, bp, &ev, &err), CBM_EJSON);
+        assert_true(err.message[0] != '\0');
+    }
     bp_destroy(bp);
 }
 
