@@ -494,6 +494,13 @@ static const script_t scripts[] = {
     {"waiting-sleep", "{}", 0, {"a ok {}", "b ok {\"x\":2}"}},
     {"waiting-signal", "{}", 0, {"a ok {}", "b ok {\"x\":2}", "c fire"}},
     {"waiting-child", "{}", 0, {"a ok {}", "b ok {\"x\":2}", "c fire", "! signal go 1"}},
+    /* The child:<step> timer re-arms itself until the child ends. */
+    {"child-timer", "{}", 0,
+     {"a ok {}", "b ok {\"x\":2}", "c fire", "! signal go 1", "f fire", "f fire",
+      "f child completed {\"r\":2}"}},
+    /* An execution that is itself the child of a subworkflow step ("child-of"
+     * names it: its ExecutionStarted has a parent). */
+    {"child-of-parent", "{\"n\":4}", 0, {"a ok {}", "b ok {\"x\":1}"}},
 };
 
 static void history_seeds(void)
@@ -510,6 +517,11 @@ static void history_seeds(void)
         ev.blueprint = sdup(bp->name);
         ev.version = sdup(bp->version);
         ev.json = sdup(sc->inputs);
+        if (strncmp(sc->name, "child-of", 8) == 0) {
+            ev.name = sdup("00000000-0000-4000-8000-0000000000aa");
+            ev.text = sdup("sub");
+            ev.attempt = 2;
+        }
         if (decide(&r, &ev))
             for (size_t k = 0; sc->answers[k] != NULL && !st_terminal(&r.st); k++)
                 if (!answer(&r, sc->answers[k])) break;
