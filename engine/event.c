@@ -74,6 +74,18 @@ int json_normalize_field(const char *text, const char *field, char **out, cbm_er
     return *out == NULL ? cbm_error_set(err, CBM_ENOMEM, "out of memory") : 0;
 }
 
+bool json_int_in(const cJSON *v, int64_t min, int64_t max, int64_t *out)
+{
+    int64_t i;
+    /* Compare as a double first: converting NaN, an infinity or a value
+     * beyond int64_t is undefined behaviour. */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > -9.2e18 && v->valuedouble < 9.2e18)) return false;
+    i = (int64_t)v->valuedouble;
+    if (i < min || i > max) return false;
+    *out = i;
+    return true;
+}
+
 /* asprintf that returns NULL on failure. */
 static char *fmt(const char *f, ...) CBM_PRINTF(1, 2);
 static char *fmt(const char *f, ...)
@@ -246,7 +258,14 @@ static int get_step(const cJSON *p, const bp_blueprint_t *bp, eng_event_t *out, 
     if (out->step < 0)
         return cbm_error_set(err, CBM_EJSON, "event %lld: step '%s' not in blueprint %s",
                              (long long)out->seq, s->valuestring, bp->name);
-    out->attempt = cJSON_IsNumber(a) ? a->valueint : 1;
+    out->attempt = 1;
+    if (cJSON_IsNumber(a)) {
+        int64_t v;
+        if (!json_int_in(a, 1, EV_MAX_ATTEMPT, &v))
+            return cbm_error_set(err, CBM_EJSON, "event %lld: attempt out of range",
+                                 (long long)out->seq);
+        out->attempt = (int)v;
+    }
     return 0;
 }
 
@@ -260,10 +279,23 @@ static int take_str(const cJSON *p, const char *key, char **dst, eng_event_t *ou
     return *dst != NULL ? 0 : cbm_error_set(err, CBM_ENOMEM, "out of memory");
 }
 
-static int64_t get_i64(const cJSON *p, const char *key)
+/* p[key], a number in [min, max], into *dst; 0 when absent or not a number
+ * (as payloads have always been read). */
+static int get_num(const cJSON *p, const char *key, int64_t min, int64_t max, int64_t *dst,
+                   eng_event_t *out, cbm_error_t *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, key);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+    *dst = 0;
+    if (cJSON_IsNumber(v) && !json_int_in(v, min, max, dst))
+        return cbm_error_set(err, CBM_EJSON, "event %lld: %s out of range", (long long)out->seq,
+                             key);
+    return 0;
+}
+
+static int get_time(const cJSON *p, const char *key, int64_t *dst, eng_event_t *out,
+                    cbm_error_t *err)
+{
+    return get_num(p, key, -EV_MAX_TIME_US, EV_MAX_TIME_US, dst, out, err);
 }
 
 static int take_json(const cJSON *p, const char *key, eng_event_t *out, cbm_error_t *err)
@@ -314,6 +346,7 @@ static int decode_routing(const cJSON *p, const bp_blueprint_t *bp, eng_event_t 
 {
     const bp_step_t *s;
     const cJSON *r;
+    int64_t v;
     int rc = get_step(p, bp, out, err);
     if (rc != 0) return rc;
     s = &bp->steps[out->step];
@@ -341,7 +374,8 @@ static int decode_routing(const cJSON *p, const bp_blueprint_t *bp, eng_event_t 
     switch (out->action) {
     case BP_ACTION_RETRY:
     case BP_ACTION_BACK_TO:
-        out->iteration = (int)get_i64(p, "iteration");
+        if ((rc = get_num(p, "iteration", 0, BP_MAX_ITERATIONS, &v, out, err)) != 0) return rc;
+        out->iteration = (int)v;
         if ((rc = get_step_ref(p, "target", false, bp, &out->target, out, err)) != 0) return rc;
         return get_set(p, "reopened", bp, out, err);
     case BP_ACTION_SKIP_TO:
@@ -387,13 +421,23 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
             rc = cbm_error_set(err, CBM_ENOMEM, "out of memory");
             break;
         }
+        /* Inputs are always an object (bp_check_inputs, or a child's template). */
+        if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(p, "inputs"))) {
+            rc = cbm_error_set(err, CBM_EJSON, "event %lld: inputs is not an object",
+                               (long long)seq);
+            break;
+        }
         rc = take_json(p, "inputs", out, err);
         if (rc == 0 && cJSON_GetObjectItemCaseSensitive(p, "parent") != NULL) {
             const cJSON *par = cJSON_GetObjectItemCaseSensitive(p, "parent");
             const cJSON *a = cJSON_GetObjectItemCaseSensitive(par, "attempt");
+            int64_t v = 0;
             if ((rc = take_str(par, "execution_id", &out->name, out, err)) == 0 &&
-                (rc = take_str(par, "step", &out->text, out, err)) == 0)
-                out->attempt = cJSON_IsNumber(a) ? a->valueint : 0;
+                (rc = take_str(par, "step", &out->text, out, err)) == 0 && cJSON_IsNumber(a) &&
+                !json_int_in(a, 0, EV_MAX_ATTEMPT, &v))
+                rc = cbm_error_set(err, CBM_EJSON, "event %lld: parent attempt out of range",
+                                   (long long)seq);
+            out->attempt = (int)v;
         }
         break;
     }
@@ -414,12 +458,12 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
         rc = take_json(p, "error", out, err);
         break;
     case EV_STEP_RETRY_SCHEDULED:
-        rc = get_step(p, bp, out, err);
-        out->due_us = get_i64(p, "due_us");
+        if ((rc = get_step(p, bp, out, err)) == 0)
+            rc = get_time(p, "due_us", &out->due_us, out, err);
         break;
     case EV_SLEEP_STARTED:
-        if ((rc = get_step(p, bp, out, err)) == 0) rc = take_json(p, "result", out, err);
-        out->due_us = get_i64(p, "until_us");
+        if ((rc = get_step(p, bp, out, err)) == 0 && (rc = take_json(p, "result", out, err)) == 0)
+            rc = get_time(p, "until_us", &out->due_us, out, err);
         break;
     case EV_TIMER_FIRED:
         rc = take_str(p, "key", &out->name, out, err);
@@ -446,10 +490,11 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
         break;
     case EV_APPROVAL_REQUESTED:
         if ((rc = get_step(p, bp, out, err)) == 0 &&
-            (rc = take_str(p, "type", &out->name, out, err)) == 0)
-            rc = take_json(p, "data", out, err);
-        out->timeout_ms = get_i64(p, "timeout_ms");
-        out->due_us = get_i64(p, "deadline_us");
+            (rc = take_str(p, "type", &out->name, out, err)) == 0 &&
+            (rc = take_json(p, "data", out, err)) == 0 &&
+            (rc = get_num(p, "timeout_ms", 0, EV_MAX_TIME_US / 1000, &out->timeout_ms, out,
+                          err)) == 0)
+            rc = get_time(p, "deadline_us", &out->due_us, out, err);
         break;
     case EV_APPROVAL_GRANTED:
         if ((rc = get_step(p, bp, out, err)) == 0 && (rc = take_json(p, "response", out, err)) == 0)

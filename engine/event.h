@@ -11,6 +11,7 @@
 #ifndef CBM_ENGINE_EVENT_H
 #define CBM_ENGINE_EVENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -146,5 +147,19 @@ char *json_normalize(const char *text);
 /* The same with the reason: 0 and *out (free it), CBM_EINVAL naming field
  * (not UTF-8, a NUL), CBM_EJSON (does not parse), CBM_ENOMEM. */
 int json_normalize_field(const char *text, const char *field, char **out, cbm_error_t *err);
+
+/* Bounds of the numbers a stored payload or snapshot may hold: an attempt, a
+ * time in microseconds (|t| <= 2^53, the range a JSON number and the store
+ * keep exactly; now + 10 years stays far inside int64_t). A decoder refuses
+ * a number outside its bounds rather than convert it: the conversion of a
+ * double out of range (1e300) is undefined, and a huge attempt or time
+ * would overflow later arithmetic. */
+#define EV_MAX_ATTEMPT 1000000000
+#define EV_MAX_TIME_US (INT64_C(1) << 53)
+
+struct cJSON;
+/* v as an integer in [min, max] (a fraction is cut off) into *out; false
+ * when v is not a number or is out of range (NaN and infinities included). */
+bool json_int_in(const struct cJSON *v, int64_t min, int64_t max, int64_t *out);
 
 #endif

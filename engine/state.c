@@ -576,11 +576,13 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         break;
     case EV_EXECUTION_COMPLETED:
         st->status = XS_COMPLETED;
+        free(st->result); /* NULL, unless a snapshot said otherwise */
         st->result = take(&ev->json);
         st->ntimers = 0;
         break;
     case EV_EXECUTION_FAILED:
         st->status = XS_FAILED;
+        free(st->error);
         st->error = take(&ev->json);
         st->ntimers = 0;
         break;
@@ -722,10 +724,22 @@ static int raw_member(const cJSON *o, const char *key, char **out)
     return *out != NULL ? 0 : CBM_ENOMEM;
 }
 
-static int64_t num_member(const cJSON *o, const char *key)
+/* o[key] as an integer in [min, max] into *out (0 when absent or not a
+ * number); false when out of range (json_int_in, event.h). */
+static bool num_member(const cJSON *o, const char *key, int64_t min, int64_t max, int64_t *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+    *out = 0;
+    return !cJSON_IsNumber(v) || json_int_in(v, min, max, out);
+}
+
+/* The same into an int (every bound here is within int). */
+static bool int_member(const cJSON *o, const char *key, int64_t min, int64_t max, int *out)
+{
+    int64_t v;
+    if (!num_member(o, key, min, max, &v)) return false;
+    *out = (int)v;
+    return true;
 }
 
 static int step_status_from(const char *s)
@@ -754,9 +768,11 @@ int st_from_json(st_exec_t *st, const char *json)
     else if (strcmp(v->valuestring, "failed") == 0) st->status = XS_FAILED;
     else if (strcmp(v->valuestring, "cancelled") == 0) st->status = XS_CANCELLED;
     else goto out;
-    st->seq = num_member(o, "seq");
-    st->started_at_us = num_member(o, "started_at_us");
-    st->updated_at_us = num_member(o, "updated_at_us");
+    /* A snapshot follows at least ExecutionStarted: seq >= 1. */
+    if (!num_member(o, "seq", 1, EV_MAX_TIME_US, &st->seq) ||
+        !num_member(o, "started_at_us", -EV_MAX_TIME_US, EV_MAX_TIME_US, &st->started_at_us) ||
+        !num_member(o, "updated_at_us", -EV_MAX_TIME_US, EV_MAX_TIME_US, &st->updated_at_us))
+        goto out;
     st->cancel_requested = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "cancel_requested"));
     st->deadline_fired = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "deadline_fired"));
     v = cJSON_GetObjectItemCaseSensitive(o, "cancel_reason");
@@ -769,54 +785,69 @@ int st_from_json(st_exec_t *st, const char *json)
         if ((st->parent_id = strdup(pid->valuestring)) == NULL ||
             (st->parent_step = strdup(pst->valuestring)) == NULL)
             goto oom;
-        st->parent_attempt = (int)num_member(v, "attempt");
+        if (!int_member(v, "attempt", 0, EV_MAX_ATTEMPT, &st->parent_attempt)) goto out;
     }
     if (raw_member(o, "inputs", &st->inputs) || raw_member(o, "result", &st->result) ||
         raw_member(o, "error", &st->error))
         goto oom;
+    /* Every state past ExecutionStarted has inputs, an object (ev_decode);
+     * the decider reads them. */
+    if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "inputs"))) goto out;
     steps = cJSON_GetObjectItemCaseSensitive(o, "steps");
     for (size_t i = 0; i < st->bp->nsteps; i++) {
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(steps, st->bp->steps[i].name);
         const cJSON *status = cJSON_GetObjectItemCaseSensitive(s, "status");
         st_step_t *d = &st->steps[i];
+        int wait, route;
         if (!cJSON_IsString(status) || step_status_from(status->valuestring) < 0) goto out;
         d->status = (st_step_status_t)step_status_from(status->valuestring);
-        d->attempt = (int)num_member(s, "attempt");
-        d->wait = (st_wait_t)num_member(s, "wait");
-        d->fired = (int)num_member(s, "fired");
-        d->base = (int)num_member(s, "base");
-        d->route = (st_route_t)num_member(s, "route");
+        if (!int_member(s, "attempt", 0, EV_MAX_ATTEMPT, &d->attempt) ||
+            !int_member(s, "wait", SW_NONE, SW_CHILD, &wait) ||
+            !int_member(s, "fired", 0, 1 + TK_CHILD, &d->fired) ||
+            !int_member(s, "base", 0, d->attempt, &d->base) ||
+            !int_member(s, "route", SR_DIVERGE, SR_DONE, &route) ||
+            !num_member(s, "child_seq", 0, EV_MAX_TIME_US, &d->child_seq) ||
+            !num_member(s, "child_at_us", -EV_MAX_TIME_US, EV_MAX_TIME_US, &d->child_at_us))
+            goto out;
+        d->wait = (st_wait_t)wait;
+        d->route = (st_route_t)route;
         d->forced = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "forced"));
         {
             const cJSON *c = cJSON_GetObjectItemCaseSensitive(s, "child");
             if (cJSON_IsString(c) && (d->child = strdup(c->valuestring)) == NULL) goto oom;
-            d->child_seq = num_member(s, "child_seq");
-            d->child_at_us = num_member(s, "child_at_us");
         }
-        if (d->route > SR_DONE) goto out;
         if (d->iters != NULL) {
             const cJSON *its = cJSON_GetObjectItemCaseSensitive(s, "iters");
             if (its != NULL && (!cJSON_IsArray(its) ||
                                 (size_t)cJSON_GetArraySize(its) != st->bp->steps[i].ndiverge))
                 goto out;
-            for (size_t r = 0; its != NULL && r < st->bp->steps[i].ndiverge; r++)
-                d->iters[r] = (int)cJSON_GetArrayItem(its, (int)r)->valuedouble;
+            for (size_t r = 0; its != NULL && r < st->bp->steps[i].ndiverge; r++) {
+                const cJSON *n = cJSON_GetArrayItem(its, (int)r);
+                int64_t v = 0;
+                if (cJSON_IsNumber(n) && !json_int_in(n, 0, BP_MAX_ITERATIONS, &v)) goto out;
+                d->iters[r] = (int)v;
+            }
         }
         if (raw_member(s, "result", &d->result) || raw_member(s, "error", &d->error) ||
             raw_member(s, "pending", &d->pending))
             goto oom;
     }
     timers = cJSON_GetObjectItemCaseSensitive(o, "timers");
+    signals = cJSON_GetObjectItemCaseSensitive(o, "signals");
+    /* Keys of the timers are read below: an array has none. */
+    if ((timers != NULL && !cJSON_IsObject(timers)) || (signals != NULL && !cJSON_IsArray(signals)))
+        goto out;
     cJSON_ArrayForEach(it, timers) {
         char kind[16];
         const char *colon = strchr(it->string, ':');
+        int64_t due;
         int k;
         snprintf(kind, sizeof(kind), "%.*s", colon ? (int)(colon - it->string) : 15, it->string);
-        if ((k = st_timer_kind_from_name(kind)) < 0) goto out;
-        if (timer_set(st, (st_timer_kind_t)k, colon ? colon + 1 : NULL, (int64_t)it->valuedouble))
-            goto oom;
+        if ((k = st_timer_kind_from_name(kind)) < 0 ||
+            !json_int_in(it, -EV_MAX_TIME_US, EV_MAX_TIME_US, &due))
+            goto out;
+        if (timer_set(st, (st_timer_kind_t)k, colon ? colon + 1 : NULL, due)) goto oom;
     }
-    signals = cJSON_GetObjectItemCaseSensitive(o, "signals");
     cJSON_ArrayForEach(it, signals) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
         st_signal_t *n = realloc(st->signals, (st->nsignals + 1) * sizeof(*n)), *g;

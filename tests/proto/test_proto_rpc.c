@@ -418,6 +418,10 @@ static void test_invalid_argument(void **state)
                                             0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
     static const unsigned char wrong_type[] = {0x08, 0x01}; /* field 1 as varint */
     static const unsigned char truncated[] = {0x0a, 0x10, 'a', 'b'}; /* says 16, has 2 */
+    /* Field number 0 (invalid), its tag written in two bytes: protobuf-c
+     * 1.4 decodes it as an unknown field that it then cannot encode again
+     * (found by tests/fuzz/fuzz_proto). */
+    static const unsigned char field_zero[] = {0x80, 0x00, 0x33};
     const char *path = rpc_method_path(RPC_POLL_TASK);
     fx_t fx;
     rpc_status_t st;
@@ -436,6 +440,9 @@ static void test_invalid_argument(void **state)
     expect_status(rc, &st, GRPC_STATUS_INVALID_ARGUMENT);
     rc = rpc_client_call_raw(cl, path, truncated, sizeof(truncated), &rep, &n, 5000, &st);
     expect_status(rc, &st, GRPC_STATUS_INVALID_ARGUMENT);
+    rc = rpc_client_call_raw(cl, path, field_zero, sizeof(field_zero), &rep, &n, 5000, &st);
+    expect_status(rc, &st, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_string_equal(st.message, "request does not decode as cerebelum.v1.PollTaskRequest");
     rc = rpc_client_call_raw(cl, path, NULL, 0, &rep, &n, 5000, &st); /* no message */
     expect_status(rc, &st, GRPC_STATUS_INVALID_ARGUMENT);
     assert_string_equal(st.message, "no request message (expected cerebelum.v1.PollTaskRequest)");

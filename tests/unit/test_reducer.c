@@ -262,7 +262,76 @@ static void test_decode_errors(void **state)
     assert_int_equal(ev_decode("StepCompleted", "{\"step\":\"a\",\"attempt\":1}", 3, 0, bp, &ev,
                                &err),
                      CBM_EJSON);
+    /* Numbers out of range are refused, not converted (converting 1e300 to
+     * an integer is undefined; a huge attempt would overflow the next one).
+     * Found by tests/fuzz. */
+    static const char *const bad[][2] = {
+        {"StepScheduled", "{\"step\":\"a\",\"attempt\":1e300}"},
+        {"StepScheduled", "{\"step\":\"a\",\"attempt\":0}"},
+        {"StepScheduled", "{\"step\":\"a\",\"attempt\":2147483647}"},
+        {"StepRetryScheduled", "{\"step\":\"a\",\"attempt\":2,\"due_us\":-1e300}"},
+        {"SleepStarted", "{\"step\":\"a\",\"attempt\":1,\"until_us\":1e19,\"result\":null}"},
+        {"ApprovalRequested", "{\"step\":\"a\",\"attempt\":1,\"type\":\"t\",\"data\":{},"
+                              "\"timeout_ms\":1e18,\"deadline_us\":0}"},
+        {"ExecutionStarted", "{\"blueprint\":\"e\",\"version\":\"v\",\"inputs\":{},"
+                             "\"parent\":{\"execution_id\":\"p\",\"step\":\"s\",\"attempt\":-1}}"},
+        /* Inputs are an object: the decider builds step inputs from them. */
+        {"ExecutionStarted", "{\"blueprint\":\"e\",\"version\":\"v\",\"inputs\":null}"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err.message[0] = '\0';
+        assert_int_equal(ev_decode(bad[i][0], bad[i][1], 4, 0, bp, &ev, &err), CBM_EJSON);
+        assert_true(err.message[0] != '\0');
+    }
     bp_destroy(bp);
+}
+
+/* A snapshot that does not describe a state of the blueprint is refused
+ * (st_from_json), whatever is wrong in it; the state is then only
+ * st_finish()ed. Each case was found by tests/fuzz/fuzz_snapshot or
+ * fuzz_history: a crash (timers given as an array), undefined behaviour
+ * (1e300 converted to an integer), or a state the decider reads wrongly (no
+ * inputs: a NULL the decider passed to strlen). */
+static void test_snapshot_refused(void **state)
+{
+    static const char *const edits[][2] = {
+        {"timers", "[1]"},
+        {"signals", "{\"x\":1}"},
+        {"seq", "0"},
+        {"seq", "1e300"},
+        {"started_at_us", "-1e19"},
+        {"inputs", "null"},
+        {"inputs", "[1]"},
+    };
+    static const char *const step_edits[][2] = {
+        {"attempt", "1e300"}, {"attempt", "-1"}, {"wait", "9"}, {"fired", "-1"},
+        {"route", "3"},       {"base", "5"},     {"child_at_us", "1e19"},
+    };
+    script_t s;
+    (void)state;
+    script_init(&s, "{\"name\":\"r\",\"timeline\":[\"a\",\"b\"]}", "{}");
+    expect_decide(&s, "StepScheduled:a");
+    char *live = st_to_json(&s.st);
+    for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]) + sizeof(step_edits) /
+                                                                   sizeof(step_edits[0]); i++) {
+        bool top = i < sizeof(edits) / sizeof(edits[0]);
+        const char *const *e = top ? edits[i] : step_edits[i - sizeof(edits) / sizeof(edits[0])];
+        cJSON *o = cJSON_Parse(live), *where = o;
+        char *text;
+        st_exec_t re;
+        if (!top)
+            where = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "steps"), "a");
+        cJSON_DeleteItemFromObjectCaseSensitive(where, e[0]);
+        assert_true(cJSON_AddItemToObject(where, e[0], cJSON_Parse(e[1])));
+        text = cJSON_PrintUnformatted(o);
+        assert_int_equal(st_init(&re, s.st.id, s.bp), 0);
+        if (st_from_json(&re, text) == 0) fail_msg("snapshot with %s = %s restored", e[0], e[1]);
+        st_finish(&re);
+        free(text);
+        cJSON_Delete(o);
+    }
+    free(live);
+    script_finish(&s);
 }
 
 static void test_type_names_round_trip(void **state)
@@ -542,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_failure_fails_execution),
         cmocka_unit_test(test_reducer_rejects_bad_history),
         cmocka_unit_test(test_decode_errors),
+        cmocka_unit_test(test_snapshot_refused),
         cmocka_unit_test(test_type_names_round_trip),
         cmocka_unit_test(test_retry_backoff_arithmetic),
         cmocka_unit_test(test_retry_as_timers),

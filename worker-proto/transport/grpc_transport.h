@@ -77,6 +77,17 @@ const char *rpc_method_path(rpc_method_t m);
 const ProtobufCMessageDescriptor *rpc_method_input(rpc_method_t m);
 const ProtobufCMessageDescriptor *rpc_method_output(rpc_method_t m);
 
+/**
+ * Decode a message of type d (protobuf_c_message_unpack), refusing what
+ * protobuf-c accepts but cannot encode again: a field numbered 0 (invalid in
+ * protobuf), which protobuf-c 1.4 takes for an unknown field when its tag is
+ * written in more than one byte. A request that decodes here can be copied
+ * (packed and unpacked) by a handler. NULL when it does not decode; free the
+ * result with protobuf_c_message_free_unpacked().
+ */
+ProtobufCMessage *rpc_message_unpack(const ProtobufCMessageDescriptor *d, size_t len,
+                                     const uint8_t *data);
+
 /** Default cap on a request or reply message, in bytes (4 MiB). */
 #define RPC_DEFAULT_MAX_MESSAGE (4u * 1024u * 1024u)
 

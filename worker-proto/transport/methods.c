@@ -9,6 +9,7 @@
  */
 #include "transport_internal.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 typedef struct method_info {
@@ -53,6 +54,42 @@ const ProtobufCMessageDescriptor *rpc_method_input(rpc_method_t m)
 const ProtobufCMessageDescriptor *rpc_method_output(rpc_method_t m)
 {
     return (unsigned)m < RPC_METHOD_COUNT ? method_desc(m)->output : NULL;
+}
+
+/* No unknown field numbered 0 in m or in any message inside it. */
+static bool field_numbers_ok(const ProtobufCMessage *m)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (size_t i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0) return false;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        const char *member = (const char *)m + f->offset;
+        ProtobufCMessage *const *subs = (ProtobufCMessage *const *)(const void *)member;
+        size_t n = 1;
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE) continue;
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)(const void *)((const char *)m + f->quantifier_offset) != f->id)
+            continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(const size_t *)(const void *)((const char *)m + f->quantifier_offset);
+            subs = *(ProtobufCMessage **const *)(const void *)member;
+        }
+        for (size_t k = 0; k < n; k++)
+            if (subs[k] != NULL && !field_numbers_ok(subs[k])) return false;
+    }
+    return true;
+}
+
+ProtobufCMessage *rpc_message_unpack(const ProtobufCMessageDescriptor *d, size_t len,
+                                     const uint8_t *data)
+{
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, data);
+    if (m != NULL && !field_numbers_ok(m)) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        return NULL;
+    }
+    return m;
 }
 
 int rpc_methods_check(void)

@@ -488,7 +488,7 @@ static ProtobufCMessage *decode(grpc_byte_buffer *bb, const ProtobufCMessageDesc
                         &at))
         snprintf(bad, badsz, "field %s %s (byte %ld)", field, why, at);
     else
-        m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+        m = rpc_message_unpack(d, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
     grpc_slice_unref(all);
     return m;
 }
