@@ -145,19 +145,19 @@ static void decide_outcome(struct cbm_step_out *out)
     now = fz_event_time(st.seq) + 500;
     ev.step = bp_step_index(bp, "b");
     ev.attempt = 1;
-    switch (out->set) {
-    case 1:
+    switch (out->kind) {
+    case CBM_OUT_OK:
         ev.type = EV_STEP_COMPLETED;
         ev.json = out->result;
         out->result = NULL;
         break;
-    case 3:
+    case CBM_OUT_SLEEP:
         ev.type = EV_SLEEP_STARTED;
         ev.json = out->result;
         ev.due_us = now + out->ms * 1000;
         out->result = NULL;
         break;
-    case 4:
+    case CBM_OUT_APPROVAL:
         ev.type = EV_APPROVAL_REQUESTED;
         ev.json = out->result;
         ev.name = out->type;

@@ -160,7 +160,9 @@ CBM_EXTERN void cbm_engine_destroy(cbm_engine_t *e);
 
 /**
  * Register a blueprint given as JSON text. It is validated (CBM_EJSON or
- * CBM_EBLUEPRINT with a message naming the step and the problem), stored, and
+ * CBM_EBLUEPRINT with a message naming the step and the problem; CBM_EINVAL
+ * for text that is not UTF-8 or holds a NUL or the escape \u0000, which
+ * PostgreSQL could not store), stored, and
  * becomes the latest version of its name. The version is the SHA-256 of the
  * blueprint's canonical JSON, so content already stored (under any
  * formatting) is the same version: registering it again is a no-op that
