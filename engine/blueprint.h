@@ -199,7 +199,9 @@ static inline bool bp_step_remote(const bp_step_t *s)
 
 /* Parse and validate blueprint JSON text (len bytes, need not be
  * NUL-terminated). On success *out is a new blueprint owned by the caller
- * (free with bp_destroy). On failure returns CBM_EJSON (malformed JSON) or
+ * (free with bp_destroy). On failure returns CBM_EJSON (malformed JSON),
+ * CBM_EINVAL (text that is not UTF-8, or holds a NUL or \u0000: what
+ * PostgreSQL could not store; cbm_json_check), CBM_ENOMEM, or
  * CBM_EBLUEPRINT and fills err with a message naming the step and the problem,
  * e.g. "step 'b': depends_on names unknown step 'x'". */
 int bp_parse_json(const char *json, size_t len, bp_blueprint_t **out, cbm_error_t *err);
