@@ -76,6 +76,7 @@ for v in "$rounds" "$seed" "$workers" "$time_limit" "$drain_timeout"; do
   [[ $v =~ ^[0-9]+$ ]] || { echo "chaos.sh: not a number: $v" >&2; usage; }
 done
 [ "$workers" -ge 1 ] && [ "$workers" -le 16 ] || { echo "chaos.sh: --workers is 1 to 16" >&2; exit 2; }
+[ "$drain_timeout" -ge 1 ] || { echo "chaos.sh: --drain-timeout is at least 1" >&2; exit 2; }
 if [ -z "$build" ]; then
   if [ -d "$root/build-rel" ]; then build=$root/build-rel; else build=$root/build; fi
 fi
@@ -116,7 +117,7 @@ declare -a wpid winc
 cleanup() {
   local p
   trap - EXIT INT TERM
-  for p in $engine_pid $server_pid $client_pid "${wpid[@]}" ${final_pids:-}; do
+  for p in $engine_pid $server_pid $client_pid "${wpid[@]}" ${final_pids:-} ${bounded_pid:-}; do
     [ -n "$p" ] && kill -KILL "$p" 2>/dev/null
   done
   wait 2>/dev/null
@@ -148,7 +149,7 @@ pause_s() {
 }
 
 declare -A count=([engine]=0 [server]=0 [worker]=0 [pg-restart]=0 [pg-terminate]=0)
-backends_terminated=0 decides=0 unplanned=0
+backends_terminated=0 decides=0 decide_failed=0 unplanned=0
 unplanned_log=$work/unplanned.txt
 : >"$unplanned_log"
 
@@ -213,10 +214,29 @@ supervise() {
   done
   if ! kill -0 "$client_pid" 2>/dev/null; then reap "client" "$client_pid"; start_client; fi
 }
+# bounded SECONDS CMD...: run CMD, kill -9 it after SECONDS; its status, 124
+# when killed. (Not timeout(1): a timeout killed by the cleanup would leave
+# its child behind; the cleanup kills bounded_pid itself.)
+bounded() {
+  local limit=$1 rc; shift
+  "$@" &
+  bounded_pid=$!
+  timeout "$limit" tail --pid="$bounded_pid" -f /dev/null || kill -KILL "$bounded_pid" 2>/dev/null
+  wait "$bounded_pid"; rc=$?
+  bounded_pid=
+  [ $rc = 137 ] && rc=124
+  return $rc
+}
 decide() {  # a client-only process approves and signals on the engine database
   decides=$((decides + 1))
-  timeout 30 "$driver" decide "$url_e" "d$decides" >>"$work/logs/decide.out" 2>>"$work/logs/decide.err" ||
-    log "decide process $decides failed (store away?)"
+  local rc
+  bounded 30 "$driver" decide "$url_e" "d$decides" >>"$work/logs/decide.out" 2>>"$work/logs/decide.err"
+  rc=$?
+  case $rc in
+    0) ;;
+    1) decide_failed=$((decide_failed + 1)) ;;  # the store was away: it says so and exits 1
+    *) unplanned "decide process $decides exited with $rc" ;;
+  esac
 }
 pg_restart() {
   "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdata" -m immediate -w -t 120 \
@@ -279,23 +299,38 @@ kill -TERM "$client_pid" 2>/dev/null; wait "$client_pid"; rc=$?
 client_pid=
 kill9 "$engine_pid"; engine_pid=
 gen=$((gen + 1))
-timeout "$drain_timeout" "$driver" engine "$url_e" "$gen" "$work/runs-e" "$work/acked-e" 1 final \
+"$driver" engine "$url_e" "$gen" "$work/runs-e" "$work/acked-e" 1 final "$drain_timeout" \
   >"$work/logs/engine.final.out" 2>"$work/logs/engine.final.err" &
 fe=$!
-timeout "$drain_timeout" "$driver" client "$addr" "$work/acked-r" 1 final \
+"$driver" client "$addr" "$work/acked-r" 1 final "$drain_timeout" \
   >"$work/logs/client.final.out" 2>>"$work/logs/client.err" &
 fc=$!
 final_pids="$fe $fc"
+# They stop themselves after drain_timeout (status 3); a minute later they are killed.
+for p in $fe $fc; do
+  timeout $((drain_timeout + 60)) tail --pid="$p" -f /dev/null || kill -KILL "$p" 2>/dev/null
+done
 wait $fe; rc_e=$?
 wait $fc; rc_c=$?
 final_pids=
 t_drain=$((SECONDS - t_start - t_chaos))
 log "drained in $t_drain s (engine $rc_e, server side $rc_c)"
+# stop NAME PID: it was sent SIGTERM; it must exit 0 within 30 s (else kill -9).
 stop_rc=0
+stop() {
+  local rc
+  if ! timeout 30 tail --pid="$2" -f /dev/null; then
+    kill -KILL "$2" 2>/dev/null
+    unplanned "$1 did not stop within 30 s of SIGTERM"
+  fi
+  wait "$2"; rc=$?
+  [ $rc = 0 ] || { stop_rc=$rc; log "$1 exited $rc on SIGTERM"; }
+}
 for ((i = 0; i < workers; i++)); do kill -TERM "${wpid[$i]}" 2>/dev/null; done
-for ((i = 0; i < workers; i++)); do timeout 30 tail --pid="${wpid[$i]}" -f /dev/null; wait "${wpid[$i]}" || stop_rc=$?; done
+for ((i = 0; i < workers; i++)); do stop "worker w$i.${winc[$i]}" "${wpid[$i]}"; done
 wpid=()
-kill -TERM "$server_pid"; timeout 30 tail --pid="$server_pid" -f /dev/null; wait "$server_pid" || stop_rc=$?
+kill -TERM "$server_pid"
+stop server "$server_pid"
 server_pid=
 
 # ---- checks ------------------------------------------------------------------------
@@ -404,7 +439,7 @@ check "$url_r" "server: the workers ran every remote step and only those" \
 [ "$unplanned" = 0 ] && { passed=$((passed + 1)); echo "ok: no process exited or failed unplanned"; } ||
   { failed=$((failed + 1)); echo "FAIL: $unplanned unplanned exits or failures:"; sed 's/^/  /' "$unplanned_log"; }
 [ "$rc_e" = 0 ] && [ "$rc_c" = 0 ] && { passed=$((passed + 1)); echo "ok: everything finished within the drain (${t_drain} s)"; } ||
-  { failed=$((failed + 1)); echo "FAIL: drain: engine $rc_e, server side $rc_c (124: not finished in ${drain_timeout} s)"; }
+  { failed=$((failed + 1)); echo "FAIL: drain: engine $rc_e, server side $rc_c (3: not finished in ${drain_timeout} s)"; }
 [ "$stop_rc" = 0 ] && { passed=$((passed + 1)); echo "ok: the workers and the server stopped cleanly on SIGTERM"; } ||
   { failed=$((failed + 1)); echo "FAIL: a worker or the server exited $stop_rc on SIGTERM"; }
 
@@ -434,7 +469,7 @@ echo
 echo "chaos summary (seed $seed)"
 echo "  rounds:     $round of $rounds in $t_chaos s, drain $t_drain s, total ${SECONDS} s"
 echo "  faults:     engine kill -9 ${count[engine]}, server kill -9 ${count[server]}, worker kill -9 ${count[worker]}, PostgreSQL immediate restart ${count[pg-restart]}, backend terminations ${count[pg-terminate]} ($backends_terminated backends)"
-echo "  deciders:   $decides client-only approve/signal processes on the engine database"
+echo "  deciders:   $decides client-only approve/signal processes on the engine database ($decide_failed found the store away)"
 echo "  engine:     $(stat "$url_e")"
 echo "  server:     $(stat "$url_r")"
 echo "  re-runs:    engine $(q "$url_e" "SELECT count(*) - (SELECT count(*) FROM cbm_events WHERE type = 'StepCompleted' AND payload->'result'->>'gen' IS NOT NULL) FROM chaos_runs") handler runs whose result was not recorded, server $(q "$url_r" "SELECT count(*) - (SELECT count(*) FROM cbm_events WHERE type = 'StepCompleted' AND payload->'result'->>'by' IS NOT NULL) FROM chaos_runs"); lease expiries $(q "$url_r" "SELECT count(*) FROM cbm_events WHERE type = 'StepFailed' AND payload->'error'->>'kind' = 'lease_expired'"), results ignored $(q "$url_r" "SELECT count(*) FROM cbm_events WHERE type = 'ResultIgnored'")"

@@ -3,9 +3,9 @@
  * which kills them, the `cerebelum serve` they talk to and PostgreSQL at
  * random and then checks the store against what they logged.
  *
- *   chaos_driver engine URL GEN RUNS ACKED RATE [final]
+ *   chaos_driver engine URL GEN RUNS ACKED RATE [final [DEADLINE_S]]
  *   chaos_driver decide URL GEN
- *   chaos_driver client SERVER ACKED RATE [final]
+ *   chaos_driver client SERVER ACKED RATE [final [DEADLINE_S]]
  *   chaos_driver worker SERVER ID RUNS QUEUE[,QUEUE...] CONCURRENCY
  *
  * engine: an embedded engine on URL with local handlers and the "e_"
@@ -13,7 +13,8 @@
  *   RATE executions a second (round robin over e_dag, e_wait, e_parent),
  *   appending each id to ACKED only after its start returned (acknowledged),
  *   until it is killed. With "final" it starts nothing: it approves and
- *   signals what waits and exits 0 once nothing in the store is unfinished.
+ *   signals what waits and exits 0 once nothing in the store is unfinished
+ *   (3 if DEADLINE_S seconds pass first).
  *   Each handler run appends "GEN EXECUTION STEP ATTEMPT MS" to RUNS as it
  *   starts (one O_APPEND write(2), whole even when the process is killed)
  *   and returns {"gen": GEN, "t": MS}, so the checks can tell which process's
@@ -27,7 +28,8 @@
  *   signals what waits, until SIGTERM. Each start has an idempotency key and
  *   is repeated with that key until the server acknowledges it, so every
  *   start attempted is acknowledged in the end (unless SIGTERM comes first).
- *   With "final": no starts; decides until nothing is unfinished, exit 0.
+ *   With "final": no starts; decides until nothing is unfinished (as the
+ *   engine's final mode does).
  * worker: a remote worker (cerebelum/worker.h) with id ID on the given
  *   queues. Each run appends "ID EXECUTION STEP ATTEMPT MS" to RUNS and
  *   returns {"by": ID, "t": MS}. SIGTERM drains it.
@@ -208,7 +210,10 @@ static int decide_all(api_t *a, const char *status, const char *by)
         cbm_error_t err = {0};
         lo.after = after[0] ? after : NULL;
         if (api_list(a, &lo, &page, &n, &err) != 0) return -1;
-        if (n == 0) break;
+        if (n == 0) {
+            cbm_execution_infos_free(page, n);
+            break;
+        }
         for (size_t i = 0; i < n && !stopping; i++) {
             int rc;
             if (strcmp(status, "awaiting_approval") == 0)
@@ -254,11 +259,17 @@ static long unfinished(api_t *a)
 }
 
 /* Final phase: decide until nothing is unfinished (twice in a row, a second
- * apart, so a child started by a completing step is seen). */
-static int drain(api_t *a, const char *by)
+ * apart, so a child started by a completing step is seen). Returns 0, or 3
+ * if @p deadline_s seconds passed first (0: no deadline). */
+static int drain(api_t *a, const char *by, long deadline_s)
 {
+    long long until = deadline_s > 0 ? now_ms() + deadline_s * 1000 : 0;
     int quiet = 0;
     while (!stopping) {
+        if (until != 0 && now_ms() > until) {
+            fprintf(stderr, "%s: not finished within %ld s\n", by, deadline_s);
+            return 3;
+        }
         decide_all(a, "awaiting_approval", by);
         decide_all(a, "awaiting_signal", by);
         long left = unfinished(a);
@@ -285,6 +296,7 @@ static int engine_main(int argc, char **argv)
     api_t a = {0};
     FILE *acked;
     double rate;
+    long deadline_s;
     bool final;
 
     if (argc < 7) return 2;
@@ -294,6 +306,7 @@ static int engine_main(int argc, char **argv)
     acked = fopen(argv[5], "a");
     rate = atof(argv[6]);
     final = argc > 7 && strcmp(argv[7], "final") == 0;
+    deadline_s = argc > 8 ? atol(argv[8]) : 0;
     if (runs_fd < 0 || acked == NULL || rate <= 0) return 2;
 
     if (cbm_engine_create(&e, &o, &err) != 0 ||
@@ -310,7 +323,7 @@ static int engine_main(int argc, char **argv)
     fflush(stdout);
     a.e = e;
     if (final) {
-        int rc = drain(&a, "final");
+        int rc = drain(&a, "final", deadline_s);
         cbm_engine_destroy(e);
         return rc;
     }
@@ -370,6 +383,7 @@ static int client_main(int argc, char **argv)
     api_t a = {0};
     FILE *acked;
     double rate;
+    long deadline_s;
     bool final;
     struct sigaction sa;
 
@@ -377,6 +391,7 @@ static int client_main(int argc, char **argv)
     acked = fopen(argv[3], "a");
     rate = atof(argv[4]);
     final = argc > 5 && strcmp(argv[5], "final") == 0;
+    deadline_s = argc > 6 ? atol(argv[6]) : 0;
     if (acked == NULL || rate <= 0) return 2;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_term;
@@ -393,7 +408,7 @@ static int client_main(int argc, char **argv)
     printf("ready\n");
     fflush(stdout);
     if (final) {
-        int rc = drain(&a, "client-final");
+        int rc = drain(&a, "client-final", deadline_s);
         cbm_client_destroy(c);
         return rc;
     }
@@ -495,9 +510,9 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "decide") == 0) return decide_main(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "client") == 0) return client_main(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "worker") == 0) return worker_main(argc, argv);
-    fprintf(stderr, "usage: chaos_driver engine URL GEN RUNS ACKED RATE [final]\n"
+    fprintf(stderr, "usage: chaos_driver engine URL GEN RUNS ACKED RATE [final [DEADLINE_S]]\n"
                     "       chaos_driver decide URL GEN\n"
-                    "       chaos_driver client SERVER ACKED RATE [final]\n"
+                    "       chaos_driver client SERVER ACKED RATE [final [DEADLINE_S]]\n"
                     "       chaos_driver worker SERVER ID RUNS QUEUES CONCURRENCY\n");
     return 2;
 }
