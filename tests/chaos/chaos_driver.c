@@ -3,18 +3,19 @@
  * which kills them, the `cerebelum serve` they talk to and PostgreSQL at
  * random and then checks the store against what they logged.
  *
- *   chaos_driver engine URL GEN RUNS ACKED RATE [final [DEADLINE_S]]
+ *   chaos_driver engine URL GEN RUNS ACKED RATE [final]
  *   chaos_driver decide URL GEN
- *   chaos_driver client SERVER ACKED RATE [final [DEADLINE_S]]
+ *   chaos_driver client SERVER ACKED RATE [final]
  *   chaos_driver worker SERVER ID RUNS QUEUE[,QUEUE...] CONCURRENCY
  *
  * engine: an embedded engine on URL with local handlers and the "e_"
  *   blueprints below. Prints "ready" on stdout once started, then starts
  *   RATE executions a second (round robin over e_dag, e_wait, e_parent),
  *   appending each id to ACKED only after its start returned (acknowledged),
- *   until it is killed. With "final" it starts nothing: it approves and
- *   signals what waits and exits 0 once nothing in the store is unfinished
- *   (3 if DEADLINE_S seconds pass first).
+ *   until it is killed or sent SIGUSR1. SIGUSR1, or "final" from the start:
+ *   it starts nothing more, approves and signals what waits, and exits 0
+ *   once nothing in the store is unfinished (3 if $CHAOS_DRAIN_S seconds
+ *   pass first).
  *   Each handler run appends "GEN EXECUTION STEP ATTEMPT MS" to RUNS as it
  *   starts (one O_APPEND write(2), whole even when the process is killed)
  *   and returns {"gen": GEN, "t": MS}, so the checks can tell which process's
@@ -28,8 +29,8 @@
  *   signals what waits, until SIGTERM. Each start has an idempotency key and
  *   is repeated with that key until the server acknowledges it, so every
  *   start attempted is acknowledged in the end (unless SIGTERM comes first).
- *   With "final": no starts; decides until nothing is unfinished (as the
- *   engine's final mode does).
+ *   SIGUSR1 or "final": no more starts; decides until nothing is unfinished,
+ *   as the engine does.
  * worker: a remote worker (cerebelum/worker.h) with id ID on the given
  *   queues. Each run appends "ID EXECUTION STEP ATTEMPT MS" to RUNS and
  *   returns {"by": ID, "t": MS}. SIGTERM drains it.
@@ -108,7 +109,8 @@ static const char *const remote_starts[] = {"r_dag", "r_wait", "r_parent"};
 
 static const char *who = "?"; /* GEN (engine) or worker id */
 static int runs_fd = -1;
-static volatile sig_atomic_t stopping;
+static volatile sig_atomic_t stopping; /* SIGTERM (client): stop now */
+static volatile sig_atomic_t draining; /* SIGUSR1: no more starts; drain */
 
 static long long now_ms(void)
 {
@@ -260,9 +262,11 @@ static long unfinished(api_t *a)
 
 /* Final phase: decide until nothing is unfinished (twice in a row, a second
  * apart, so a child started by a completing step is seen). Returns 0, or 3
- * if @p deadline_s seconds passed first (0: no deadline). */
-static int drain(api_t *a, const char *by, long deadline_s)
+ * if $CHAOS_DRAIN_S seconds passed first (unset: no deadline). */
+static int drain(api_t *a, const char *by)
 {
+    const char *env = getenv("CHAOS_DRAIN_S");
+    long deadline_s = env != NULL ? atol(env) : 0;
     long long until = deadline_s > 0 ? now_ms() + deadline_s * 1000 : 0;
     int quiet = 0;
     while (!stopping) {
@@ -280,10 +284,12 @@ static int drain(api_t *a, const char *by, long deadline_s)
     return 1;
 }
 
-static void on_term(int sig)
+static void on_signal(int sig)
 {
-    (void)sig;
-    stopping = 1;
+    if (sig == SIGUSR1)
+        draining = 1;
+    else
+        stopping = 1;
 }
 
 /* ---- engine ----------------------------------------------------------------- */
@@ -296,8 +302,7 @@ static int engine_main(int argc, char **argv)
     api_t a = {0};
     FILE *acked;
     double rate;
-    long deadline_s;
-    bool final;
+    int rc;
 
     if (argc < 7) return 2;
     o.database_url = argv[2];
@@ -305,8 +310,7 @@ static int engine_main(int argc, char **argv)
     runs_fd = open(argv[4], O_WRONLY | O_CREAT | O_APPEND, 0644);
     acked = fopen(argv[5], "a");
     rate = atof(argv[6]);
-    final = argc > 7 && strcmp(argv[7], "final") == 0;
-    deadline_s = argc > 8 ? atol(argv[8]) : 0;
+    if (argc > 7 && strcmp(argv[7], "final") == 0) draining = 1;
     if (runs_fd < 0 || acked == NULL || rate <= 0) return 2;
 
     if (cbm_engine_create(&e, &o, &err) != 0 ||
@@ -322,12 +326,7 @@ static int engine_main(int argc, char **argv)
     printf("ready\n");
     fflush(stdout);
     a.e = e;
-    if (final) {
-        int rc = drain(&a, "final", deadline_s);
-        cbm_engine_destroy(e);
-        return rc;
-    }
-    for (unsigned long k = 0;; k++) {
+    for (unsigned long k = 0; !draining; k++) {
         char id[37];
         const char *bp = engine_starts[k % NELEM(engine_starts)];
         long long t0 = now_ms();
@@ -340,8 +339,12 @@ static int engine_main(int argc, char **argv)
             sleep_ms(100);
         }
         long wait = (long)(1000.0 / rate) - (long)(now_ms() - t0);
-        if (wait > 0) sleep_ms(wait);
+        if (wait > 0 && !draining) sleep_ms(wait);
     }
+    fclose(acked);
+    rc = drain(&a, "engine");
+    cbm_engine_destroy(e);
+    return rc;
 fail:
     fprintf(stderr, "engine %s: %s: %s\n", who, cbm_err_name(err.code), err.message);
     cbm_engine_destroy(e);
@@ -383,20 +386,13 @@ static int client_main(int argc, char **argv)
     api_t a = {0};
     FILE *acked;
     double rate;
-    long deadline_s;
-    bool final;
-    struct sigaction sa;
+    int rc = 0;
 
     if (argc < 5) return 2;
     acked = fopen(argv[3], "a");
     rate = atof(argv[4]);
-    final = argc > 5 && strcmp(argv[5], "final") == 0;
-    deadline_s = argc > 6 ? atol(argv[6]) : 0;
+    if (argc > 5 && strcmp(argv[5], "final") == 0) draining = 1;
     if (acked == NULL || rate <= 0) return 2;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_term;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
     co.timeout_ms = 5000;
     if (cbm_client_connect(&c, argv[2], &co, &err) != 0) goto fail;
     a.c = c;
@@ -407,19 +403,15 @@ static int client_main(int argc, char **argv)
         }
     printf("ready\n");
     fflush(stdout);
-    if (final) {
-        int rc = drain(&a, "client-final", deadline_s);
-        cbm_client_destroy(c);
-        return rc;
-    }
     long long last_decide = 0;
-    for (unsigned long k = 0; !stopping; k++) {
+    for (unsigned long k = 0; !stopping && !draining; k++) {
         char id[37], key[64];
         const char *bp = remote_starts[k % NELEM(remote_starts)];
         long long t0 = now_ms();
         snprintf(key, sizeof(key), "chaos-%d-%lu", (int)getpid(), k);
         /* The same key until acknowledged: a start whose answer was lost
          * is found again, not started twice. */
+        /* A drain waits for this start: its key may already have started. */
         while (!stopping && cbm_client_start(c, bp, "{}", key, id, &err) != 0) {
             fprintf(stderr, "client: start %s: %s: %s\n", key, cbm_err_name(err.code),
                     err.message);
@@ -434,11 +426,12 @@ static int client_main(int argc, char **argv)
             last_decide = now_ms();
         }
         long wait = (long)(1000.0 / rate) - (long)(now_ms() - t0);
-        if (wait > 0) sleep_ms(wait);
+        if (wait > 0 && !draining) sleep_ms(wait);
     }
-    cbm_client_destroy(c);
     fclose(acked);
-    return 0;
+    if (draining && !stopping) rc = drain(&a, "client");
+    cbm_client_destroy(c);
+    return rc;
 fail:
     fprintf(stderr, "client: %s: %s\n", cbm_err_name(err.code), err.message);
     cbm_client_destroy(c);
@@ -505,14 +498,25 @@ static int worker_main(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    struct sigaction sa;
+
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    /* Before any thread exists. The worker blocks SIGTERM and SIGINT
+     * itself and waits for them on a thread of its own. */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGUSR1, &sa, NULL);
+    if (argc >= 2 && strcmp(argv[1], "client") == 0) {
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+    }
     if (argc >= 2 && strcmp(argv[1], "engine") == 0) return engine_main(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "decide") == 0) return decide_main(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "client") == 0) return client_main(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "worker") == 0) return worker_main(argc, argv);
-    fprintf(stderr, "usage: chaos_driver engine URL GEN RUNS ACKED RATE [final [DEADLINE_S]]\n"
+    fprintf(stderr, "usage: chaos_driver engine URL GEN RUNS ACKED RATE [final]\n"
                     "       chaos_driver decide URL GEN\n"
-                    "       chaos_driver client SERVER ACKED RATE [final [DEADLINE_S]]\n"
+                    "       chaos_driver client SERVER ACKED RATE [final]\n"
                     "       chaos_driver worker SERVER ID RUNS QUEUES CONCURRENCY\n");
     return 2;
 }
