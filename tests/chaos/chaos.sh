@@ -19,8 +19,9 @@
 # seeded RNG: kill -9 the engine (and restart it), kill -9 the server (and
 # restart it on the same port), kill -9 a worker (and start another),
 # pg_ctl -m immediate restart, or pg_terminate_backend of 1-3 random backends
-# of the two databases. After the last round every process is kept up until
-# nothing is unfinished, then the store is checked against the handlers' run
+# of the two databases; opt-in, pg-stall: SIGSTOP a backend for 0.5-5 s.
+# After the last round the running engine and server must finish everything
+# without a restart, then the store is checked against the handlers' run
 # logs. Exit 0 if every check passed, 1 otherwise, 2 for a usage error.
 # Only loopback addresses; every process and temp dir goes on any exit.
 set -u
