@@ -472,6 +472,50 @@ check 2 "huge bad --input" start demo --input "$big"
 [ "${#err}" -lt 600 ] || fail "huge bad --input: the error is ${#err} bytes long"
 [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "huge bad --input: the error is not one line"
 
+# ---- batch starts (StartExecutions, through the client library) -----------------
+# line I of the probe's output: "I code=... created=... id=... version=... msg=..."
+item() { sed -n "$(($1 + 1))p" <<<"$out"; }
+item_id() { item "$1" | sed -n 's/.* id=\([^ ]*\) .*/\1/p'; }
+probe start-items "demo;;batch-k1"
+match out "^0 code=CBM_OK created=1 id=[0-9a-f-]{36} version=[0-9a-f]{64} msg=$" "batch: first start of a key"
+kb1=$(item_id 0)
+bv=$(item 0 | sed -n 's/.* version=\([0-9a-f]*\) .*/\1/p')
+match bv '^[0-9a-f]{64}$' "batch: the version of a started item"
+# mixed: an existing key, a new key, plain items, and three bad items, each
+# with its own error while the others start
+probe start-items "demo;;batch-k1" 'demo;{"x":2};batch-k2' "demo;;" "nosuch;;" "demo;[1];" 'demo;{"y":5}' "" "demo;;;0000"
+[ "$rc" = 0 ] || fail "batch: probe exit $rc: $out $err"
+match out "^0 code=CBM_OK created=0 id=$kb1 version=$bv msg=$" "batch: existing key answers its execution"
+match out "^1 code=CBM_OK created=1 id=[0-9a-f-]{36} version=$bv msg=$" "batch: new key"
+match out "^2 code=CBM_OK created=1 id=[0-9a-f-]{36} version=$bv msg=$" "batch: plain item"
+match out "^3 code=CBM_ENOTFOUND created=0 id= version= msg=no blueprint named 'nosuch'$" "batch: unknown blueprint"
+match out "^4 code=CBM_EINVAL created=0 id= version= msg=.+" "batch: inputs not an object"
+match out "^5 code=CBM_OK created=1 id=[0-9a-f-]{36} version=$bv msg=$" "batch: plain item after a bad one"
+match out "^6 code=CBM_EINVAL created=0 id= version= msg=blueprint is required$" "batch: no blueprint"
+match out "^7 code=CBM_ENOTFOUND created=0 id= version= msg=blueprint 'demo' has no version 0000$" "batch: unknown version"
+[ "$(wc -l <<<"$out")" = 9 ] || fail "batch: want 8 item lines and the rc line:"$'\n'"$out"
+kb2=$(item_id 1); pb=$(item_id 2); pb5=$(item_id 5)
+for x in "$kb2" "$pb" "$pb5"; do [ -n "$x" ] && wait_status "$x" completed; done
+check 0 "batch: inputs of item 5" show "$pb5" --json && py "batch: item 5 inputs" "j['inputs'] == {'y': 5}"
+probe start-items "demo;;batch-k2"
+match out "^0 code=CBM_OK created=0 id=$kb2 " "batch: a key started in a batch is found again"
+# a batch of plain items goes in one start per blueprint
+probe start-items "demo;;" "boom;;" 'demo;{"z":1}'
+match out "^0 code=CBM_OK created=1 " "batch group: demo"
+match out "^1 code=CBM_OK created=1 " "batch group: boom"
+match out "^2 code=CBM_OK created=1 " "batch group: demo again"
+wait_status "$(item_id 2)" completed
+# the whole call's limits
+probe start-many 1001 demo
+[ "$rc" = 1 ] || fail "oversized batch: probe exit $rc"
+exactly out "rc=CBM_EINVAL RESOURCE_EXHAUSTED: 1001 items: at most 1000 per StartExecutions call" "oversized batch refused"
+probe start-many 0 demo
+exactly out "rc=CBM_EINVAL items is empty" "empty batch refused"
+probe start-many 1000 orphan
+[ "$rc" = 0 ] || fail "batch of the maximum: probe exit $rc: $(tail -1 <<<"$out")"
+[ "$(grep -c ' code=CBM_ESTATE ' <<<"$out")" = 1000 ] ||
+  fail "batch of the maximum of a blueprint without handlers: want 1000 CBM_ESTATE items: $(head -2 <<<"$out")"
+
 # ---- shutdown, then the server is down ------------------------------------------
 stop_server "$main_pid" TERM main
 check 3 "server down" show "$id1" --timeout-ms 3000 &&
