@@ -90,9 +90,9 @@ static const command_t commands[] = {
      "validate and store the blueprint in FILE; prints its version", {0}, 1},
     /* With --from-file it takes no BLUEPRINT (main() below). */
     {"start", 1, cli_cmd_start,
-     "start BLUEPRINT [--input JSON] [--id KEY] [--version V] | start --from-file FILE",
-     "start an execution of BLUEPRINT (the latest version, or V); prints its id. "
-     "--from-file: one start per JSON line of FILE (- = stdin), in batches",
+     "start BLUEPRINT [--input JSON] [--id KEY] [--version V]\n"
+     "       cerebelum start --from-file FILE     (JSON lines; - = stdin)",
+     "start an execution of BLUEPRINT, or one per line of FILE; prints ids",
      {O_INPUT, O_ID, O_BP_VERSION, O_FROM_FILE}, 1},
     {"list", 0, cli_cmd_list, "list [--status S] [--blueprint B] [--limit N] [--after ID]",
      "list executions, newest first; page with --after <last id>",
