@@ -44,6 +44,7 @@ typedef struct cli_opts {
     const char *input;
     const char *idem_key;
     const char *bp_version;
+    const char *from_file;    /* start --from-file: JSON lines, "-" = stdin */
     /* list */
     const char *status;
     const char *blueprint;

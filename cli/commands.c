@@ -245,6 +245,8 @@ int cli_cmd_register(const cli_opts_t *o)
     return rc;
 }
 
+static int start_from_file(const cli_opts_t *o); /* below */
+
 int cli_cmd_start(const cli_opts_t *o)
 {
     cbm_start_opts_t so = {0};
@@ -254,6 +256,7 @@ int cli_cmd_start(const cli_opts_t *o)
     conn_t c;
     int rc;
 
+    if (o->from_file != NULL) return start_from_file(o);
     if (check_json("--input", o->input, 1) != 0) return CLI_USAGE;
     if (o->idem_key != NULL && o->idem_key[0] == '\0') {
         cli_errorf("--id must not be empty");
@@ -286,6 +289,220 @@ int cli_cmd_start(const cli_opts_t *o)
         rc = CLI_OK;
     }
     conn_close(&c);
+    return rc;
+}
+
+/* ---- start --from-file: JSON lines, sent in batches (StartExecutions) ------ */
+
+/* gRPC status names of the items' errors, by number (docs/protocol.md). */
+static const char *const grpc_names[] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED",
+};
+
+static const char *grpc_name(int status)
+{
+    return status >= 0 && (size_t)status < sizeof(grpc_names) / sizeof(grpc_names[0])
+               ? grpc_names[status]
+               : "UNKNOWN";
+}
+
+typedef struct batch_line {
+    size_t line;   /* 1-based line number in the file */
+    cJSON *doc;    /* the parsed object; the item's strings point into it */
+    char *inputs;  /* "inputs" as text, or NULL */
+} batch_line_t;
+
+/* One line of the file into *bl and *it; a usage error (message printed)
+ * when it is not an object with a string "blueprint" and only the known
+ * fields of the right types. */
+static int parse_line(const char *path, size_t lineno, const char *text, batch_line_t *bl,
+                      cbm_client_start_item_t *it)
+{
+    const cJSON *f;
+
+    bl->line = lineno;
+    if ((bl->doc = cJSON_Parse(text)) == NULL || !cJSON_IsObject(bl->doc)) {
+        cli_errorf("%s:%zu: %s: %.60s%s", path, lineno,
+                   bl->doc == NULL ? "not valid JSON" : "not a JSON object", text,
+                   strlen(text) > 60 ? "..." : "");
+        return -1;
+    }
+    cJSON_ArrayForEach(f, bl->doc) {
+        const char *k = f->string;
+        if (strcmp(k, "blueprint") == 0 || strcmp(k, "idempotency_key") == 0 ||
+            strcmp(k, "version") == 0) {
+            if (!cJSON_IsString(f) || f->valuestring[0] == '\0') {
+                cli_errorf("%s:%zu: \"%s\" must be a non-empty string", path, lineno, k);
+                return -1;
+            }
+            if (k[0] == 'b') it->blueprint = f->valuestring;
+            else if (k[0] == 'i') it->idempotency_key = f->valuestring;
+            else it->version = f->valuestring;
+        } else if (strcmp(k, "inputs") == 0) {
+            if (!cJSON_IsObject(f)) {
+                cli_errorf("%s:%zu: \"inputs\" must be a JSON object", path, lineno);
+                return -1;
+            }
+            if ((bl->inputs = cJSON_PrintUnformatted(f)) == NULL) {
+                cli_errorf("out of memory");
+                return -1;
+            }
+            it->inputs_json = bl->inputs;
+        } else {
+            cli_errorf("%s:%zu: unknown field \"%.60s\" (blueprint, inputs, idempotency_key, "
+                       "version)", path, lineno, k);
+            return -1;
+        }
+    }
+    if (it->blueprint == NULL) {
+        cli_errorf("%s:%zu: \"blueprint\" is required", path, lineno);
+        return -1;
+    }
+    return 0;
+}
+
+/* The whole file, parsed before anything is sent: a typo on line 900 is a
+ * usage error, not 899 starts and a failure. */
+static int read_lines(const char *path, batch_line_t **lines, cbm_client_start_item_t **items,
+                      size_t *n)
+{
+    char *text = cli_read_file(strcmp(path, "-") == 0 ? "/dev/stdin" : path), *p, *nl;
+    size_t cap = 0, lineno = 0;
+    int rc = CLI_OK;
+
+    *lines = NULL;
+    *items = NULL;
+    *n = 0;
+    if (text == NULL) {
+        cli_errorf("cannot read %s: %s", path, strerror(errno));
+        return CLI_USAGE;
+    }
+    for (p = text; p != NULL && rc == CLI_OK; p = nl != NULL ? nl + 1 : NULL) {
+        const char *q;
+        if ((nl = strchr(p, '\n')) != NULL) *nl = '\0';
+        lineno++;
+        for (q = p; *q == ' ' || *q == '\t' || *q == '\r'; q++) {}
+        if (*q == '\0') continue; /* blank lines are allowed */
+        if (*n == cap) {
+            size_t c2 = cap ? cap * 2 : 64;
+            batch_line_t *l2 = realloc(*lines, c2 * sizeof(**lines));
+            cbm_client_start_item_t *i2 = l2 != NULL ? realloc(*items, c2 * sizeof(**items)) : NULL;
+            if (l2 != NULL) *lines = l2;
+            if (i2 == NULL) {
+                cli_errorf("out of memory");
+                rc = CLI_USAGE;
+                break;
+            }
+            *items = i2;
+            cap = c2;
+        }
+        memset(&(*lines)[*n], 0, sizeof(**lines));
+        memset(&(*items)[*n], 0, sizeof(**items));
+        if (parse_line(path, lineno, p, &(*lines)[*n], &(*items)[*n]) != 0) rc = CLI_USAGE;
+        (*n)++; /* counted even when bad, so that it is freed */
+    }
+    free(text);
+    if (rc == CLI_OK && *n == 0) {
+        cli_errorf("%s holds no items", path);
+        rc = CLI_USAGE;
+    }
+    return rc;
+}
+
+static void free_lines(batch_line_t *lines, cbm_client_start_item_t *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        cJSON_Delete(lines[i].doc);
+        cJSON_free(lines[i].inputs);
+    }
+    free(lines);
+    free(items);
+}
+
+/* One result line: text "ID created|existing" or "- LINE STATUS: message";
+ * --json an object per line. */
+static void print_result(const cli_opts_t *o, const batch_line_t *bl,
+                         const cbm_client_start_result_t *r)
+{
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        char *t;
+        cJSON_AddNumberToObject(j, "line", (double)bl->line);
+        if (r->code == 0) {
+            cJSON_AddStringToObject(j, "execution_id", r->id);
+            cJSON_AddBoolToObject(j, "created", r->created);
+            cJSON_AddStringToObject(j, "version", r->version);
+        } else {
+            cJSON *e = cJSON_AddObjectToObject(j, "error");
+            cJSON_AddStringToObject(e, "status", grpc_name(r->status));
+            cJSON_AddStringToObject(e, "message", r->message);
+        }
+        if ((t = cJSON_PrintUnformatted(j)) != NULL) printf("%s\n", t);
+        else printf("{\"line\": %zu, \"error\": {\"status\": \"INTERNAL\", \"message\": "
+                    "\"out of memory\"}}\n", bl->line);
+        cJSON_free(t);
+        cJSON_Delete(j);
+    } else if (r->code == 0) {
+        printf("%s %s\n", r->id, r->created ? "created" : "existing");
+    } else {
+        char msg[sizeof(r->message)];
+        snprintf(msg, sizeof(msg), "%s", r->message);
+        for (char *p = msg; *p; p++)
+            if (*p == '\n' || *p == '\r') *p = ' ';
+        printf("- line %zu %s: %s\n", bl->line, grpc_name(r->status), msg);
+    }
+}
+
+static int start_from_file(const cli_opts_t *o)
+{
+    batch_line_t *lines = NULL;
+    cbm_client_start_item_t *items = NULL;
+    cbm_client_start_result_t *res = NULL;
+    size_t n = 0, failed = 0;
+    cbm_error_t err = {0};
+    conn_t c;
+    int rc;
+
+    if (o->input != NULL || o->idem_key != NULL || o->bp_version != NULL || o->nargs > 0) {
+        cli_errorf("--from-file takes no BLUEPRINT, --input, --id or --version: each line "
+                   "says its own");
+        return CLI_USAGE;
+    }
+    if ((rc = read_lines(o->from_file, &lines, &items, &n)) != CLI_OK) goto out;
+    if ((res = calloc(n < CBM_CLIENT_MAX_START_BATCH ? n : CBM_CLIENT_MAX_START_BATCH,
+                      sizeof(*res))) == NULL) {
+        cli_errorf("out of memory");
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if ((rc = conn_open(o, &c)) != CLI_OK) goto out;
+    for (size_t at = 0; at < n && rc == CLI_OK; at += CBM_CLIENT_MAX_START_BATCH) {
+        size_t m = n - at < CBM_CLIENT_MAX_START_BATCH ? n - at : CBM_CLIENT_MAX_START_BATCH;
+        int crc = cbm_client_start_many(c.client, items + at, m, res, &err);
+        if (crc != 0) {
+            /* The batches before were answered (and printed); this one's
+             * items may or may not have started: keys make a rerun safe. */
+            rc = report(&c, crc, &err);
+            if (at > 0) cli_errorf("items from line %zu on were not confirmed", lines[at].line);
+            break;
+        }
+        for (size_t i = 0; i < m; i++) {
+            print_result(o, &lines[at + i], &res[i]);
+            if (res[i].code != 0) failed++;
+        }
+        fflush(stdout);
+    }
+    conn_close(&c);
+    if (rc == CLI_OK && failed > 0) {
+        cli_errorf("%zu of %zu items failed", failed, n);
+        rc = CLI_REFUSED;
+    }
+out:
+    free(res);
+    free_lines(lines, items, n);
     return rc;
 }
 

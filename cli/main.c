@@ -26,7 +26,7 @@ enum opt {
     O_INPUT, O_ID, O_STATUS, O_BLUEPRINT, O_LIMIT, O_AFTER,
     O_RESPONSE, O_WHO, O_REASON, O_PAYLOAD,
     O_LISTEN, O_DATABASE_URL, O_STATE_DIR, O_TLS_CERT, O_TLS_KEY, O_TLS_CLIENT_CA, O_MAX_MSG,
-    O_DEMO, O_BP_VERSION, O_HELP = 'h', O_VERSION = 'V',
+    O_DEMO, O_BP_VERSION, O_FROM_FILE, O_HELP = 'h', O_VERSION = 'V',
 };
 
 static const struct option long_opts[] = {
@@ -40,6 +40,7 @@ static const struct option long_opts[] = {
     {"timeout-ms", required_argument, NULL, O_TIMEOUT},
     {"json", no_argument, NULL, O_JSON},
     {"input", required_argument, NULL, O_INPUT},
+    {"from-file", required_argument, NULL, O_FROM_FILE},
     {"id", required_argument, NULL, O_ID},
     {"status", required_argument, NULL, O_STATUS},
     {"blueprint", required_argument, NULL, O_BLUEPRINT},
@@ -87,9 +88,12 @@ static const command_t commands[] = {
      0},
     {"blueprint register", 1, cli_cmd_register, "blueprint register FILE",
      "validate and store the blueprint in FILE; prints its version", {0}, 1},
-    {"start", 1, cli_cmd_start, "start BLUEPRINT [--input JSON] [--id KEY] [--version V]",
-     "start an execution of BLUEPRINT (the latest version, or V); prints its id",
-     {O_INPUT, O_ID, O_BP_VERSION}, 1},
+    /* With --from-file it takes no BLUEPRINT (main() below). */
+    {"start", 1, cli_cmd_start,
+     "start BLUEPRINT [--input JSON] [--id KEY] [--version V]\n"
+     "       cerebelum start --from-file FILE     (JSON lines; - = stdin)",
+     "start an execution of BLUEPRINT, or one per line of FILE; prints ids",
+     {O_INPUT, O_ID, O_BP_VERSION, O_FROM_FILE}, 1},
     {"list", 0, cli_cmd_list, "list [--status S] [--blueprint B] [--limit N] [--after ID]",
      "list executions, newest first; page with --after <last id>",
      {O_STATUS, O_BLUEPRINT, O_LIMIT, O_AFTER}, 1},
@@ -184,7 +188,7 @@ int main(int argc, char **argv)
 {
     cli_opts_t o = {0};
     char **pos = calloc((size_t)argc + 1, sizeof(*pos));
-    int npos = 0, seen[64] = {0}, nseen = 0, help = 0, ch, rc;
+    int npos = 0, seen[64] = {0}, nseen = 0, help = 0, nargs, ch, rc;
     const command_t *cmd = NULL;
     size_t words = 0;
     long long n;
@@ -212,6 +216,7 @@ int main(int argc, char **argv)
             break;
         case O_JSON: o.json = true; break;
         case O_INPUT: o.input = optarg; break;
+        case O_FROM_FILE: o.from_file = optarg; break;
         case O_ID: o.idem_key = optarg; break;
         case O_STATUS: o.status = optarg; break;
         case O_BLUEPRINT: o.blueprint = optarg; break;
@@ -306,13 +311,14 @@ int main(int argc, char **argv)
             goto bad;
         }
     }
-    if (npos - (int)words != cmd->nargs) {
+    nargs = cmd->run == cli_cmd_start && o.from_file != NULL ? 0 : cmd->nargs;
+    if (npos - (int)words != nargs) {
         cli_errorf("'%s' takes %d argument%s, got %d: usage: cerebelum %s", cmd->words,
-                   cmd->nargs, cmd->nargs == 1 ? "" : "s", npos - (int)words, cmd->usage);
+                   nargs, nargs == 1 ? "" : "s", npos - (int)words, cmd->usage);
         goto bad;
     }
     o.args = pos + words;
-    o.nargs = cmd->nargs;
+    o.nargs = nargs;
     rc = cmd->run(&o);
     free(pos);
     return rc;

@@ -176,6 +176,65 @@ int cbm_client_start(cbm_client_t *c, const char *blueprint, const char *inputs_
     return cbm_client_start_opts(c, blueprint, inputs_json, &o, id_out, NULL, NULL, err);
 }
 
+_Static_assert(CBM_CLIENT_MAX_START_BATCH == RPC_MAX_START_BATCH,
+               "the public batch limit is the protocol's");
+
+/* One result of StartExecutions into the caller's struct. */
+static void result_from(const Cerebelum__V1__StartExecutionResult *r,
+                        cbm_client_start_result_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (r->error != NULL && r->error->code != GRPC_STATUS_OK) {
+        out->status = r->error->code;
+        out->code = rpc_status_to_cbm((grpc_status_code)r->error->code);
+        if (out->code == 0) out->code = CBM_EIO;
+        snprintf(out->message, sizeof(out->message), "%s", r->error->message);
+        return;
+    }
+    snprintf(out->id, sizeof(out->id), "%s", r->execution_id);
+    snprintf(out->version, sizeof(out->version), "%s", r->version);
+    out->created = r->created;
+}
+
+int cbm_client_start_many(cbm_client_t *c, const cbm_client_start_item_t *items, size_t n,
+                          cbm_client_start_result_t *results, cbm_error_t *err)
+{
+    Cerebelum__V1__StartExecutionsRequest req = CEREBELUM__V1__START_EXECUTIONS_REQUEST__INIT;
+    Cerebelum__V1__StartExecutionsResponse *rep = NULL;
+    Cerebelum__V1__StartExecutionRequest *msgs = NULL, **ptrs = NULL;
+    int rc;
+
+    if (c == NULL || (n > 0 && (items == NULL || results == NULL)))
+        return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    if (n > 0 && ((msgs = calloc(n, sizeof(*msgs))) == NULL ||
+                  (ptrs = calloc(n, sizeof(*ptrs))) == NULL)) {
+        free(msgs);
+        return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        msgs[i] = (Cerebelum__V1__StartExecutionRequest)CEREBELUM__V1__START_EXECUTION_REQUEST__INIT;
+        msgs[i].blueprint = STR(items[i].blueprint);
+        msgs[i].inputs_json = STR(items[i].inputs_json);
+        msgs[i].idempotency_key = STR(items[i].idempotency_key);
+        msgs[i].version = STR(items[i].version);
+        ptrs[i] = &msgs[i];
+    }
+    req.n_items = n;
+    req.items = ptrs;
+    rc = call(c, RPC_START_EXECUTIONS, &req.base, (ProtobufCMessage **)&rep, err);
+    free(ptrs);
+    free(msgs);
+    if (rc != 0) return rc;
+    if (rep->n_results != n) {
+        size_t got = rep->n_results;
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+        return cbm_error_set(err, CBM_EIO, "the server answered %zu results for %zu items", got, n);
+    }
+    for (size_t i = 0; i < n; i++) result_from(rep->results[i], &results[i]);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return 0;
+}
+
 /* Move an Execution into an info; strings are copied (the reply is freed
  * by the caller). Returns CBM_ENOMEM with the info half-filled. */
 static int info_from(const Cerebelum__V1__Execution *x, cbm_execution_info_t *info)

@@ -69,14 +69,13 @@ grpc_status_code svc_status_of(int rc)
  * and a reference, and the detail goes to the log under that reference.
  * Either way the message is one line.
  */
-void svc_fail(rpc_call_t *call, int rc, const char *detail)
+void svc_error_text(int rc, const char *detail, char *msg, size_t cap)
 {
-    char msg[600];
     switch (rc) {
     case CBM_EINVAL: case CBM_EJSON: case CBM_EBLUEPRINT: case CBM_ENOTFOUND:
     case CBM_ESTATE: case CBM_EHANDLER: case CBM_ETIMEDOUT: case CBM_ECONFLICT:
     case CBM_EEXIST: case CBM_ESHUTDOWN:
-        snprintf(msg, sizeof(msg), "%s", detail != NULL && *detail ? detail : cbm_strerror(rc));
+        snprintf(msg, cap, "%s", detail != NULL && *detail ? detail : cbm_strerror(rc));
         break;
     default: {
         unsigned char r[4];
@@ -84,12 +83,18 @@ void svc_fail(rpc_call_t *call, int rc, const char *detail)
         if (RAND_bytes(r, sizeof(r)) != 1) memset(r, 0, sizeof(r));
         snprintf(ref, sizeof(ref), "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
         cbm_log_error("ref %s: %s: %s", ref, cbm_err_name(rc), detail != NULL ? detail : "");
-        snprintf(msg, sizeof(msg), "%s (ref %s; the server's log has the detail)",
-                 cbm_strerror(rc), ref);
+        snprintf(msg, cap, "%s (ref %s; the server's log has the detail)", cbm_strerror(rc),
+                 ref);
     }
     }
     for (char *p = msg; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
+}
+
+void svc_fail(rpc_call_t *call, int rc, const char *detail)
+{
+    char msg[600];
+    svc_error_text(rc, detail, msg, sizeof(msg));
     rpc_call_fail(call, svc_status_of(rc), "%s", msg);
 }
 
@@ -637,6 +642,9 @@ static void work_cb(uv_work_t *req)
     case RPC_REJECT: do_reject(j); break;
     case RPC_SIGNAL: do_signal(j); break;
     case RPC_CANCEL: do_cancel(j); break;
+    case RPC_START_EXECUTIONS:
+        j->rc = svc_start_batch(j->svc->engine, (const void *)j->in, &j->out, &j->err);
+        break;
     default: fail(j, CBM_EINVAL, "method not served"); break;
     }
 }
@@ -705,6 +713,17 @@ static int precheck(rpc_call_t *call, rpc_method_t m, const ProtobufCMessage *re
         const Cerebelum__V1__StartExecutionRequest *rq = (const void *)request;
         if (rq->blueprint[0] == '\0')
             return rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "blueprint is required"), -1;
+        return 0;
+    }
+    case RPC_START_EXECUTIONS: {
+        /* The whole call's limits; an item's own faults are its result. */
+        size_t n = ((const Cerebelum__V1__StartExecutionsRequest *)(const void *)request)->n_items;
+        if (n == 0)
+            return rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "items is empty"), -1;
+        if (n > RPC_MAX_START_BATCH)
+            return rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                 "%zu items: at most %d per StartExecutions call", n,
+                                 RPC_MAX_START_BATCH), -1;
         return 0;
     }
     case RPC_GET_EXECUTION:
@@ -795,6 +814,7 @@ void svc_install(svc_t *svc, rpc_server_options_t *opts)
     opts->handlers[RPC_REJECT] = on_call;
     opts->handlers[RPC_SIGNAL] = on_call;
     opts->handlers[RPC_CANCEL] = on_call;
+    opts->handlers[RPC_START_EXECUTIONS] = on_call;
     opts->user_data = svc;
 }
 

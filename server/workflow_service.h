@@ -53,4 +53,17 @@ grpc_status_code svc_status_of(int cbm_code);
  * (no SQL text reaches a client). One line. */
 void svc_fail(rpc_call_t *call, int rc, const char *detail);
 
+/* The message svc_fail would send for rc, into msg (one line; a server
+ * error is logged with a reference and the message gives the reference). */
+void svc_error_text(int rc, const char *detail, char *msg, size_t cap);
+
+/* The work of StartExecutions (workflow_batch.c; thread pool): start the
+ * items of @p rq, each with its own result or error, into *out (a
+ * StartExecutionsResponse, malloc'd pieces only: free it with
+ * protobuf_c_message_free_unpacked). The item count is checked before
+ * (1..RPC_MAX_START_BATCH). Returns 0, or CBM_ENOMEM with err filled and
+ * *out NULL: an item's failure is its result, not the call's. */
+int svc_start_batch(cbm_engine_t *e, const Cerebelum__V1__StartExecutionsRequest *rq,
+                    ProtobufCMessage **out, cbm_error_t *err);
+
 #endif

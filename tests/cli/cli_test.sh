@@ -472,6 +472,112 @@ check 2 "huge bad --input" start demo --input "$big"
 [ "${#err}" -lt 600 ] || fail "huge bad --input: the error is ${#err} bytes long"
 [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "huge bad --input: the error is not one line"
 
+# ---- batch starts (StartExecutions, through the client library) -----------------
+# line I of the probe's output: "I code=... created=... id=... version=... msg=..."
+item() { sed -n "$(($1 + 1))p" <<<"$out"; }
+item_id() { item "$1" | sed -n 's/.* id=\([^ ]*\) .*/\1/p'; }
+probe start-items "demo;;batch-k1"
+match out "^0 code=CBM_OK created=1 id=[0-9a-f-]{36} version=[0-9a-f]{64} msg=$" "batch: first start of a key"
+kb1=$(item_id 0)
+bv=$(item 0 | sed -n 's/.* version=\([0-9a-f]*\) .*/\1/p')
+match bv '^[0-9a-f]{64}$' "batch: the version of a started item"
+# mixed: an existing key, a new key, plain items, and three bad items, each
+# with its own error while the others start
+probe start-items "demo;;batch-k1" 'demo;{"x":2};batch-k2' "demo;;" "nosuch;;" "demo;[1];" 'demo;{"y":5}' "" "demo;;;0000"
+[ "$rc" = 0 ] || fail "batch: probe exit $rc: $out $err"
+match out "^0 code=CBM_OK created=0 id=$kb1 version=$bv msg=$" "batch: existing key answers its execution"
+match out "^1 code=CBM_OK created=1 id=[0-9a-f-]{36} version=$bv msg=$" "batch: new key"
+match out "^2 code=CBM_OK created=1 id=[0-9a-f-]{36} version=$bv msg=$" "batch: plain item"
+match out "^3 code=CBM_ENOTFOUND created=0 id= version= msg=no blueprint named 'nosuch'$" "batch: unknown blueprint"
+match out "^4 code=CBM_EINVAL created=0 id= version= msg=.+" "batch: inputs not an object"
+match out "^5 code=CBM_OK created=1 id=[0-9a-f-]{36} version=$bv msg=$" "batch: plain item after a bad one"
+match out "^6 code=CBM_EINVAL created=0 id= version= msg=blueprint is required$" "batch: no blueprint"
+match out "^7 code=CBM_ENOTFOUND created=0 id= version= msg=blueprint 'demo' has no version 0000$" "batch: unknown version"
+[ "$(wc -l <<<"$out")" = 9 ] || fail "batch: want 8 item lines and the rc line:"$'\n'"$out"
+kb2=$(item_id 1); pb=$(item_id 2); pb5=$(item_id 5)
+for x in "$kb2" "$pb" "$pb5"; do [ -n "$x" ] && wait_status "$x" completed; done
+check 0 "batch: inputs of item 5" show "$pb5" --json && py "batch: item 5 inputs" "j['inputs'] == {'y': 5}"
+probe start-items "demo;;batch-k2"
+match out "^0 code=CBM_OK created=0 id=$kb2 " "batch: a key started in a batch is found again"
+# a batch of plain items goes in one start per blueprint
+probe start-items "demo;;" "boom;;" 'demo;{"z":1}'
+match out "^0 code=CBM_OK created=1 " "batch group: demo"
+match out "^1 code=CBM_OK created=1 " "batch group: boom"
+match out "^2 code=CBM_OK created=1 " "batch group: demo again"
+wait_status "$(item_id 2)" completed
+# the whole call's limits
+probe start-many 1001 demo
+[ "$rc" = 1 ] || fail "oversized batch: probe exit $rc"
+exactly out "rc=CBM_EINVAL RESOURCE_EXHAUSTED: 1001 items: at most 1000 per StartExecutions call" "oversized batch refused"
+probe start-many 0 demo
+exactly out "rc=CBM_EINVAL items is empty" "empty batch refused"
+probe start-many 1000 orphan
+[ "$rc" = 0 ] || fail "batch of the maximum: probe exit $rc: $(tail -1 <<<"$out")"
+[ "$(grep -c ' code=CBM_ESTATE ' <<<"$out")" = 1000 ] ||
+  fail "batch of the maximum of a blueprint without handlers: want 1000 CBM_ESTATE items: $(head -2 <<<"$out")"
+
+# ---- start --from-file: JSON lines in batches ----------------------------------------
+check 2 "from-file with a blueprint too" start demo --from-file "$tmp/none.jsonl" &&
+  match err "^cerebelum: 'start' takes 0 arguments, got 1" "from-file with a blueprint: message"
+check 2 "from-file with --input" start --from-file "$tmp/none.jsonl" --input '{}' &&
+  exactly err "cerebelum: --from-file takes no BLUEPRINT, --input, --id or --version: each line says its own" "from-file with --input: message"
+check 2 "from-file missing" start --from-file "$tmp/none.jsonl" &&
+  exactly err "cerebelum: cannot read $tmp/none.jsonl: No such file or directory" "from-file missing: message"
+printf '{"blueprint": "demo"}\n{"blueprint": "demo", "input": {}}\n' >"$tmp/typo.jsonl"
+check 2 "from-file unknown field" start --from-file "$tmp/typo.jsonl" &&
+  exactly err "cerebelum: $tmp/typo.jsonl:2: unknown field \"input\" (blueprint, inputs, idempotency_key, version)" "from-file unknown field: message"
+printf '{"blueprint": "demo"}\n\n{"blueprint": \n' >"$tmp/broken.jsonl"
+check 2 "from-file bad JSON" start --from-file "$tmp/broken.jsonl" &&
+  match err "^cerebelum: $tmp/broken.jsonl:3: not valid JSON" "from-file bad JSON: message"
+printf '{"inputs": {}}\n' >"$tmp/nobp.jsonl"
+check 2 "from-file without blueprint" start --from-file "$tmp/nobp.jsonl" &&
+  exactly err "cerebelum: $tmp/nobp.jsonl:1: \"blueprint\" is required" "from-file without blueprint: message"
+printf '\n\n' >"$tmp/empty.jsonl"
+check 2 "from-file without items" start --from-file "$tmp/empty.jsonl" &&
+  exactly err "cerebelum: $tmp/empty.jsonl holds no items" "from-file without items: message"
+cat >"$tmp/batch.jsonl" <<'EOF'
+{"blueprint": "demo", "idempotency_key": "batch-k1"}
+{"blueprint": "demo", "inputs": {"from": "file"}, "idempotency_key": "file-k1"}
+
+{"blueprint": "nosuch"}
+{"blueprint": "demo", "inputs": {"n": 4}}
+EOF
+check 1 "from-file, one item fails" start --from-file "$tmp/batch.jsonl"
+exactly err "cerebelum: 1 of 4 items failed" "from-file: failure summary"
+[ "$(wc -l <<<"$out")" = 4 ] || fail "from-file: want 4 lines:"$'\n'"$out"
+match out "^$kb1 existing\$" "from-file: existing key"
+match out "^[0-9a-f-]{36} created\$" "from-file: created"
+match out "^- line 4 NOT_FOUND: no blueprint named 'nosuch'\$" "from-file: failed item"
+fk1=$(sed -n '2s/ created$//p' <<<"$out")
+wait_status "$fk1" completed
+check 0 "from-file item inputs" show "$fk1" --json && py "from-file item inputs" "j['inputs'] == {'from': 'file'}"
+"$exe" start --from-file - --json <"$tmp/batch.jsonl" >"$tmp/out" 2>"$tmp/err"
+rc=$?; out=$(cat "$tmp/out")
+[ "$rc" = 1 ] || fail "from-file stdin --json: exit $rc, want 1"
+[ "$(wc -l <<<"$out")" = 4 ] || fail "from-file --json: want 4 lines:"$'\n'"$out"
+python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin]
+assert [r["line"] for r in rows] == [1, 2, 4, 5], rows
+assert rows[0]["execution_id"] == sys.argv[1] and rows[0]["created"] is False, rows[0]
+assert rows[1]["execution_id"] == sys.argv[2] and rows[1]["created"] is False, rows[1]
+assert rows[2]["error"] == {"status": "NOT_FOUND", "message": "no blueprint named '"'nosuch'"'"}, rows[2]
+assert rows[3]["created"] is True and len(rows[3]["version"]) == 64, rows[3]
+' "$kb1" "$fk1" <<<"$out" || fail "from-file --json rows:"$'\n'"$out"
+# more lines than one call may carry: two calls, every item answered, in
+# order (1000 that the server refuses, cheaply, then one that starts)
+python3 -c '
+for i in range(1000): print("{\"blueprint\": \"orphan\"}")
+print("{\"blueprint\": \"demo\", \"idempotency_key\": \"many-last\"}")
+' >"$tmp/many.jsonl"
+check 1 "from-file, two batches" start --from-file "$tmp/many.jsonl"
+[ "$(grep -c '^- line [0-9]* FAILED_PRECONDITION: ' <<<"$out")" = 1000 ] ||
+  fail "from-file two batches: want 1000 refused: $(head -3 <<<"$out")"
+[ "$(sed -n '1000p' <<<"$out" | cut -d' ' -f1-3)" = "- line 1000" ] || fail "from-file two batches: line 1000 out of order"
+match out "^[0-9a-f-]{36} created\$" "from-file two batches: the last item, in the second call"
+[ "$(tail -1 <<<"$out" | cut -d' ' -f2)" = created ] || fail "from-file two batches: the last line is not the started item"
+exactly err "cerebelum: 1000 of 1001 items failed" "from-file two batches: summary"
+
 # ---- shutdown, then the server is down ------------------------------------------
 stop_server "$main_pid" TERM main
 check 3 "server down" show "$id1" --timeout-ms 3000 &&

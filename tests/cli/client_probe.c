@@ -6,6 +6,14 @@
  *                                         server picks the only waiting one)
  *   client_probe ADDR history ID FROM     events from seq FROM: "seq type" lines
  *   client_probe ADDR null-args           NULL arguments are CBM_EINVAL, not crashes
+ *   client_probe ADDR start-items ITEM... one StartExecutions call; ITEM is
+ *                                         "blueprint;inputs;key;version" (an
+ *                                         empty part is NULL, missing trailing
+ *                                         parts too); prints one line per item:
+ *                                         "I code=<CBM name> created=<0|1> id=<id>
+ *                                         version=<v> msg=<message>"
+ *   client_probe ADDR start-many N BP     one StartExecutions call of N plain
+ *                                         items of BP (N may be 0 or too many)
  *
  * Prints "rc=<CBM name> <message>" for the call's outcome on the last line.
  */
@@ -14,6 +22,34 @@
 #include <string.h>
 
 #include "cerebelum/client.h"
+
+/* Split "a;b;c;d" in place into up to 4 parts; "" parts become NULL. */
+static void split_item(char *s, cbm_client_start_item_t *it)
+{
+    const char **parts[4] = {&it->blueprint, &it->inputs_json, &it->idempotency_key,
+                             &it->version};
+    for (int k = 0; k < 4 && s != NULL; k++) {
+        char *semi = strchr(s, ';');
+        if (semi != NULL) *semi = '\0';
+        *parts[k] = s[0] != '\0' ? s : NULL;
+        s = semi != NULL ? semi + 1 : NULL;
+    }
+}
+
+static int start_items(cbm_client_t *c, cbm_client_start_item_t *items, size_t n,
+                       cbm_error_t *err)
+{
+    cbm_client_start_result_t *res = calloc(n ? n : 1, sizeof(*res));
+    int rc;
+
+    if (res == NULL) return CBM_ENOMEM;
+    rc = cbm_client_start_many(c, items, n, res, err);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        printf("%zu code=%s created=%d id=%s version=%s msg=%s\n", i, cbm_err_name(res[i].code),
+               res[i].created ? 1 : 0, res[i].id, res[i].version, res[i].message);
+    free(res);
+    return rc;
+}
 
 static int outcome(int rc, const cbm_error_t *err)
 {
@@ -28,7 +64,8 @@ int main(int argc, char **argv)
     int rc;
 
     if (argc < 3) {
-        fprintf(stderr, "usage: client_probe ADDR approve-only ID | history ID FROM | null-args\n");
+        fprintf(stderr, "usage: client_probe ADDR approve-only ID | history ID FROM | null-args"
+                        " | start-items ITEM... | start-many N BP\n");
         return 2;
     }
     if ((rc = cbm_client_connect(&c, argv[1], NULL, &err)) != 0) return outcome(rc, &err);
@@ -40,6 +77,18 @@ int main(int argc, char **argv)
         rc = cbm_client_history(c, argv[3], atoll(argv[4]), &evs, &n, &err);
         for (size_t i = 0; rc == 0 && i < n; i++) printf("%lld %s\n", (long long)evs[i].seq, evs[i].type);
         cbm_events_free(evs, n);
+    } else if (strcmp(argv[2], "start-items") == 0) {
+        size_t n = (size_t)(argc - 3);
+        cbm_client_start_item_t *items = calloc(n ? n : 1, sizeof(*items));
+        for (size_t i = 0; items != NULL && i < n; i++) split_item(argv[3 + i], &items[i]);
+        rc = items != NULL ? start_items(c, items, n, &err) : CBM_ENOMEM;
+        free(items);
+    } else if (strcmp(argv[2], "start-many") == 0 && argc == 5) {
+        size_t n = (size_t)atoll(argv[3]);
+        cbm_client_start_item_t *items = calloc(n ? n : 1, sizeof(*items));
+        for (size_t i = 0; items != NULL && i < n; i++) items[i].blueprint = argv[4];
+        rc = items != NULL ? start_items(c, items, n, &err) : CBM_ENOMEM;
+        free(items);
     } else if (strcmp(argv[2], "null-args") == 0) {
         cbm_execution_info_t *info = NULL;
         char id[37];
@@ -49,6 +98,7 @@ int main(int argc, char **argv)
         bad |= cbm_client_approve(c, "x", NULL, NULL, NULL, &err) != CBM_EINVAL;
         bad |= cbm_client_signal(c, "x", "", NULL, &err) != CBM_EINVAL;
         bad |= cbm_client_connect(NULL, "x", NULL, &err) != CBM_EINVAL;
+        bad |= cbm_client_start_many(c, NULL, 1, NULL, &err) != CBM_EINVAL;
         rc = bad ? CBM_EIO : 0;
         if (bad) snprintf(err.message, sizeof(err.message), "a NULL argument was not refused");
     } else {

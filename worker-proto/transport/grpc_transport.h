@@ -62,7 +62,8 @@
     XX(REJECT, WorkflowService, Reject)                                        \
     XX(SIGNAL, WorkflowService, Signal)                                        \
     XX(CANCEL, WorkflowService, Cancel)                                        \
-    XX(LIST_WORKERS, WorkflowService, ListWorkers)
+    XX(LIST_WORKERS, WorkflowService, ListWorkers)                             \
+    XX(START_EXECUTIONS, WorkflowService, StartExecutions)
 
 typedef enum rpc_method {
 #define XX(id, svc, name) RPC_##id,
@@ -90,6 +91,11 @@ ProtobufCMessage *rpc_message_unpack(const ProtobufCMessageDescriptor *d, size_t
 
 /** Default cap on a request or reply message, in bytes (4 MiB). */
 #define RPC_DEFAULT_MAX_MESSAGE (4u * 1024u * 1024u)
+
+/** Most items one StartExecutions call may carry (docs/protocol.md): more is
+ *  RESOURCE_EXHAUSTED for the whole call. Bounds the work and the reply one
+ *  call can cause; 1000 small starts stay far below the message cap. */
+#define RPC_MAX_START_BATCH 1000
 
 /** A gRPC status with its message, as a client saw it or a server sent it. */
 typedef struct rpc_status {

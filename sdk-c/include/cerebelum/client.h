@@ -125,6 +125,55 @@ CBM_EXTERN int cbm_client_start_opts(cbm_client_t *c, const char *blueprint,
                                      char id_out[37], bool *created, char version_out[65],
                                      cbm_error_t *err);
 
+/** Most items one cbm_client_start_many() call may carry: the server's
+ *  limit (docs/protocol.md, StartExecutions). Send larger batches in pieces. */
+#define CBM_CLIENT_MAX_START_BATCH 1000
+
+/** One start of a batch (cbm_client_start_many). Zero-initialise, then set
+ *  what you need; the strings are only read during the call. */
+typedef struct cbm_client_start_item {
+    const char *blueprint;       /**< blueprint name; required (NULL or "" fails this item) */
+    const char *inputs_json;     /**< a JSON object; NULL: {} */
+    const char *idempotency_key; /**< NULL: none; as cbm_start_opts_t describes */
+    const char *version;         /**< NULL: the latest registered version */
+} cbm_client_start_item_t;
+
+/** The outcome of one item of a batch; caller-allocated, nothing to free. */
+typedef struct cbm_client_start_result {
+    /** 0: started, or its key named an existing execution; otherwise the
+     *  CBM_E* code of this item's failure (mapped from its gRPC status as
+     *  the calls of this header are: CBM_ENOTFOUND, CBM_EINVAL...). */
+    int code;
+    /** The item's gRPC status code number (0 = OK), for the finer detail
+     *  that code cannot carry. */
+    int status;
+    char id[37];         /**< the execution's id; "" when code != 0 */
+    bool created;        /**< false: the key matched an existing execution */
+    char version[65];    /**< the blueprint version it runs ("" if unknown) */
+    char message[256];   /**< why it failed (the server's words); "" when code == 0 */
+} cbm_client_start_result_t;
+
+/**
+ * Start @p n executions in one call (StartExecutions), the i-th as
+ * cbm_client_start_opts() would start @p items[i]: an item with an
+ * idempotency key that already exists answers that execution with
+ * created = false, and an item that fails (unknown blueprint, bad inputs)
+ * gets its own error in @p results[i] while the others start. @p results is
+ * an array of @p n the caller owns; it is filled in the order of the items.
+ *
+ * Returns 0 once the call is answered, whatever the items' outcomes (look at
+ * each results[i].code). Errors of the whole call, with no item started:
+ * CBM_EINVAL for n == 0 (INVALID_ARGUMENT) or n > CBM_CLIENT_MAX_START_BATCH
+ * (the server's RESOURCE_EXHAUSTED; the message begins with
+ * "RESOURCE_EXHAUSTED"), and the errors of any call (CBM_EUNAVAIL,
+ * CBM_ETIMEDOUT...). The limits are the server's to enforce: this function
+ * sends what it is given. CBM_EIO for a reply without one result per item.
+ * The deadline is the client's, for the whole batch.
+ */
+CBM_EXTERN int cbm_client_start_many(cbm_client_t *c, const cbm_client_start_item_t *items,
+                                     size_t n, cbm_client_start_result_t *results,
+                                     cbm_error_t *err);
+
 /**
  * Read an execution. *out is owned by the caller (cbm_execution_info_free).
  * Its status is one of running, sleeping, awaiting_approval,
