@@ -506,8 +506,9 @@ out:
     return rc;
 }
 
-static const char *const statuses[] = {"running", "sleeping", "awaiting_approval",
-                                       "awaiting_signal", "completed", "failed", "cancelled"};
+static const char *const statuses[] = {"running",         "sleeping",  "awaiting_approval",
+                                       "awaiting_signal", "awaiting_child", "completed",
+                                       "failed",          "cancelled"};
 
 int cli_cmd_list(const cli_opts_t *o)
 {
@@ -524,7 +525,7 @@ int cli_cmd_list(const cli_opts_t *o)
             if (strcmp(o->status, statuses[i]) == 0) break;
         if (i == sizeof(statuses) / sizeof(statuses[0])) {
             cli_errorf("unknown --status '%s' (one of running, sleeping, awaiting_approval, "
-                       "awaiting_signal, completed, failed, cancelled)", o->status);
+                       "awaiting_signal, awaiting_child, completed, failed, cancelled)", o->status);
             return CLI_USAGE;
         }
     }

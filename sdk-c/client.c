@@ -38,6 +38,7 @@ static const char *const status_names[] = {
     [CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_COMPLETED] = "completed",
     [CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_FAILED] = "failed",
     [CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_CANCELLED] = "cancelled",
+    [CEREBELUM__V1__EXECUTION_STATUS__EXECUTION_STATUS_AWAITING_CHILD] = "awaiting_child",
 };
 #define NSTATUS (sizeof(status_names) / sizeof(status_names[0]))
 
@@ -306,7 +307,7 @@ static int status_from_name(const char *name, Cerebelum__V1__ExecutionStatus *ou
     }
     return cbm_error_set(err, CBM_EINVAL,
                          "unknown status '%s' (one of running, sleeping, awaiting_approval, "
-                         "awaiting_signal, completed, failed, cancelled)", name);
+                         "awaiting_signal, awaiting_child, completed, failed, cancelled)", name);
 }
 
 int cbm_client_list(cbm_client_t *c, const cbm_list_opts_t *opts, cbm_execution_info_t **out,

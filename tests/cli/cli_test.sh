@@ -310,6 +310,17 @@ check 0 "start wait" start wait && ws=$out
 wait_status "$ga" awaiting_approval
 wait_status "$gr" awaiting_approval
 wait_status "$gc" awaiting_approval
+# A parent whose sub-workflow step waits for its child (gate waits for a
+# person): awaiting_child, in show and as a list filter.
+echo '{"name": "parent", "steps": [{"name": "kid", "kind": "subworkflow", "blueprint": "gate"}]}' \
+  >"$tmp/parent.json"
+check 0 "register parent" blueprint register "$tmp/parent.json"
+check 0 "start parent" start parent && pa=$out
+wait_status "$pa" awaiting_child
+check 0 "list --status awaiting_child" list --status awaiting_child --json &&
+  py "list awaiting_child" "[x['id'] for x in j] == ['$pa']"
+check 0 "cancel parent" cancel "$pa"
+wait_status "$pa" cancelled
 wait_status "$ws" awaiting_signal
 check 0 "show awaiting approval" show "$ga" && match out '^current: +ok \(approval_requested\)$' "show: current approval"
 

@@ -177,7 +177,7 @@ CBM_EXTERN int cbm_client_start_many(cbm_client_t *c, const cbm_client_start_ite
 /**
  * Read an execution. *out is owned by the caller (cbm_execution_info_free).
  * Its status is one of running, sleeping, awaiting_approval,
- * awaiting_signal, completed, failed, cancelled (or "unknown" from a newer
+ * awaiting_signal, awaiting_child, completed, failed, cancelled (or "unknown" from a newer
  * server). If @p state_json is not NULL it receives the server's reduced
  * state as JSON text (malloc'd, caller frees; "{}" if the server sent none):
  * {"steps": {"<step>": {"status", "attempt", "result" or "error"}}}.
