@@ -32,12 +32,6 @@ struct committer {
     size_t outstanding;           /* submitted and not yet called back */
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int stopping(committer_t *c)
 {
     int s;
@@ -61,7 +55,7 @@ static int recover(committer_t *c, cm_req_t **batch, size_t n)
 
     for (;;) {
         if (stopping(c)) return CBM_ESHUTDOWN;
-        sleep_ms(backoff);
+        uv_sleep((unsigned)backoff);
         if (store_reconnect(c->store, &err) == 0) break;
         atomic_fetch_add(&c->stats->errors, 1);
         cbm_log_warn("store unreachable, retrying in %d ms: %s", backoff, err.message);

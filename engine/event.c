@@ -49,12 +49,8 @@ void ev_finish(eng_event_t *ev)
 
 char *json_normalize(const char *text)
 {
-    cJSON *j;
-    char *out;
-    if (text == NULL || cbm_json_check(text, strlen(text), "JSON", NULL) != 0) return NULL;
-    if ((j = cJSON_Parse(text)) == NULL) return NULL;
-    out = cJSON_PrintUnformatted(j);
-    cJSON_Delete(j);
+    char *out = NULL;
+    if (text == NULL || json_normalize_field(text, "JSON", &out, NULL) != 0) return NULL;
     return out;
 }
 

@@ -25,6 +25,20 @@ static int take_json(cbm_step_out_t *out, const char *json, const char *field, c
     return rc;
 }
 
+int outcome_ok_checked(cbm_step_out_t *out, const char *result_json, const char *field,
+                       cbm_error_t *err)
+{
+    char *norm;
+    int rc;
+    if (out == NULL || out->kind != CBM_OUT_NONE)
+        return cbm_error_set(err, CBM_EINVAL, "outcome already set");
+    rc = json_normalize_field(result_json != NULL ? result_json : "null", field, &norm, err);
+    if (rc != 0) return rc;
+    out->kind = CBM_OUT_OK;
+    out->result = norm;
+    return 0;
+}
+
 int cbm_step_ok(cbm_step_out_t *out, const char *result_json)
 {
     char *norm;

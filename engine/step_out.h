@@ -13,6 +13,8 @@
 
 #include <stdint.h>
 
+#include "cerebelum/error.h"
+
 /* Kinds of outcome: name, value, meaning. */
 #define CBM_OUT_MAP(XX)                                                        \
     XX(NONE, 0, "nothing said yet")                                            \
@@ -34,5 +36,11 @@ struct cbm_step_out {
     char *type;     /* approval type (APPROVAL) */
     int64_t ms;     /* sleep duration (SLEEP) or approval time-out (APPROVAL) */
 };
+
+/* cbm_step_ok for a result that must be refused, not recorded, when it is
+ * bad (a worker's SubmitResult): 0, or CBM_EINVAL / CBM_EJSON / CBM_ENOMEM
+ * with the reason naming field, and out left unset. */
+int outcome_ok_checked(struct cbm_step_out *out, const char *result_json, const char *field,
+                       cbm_error_t *err);
 
 #endif

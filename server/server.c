@@ -140,9 +140,8 @@ static void loop_main(void *arg)
 
 static char *dup_opt(const char *v, int *bad)
 {
-    char *d;
-    if (v == NULL) return NULL;
-    if ((d = strdup(v)) == NULL) *bad = 1;
+    char *d = cbm_strdup(v);
+    if (v != NULL && d == NULL) *bad = 1;
     return d;
 }
 

@@ -16,7 +16,7 @@
 #include <time.h>
 
 #include "cbm_internal.h"
-#include "engine/event.h"
+#include "engine/step_out.h"
 #include "engine_remote.h"
 #include "workflow_service.h"
 #include "store/store.h"
@@ -442,22 +442,16 @@ static void on_submit(rpc_call_t *call, const Cerebelum__V1__SubmitResultRequest
     {
         /* Refused with the reason (not JSON, \u0000), never recorded. */
         cbm_error_t e2 = {0};
-        char *norm = NULL;
-        if (json_normalize_field(rq->result_json[0] ? rq->result_json : "null", "result_json",
-                                 &norm, &e2) != 0) {
-            rpc_call_fail(call, e2.code == CBM_ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED
-                                                      : GRPC_STATUS_INVALID_ARGUMENT,
+        rc = outcome_ok_checked(out, rq->result_json[0] ? rq->result_json : "null",
+                                "result_json", &e2);
+        if (rc != 0) {
+            rpc_call_fail(call, rc == CBM_ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                                 : GRPC_STATUS_INVALID_ARGUMENT,
                           "%s", e2.message);
             goto bad;
         }
-        free(norm);
-    }
-        rc = cbm_step_ok(out, rq->result_json[0] ? rq->result_json : "null");
-        if (rc != 0) {
-            rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-            goto bad;
-        }
         break;
+    }
     case CEREBELUM__V1__TASK_STATUS__FAILED:
         if (rq->error == NULL || rq->error->kind[0] == '\0') {
             rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "FAILED needs error.kind");

@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
+#include <uv.h>
 
 #include "cbm_internal.h"
 
@@ -97,12 +98,6 @@ int store_engine_register(store_t *life, char id_out[37], int64_t *key_out, cbm_
     PQclear(res);
     if (rc == 0) *key_out = key;
     return rc;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* Delete a dead engine's row, waiting out a commit of its that holds it
@@ -185,7 +180,7 @@ int store_engine_fence_dead(store_t *life, const char *self, int grace_ms, size_
             (*fenced)++;
         }
         if (left == 0 || waited >= grace_ms) break;
-        sleep_ms(50);
+        uv_sleep(50);
     }
     if (rc == 0 && left > 0)
         cbm_log_info("%zu other engine(s) alive on this database (their sessions hold their locks)",
