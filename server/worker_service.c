@@ -457,7 +457,13 @@ static void on_submit(rpc_call_t *call, const Cerebelum__V1__SubmitResultRequest
             rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "FAILED needs error.kind");
             goto bad;
         }
-        rc = cbm_step_fail(out, rq->error->kind, rq->error->message, rq->error->retryable);
+        if (rq->error->retryable && rq->error->retry_after_ms > 0)
+            rc = cbm_step_fail_after(out, rq->error->kind, rq->error->message,
+                                     rq->error->retry_after_ms > INT64_MAX
+                                         ? INT64_MAX
+                                         : (int64_t)rq->error->retry_after_ms);
+        else
+            rc = cbm_step_fail(out, rq->error->kind, rq->error->message, rq->error->retryable);
         break;
     case CEREBELUM__V1__TASK_STATUS__SLEEP:
         if (rq->sleep == NULL) {
