@@ -637,6 +637,46 @@ static void test_retry_after(void **state)
     server_kill(&s, SIGTERM);
 }
 
+/* The server dies while a worker runs a long step, and stays down longer
+ * than the step's lease: the restarted server gives held leases one lease
+ * of grace (store_task_grace), so the worker re-registers, heartbeats and
+ * submits; the step is not failed as lease_expired and runs once. */
+static void test_lease_grace(void **state)
+{
+    server_t s;
+    cbm_worker_t *w;
+    cbm_client_t *c;
+    char id[37];
+    int port;
+    char *types;
+    (void)state;
+
+    server_start(&s, 0);
+    port = s.port;
+    c = client(s.addr);
+    w = worker(s.addr, 1);
+    put(c, "{\"name\":\"sdk_grace\",\"steps\":[{\"name\":\"a\",\"queue\":\"q1\","
+           "\"handler\":\"slow\",\"heartbeat_timeout_ms\":2000}]}");
+    atomic_store(&entered, 0);
+    atomic_store(&finished, 0);
+    start(c, "sdk_grace", "{\"slow_ms\": 6000}", id);
+    while (atomic_load(&entered) == 0) sleep_ms(10);
+    server_kill(&s, SIGKILL);
+    sleep_ms(3000); /* the 2 s lease runs out while no server runs */
+    server_start(&s, port);
+    {
+        cbm_execution_info_t *x = wait_status(c, id, "completed");
+        cbm_execution_info_free(x);
+    }
+    assert_int_equal(atomic_load(&entered), 1);
+    types = event_types(c, id);
+    assert_null(strstr(types, "StepFailed"));
+    free(types);
+    cbm_worker_destroy(w);
+    cbm_client_destroy(c);
+    server_kill(&s, SIGTERM);
+}
+
 static void test_bad_options(void **state)
 {
     cbm_worker_opts_t o = {0};
@@ -688,6 +728,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_cancel_execution, teardown),
         cmocka_unit_test_teardown(test_cancel_callback, teardown),
         cmocka_unit_test_teardown(test_retry_after, teardown),
+        cmocka_unit_test_teardown(test_lease_grace, teardown),
         cmocka_unit_test_teardown(test_server_restart, teardown),
     };
     if (uv_mutex_init(&hear.mu) != 0 || uv_cond_init(&hear.cv) != 0) return 1;
