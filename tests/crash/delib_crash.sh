@@ -104,7 +104,7 @@ port=$(free_port); sport=$(free_port)
 stub_start "$port"
 serve_start "$sport"
 export CEREBELUM_SERVER=127.0.0.1:$sport
-"$cbm" council put - >/dev/null <<'JSON' || die "council put failed"
+cat >"$work/council.json" <<'JSON'
 {"name": "crash", "role": "developer", "queue": "llm",
  "model": {"name": "stub-model", "max_tokens": 64},
  "system_prompt": "You are {{agent}}, {{persona}}.",
@@ -115,7 +115,8 @@ export CEREBELUM_SERVER=127.0.0.1:$sport
  "agents": [{"id": "a1", "persona": "careful"}, {"id": "a2", "persona": "quick"},
             {"id": "a3", "persona": "sceptical"}]}
 JSON
-"$cbm" blueprint register - >/dev/null <<'JSON' || die "blueprint register failed"
+"$cbm" council put "$work/council.json" >/dev/null || die "council put failed"
+cat >"$work/bp.json" <<'JSON'
 {"name": "delib_crash", "steps": [
   {"name": "d", "kind": "deliberation", "council": "crash", "task": "$.inputs.task",
    "agents": 3, "rounds": 1, "topology": "ring", "scoring": {"mode": "judge"},
@@ -123,6 +124,7 @@ JSON
    "call": {"timeout_ms": 60000, "heartbeat_timeout_ms": 3000,
             "retry": {"max_attempts": 20, "initial_ms": 100, "max_ms": 1000}}}]}
 JSON
+"$cbm" blueprint register "$work/bp.json" >/dev/null || die "blueprint register failed"
 w1=$(worker_start w1 8); w2=$(worker_start w2 8); pids+=("$w1" "$w2")
 
 # ---- 1. server kills
