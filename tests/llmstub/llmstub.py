@@ -387,9 +387,34 @@ class State:
             e.update(fields)
             e["status"] = status
             e["ended_ms"] = now_ms()
-            if self.jfile:
-                self.jfile.write(json.dumps(e, separators=(",", ":")) + "\n")
-                self.jfile.flush()
+            self.write_line(e)
+
+    def write_line(self, e):
+        if self.jfile:
+            self.jfile.write(json.dumps(e, separators=(",", ":")) + "\n")
+            self.jfile.flush()
+
+    def settle(self, e, status, write, **fields):
+        """Finalize e as status, then call write() (the answer's last bytes).
+        The entry is final before the client can have the answer, so a test
+        that reads the journal right after its response sees it settled; if
+        the write fails the entry becomes "aborted" and ClientGone goes on."""
+        with self.lock:
+            if e["status"] != "in_flight":
+                return
+            e.update(fields)
+            e["status"] = status
+            e["ended_ms"] = now_ms()
+        try:
+            write()
+        except ClientGone:
+            with self.lock:
+                e["status"] = "aborted"
+                e["ended_ms"] = now_ms()
+                self.write_line(e)
+            raise
+        with self.lock:
+            self.write_line(e)
 
     def snapshot(self):
         with self.lock:
@@ -445,6 +470,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "llmstub/1"
     sys_version = ""
+
+    def version_string(self):
+        return self.server_version
 
     def setup(self):
         super().setup()
@@ -536,13 +564,11 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
             pass
-        for f in (self.rfile, self.wfile):
-            try:
-                f.close()
-            except (OSError, ValueError):
-                pass
+        # Detach and close the descriptor itself: rfile and wfile keep the
+        # socket object alive, and a detached socket makes their later use by
+        # http.server (flush, close, shutdown) harmless no-ops or OSErrors.
         try:
-            self.connection.close()
+            os.close(self.connection.detach())
         except OSError:
             pass
 
@@ -595,11 +621,13 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_body(200, "ok", "text/plain")
             elif path.startswith("/v1/"):
                 if not self.authorized():
-                    self.send_error_json(401, "Incorrect API key provided", "AuthenticationError")
+                    answer = lambda: self.send_error_json(401, "Incorrect API key provided", "AuthenticationError")
                     if path == "/v1/chat/completions":
-                        self.server.state.close_entry(
-                            self.server.state.open_entry(task=self.headers.get("X-Cerebelum-Task")),
-                            "error", http_status=401)
+                        st = self.server.state
+                        st.settle(st.open_entry(task=self.headers.get("X-Cerebelum-Task")), "error", answer,
+                                  http_status=401)
+                    else:
+                        answer()
                 elif path == "/v1/models" and method == "GET":
                     self.send_body(200, {"object": "list", "data": [self.model_obj(m) for m in self.server.cfg.models]})
                 elif path.startswith("/v1/models/") and method == "GET":
@@ -670,8 +698,8 @@ class ChatRequest:
         self.status = None
 
     def bad(self, code, message, etype):
-        self.h.send_error_json(code, message, etype)
-        self.state.close_entry(self.entry, "error", http_status=code)
+        self.state.settle(self.entry, "error", lambda: self.h.send_error_json(code, message, etype),
+                          http_status=code)
 
     def header_num(self, name, default):
         v = self.h.headers.get(name)
@@ -827,30 +855,29 @@ class ChatRequest:
                 ra = self.rule["retry_after_s"]
                 headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
             self.status = code
-            h.send_error_json(code, msg, etype, headers)
-            self.state.close_entry(self.entry, "fault", http_status=code)
+            self.state.settle(self.entry, "fault", lambda: h.send_error_json(code, msg, etype, headers),
+                              http_status=code)
             return
         if f in ("context_length", "context_length_nested"):
             self.status = 400
             p, m = self.prompt_tokens, self.max_tokens or 1000
             limit = self.cfg.max_context or 4096
-            if p + m <= limit:
-                limit = max(1, p + m - 1)
+            p = max(p, limit + 1 - m)  # scripted: claim a prompt long enough to overflow
             msg = ("This model's maximum context length is %d tokens. However, you requested %d tokens "
                    "(%d in the messages, %d in the completion). Please reduce the length of the messages "
                    "or completion." % (limit, p + m, p, m))
             err = {"message": msg, "type": "BadRequestError", "param": None, "code": 400}
             body = {"error": err} if f == "context_length_nested" else dict({"object": "error"}, **err)
-            h.send_body(400, body)
-            self.state.close_entry(self.entry, "error" if self.rule.get("natural") else "fault", http_status=400)
+            self.state.settle(self.entry, "error" if self.rule.get("natural") else "fault",
+                              lambda: h.send_body(400, body), http_status=400)
             return
         if f == "hang":
             h.close_connection = True
             h.wait(None)
             return
         if f == "reset" and (not self.stream or self.rule.get("after_tokens") is None):
-            h.hard_reset()
             self.state.close_entry(self.entry, "fault")
+            h.hard_reset()
             return
         choices = self.plan()
         if self.stream:
@@ -897,9 +924,9 @@ class ChatRequest:
         self.status = 200
         if h.peer_gone():
             raise ClientGone()
-        h.send_body(200, body)
         self.sent_tokens = total
-        self.state.close_entry(self.entry, "fault" if f else "completed", http_status=200, completion_tokens=total)
+        self.state.settle(self.entry, "fault" if f else "completed", lambda: h.send_body(200, body),
+                          http_status=200, completion_tokens=total)
 
     def sse(self, obj):
         if self.h.peer_gone():
@@ -980,26 +1007,26 @@ class ChatRequest:
             h.wait(None)
             return
         if f == "reset":
-            h.hard_reset()
             self.state.close_entry(self.entry, "fault", http_status=200, completion_tokens=self.sent_tokens)
+            h.hard_reset()
             return
         if done:
             for i, c in enumerate(choices):
                 self.sse(chunk_obj([{"index": i, "delta": {}, "logprobs": None, "finish_reason": c["finish"],
                                      "stop_reason": None}]))
         if f == "no_done":
-            h.chunk(b"")  # the chunked body's end: a clean close, no usage, no [DONE]
-            self.state.close_entry(self.entry, "fault", http_status=200, completion_tokens=self.sent_tokens)
+            # the chunked body's end: a clean close, no usage, no [DONE]
+            self.state.settle(self.entry, "fault", lambda: h.chunk(b""), http_status=200,
+                              completion_tokens=self.sent_tokens)
             return
         if self.include_usage:
             self.sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.model,
                       "choices": [], "usage": self.usage(self.sent_tokens)})
         if h.peer_gone():
             raise ClientGone()
-        h.chunk("data: [DONE]\n\n")
-        h.chunk(b"")
-        self.state.close_entry(self.entry, "fault" if f else "completed", http_status=200,
-                               completion_tokens=self.sent_tokens)
+        self.state.settle(self.entry, "fault" if f else "completed",
+                          lambda: h.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"), http_status=200,
+                          completion_tokens=self.sent_tokens)
 
 
 class Server(ThreadingHTTPServer):
