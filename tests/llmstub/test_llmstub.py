@@ -528,7 +528,8 @@ class TestFaults(StubCase):
     body = {"model": "m1", "messages": msgs("fault me")}
 
     def test_status_faults(self):
-        for code in ("400", "401", "403", "404", "408", "422", "429", "500", "502", "503"):
+        codes = ("400", "401", "403", "404", "408", "422", "429", "500", "502", "503", "504")
+        for code in codes:
             task = "f/%s/1" % code
             self.script({"match": task, "fault": code})
             for stream in (False, True):
@@ -545,8 +546,7 @@ class TestFaults(StubCase):
                 self.assertIsNone(r.getheader("Retry-After"))
         j = [e for e in self.journal() if not e["stream"]]
         self.assertEqual([(e["status"], e["http_status"]) for e in j],
-                         [("fault", int(c)) for c in ("400", "401", "403", "404", "408", "422", "429", "500",
-                                                      "502", "503")])
+                         [("fault", int(c)) for c in codes])
         # a status fault on a stream answers before the stream starts
         self.script({"fault": 429, "retry_after_s": 7}, {"fault": "503", "retry_after_s": 2})
         status, r, data = self.call("POST", "/v1/chat/completions", dict(self.body, stream=True))
@@ -678,6 +678,11 @@ class TestFaults(StubCase):
         self.assertEqual(ch["finish_reason"], "length")
         with self.assertRaises(ValueError):
             json.loads(ch["message"]["content"])
+        self.script({"fault": "length"})
+        objs = [json.loads(x) for x in self.stream(self.body)[:-1]]
+        self.assertEqual(objs[-1]["choices"][0]["finish_reason"], "length")
+        text = "".join(o["choices"][0]["delta"].get("content", "") for o in objs)
+        self.assertTrue(full.startswith(text) and len(text) < len(full))
 
     def test_no_done(self):
         body = dict(self.body, stream_options={"include_usage": True})
