@@ -125,6 +125,7 @@ const struct bp_step_field bp_step_fields[NSTEP_FIELDS] = {
     {"retry", ALL_KINDS},
     {"heartbeat_timeout_ms", KIND_BIT(BP_TASK)},
     {"requires", KIND_BIT(BP_TASK)},
+    {"args", KIND_BIT(BP_TASK)},
     {"duration_ms", KIND_BIT(BP_SLEEP)},
     {"until", KIND_BIT(BP_SLEEP)},
     {"approval_type", KIND_BIT(BP_APPROVAL)},
@@ -176,6 +177,8 @@ static void step_finish(bp_step_t *s)
         cJSON_free(s->requires[i].value);
     }
     cJSON_free(s->requires);
+    cJSON_Delete(s->args);
+    cJSON_free(s->args_json);
     cJSON_free(s->sub_blueprint);
     cJSON_free(s->sub_version);
     cJSON_Delete(s->sub_inputs);

@@ -30,6 +30,8 @@
 #define BP_MAX_DURATION_MS INT64_C(315360000000)
 /* Largest max_iterations of a diverge rule. */
 #define BP_MAX_ITERATIONS 10000
+/* Largest args object of a task step, in bytes of its canonical JSON. */
+#define BP_MAX_ARGS_BYTES 65536
 
 typedef enum bp_step_kind {
     BP_TASK = 0,
@@ -136,6 +138,11 @@ typedef struct bp_step {
                                      is set; 0 for other kinds */
     bp_capability_t *requires;    /* sorted by key, keys unique; NULL when none */
     size_t nrequires;
+    cJSON *args;             /* args: a constant object (canonical), copied
+                                into the step's input as "args"; NULL when
+                                not set ({} is set) */
+    char *args_json;         /* the same as JSON text, at most
+                                BP_MAX_ARGS_BYTES; NULL with it */
 
     /* --- kind subworkflow (all NULL for other kinds) -------------------- */
     char *sub_blueprint;     /* blueprint: the child blueprint's name */

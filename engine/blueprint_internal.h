@@ -57,7 +57,7 @@ extern const char *const bp_input_keys[];
  * fields are checked and listed in messages. */
 #define KIND_BIT(k) (1u << (k))
 #define ALL_KINDS ((1u << NKINDS) - 1)
-#define NSTEP_FIELDS 18
+#define NSTEP_FIELDS 19
 struct bp_step_field {
     const char *key;
     unsigned kinds;

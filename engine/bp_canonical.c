@@ -111,6 +111,7 @@ static bool canonical_extras(const bp_blueprint_t *bp, const bp_step_t *s, cJSON
             }
         }
     }
+    if (s->args != NULL && !add_copy(o, "args", s->args)) return false;
     return true;
 }
 

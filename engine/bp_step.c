@@ -41,8 +41,9 @@ static void kinds_text(unsigned mask, char *buf, size_t size)
 static int check_step_keys(const cJSON *obj, bp_step_kind_t kind, const char *label,
                            cbm_error_t *err)
 {
-    uint32_t seen = 0;
+    uint64_t seen = 0;
     const cJSON *it;
+    _Static_assert(NSTEP_FIELDS <= 64, "the step's keys fit the mask");
     cJSON_ArrayForEach(it, obj) {
         size_t k;
         for (k = 0; k < NSTEP_FIELDS; k++)
@@ -68,10 +69,10 @@ static int check_step_keys(const cJSON *obj, bp_step_kind_t kind, const char *la
                                  (bp_step_fields[k].kinds & (bp_step_fields[k].kinds - 1)) ? "s" : "",
                                  kinds);
         }
-        if (seen & (UINT32_C(1) << k))
+        if (seen & (UINT64_C(1) << k))
             return cbm_error_set(err, CBM_EBLUEPRINT, "%s: duplicate key '%s'", label,
                                  bp_step_fields[k].key);
-        seen |= UINT32_C(1) << k;
+        seen |= UINT64_C(1) << k;
     }
     return 0;
 }
@@ -124,6 +125,22 @@ static int parse_requires(parser_t *p, const cJSON *obj, const char *label, bp_s
         if (strcmp(s->requires[i - 1].key, s->requires[i].key) == 0)
             return cbm_error_set(p->err, CBM_EBLUEPRINT, "%s: requires: duplicate capability '%s'",
                                  label, s->requires[i].key);
+    return 0;
+}
+
+/* args: a constant object, kept canonical with its text (the decider copies
+ * the text into the step's input). */
+static int parse_args(parser_t *p, const cJSON *obj, const char *label, bp_step_t *s)
+{
+    int rc;
+    if (!cJSON_IsObject(obj))
+        return cbm_error_set(p->err, CBM_EBLUEPRINT, "%s: args must be an object", label);
+    if ((rc = bp_canon_field(p, obj, label, "args", &s->args)) != 0) return rc;
+    if ((s->args_json = cJSON_PrintUnformatted(s->args)) == NULL) return bp_oom(p);
+    if (strlen(s->args_json) > BP_MAX_ARGS_BYTES)
+        return cbm_error_set(p->err, CBM_EBLUEPRINT,
+                             "%s: args is larger than %d bytes (as canonical JSON)", label,
+                             BP_MAX_ARGS_BYTES);
     return 0;
 }
 
@@ -475,6 +492,9 @@ static int parse_step_fields(parser_t *p, const cJSON *obj, const char *label, b
     }
     if ((it = cJSON_GetObjectItemCaseSensitive(obj, "requires")) != NULL) {
         if ((rc = parse_requires(p, it, label, s)) != 0) return rc;
+    }
+    if ((it = cJSON_GetObjectItemCaseSensitive(obj, "args")) != NULL) {
+        if ((rc = parse_args(p, it, label, s)) != 0) return rc;
     }
     if ((it = cJSON_GetObjectItemCaseSensitive(obj, "duration_ms")) != NULL) {
         if ((rc = bp_get_ms(it, label, "duration_ms", 0, &s->sleep_ms, p->err)) != 0) return rc;
