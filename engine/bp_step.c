@@ -173,8 +173,9 @@ bool bp_reference_parts(const char *ref, const char **step, size_t *step_len,
     return false;
 }
 
-/* Every reference in the template: syntax only (pass 2). */
-static int check_template_syntax(parser_t *p, const cJSON *t, const char *label)
+/* Every reference in the template: syntax only (pass 2). field: the key the
+ * template is under ("inputs", "task", "context"). */
+int bp_check_template_syntax(parser_t *p, const cJSON *t, const char *label, const char *field)
 {
     const cJSON *it;
     int rc;
@@ -183,13 +184,13 @@ static int check_template_syntax(parser_t *p, const cJSON *t, const char *label)
         size_t la, lb;
         if (!bp_reference_parts(t->valuestring, &a, &la, &b, &lb))
             return cbm_error_set(p->err, CBM_EBLUEPRINT,
-                                 "%s: inputs: malformed reference '%.64s' (expected $.inputs or "
+                                 "%s: %s: malformed reference '%.64s' (expected $.inputs or "
                                  "$.deps.<step>, then an optional path)",
-                                 label, t->valuestring);
+                                 label, field, t->valuestring);
         return 0;
     }
     cJSON_ArrayForEach(it, t) {
-        if ((rc = check_template_syntax(p, it, label)) != 0) return rc;
+        if ((rc = bp_check_template_syntax(p, it, label, field)) != 0) return rc;
     }
     return 0;
 }
@@ -201,7 +202,7 @@ static int parse_template(parser_t *p, const cJSON *obj, const char *label, bp_s
         return cbm_error_set(p->err, CBM_EBLUEPRINT, "%s: inputs must be an object", label);
     if (obj->child == NULL) return 0; /* {} is what a child gets without a template */
     if ((rc = bp_canon_field(p, obj, label, "inputs", &s->sub_inputs)) != 0) return rc;
-    if ((rc = check_template_syntax(p, s->sub_inputs, label)) != 0) return rc;
+    if ((rc = bp_check_template_syntax(p, s->sub_inputs, label, "inputs")) != 0) return rc;
     if ((s->sub_inputs_json = cJSON_PrintUnformatted(s->sub_inputs)) == NULL) return bp_oom(p);
     return 0;
 }
@@ -535,6 +536,7 @@ static int parse_step_fields(parser_t *p, const cJSON *obj, const char *label, b
     if ((it = cJSON_GetObjectItemCaseSensitive(obj, "inputs")) != NULL) {
         if ((rc = parse_template(p, it, label, s)) != 0) return rc;
     }
+    if (s->kind == BP_DELIBERATION && (rc = bp_parse_delib(p, obj, label, s)) != 0) return rc;
     if ((it = cJSON_GetObjectItemCaseSensitive(obj, "diverge")) != NULL) {
         if ((rc = parse_diverge(p, it, label, s)) != 0) return rc;
         src->diverge = it;
@@ -586,6 +588,7 @@ int bp_parse_step(parser_t *p, const cJSON *entry, bp_step_t *s, step_src_t *src
     }
     if (s->kind == BP_SUBWORKFLOW && s->sub_blueprint == NULL)
         return cbm_error_set(p->err, CBM_EBLUEPRINT, "%s: subworkflow needs blueprint", label);
+    if (s->kind == BP_DELIBERATION && (rc = bp_finish_delib(p, label, s)) != 0) return rc;
     if (s->kind == BP_APPROVAL && s->approval_type == NULL &&
         (s->approval_type = bp_xstrdup(s->name)) == NULL)
         return bp_oom(p);

@@ -65,7 +65,7 @@ static void test_all_fields(void **state)
         "{\"name\":\"s\",\"kind\":\"sleep\",\"duration_ms\":5},{\"name\":\"ap\",\"kind\":\"approval\"},"
         "{\"name\":\"sig\",\"kind\":\"signal\"},"
         "{\"name\":\"sub\",\"kind\":\"subworkflow\",\"blueprint\":\"child\"},"
-        "{\"name\":\"d\",\"kind\":\"deliberation\"}]}");
+        "{\"name\":\"d\",\"kind\":\"deliberation\",\"council\":\"dev\",\"task\":\"t\"}]}");
     assert_int_equal(bp->nsteps, 6);
     const bp_step_t *s = &bp->steps[0];
     assert_string_equal(s->handler, "fetch_v2");
