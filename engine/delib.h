@@ -54,4 +54,59 @@ int64_t delib_llm_calls(bp_topology_t topology, int agents, int rounds, bp_scori
  */
 int delib_check_budget(const bp_step_t *step, int agents, int64_t max_tokens, cbm_error_t *err);
 
+/*
+ * What a council (council_json: the definition object as text, as the
+ * council module stored it) makes of a deliberation step: *agents is N (the
+ * step's agents, or the council's size) and *max_tokens the completion
+ * tokens per call (the step's model.max_tokens, else the council's, else 0:
+ * unknown). The definition is read defensively: returns CBM_EJSON (not
+ * JSON), CBM_ENOMEM, or CBM_EINVAL with a message naming the council when it
+ * cannot run this step: not an object; no name; agents not an array of 1 to
+ * 16 objects with an "id" string; queue not a name; model.max_tokens not an
+ * integer from 1 to 1000000; topology ring or all_to_all with fewer than 2
+ * agents; scoring judge without a rubric (a non-empty object);
+ * selection.min_proposals above N.
+ */
+int delib_agents(const bp_step_t *step, const char *council_json, int *agents,
+                 int64_t *max_tokens, cbm_error_t *err);
+
+/*
+ * The blueprint of a deliberation step's child (docs/deliberation.md §3):
+ * named DELIB_NAME_PREFIX "<parent_blueprint>.<step>", with N agents
+ * (delib_agents()) and the step's rounds, topology, scoring, selection, call
+ * settings and budget.timeout_ms (the child's timeout_ms); its LLM steps on
+ * the council's queue (default "llm") with its requires. The result is the
+ * canonical JSON of the blueprint, checked by bp_parse_json(), so its SHA-256
+ * is the version registration gives it.
+ *
+ * Pure and deterministic: no I/O, no clock, the same bytes for the same
+ * arguments (DELIB_EXPANSION_VERSION pins the function). On success *out is
+ * NUL-terminated text owned by the caller (free with cJSON_free()). Errors:
+ * those of delib_agents(); CBM_EINVAL when the step is not a deliberation or
+ * the generated blueprint does not validate (a council field such as
+ * requires that the blueprint format refuses; the message names the council
+ * and quotes the parser's); CBM_ENOMEM. *out is NULL on failure.
+ */
+int delib_expand(const bp_step_t *step, const char *parent_blueprint, const char *council_json,
+                 char **out, cbm_error_t *err);
+
+/*
+ * The inputs of a deliberation step's child, frozen in its ExecutionStarted:
+ *   {"task": ..., "context": ...,
+ *    "council": {"name", "version", "definition"},
+ *    "params": {"agents": N, "rounds", "topology", "scoring": {"mode",
+ *               "handler"?, "queue"?}, "selection": {"rule", "top_k",
+ *               "min_proposals", "threshold"?}, "model": {...}}}
+ * task and context are the step's templates filled from step_input_json
+ * (the step's input document, {"inputs": ..., "deps": {...}}: what
+ * dc_step_input() gives), as a subworkflow's inputs; model is the council's
+ * model object with the step's overrides put over it. council_version is
+ * the version of council_json. On success *out (unformatted JSON, free with
+ * cJSON_free()) is set; errors as delib_agents(), and CBM_EJSON for a step
+ * input that is not JSON.
+ */
+int delib_child_inputs(const bp_step_t *step, const char *step_input_json,
+                       const char *council_version, const char *council_json, char **out,
+                       cbm_error_t *err);
+
 #endif
