@@ -265,7 +265,6 @@ static cJSON *retry_json(const bp_retry_t *r, bool *ok)
 #define SNAME 64
 
 typedef struct expansion {
-    const bp_step_t *step;
     const bp_delib_t *d;
     const council_t *c;
     int n;
@@ -450,7 +449,6 @@ int delib_expand(const bp_step_t *step, const char *parent_blueprint, const char
         (rc = council_fit(step, &c, &x.n, &max_tokens, err)) != 0)
         goto done;
 
-    x.step = step;
     x.d = step->delib;
     x.c = &c;
     x.ok = true;
