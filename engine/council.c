@@ -14,7 +14,6 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,24 +58,16 @@ static bool has_control(const char *s)
     return false;
 }
 
-/* Every member of obj is in allowed (NULL-terminated, at most 32), once.
- * where: "" for the top level, else the object's label. */
+/* Every member of obj is in allowed (NULL-terminated), once: the blueprints'
+ * check (its messages name the key and list the allowed ones), with the
+ * council's code. where: "" for the top level, else the object's label. */
 static int check_keys(ctx_t *c, const cJSON *obj, const char *const *allowed, const char *where)
 {
-    const char *sep = where[0] != '\0' ? ": " : "";
-    uint32_t seen = 0;
-    const cJSON *it;
-
-    cJSON_ArrayForEach(it, obj) {
-        size_t k;
-        for (k = 0; allowed[k] != NULL; k++)
-            if (strcmp(it->string, allowed[k]) == 0) break;
-        if (allowed[k] == NULL) return bad(c, "%s%sunknown key '%.64s'", where, sep, it->string);
-        if (seen & (UINT32_C(1) << k))
-            return bad(c, "%s%skey '%s' appears twice", where, sep, allowed[k]);
-        seen |= UINT32_C(1) << k;
-    }
-    return 0;
+    char label[256];
+    snprintf(label, sizeof(label), "%s%s%s", c->who, where[0] != '\0' ? ": " : "", where);
+    if (bp_check_keys(obj, allowed, label, c->err) == 0) return 0;
+    if (c->err != NULL) c->err->code = CBM_EINVAL;
+    return CBM_EINVAL;
 }
 
 /* Add a copy of s to obj under key. */
@@ -156,7 +147,7 @@ static int sorted_members(ctx_t *c, const cJSON *obj, const char *label, const c
     qsort((void *)*sorted, *n, sizeof(**sorted), cmp_member);
     for (k = 1; k < *n; k++)
         if (strcmp((*sorted)[k - 1]->string, (*sorted)[k]->string) == 0) {
-            bad(c, "%s: %s '%.64s' appears twice", label, what, (*sorted)[k]->string);
+            bad(c, "%s: duplicate %s '%.64s'", label, what, (*sorted)[k]->string);
             free((void *)*sorted);
             *sorted = NULL;
             return CBM_EINVAL;

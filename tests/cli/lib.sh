@@ -4,7 +4,10 @@
 # client_probe): a private temp dir and a fresh database of the test
 # PostgreSQL (CEREBELUM_DATABASE_URL points at it), both removed on exit with
 # every server started; and the helpers below that run the program and check
-# exit codes, stdout and stderr, and start and stop servers.
+# exit codes, stdout and stderr, and start and stop servers. Without
+# CEREBELUM_TEST_DATABASE_URL (tests/harness/with-postgres.sh sets it) the
+# test is skipped (77).
+[ -n "${CEREBELUM_TEST_DATABASE_URL:-}" ] || { echo "CEREBELUM_TEST_DATABASE_URL unset: skipped"; exit 77; }
 tmp=$(mktemp -d /tmp/cbm-cli-test.XXXXXX)
 db="cbm_cli_$$_$RANDOM"
 pids=()

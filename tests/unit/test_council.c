@@ -231,7 +231,9 @@ static const refusal_t refusals[] = {
     {"name", "5", "council: name must be " NAME_RULE},
     {"name", "\"\"", "council: name must be " NAME_RULE},
     {"name", "\"a b\"", "council: name must be " NAME_RULE},
-    {"extra", "1", C "unknown key 'extra'"},
+    {"extra", "1",
+     C "unknown key 'extra' (allowed: name, role, queue, requires, model, system_prompt, "
+       "prompts, rubric, judge, agents)"},
     {"role", NULL, C "role is required"},
     {"role", "3", C "role must be a non-empty string"},
     {"role", "\"\"", C "role must be a non-empty string"},
@@ -243,7 +245,7 @@ static const refusal_t refusals[] = {
     {"requires", "{\"a b\": \"x\"}", C "requires: capability name 'a b' must be " NAME_RULE},
     {"model", NULL, C "model is required"},
     {"model", "\"qwen\"", C "model must be an object"},
-    {"model.seed", "1", C "model: unknown key 'seed'"},
+    {"model.seed", "1", C "model: unknown key 'seed' (allowed: name, temperature, top_p, max_tokens)"},
     {"model.name", NULL, C "model.name is required"},
     {"model.name", "\"\"", C "model.name must be a non-empty string"},
     {"model.temperature", "2.5", C "model.temperature must be a number from 0 to 2"},
@@ -260,7 +262,7 @@ static const refusal_t refusals[] = {
      C "system_prompt: variable 'task' is not available here (byte 3)"},
     {"prompts", NULL, C "prompts is required"},
     {"prompts", "[]", C "prompts must be an object"},
-    {"prompts.summary", "\"x\"", C "prompts: unknown key 'summary'"},
+    {"prompts.summary", "\"x\"", C "prompts: unknown key 'summary' (allowed: generate, critique, revise, score)"},
     {"prompts.score", NULL, C "prompts.score is required"},
     {"prompts.generate", "7", C "prompts.generate must be a string"},
     {"prompts.critique", "\"Task {{tsak}}\"",
@@ -280,12 +282,12 @@ static const refusal_t refusals[] = {
     {"rubric.clarity.weight", NULL, C "rubric.clarity.weight is required"},
     {"rubric.clarity.description", NULL, C "rubric.clarity.description is required"},
     {"rubric.clarity.description", "1", C "rubric.clarity.description must be a string"},
-    {"rubric.clarity.extra", "1", C "rubric.clarity: unknown key 'extra'"},
+    {"rubric.clarity.extra", "1", C "rubric.clarity: unknown key 'extra' (allowed: weight, description)"},
     {"judge", "\"x\"", C "judge must be an object"},
     {"judge.persona", NULL, C "judge.persona is required"},
     {"judge.model", "\"\"", C "judge.model must be a non-empty string"},
     {"judge.temperature", "-1", C "judge.temperature must be a number from 0 to 2"},
-    {"judge.rounds", "1", C "judge: unknown key 'rounds'"},
+    {"judge.rounds", "1", C "judge: unknown key 'rounds' (allowed: persona, model, temperature)"},
     {"agents", NULL, C "agents is required"},
     {"agents", "{}", C "agents must be an array"},
     {"agents", "[]", C "agents must not be empty"},
@@ -297,7 +299,7 @@ static const refusal_t refusals[] = {
     {"agents.1.persona", "2", C "agents[1].persona must be a non-empty string"},
     {"agents.1.temperature", "3", C "agents[1].temperature must be a number from 0 to 2"},
     {"agents.2.model", "1", C "agents[2].model must be a non-empty string"},
-    {"agents.0.role", "\"x\"", C "agents[0]: unknown key 'role'"},
+    {"agents.0.role", "\"x\"", C "agents[0]: unknown key 'role' (allowed: id, persona, model, temperature)"},
 };
 
 static void refuse(const char *json, int code, const char *message)
@@ -346,9 +348,9 @@ static void refusals_of_text(void **state)
 
     refuse("[1, 2]", CBM_EINVAL, "council: the definition must be a JSON object");
     refuse("{\"name\": \"dev\", \"role\": \"a\", \"role\": \"b\"}", CBM_EINVAL,
-           C "key 'role' appears twice");
+           C "duplicate key 'role'");
     refuse("{\"name\": \"dev\", \"requires\": {\"gpu\": \"a\", \"gpu\": \"b\"}, \"role\": \"r\"}",
-           CBM_EINVAL, C "requires: capability 'gpu' appears twice");
+           CBM_EINVAL, C "requires: duplicate capability 'gpu'");
     refuse("{\"name\": \"dev\"", CBM_EJSON, "malformed JSON at line 1, column 14 (byte 13)");
     refuse("{\"name\": \"d\\u0000ev\"}", CBM_EINVAL,
            "council holds \\u0000 (a NUL character, which is not stored; encode binary data, "
