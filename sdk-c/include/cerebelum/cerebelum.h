@@ -362,8 +362,9 @@ CBM_EXTERN int cbm_council_put(cbm_engine_t *e, const char *json, char version_o
  * deliberation may have pinned it), or with @p version NULL the latest live
  * version. @p *json_out (may be NULL) receives its canonical JSON, malloc'd,
  * owned by the caller (free()); @p version_out (may be NULL) its version.
- * CBM_ENOTFOUND ("no council named 'N'", "council 'N' has no version V"),
- * and *json_out NULL, on any error.
+ * CBM_ENOTFOUND ("no council named 'N'", "council 'N' has no version V");
+ * CBM_EINVAL for a NULL name, or a name or version that is not UTF-8.
+ * *json_out is NULL on any error.
  */
 CBM_EXTERN int cbm_council_get(cbm_engine_t *e, const char *name, const char *version,
                                char **json_out, char version_out[65], cbm_error_t *err);
@@ -390,7 +391,8 @@ CBM_EXTERN void cbm_council_infos_free(cbm_council_info_t *infos, size_t n);
  * (a get without version is CBM_ENOTFOUND), and each stays readable by its
  * version, so a deliberation running on one is not disturbed. Putting a
  * version again brings it back. CBM_ENOTFOUND when the name has no live
- * version (deleting twice included).
+ * version (deleting twice included); CBM_EINVAL for a NULL name or one that
+ * is not UTF-8.
  */
 CBM_EXTERN int cbm_council_delete(cbm_engine_t *e, const char *name, cbm_error_t *err);
 
