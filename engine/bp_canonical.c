@@ -2,7 +2,6 @@
  * bp_canonical.c - pass 7: the canonical JSON, printed from the model, and its
  * SHA-256 (the version).
  */
-#include <openssl/evp.h>
 #include <assert.h>
 #include <cJSON.h>
 #include <inttypes.h>
@@ -225,8 +224,6 @@ static bool canonical_inputs(const bp_blueprint_t *bp, cJSON *root)
 int bp_make_canonical(parser_t *p)
 {
     bp_blueprint_t *bp = p->bp;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
     cJSON *root = cJSON_CreateObject(), *steps;
 
     if (root == NULL || !cJSON_AddStringToObject(root, "name", bp->name) ||
@@ -241,11 +238,8 @@ int bp_make_canonical(parser_t *p)
     root = NULL;
     if (bp->canonical_json == NULL) goto fail;
 
-    if (!EVP_Digest(bp->canonical_json, strlen(bp->canonical_json), md, &mdlen, EVP_sha256(),
-                    NULL) ||
-        mdlen != 32)
+    if (cbm_sha256_hex(bp->canonical_json, strlen(bp->canonical_json), bp->version) != 0)
         goto fail;
-    for (unsigned int i = 0; i < mdlen; i++) snprintf(bp->version + 2 * i, 3, "%02x", md[i]);
     return 0;
 fail:
     cJSON_Delete(root);
