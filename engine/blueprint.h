@@ -262,6 +262,13 @@ typedef struct bp_blueprint {
     size_t ninputs;
 } bp_blueprint_t;
 
+/* A step that runs as a child execution: a subworkflow, or a deliberation
+ * (whose child is an execution of its generated blueprint). */
+static inline bool bp_step_has_child(const bp_step_t *s)
+{
+    return s->kind == BP_SUBWORKFLOW || s->kind == BP_DELIBERATION;
+}
+
 /* A task step that runs on a remote worker (its queue is not "local"). */
 static inline bool bp_step_remote(const bp_step_t *s)
 {

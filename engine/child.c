@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "cbm_internal.h"
+#include "engine/delib.h"
 #include "engine/runtime_internal.h"
 
 enum { LOOK_CHILD, LOOK_PARENT };
@@ -139,6 +140,93 @@ out:
     return rc;
 }
 
+/* A deliberation's child does not exist: read the council (pinned, or the
+ * latest), check it can run the step and the budget, generate the child's
+ * blueprint and register it (idempotent: same bytes, same version), and
+ * make the child's inputs from the step's input document (doc, recorded in
+ * ChildStarted) and the council snapshot. Refusals are the step's failure:
+ * council_unknown, council_invalid, deliberation_over_budget. */
+static int prepare_delib(store_t *s, rt_child_t *j, const char *doc)
+{
+    const bp_step_t *b = j->dstep;
+    const bp_delib_t *d = b->delib;
+    store_council_t *c = NULL;
+    bp_blueprint_t *parsed = NULL;
+    char *bpjson = NULL, *inputs = NULL, *norm = NULL;
+    cbm_error_t e2 = {0};
+    int agents = 0, rc;
+    int64_t max_tokens = 0;
+
+    rc = store_council_get(s, d->council, d->council_version, &c, &e2);
+    if (rc == CBM_ENOTFOUND) {
+        j->fail_kind = "council_unknown";
+        if (d->council_version != NULL)
+            cbm_error_set(&j->err, CBM_ENOTFOUND, "council '%s' has no version %s", d->council,
+                          d->council_version);
+        else
+            cbm_error_set(&j->err, CBM_ENOTFOUND, "no council named '%s'", d->council);
+        return 0;
+    }
+    if (rc != 0) return cbm_error_set(&j->err, rc, "%s", e2.message);
+    if ((rc = delib_agents(b, c->definition, &agents, &max_tokens, &e2)) == 0 &&
+        (rc = delib_check_budget(b, agents, max_tokens, &e2)) != 0) {
+        if (rc == CBM_EINVAL) {
+            j->fail_kind = "deliberation_over_budget";
+            rc = 0;
+            cbm_error_set(&j->err, CBM_EINVAL, "%s", e2.message);
+        }
+        goto out;
+    }
+    if (rc == 0) rc = delib_expand(b, j->parent_bp, c->definition, &bpjson, &e2);
+    if (rc == 0) rc = delib_child_inputs(b, doc, c->version, c->definition, &inputs, &e2);
+    if (rc == CBM_EINVAL || rc == CBM_EJSON) {
+        j->fail_kind = "council_invalid";
+        rc = 0;
+        cbm_error_set(&j->err, CBM_EINVAL, "%s", e2.message);
+        goto out;
+    }
+    if (rc != 0) {
+        cbm_error_set(&j->err, rc, "%s", e2.message);
+        goto out;
+    }
+    if ((rc = bp_parse_json(bpjson, strlen(bpjson), &parsed, &e2)) != 0) {
+        cbm_error_set(&j->err, rc, "deliberation '%s': generated blueprint: %s", b->name,
+                      e2.message);
+        goto out;
+    }
+    if ((j->bp = rt_find_blueprint(j->rt, parsed->name, parsed->version)) == NULL) {
+        if ((rc = store_put_blueprint(s, parsed->name, parsed->version, parsed->canonical_json,
+                                      NULL, &e2)) != 0) {
+            cbm_error_set(&j->err, rc, "%s", e2.message);
+            goto out;
+        }
+        {
+            char name[256], version[65];
+            snprintf(name, sizeof(name), "%s", parsed->name);
+            memcpy(version, parsed->version, sizeof(version));
+            rt_add_blueprint(j->rt, &parsed, 0);
+            j->bp = rt_find_blueprint(j->rt, name, version);
+        }
+        if (j->bp == NULL) {
+            rc = cbm_error_set(&j->err, CBM_ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    if (bp_check_inputs(j->bp, inputs, &norm, &e2) != 0) {
+        j->fail_kind = "council_invalid";
+        cbm_error_set(&j->err, CBM_EINVAL, "deliberation '%s': %s", b->name, e2.message);
+    } else if ((j->inputs = strdup(norm)) == NULL) {
+        rc = cbm_error_set(&j->err, CBM_ENOMEM, "out of memory");
+    }
+    cJSON_free(norm);
+out:
+    bp_destroy(parsed);
+    cJSON_free(bpjson);
+    cJSON_free(inputs);
+    store_councils_free(c, c != NULL ? 1 : 0);
+    return rc;
+}
+
 /* The child does not exist: what to start it with. Its inputs are those
  * the parent recorded in ChildStarted; its blueprint is the version the step
  * names, or the store's latest. A blueprint that does not exist, or inputs
@@ -167,6 +255,10 @@ static int prepare_start(store_t *s, rt_child_t *j)
     }
     if ((text = cJSON_PrintUnformatted(in)) == NULL) {
         rc = cbm_error_set(&j->err, CBM_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (j->dstep != NULL) {
+        rc = prepare_delib(s, j, text);
         goto out;
     }
     version = j->version;
@@ -269,6 +361,10 @@ void rt_child_ensure(rt_t *rt, rt_exec_t *ex, size_t i)
     j->step = b->name;
     j->blueprint = b->sub_blueprint;
     j->version = b->sub_version;
+    if (b->kind == BP_DELIBERATION) {
+        j->dstep = b;
+        j->parent_bp = ex->bp->name;
+    }
     j->attempt = s->attempt;
     j->seq = s->child_seq;
     cm_submit(rt->rd, &j->req);

@@ -1,5 +1,6 @@
 /* decider.c - see decider.h. */
 #include "engine/decider.h"
+#include "engine/delib.h"
 
 #include <cJSON.h>
 #include <stdbool.h>
@@ -172,7 +173,7 @@ static int resolve_fired(const st_exec_t *st, eng_event_t *out, size_t cap, size
             int rc;
             if (s->status != SS_BACKOFF) break;
             /* A sub-workflow's next attempt is a new child. */
-            if (bp->steps[i].kind == BP_SUBWORKFLOW) {
+            if (bp_step_has_child(&bp->steps[i])) {
                 if ((rc = start_step(st, i, 0, out, cap, n)) != 0) return rc;
                 break;
             }
@@ -241,6 +242,14 @@ static char *child_inputs(const st_exec_t *st, size_t i)
     return out;
 }
 
+char *dc_delib_blueprint(const char *blueprint, const char *step)
+{
+    size_t n = strlen(DELIB_NAME_PREFIX) + strlen(blueprint) + 1 + strlen(step) + 1;
+    char *name = malloc(n);
+    if (name != NULL) snprintf(name, n, "%s%s.%s", DELIB_NAME_PREFIX, blueprint, step);
+    return name;
+}
+
 /* Start a pending step whose dependencies are done, by its kind. */
 static int start_step(const st_exec_t *st, size_t i, int64_t now, eng_event_t *out, size_t cap,
                       size_t *n)
@@ -273,6 +282,20 @@ static int start_step(const st_exec_t *st, size_t i, int64_t now, eng_event_t *o
         DUP(e->blueprint, b->sub_blueprint);
         if (b->sub_version != NULL) DUP(e->version, b->sub_version);
         if ((e->json = child_inputs(st, i)) == NULL) return CBM_ENOMEM;
+        return 0;
+    }
+    case BP_DELIBERATION: {
+        /* A child of the generated blueprint (docs/deliberation.md §3). Its
+         * inputs need the council, read when the child starts (off the
+         * loop); what is decided here is the step's input document, from
+         * which the task and context templates are filled then. */
+        char id[37];
+        NEXT(EV_CHILD_STARTED, i);
+        e->attempt = attempt;
+        if (dc_child_id(st->id, b->name, attempt, id) != 0) return CBM_ENOMEM;
+        DUP(e->name, id);
+        if ((e->blueprint = dc_delib_blueprint(st->bp->name, b->name)) == NULL) return CBM_ENOMEM;
+        if ((e->json = dc_step_input(st, i)) == NULL) return CBM_ENOMEM;
         return 0;
     }
     case BP_SIGNAL:

@@ -43,4 +43,9 @@ char *dc_step_input(const st_exec_t *st, size_t step);
  * when the digest cannot be computed (OpenSSL allocates). */
 int dc_child_id(const char *parent, const char *step, int attempt, char out[37]);
 
+/* The name of a deliberation step's generated child blueprint,
+ * DELIB_NAME_PREFIX "<blueprint>.<step>" (malloc'd; NULL when out of
+ * memory). */
+char *dc_delib_blueprint(const char *blueprint, const char *step);
+
 #endif

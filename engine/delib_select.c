@@ -270,6 +270,13 @@ static bool not_a_result(sel_t *s, const agent_t *a, const char *step, const cJS
     }
     if (cJSON_IsTrue(get(v, "skipped"))) {
         const char *because = get_str(v, "because");
+        const cJSON *e = get(v, "error");
+        if (because != NULL && get_str(e, "kind") != NULL) {
+            /* The failure it carries: the agent's own error. */
+            const char *message = get_str(e, "message");
+            add_failed(s, a, because, get_str(e, "kind"), dup_str(message != NULL ? message : ""));
+            return true;
+        }
         add_failed(s, a, because != NULL ? because : step, "deliberation_skipped",
                    because != NULL ? fmt("%s was skipped because %.128s failed", step, because)
                                    : fmt("%s was skipped", step));

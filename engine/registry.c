@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cbm_internal.h"
+#include "engine/delib_select.h"
 #include "engine/runtime_internal.h"
 
 /* ------------------------------------------------------------- blueprints */
@@ -78,11 +79,6 @@ int rt_check_handlers(rt_t *rt, const bp_blueprint_t *bp, cbm_error_t *err)
 {
     for (size_t i = 0; i < bp->nsteps; i++) {
         const bp_step_t *s = &bp->steps[i];
-        if (s->kind == BP_DELIBERATION)
-            return cbm_error_set(err, CBM_EINVAL,
-                                 "blueprint '%s', step '%s': this step kind is not supported by "
-                                 "the engine yet",
-                                 bp->name, s->name);
         /* A remote step runs on a worker polling its queue. */
         if (s->kind != BP_TASK || bp_step_remote(s)) continue;
         if (rt_find_handler(rt, s->handler) == NULL)
@@ -91,6 +87,29 @@ int rt_check_handlers(rt_t *rt, const bp_blueprint_t *bp, cbm_error_t *err)
                                  bp->name, s->name, s->handler);
     }
     return 0;
+}
+
+/* The built-in local steps of a deliberation's child (docs/deliberation.md
+ * §3): pure functions of their input (engine/delib_select.h). */
+static void builtin_delib(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
+{
+    int (*fn)(const char *, char **, char **, char **) = arg == NULL ? delib_select : delib_finish;
+    char *result = NULL, *kind = NULL, *message = NULL;
+    int rc = fn(call->input_json, &result, &kind, &message);
+
+    if (rc != 0) cbm_step_fail(out, "out_of_memory", "out of memory", true);
+    else if (result != NULL) cbm_step_ok(out, result);
+    else cbm_step_fail(out, kind, message, false);
+    cJSON_free(result);
+    cJSON_free(kind);
+    cJSON_free(message);
+}
+
+int rt_register_builtins(rt_t *rt)
+{
+    static int finish_tag;
+    int rc = rt_register_handler(rt, "cbm.deliberation.select", builtin_delib, NULL);
+    return rc != 0 ? rc : rt_register_handler(rt, "cbm.deliberation.finish", builtin_delib, &finish_tag);
 }
 
 int rt_register_handler(rt_t *rt, const char *name, cbm_step_fn fn, void *arg)

@@ -856,6 +856,10 @@ int rt_create(rt_t **out, const rt_opts_t *o)
         free(rt);
         return CBM_ENOMEM;
     }
+    if (rt_register_builtins(rt) != 0) {
+        rt_destroy(rt);
+        return CBM_ENOMEM;
+    }
     *out = rt;
     return 0;
 }

@@ -39,6 +39,9 @@ int rt_create(rt_t **out, const rt_opts_t *o);
 
 /* Before rt_start only. */
 int rt_register_handler(rt_t *rt, const char *name, cbm_step_fn fn, void *arg);
+/* The built-in handlers every engine has (cbm.deliberation.select and
+ * cbm.deliberation.finish); rt_create registers them. */
+int rt_register_builtins(rt_t *rt);
 
 /* Thread-safe. Takes ownership of *bp (sets it NULL). If the same name and
  * version is known already the new copy is freed. With latest, it becomes the

@@ -122,6 +122,9 @@ typedef struct rt_child {
     const char *step;          /* the parent's step, its blueprint (name and */
     const char *blueprint;     /* pinned version, NULL: the latest): strings */
     const char *version;       /* of blueprints, which live as long as rt */
+    const bp_step_t *dstep;    /* a deliberation step: it (the child's */
+    const char *parent_bp;     /* blueprint is generated), and the parent's
+                                  blueprint name; NULL otherwise */
     int attempt;
     int64_t seq;               /* the parent's ChildStarted */
     /* Out. */

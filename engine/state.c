@@ -206,6 +206,53 @@ static st_route_t first_route(const bp_step_t *b)
     return b->nbranch > 0 ? SR_BRANCH : SR_DONE;
 }
 
+/* A deliberation's child ended (docs/deliberation.md §2, §5). Completed:
+ * its result is {"select" or "finish": <the deliberation's result>}, and the
+ * step's result is that inner value. Failed with a kind of the deliberation
+ * itself (deliberation_quorum, deliberation_bad_pick, ...): the step fails
+ * with that kind, not retryable (another child would fail the same way);
+ * any other failure is child_failed as for a subworkflow, naming the inner
+ * step and kind. Cancelled: child_cancelled. */
+static int delib_ended(st_exec_t *st, size_t i, eng_event_t *ev)
+{
+    st_step_t *s = &st->steps[i];
+    cJSON *doc = ev->json != NULL ? cJSON_Parse(ev->json) : NULL;
+    const cJSON *k, *m, *at;
+    char msg[400];
+    int rc = 0;
+
+    if (ev->json != NULL && doc == NULL) return CBM_ENOMEM; /* normalised JSON */
+    if (strcmp(ev->text, "completed") == 0) {
+        const cJSON *inner = cJSON_IsObject(doc) && doc->child != NULL ? doc->child : doc;
+        char *res = inner != NULL ? cJSON_PrintUnformatted(inner) : strdup("null");
+        if (res == NULL) rc = CBM_ENOMEM;
+        else {
+            s->status = SS_COMPLETED;
+            s->route = first_route(&st->bp->steps[i]);
+            free(s->result);
+            s->result = res;
+        }
+    } else if (strcmp(ev->text, "cancelled") == 0) {
+        snprintf(msg, sizeof(msg), "child execution %s cancelled", s->child);
+        rc = step_fail(s, "child_cancelled", msg, false);
+    } else {
+        k = cJSON_GetObjectItemCaseSensitive(doc, "kind");
+        m = cJSON_GetObjectItemCaseSensitive(doc, "message");
+        at = cJSON_GetObjectItemCaseSensitive(doc, "step");
+        if (cJSON_IsString(k) && strncmp(k->valuestring, "deliberation_", 13) == 0) {
+            rc = step_fail(s, k->valuestring, cJSON_IsString(m) ? m->valuestring : "", false);
+        } else {
+            snprintf(msg, sizeof(msg), "child execution %s failed (%s%s%s)", s->child,
+                     cJSON_IsString(k) ? k->valuestring : "unknown",
+                     cJSON_IsString(at) && at->valuestring[0] ? " at step " : "",
+                     cJSON_IsString(at) ? at->valuestring : "");
+            rc = step_fail(s, "child_failed", msg, true);
+        }
+    }
+    cJSON_Delete(doc);
+    return rc;
+}
+
 static void clear_step_timers(st_exec_t *st, const char *name)
 {
     static const st_timer_kind_t kinds[] = {TK_SLEEP,   TK_APPROVAL, TK_SIGNAL,
@@ -524,7 +571,7 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
         break;
     }
     case EV_CHILD_STARTED:
-        if (s == NULL || st->bp->steps[ev->step].kind != BP_SUBWORKFLOW ||
+        if (s == NULL || !bp_step_has_child(&st->bp->steps[ev->step]) ||
             s->status == SS_COMPLETED || s->status == SS_SCHEDULED || s->status == SS_SKIPPED ||
             s->status == SS_WAITING || ev->attempt <= s->attempt || ev->name == NULL)
             return CBM_EINVAL;
@@ -547,7 +594,9 @@ int st_apply(st_exec_t *st, eng_event_t *ev)
             return CBM_EINVAL;
         s->wait = SW_NONE;
         timer_clear(st, TK_CHILD, name);
-        if (strcmp(ev->text, "completed") == 0) {
+        if (st->bp->steps[ev->step].kind == BP_DELIBERATION) {
+            rc = delib_ended(st, (size_t)ev->step, ev);
+        } else if (strcmp(ev->text, "completed") == 0) {
             s->status = SS_COMPLETED;
             s->route = first_route(&st->bp->steps[ev->step]);
             free(s->result);
