@@ -5,6 +5,7 @@
  *   main.c      command-line parsing, usage, dispatch
  *   commands.c  the client commands, on the public client (cerebelum/client.h)
  *   format.c    human-readable and --json output of executions and events
+ *   deliberation.c  `deliberation show`: the LLM calls of deliberations
  *   serve.c     `cerebelum serve`: the engine, the gRPC server, signals
  *   service.c   the WorkflowService handlers of the server
  */
@@ -80,11 +81,26 @@ void cli_errorf(const char *fmt, ...)
  * set on failure. */
 char *cli_read_file(const char *path);
 
+/* A connection of a client command (commands.c). */
+typedef struct cli_conn {
+    cbm_client_t *client;
+    const char *target;
+    int timeout_ms;
+} cli_conn_t;
+
+/* Make the client from --server/--token/--tls-* (or their environment
+ * variables); an exit code. */
+int cli_conn_open(const cli_opts_t *o, cli_conn_t *c);
+void cli_conn_close(cli_conn_t *c);
+/* Say what went wrong with a call (one line on stderr); its exit code. */
+int cli_report(const cli_conn_t *c, int rc, const cbm_error_t *err);
+
 /* The client commands; each returns an exit code. */
 int cli_cmd_register(const cli_opts_t *o);
 int cli_cmd_start(const cli_opts_t *o);
 int cli_cmd_list(const cli_opts_t *o);
 int cli_cmd_show(const cli_opts_t *o);
+int cli_cmd_deliberation_show(const cli_opts_t *o);  /* deliberation.c */
 int cli_cmd_history(const cli_opts_t *o);
 int cli_cmd_approve(const cli_opts_t *o);
 int cli_cmd_reject(const cli_opts_t *o);

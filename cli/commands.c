@@ -17,11 +17,6 @@
 
 #include "cli.h"
 
-typedef struct conn {
-    cbm_client_t *client;
-    const char *target;
-    int timeout_ms;
-} conn_t;
 
 /* One line, whatever the message holds (a server's error may span lines),
  * and not a whole input echoed back: at most ERROR_MAX bytes of it. */
@@ -98,7 +93,7 @@ static const char *env_or(const char *flag, const char *env, const char *dflt)
 
 /* Make the client from --server/--token/--tls-ca (or their environment
  * variables). Returns an exit code. */
-static int conn_open(const cli_opts_t *o, conn_t *c)
+int cli_conn_open(const cli_opts_t *o, cli_conn_t *c)
 {
     cbm_client_opts_t co = {0};
     const char *ca_path = env_or(o->tls_ca, "CEREBELUM_TLS_CA", NULL);
@@ -147,13 +142,13 @@ static int conn_open(const cli_opts_t *o, conn_t *c)
     return CLI_OK;
 }
 
-static void conn_close(conn_t *c)
+void cli_conn_close(cli_conn_t *c)
 {
     cbm_client_destroy(c->client);
 }
 
 /* Say what went wrong with a call, and the exit code for it. */
-static int report(const conn_t *c, int rc, const cbm_error_t *err)
+int cli_report(const cli_conn_t *c, int rc, const cbm_error_t *err)
 {
     const char *msg = err->message[0] != '\0' ? err->message : cbm_strerror(rc);
     switch (rc) {
@@ -209,14 +204,14 @@ static int put_document(const cli_opts_t *o, put_fn put, const char *done, const
     cbm_error_t err = {0};
     bool created = false;
     cJSON *doc, *name;
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
     if (json == NULL) {
         cli_errorf("cannot read %s: %s", shown, strerror(errno));
         return CLI_USAGE;
     }
-    if ((rc = conn_open(o, &c)) != CLI_OK) {
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) {
         free(json);
         return rc;
     }
@@ -226,7 +221,7 @@ static int put_document(const cli_opts_t *o, put_fn put, const char *done, const
         cli_errorf("%s: %s", shown, err.message);
         rc = CLI_REFUSED;
     } else if (rc != 0) {
-        rc = report(&c, rc, &err);
+        rc = cli_report(&c, rc, &err);
     } else {
         /* The server validated it, so it parses and has a name. */
         doc = cJSON_Parse(json);
@@ -248,7 +243,7 @@ static int put_document(const cli_opts_t *o, put_fn put, const char *done, const
         cJSON_Delete(doc);
         rc = CLI_OK;
     }
-    conn_close(&c);
+    cli_conn_close(&c);
     free(json);
     return rc;
 }
@@ -266,7 +261,7 @@ int cli_cmd_start(const cli_opts_t *o)
     cbm_error_t err = {0};
     char id[37], version[65];
     bool created = false;
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
     if (o->from_file != NULL) return start_from_file(o);
@@ -279,12 +274,12 @@ int cli_cmd_start(const cli_opts_t *o)
         cli_errorf("--version must not be empty");
         return CLI_USAGE;
     }
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     so.idempotency_key = o->idem_key;
     so.version = o->bp_version;
     rc = cbm_client_start_opts(c.client, o->args[0], o->input, &so, id, &created, version, &err);
     if (rc != 0) {
-        rc = report(&c, rc, &err);
+        rc = cli_report(&c, rc, &err);
     } else {
         if (o->json) {
             printf("{\n  \"execution_id\": \"%s\",\n  \"created\": %s,\n  \"version\": \"%s\"\n}\n",
@@ -301,7 +296,7 @@ int cli_cmd_start(const cli_opts_t *o)
         }
         rc = CLI_OK;
     }
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }
 
@@ -476,7 +471,7 @@ static int start_from_file(const cli_opts_t *o)
     cbm_client_start_result_t *res = NULL;
     size_t n = 0, failed = 0;
     cbm_error_t err = {0};
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
     if (o->input != NULL || o->idem_key != NULL || o->bp_version != NULL || o->nargs > 0) {
@@ -491,14 +486,14 @@ static int start_from_file(const cli_opts_t *o)
         rc = CLI_USAGE;
         goto out;
     }
-    if ((rc = conn_open(o, &c)) != CLI_OK) goto out;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) goto out;
     for (size_t at = 0; at < n && rc == CLI_OK; at += CBM_CLIENT_MAX_START_BATCH) {
         size_t m = n - at < CBM_CLIENT_MAX_START_BATCH ? n - at : CBM_CLIENT_MAX_START_BATCH;
         int crc = cbm_client_start_many(c.client, items + at, m, res, &err);
         if (crc != 0) {
             /* The batches before were answered (and printed); this one's
              * items may or may not have started: keys make a rerun safe. */
-            rc = report(&c, crc, &err);
+            rc = cli_report(&c, crc, &err);
             if (at > 0) cli_errorf("items from line %zu on were not confirmed", lines[at].line);
             break;
         }
@@ -508,7 +503,7 @@ static int start_from_file(const cli_opts_t *o)
         }
         fflush(stdout);
     }
-    conn_close(&c);
+    cli_conn_close(&c);
     if (rc == CLI_OK && failed > 0) {
         cli_errorf("%zu of %zu items failed", failed, n);
         rc = CLI_REFUSED;
@@ -529,7 +524,7 @@ int cli_cmd_list(const cli_opts_t *o)
     cbm_execution_info_t *xs = NULL;
     cbm_error_t err = {0};
     size_t n = 0;
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
     if (o->status != NULL) {
@@ -542,21 +537,21 @@ int cli_cmd_list(const cli_opts_t *o)
             return CLI_USAGE;
         }
     }
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     lo.status = o->status;
     lo.blueprint = o->blueprint;
     lo.after = o->after;
     lo.limit = o->limit;
     rc = cbm_client_list(c.client, &lo, &xs, &n, &err);
     if (rc != 0) {
-        rc = report(&c, rc, &err);
+        rc = cli_report(&c, rc, &err);
     } else {
         if (o->json) fmt_list_json(stdout, xs, n);
         else fmt_list_text(stdout, xs, n);
         cbm_execution_infos_free(xs, n);
         rc = CLI_OK;
     }
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }
 
@@ -565,13 +560,13 @@ int cli_cmd_show(const cli_opts_t *o)
     cbm_execution_info_t *x = NULL;
     cbm_error_t err = {0};
     char *state = NULL;
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     rc = cbm_client_get(c.client, o->args[0], &x, &state, &err);
     if (rc != 0) {
-        rc = report(&c, rc, &err);
+        rc = cli_report(&c, rc, &err);
     } else {
         if (o->json) fmt_execution_json(stdout, x, state);
         else fmt_execution_text(stdout, x, state);
@@ -579,7 +574,7 @@ int cli_cmd_show(const cli_opts_t *o)
         free(state);
         rc = CLI_OK;
     }
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }
 
@@ -588,20 +583,20 @@ int cli_cmd_history(const cli_opts_t *o)
     cbm_event_t *evs = NULL;
     cbm_error_t err = {0};
     size_t n = 0;
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     rc = cbm_client_history(c.client, o->args[0], 1, &evs, &n, &err);
     if (rc != 0) {
-        rc = report(&c, rc, &err);
+        rc = cli_report(&c, rc, &err);
     } else {
         if (o->json) fmt_history_json(stdout, evs, n);
         else fmt_history_text(stdout, evs, n);
         cbm_events_free(evs, n);
         rc = CLI_OK;
     }
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }
 
@@ -629,62 +624,62 @@ static void decided(const cli_opts_t *o, const char *what, const char *id, const
 int cli_cmd_approve(const cli_opts_t *o)
 {
     cbm_error_t err = {0};
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
     if (check_json("--response", o->response, 0) != 0) return CLI_USAGE;
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     rc = cbm_client_approve(c.client, o->args[0], o->args[1], o->response, o->who, &err);
-    if (rc != 0) rc = report(&c, rc, &err);
+    if (rc != 0) rc = cli_report(&c, rc, &err);
     else decided(o, "approved", o->args[0], "step", o->args[1]);
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }
 
 int cli_cmd_reject(const cli_opts_t *o)
 {
     cbm_error_t err = {0};
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
     if (o->reason == NULL) {
         cli_errorf("reject needs --reason TEXT (it becomes the step's error message)");
         return CLI_USAGE;
     }
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     rc = cbm_client_reject(c.client, o->args[0], o->args[1], o->reason, o->who, &err);
-    if (rc != 0) rc = report(&c, rc, &err);
+    if (rc != 0) rc = cli_report(&c, rc, &err);
     else decided(o, "rejected", o->args[0], "step", o->args[1]);
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }
 
 int cli_cmd_signal(const cli_opts_t *o)
 {
     cbm_error_t err = {0};
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
     if (check_json("--payload", o->payload, 0) != 0) return CLI_USAGE;
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     rc = cbm_client_signal(c.client, o->args[0], o->args[1], o->payload, &err);
-    if (rc != 0) rc = report(&c, rc, &err);
+    if (rc != 0) rc = cli_report(&c, rc, &err);
     else decided(o, "sent", o->args[0], "signal", o->args[1]);
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }
 
 int cli_cmd_cancel(const cli_opts_t *o)
 {
     cbm_error_t err = {0};
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     rc = cbm_client_cancel(c.client, o->args[0], o->reason, &err);
-    if (rc != 0) rc = report(&c, rc, &err);
+    if (rc != 0) rc = cli_report(&c, rc, &err);
     else decided(o, "cancelled", o->args[0], NULL, NULL);
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }
 
@@ -693,20 +688,20 @@ int cli_cmd_workers(const cli_opts_t *o)
     cbm_worker_info_t *ws = NULL;
     cbm_error_t err = {0};
     size_t n = 0;
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     rc = cbm_client_workers(c.client, NULL, &ws, &n, &err);
     if (rc != 0) {
-        rc = report(&c, rc, &err);
+        rc = cli_report(&c, rc, &err);
     } else {
         if (o->json) fmt_workers_json(stdout, ws, n);
         else fmt_workers_text(stdout, ws, n);
         cbm_worker_infos_free(ws, n);
         rc = CLI_OK;
     }
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }
 
@@ -722,20 +717,20 @@ int cli_cmd_council_list(const cli_opts_t *o)
     cbm_council_info_t *cs = NULL;
     cbm_error_t err = {0};
     size_t n = 0;
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     rc = cbm_client_council_list(c.client, &cs, &n, &err);
     if (rc != 0) {
-        rc = report(&c, rc, &err);
+        rc = cli_report(&c, rc, &err);
     } else {
         if (o->json) fmt_councils_json(stdout, cs, n);
         else fmt_councils_text(stdout, cs, n);
         cbm_council_infos_free(cs, n);
         rc = CLI_OK;
     }
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }
 
@@ -743,33 +738,33 @@ int cli_cmd_council_show(const cli_opts_t *o)
 {
     cbm_error_t err = {0};
     char *json = NULL, version[65];
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     rc = cbm_client_council_get(c.client, o->args[0], o->bp_version, &json, version, &err);
     if (rc != 0) {
-        rc = report(&c, rc, &err);
+        rc = cli_report(&c, rc, &err);
     } else {
         if (o->json) fmt_council_json(stdout, o->args[0], version, json);
         else fmt_council_text(stdout, json);
         free(json);
         rc = CLI_OK;
     }
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }
 
 int cli_cmd_council_rm(const cli_opts_t *o)
 {
     cbm_error_t err = {0};
-    conn_t c;
+    cli_conn_t c;
     int rc;
 
-    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
     rc = cbm_client_council_delete(c.client, o->args[0], &err);
     if (rc != 0) {
-        rc = report(&c, rc, &err);
+        rc = cli_report(&c, rc, &err);
     } else if (o->json) {
         cJSON *out = cJSON_CreateObject();
         char *s;
@@ -782,6 +777,6 @@ int cli_cmd_council_rm(const cli_opts_t *o)
     } else {
         printf("deleted council %s\n", o->args[0]);
     }
-    conn_close(&c);
+    cli_conn_close(&c);
     return rc;
 }

@@ -117,6 +117,8 @@ static const command_t commands[] = {
      "the councils: name, role, agents, latest version", {0}, 1},
     {"council show", 1, cli_cmd_council_show, "council show NAME [--version V]",
      "a council's canonical JSON: the latest version, or version V", {O_BP_VERSION}, 1},
+    {"deliberation show", 1, cli_cmd_deliberation_show, "deliberation show ID",
+     "the LLM calls of an execution's deliberations: phase, agent, tokens, outcome", {0}, 1},
     {"council rm", 1, cli_cmd_council_rm, "council rm NAME",
      "delete a council (its versions stay readable by version)", {0}, 1},
 };
