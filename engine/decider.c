@@ -85,6 +85,23 @@ int64_t dc_backoff_ms(const bp_retry_t *r, int failed_attempt)
     return ms > (double)r->max_ms ? r->max_ms : (int64_t)ms;
 }
 
+/* The wait the failure asked for (cbm_step_fail_after: its error's
+ * retry_after_ms), 0 when none; CBM_ENOMEM (negative) when the state's
+ * normalised JSON cannot be parsed, which only running out of memory does. */
+static int64_t retry_after_ms(const st_step_t *s)
+{
+    cJSON *e;
+    const cJSON *a;
+    int64_t ms = 0;
+    if (s->error == NULL) return 0;
+    if ((e = cJSON_Parse(s->error)) == NULL) return CBM_ENOMEM;
+    a = cJSON_GetObjectItemCaseSensitive(e, "retry_after_ms");
+    if (cJSON_IsNumber(a) && a->valuedouble > 0 && a->valuedouble < 1e15)
+        ms = (int64_t)a->valuedouble;
+    cJSON_Delete(e);
+    return ms;
+}
+
 /* May the step that failed with error (JSON) be tried again? 1 or 0, or
  * CBM_ENOMEM: the state holds normalised JSON, so a parse that fails ran
  * out of memory (which must not read as "not retryable": that would fail
@@ -315,10 +332,13 @@ static int decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t 
     rc = 0;
     for (size_t i = 0; i < bp->nsteps; i++) {
         const st_step_t *s = &st->steps[i];
+        int64_t wait_ms, after_ms;
         if (s->status != SS_FAILED) continue;
+        if ((after_ms = retry_after_ms(s)) < 0) return (int)after_ms;
+        wait_ms = dc_backoff_ms(&bp->steps[i].retry, s->attempt - s->base);
         NEXT(EV_STEP_RETRY_SCHEDULED, i);
         e->attempt = s->attempt + 1;
-        e->due_us = now_us + dc_backoff_ms(&bp->steps[i].retry, s->attempt - s->base) * 1000;
+        e->due_us = now_us + (after_ms > wait_ms ? after_ms : wait_ms) * 1000;
     }
     if (*n > 0) return 0;
 

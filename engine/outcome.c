@@ -50,7 +50,12 @@ int cbm_step_ok(cbm_step_out_t *out, const char *result_json)
     return 0;
 }
 
-int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bool retryable)
+/* A Retry-After longer than a day is a mistake: capped there. */
+#define MAX_RETRY_AFTER_MS (24LL * 3600 * 1000)
+
+/* The error object {"kind","message","retryable"[,"retry_after_ms"]}. */
+static int fail(cbm_step_out_t *out, const char *kind, const char *message, bool retryable,
+                int64_t retry_after_ms)
 {
     cJSON *o;
     char *k, *m;
@@ -62,7 +67,9 @@ int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bo
     o = cJSON_CreateObject();
     if (o == NULL || k == NULL || m == NULL || cJSON_AddStringToObject(o, "kind", k) == NULL ||
         cJSON_AddStringToObject(o, "message", m) == NULL ||
-        cJSON_AddBoolToObject(o, "retryable", retryable) == NULL) {
+        cJSON_AddBoolToObject(o, "retryable", retryable) == NULL ||
+        (retry_after_ms > 0 &&
+         cJSON_AddNumberToObject(o, "retry_after_ms", (double)retry_after_ms) == NULL)) {
         cJSON_Delete(o);
         free(k);
         free(m);
@@ -75,6 +82,23 @@ int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bo
     if (out->error == NULL) return CBM_ENOMEM;
     out->kind = CBM_OUT_FAILED;
     return 0;
+}
+
+int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message, bool retryable)
+{
+    return fail(out, kind, message, retryable, 0);
+}
+
+int cbm_step_fail_after(cbm_step_out_t *out, const char *kind, const char *message,
+                        int64_t retry_after_ms)
+{
+    if (retry_after_ms > MAX_RETRY_AFTER_MS) retry_after_ms = MAX_RETRY_AFTER_MS;
+    return fail(out, kind, message, true, retry_after_ms < 0 ? 0 : retry_after_ms);
+}
+
+void cbm_step_on_cancel(cbm_step_out_t *out, cbm_cancel_fn fn, void *arg)
+{
+    if (out != NULL && out->cancel != NULL) out->cancel->set(out->cancel, fn, arg);
 }
 
 /* Ten years: anything longer is a mistake, not a plan. */

@@ -29,12 +29,20 @@ typedef enum cbm_out_kind {
 #undef XX
 } cbm_out_kind_t;
 
+/* Where cbm_step_on_cancel() leaves its callback: the runner of the
+ * attempt (the worker SDK) provides one; NULL where nothing can cancel. */
+typedef struct cbm_cancel_slot cbm_cancel_slot_t;
+struct cbm_cancel_slot {
+    void (*set)(cbm_cancel_slot_t *slot, void (*fn)(void *arg), void *arg);
+};
+
 struct cbm_step_out {
     cbm_out_kind_t kind;
     char *result;   /* normalised JSON (OK, SLEEP) or the approval's data */
     char *error;    /* normalised JSON {"kind","message","retryable"} (FAILED) */
     char *type;     /* approval type (APPROVAL) */
     int64_t ms;     /* sleep duration (SLEEP) or approval time-out (APPROVAL) */
+    cbm_cancel_slot_t *cancel; /* set by the runner before the handler runs */
 };
 
 /* cbm_step_ok for a result that must be refused, not recorded, when it is

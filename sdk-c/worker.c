@@ -55,8 +55,12 @@ typedef struct handler {
 
 /* A task being run (or its result submitted), on the worker's list. */
 typedef struct running {
+    cbm_cancel_slot_t slot;    /* first: cbm_step_on_cancel() lands here */
+    cbm_worker_t *w;
     const char *task_id;       /* the Task's, which outlives this entry */
     int cancelled;             /* the server said stop: do not submit */
+    cbm_cancel_fn cancel_fn;   /* the handler's, while it runs (under w->mu) */
+    void *cancel_arg;
     struct running *prev, *next;
 } running_t;
 
@@ -223,6 +227,38 @@ static int running_remove(cbm_worker_t *w, running_t *r)
     return cancelled;
 }
 
+/* cbm_step_on_cancel() for a task of this worker. Called on the handler's
+ * thread; a cancel that came first is passed on at once. */
+static void cancel_set(cbm_cancel_slot_t *slot, cbm_cancel_fn fn, void *arg)
+{
+    running_t *r = (running_t *)slot;
+    uv_mutex_lock(&r->w->mu);
+    r->cancel_fn = fn;
+    r->cancel_arg = arg;
+    if (r->cancelled && fn != NULL) {
+        r->cancel_fn = NULL;
+        fn(arg);
+    }
+    uv_mutex_unlock(&r->w->mu);
+}
+
+/* The handler returned: its callback's argument may be gone. */
+static void cancel_clear(cbm_worker_t *w, running_t *r)
+{
+    uv_mutex_lock(&w->mu);
+    r->cancel_fn = NULL;
+    uv_mutex_unlock(&w->mu);
+}
+
+/* Under w->mu: the server cancelled r. Its handler hears it once. */
+static void cancel_mark(running_t *r)
+{
+    cbm_cancel_fn fn = r->cancel_fn;
+    r->cancelled = 1;
+    r->cancel_fn = NULL;
+    if (fn != NULL) fn(r->cancel_arg);
+}
+
 static int is_cancelled(cbm_worker_t *w, running_t *r)
 {
     int c;
@@ -261,11 +297,14 @@ static void result_request(const Cerebelum__V1__Task *t, const struct cbm_step_o
         break;
     default: { /* CBM_OUT_FAILED (or NONE, which cannot reach here); cbm_step_fail's JSON {"kind","message","retryable"} */
         const cJSON *k = cJSON_GetObjectItemCaseSensitive(err_doc, "kind");
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(err_doc, "message");
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(err_doc, "message"), *ra;
         req->status = CEREBELUM__V1__TASK_STATUS__FAILED;
         te->kind = STR(cJSON_IsString(k) ? k->valuestring : "error");
         te->message = STR(cJSON_IsString(m) ? m->valuestring : "");
         te->retryable = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(err_doc, "retryable"));
+        ra = cJSON_GetObjectItemCaseSensitive(err_doc, "retry_after_ms");
+        if (te->retryable && cJSON_IsNumber(ra) && ra->valuedouble > 0)
+            te->retry_after_ms = (uint64_t)ra->valuedouble;
         req->error = te;
         break;
     }
@@ -331,7 +370,7 @@ static void run_task(cbm_worker_t *w, const Cerebelum__V1__Task *t, unsigned *se
     const handler_t *h = find_handler(w, hname);
     struct cbm_step_out out = {0};
     cbm_step_call_t call;
-    running_t r = {.task_id = t->task_id};
+    running_t r = {.slot.set = cancel_set, .w = w, .task_id = t->task_id};
     int answered = 0;
 
     atomic_fetch_add(&w->st_tasks, 1);
@@ -345,7 +384,10 @@ static void run_task(cbm_worker_t *w, const Cerebelum__V1__Task *t, unsigned *se
         snprintf(msg, sizeof(msg), "worker %s has no handler '%s'", w->id, hname);
         cbm_step_fail(&out, "no_handler", msg, false);
     } else {
+        out.cancel = &r.slot;
         h->fn(&call, &out, h->arg);
+        cancel_clear(w, &r);
+        out.cancel = NULL;
         if (out.kind == CBM_OUT_NONE) cbm_step_fail(&out, "no_result", "handler returned no outcome", false);
     }
     if (out.kind != CBM_OUT_NONE) answered = submit(w, t, &r, &out, seed);
@@ -454,7 +496,8 @@ static void heartbeat_once(cbm_worker_t *w)
         uv_mutex_lock(&w->mu);
         for (size_t i = 0; i < rep->n_cancel_task_ids; i++)
             for (running_t *r = w->running; r != NULL; r = r->next)
-                if (strcmp(r->task_id, rep->cancel_task_ids[i]) == 0) r->cancelled = 1;
+                if (strcmp(r->task_id, rep->cancel_task_ids[i]) == 0 && !r->cancelled)
+                    cancel_mark(r);
         uv_mutex_unlock(&w->mu);
     }
     if (rep->unknown_worker) {

@@ -457,7 +457,13 @@ static void on_submit(rpc_call_t *call, const Cerebelum__V1__SubmitResultRequest
             rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "FAILED needs error.kind");
             goto bad;
         }
-        rc = cbm_step_fail(out, rq->error->kind, rq->error->message, rq->error->retryable);
+        if (rq->error->retryable && rq->error->retry_after_ms > 0)
+            rc = cbm_step_fail_after(out, rq->error->kind, rq->error->message,
+                                     rq->error->retry_after_ms > INT64_MAX
+                                         ? INT64_MAX
+                                         : (int64_t)rq->error->retry_after_ms);
+        else
+            rc = cbm_step_fail(out, rq->error->kind, rq->error->message, rq->error->retryable);
         break;
     case CEREBELUM__V1__TASK_STATUS__SLEEP:
         if (rq->sleep == NULL) {
@@ -549,6 +555,13 @@ static void fail_expired(wjob_t *j, const char *kind, const char *why)
 
 static void reap_work(wjob_t *j, store_t *s)
 {
+    if (!j->ws->graced) {
+        size_t n = 0;
+        if ((j->rc = store_task_grace(s, j->ws->lease_ms, &n, &j->err)) != 0) return;
+        j->ws->graced = 1; /* read on the loop only after this job is done */
+        if (n > 0)
+            cbm_log_info("serve: %zu leases held across the restart run one more lease", n);
+    }
     j->rc = store_task_expired(s, NULL, REAP_LIMIT, &j->expired, &j->nexpired, &j->err);
     if (j->rc == 0) fail_expired(j, "lease_expired", "the worker's lease ran out");
 }

@@ -92,6 +92,7 @@ struct wsvc {
                               wsvc_close they wait for wsvc_destroy */
     uv_timer_t reap_timer, sweep_timer;
     int reaping;
+    int graced;        /* the start's lease grace is done (store_task_grace; reap jobs only) */
     int draining;
     int started;
     sticky_t sticky[STICKY_BUCKETS];

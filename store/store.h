@@ -349,6 +349,17 @@ int store_task_heartbeat(store_t *s, const char *worker, const int64_t *ids, siz
 int store_task_unclaim(store_t *s, int64_t id, const char *worker, cbm_error_t *err);
 
 /*
+ * One lease of grace, taken once when a server starts, before its first
+ * expiry scan: every lease a worker holds is made to run at least one lease
+ * (its task's lease_ms, else default_lease_ms) from now, those that ran out
+ * while no server ran included. A worker still running a task across the
+ * restart (an LLM call of minutes) can then register again, heartbeat and
+ * submit, instead of the call being paid for a second time. *n: leases
+ * extended.
+ */
+int store_task_grace(store_t *s, int64_t default_lease_ms, size_t *n, cbm_error_t *err);
+
+/*
  * Leases that ran out (lease_expires_at <= now), at most limit, oldest
  * first; with worker != NULL instead every task that worker leases, expired
  * or not (it left). Each row returned is marked as being failed by the

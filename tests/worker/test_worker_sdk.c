@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <uv.h>
 #include <fcntl.h>
 
 #include "cerebelum/client.h"
@@ -208,6 +209,46 @@ static void h_slow(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
     atomic_fetch_add(&finished, 1);
 }
 
+/* First attempt: rate limited, "come back in 1.5 s". */
+static void h_limited(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
+{
+    (void)arg;
+    if (call->attempt == 1) cbm_step_fail_after(out, "llm_rate_limited", "429", 1500);
+    else cbm_step_ok(out, "\"served\"");
+}
+
+/* Waits (up to 20 s) for the server's cancel, heard through
+ * cbm_step_on_cancel. */
+typedef struct {
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int heard;
+} hear_t;
+static hear_t hear;
+
+static void on_cancel(void *arg)
+{
+    hear_t *h = arg;
+    uv_mutex_lock(&h->mu);
+    h->heard++;
+    uv_cond_signal(&h->cv);
+    uv_mutex_unlock(&h->mu);
+}
+
+static void h_listen(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
+{
+    int64_t until = now_ms() + 20000;
+    (void)call;
+    (void)arg;
+    atomic_fetch_add(&entered, 1);
+    cbm_step_on_cancel(out, on_cancel, &hear);
+    uv_mutex_lock(&hear.mu);
+    while (hear.heard == 0 && now_ms() < until) uv_cond_timedwait(&hear.cv, &hear.mu, 50000000);
+    uv_mutex_unlock(&hear.mu);
+    cbm_step_fail(out, "stopped", "the server cancelled the attempt", false);
+    atomic_fetch_add(&finished, 1);
+}
+
 static cbm_worker_t *worker(const char *addr, int concurrency)
 {
     static const char *queues[] = {"q1", "q2"};
@@ -226,6 +267,8 @@ static cbm_worker_t *worker(const char *addr, int concurrency)
     assert_int_equal(cbm_worker_register_handler(w, "nap", h_nap, NULL), 0);
     assert_int_equal(cbm_worker_register_handler(w, "ask", h_ask, NULL), 0);
     assert_int_equal(cbm_worker_register_handler(w, "slow", h_slow, NULL), 0);
+    assert_int_equal(cbm_worker_register_handler(w, "limited", h_limited, NULL), 0);
+    assert_int_equal(cbm_worker_register_handler(w, "listen", h_listen, NULL), 0);
     assert_int_equal(cbm_worker_register_handler(w, "up", h_up, NULL), CBM_EEXIST);
     if (cbm_worker_start(w, &err) != 0) fail_msg("worker start: %s", err.message);
     return w;
@@ -514,6 +557,126 @@ static void test_cancel_execution(void **state)
     server_kill(&s, SIGTERM);
 }
 
+/* A handler that asked to hear of cancels is told when the execution is
+ * cancelled: it returns long before its 20 s wait would end. */
+static void test_cancel_callback(void **state)
+{
+    server_t s;
+    cbm_worker_t *w;
+    cbm_client_t *c;
+    char id[37];
+    cbm_worker_stats_t st;
+    cbm_error_t err = {0};
+    int64_t t0;
+    (void)state;
+
+    server_start(&s, 0);
+    c = client(s.addr);
+    w = worker(s.addr, 1);
+    put(c, "{\"name\":\"sdk_cancel_cb\",\"steps\":[{\"name\":\"a\",\"queue\":\"q1\","
+           "\"handler\":\"listen\",\"heartbeat_timeout_ms\":600}]}");
+    atomic_store(&entered, 0);
+    atomic_store(&finished, 0);
+    hear.heard = 0;
+    start(c, "sdk_cancel_cb", "{}", id);
+    while (atomic_load(&entered) == 0) sleep_ms(10);
+    t0 = now_ms();
+    assert_int_equal(cbm_client_cancel(c, id, "test", &err), 0);
+    cbm_execution_info_free(wait_status(c, id, "cancelled"));
+    while (atomic_load(&finished) == 0 && now_ms() - t0 < 30000) sleep_ms(10);
+    assert_int_equal(atomic_load(&finished), 1);
+    assert_int_equal(hear.heard, 1);
+    sleep_ms(300);
+    cbm_worker_get_stats(w, &st);
+    assert_int_equal(st.cancelled, 1);
+    assert_int_equal(st.submitted, 0);
+    cbm_worker_destroy(w);
+    cbm_client_destroy(c);
+    server_kill(&s, SIGTERM);
+}
+
+/* cbm_step_fail_after from a worker: the retry waits the 1.5 s asked for,
+ * not the policy's 10 ms (the due time recorded in StepRetryScheduled). */
+static void test_retry_after(void **state)
+{
+    server_t s;
+    cbm_worker_t *w;
+    cbm_client_t *c;
+    char id[37];
+    cbm_event_t *ev = NULL;
+    size_t n = 0;
+    cbm_error_t err = {0};
+    int64_t failed_at = 0, due = 0;
+    (void)state;
+
+    server_start(&s, 0);
+    c = client(s.addr);
+    w = worker(s.addr, 1);
+    put(c, "{\"name\":\"sdk_retry_after\",\"steps\":[{\"name\":\"a\",\"queue\":\"q1\","
+           "\"handler\":\"limited\",\"retry\":{\"max_attempts\":3,\"initial_ms\":10}}]}");
+    start(c, "sdk_retry_after", "{}", id);
+    cbm_execution_info_free(wait_status(c, id, "completed"));
+    if (cbm_client_history(c, id, 1, &ev, &n, &err) != 0) fail_msg("history: %s", err.message);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ev[i].type, "StepFailed") == 0) {
+            failed_at = ev[i].recorded_at_us;
+            assert_non_null(strstr(ev[i].payload, "\"retry_after_ms\":1500"));
+        } else if (strcmp(ev[i].type, "StepRetryScheduled") == 0) {
+            cJSON *p = cJSON_Parse(ev[i].payload);
+            due = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(p, "due_us"));
+            cJSON_Delete(p);
+        }
+    }
+    cbm_events_free(ev, n);
+    assert_true(failed_at > 0 && due > 0);
+    if (due - failed_at < 1400000)
+        fail_msg("retry due %lld us after the failure; Retry-After asked 1.5 s",
+                 (long long)(due - failed_at));
+    cbm_worker_destroy(w);
+    cbm_client_destroy(c);
+    server_kill(&s, SIGTERM);
+}
+
+/* The server dies while a worker runs a long step, and stays down longer
+ * than the step's lease: the restarted server gives held leases one lease
+ * of grace (store_task_grace), so the worker re-registers, heartbeats and
+ * submits; the step is not failed as lease_expired and runs once. */
+static void test_lease_grace(void **state)
+{
+    server_t s;
+    cbm_worker_t *w;
+    cbm_client_t *c;
+    char id[37];
+    int port;
+    char *types;
+    (void)state;
+
+    server_start(&s, 0);
+    port = s.port;
+    c = client(s.addr);
+    w = worker(s.addr, 1);
+    put(c, "{\"name\":\"sdk_grace\",\"steps\":[{\"name\":\"a\",\"queue\":\"q1\","
+           "\"handler\":\"slow\",\"heartbeat_timeout_ms\":2000}]}");
+    atomic_store(&entered, 0);
+    atomic_store(&finished, 0);
+    start(c, "sdk_grace", "{\"slow_ms\": 6000}", id);
+    while (atomic_load(&entered) == 0) sleep_ms(10);
+    server_kill(&s, SIGKILL);
+    sleep_ms(3000); /* the 2 s lease runs out while no server runs */
+    server_start(&s, port);
+    {
+        cbm_execution_info_t *x = wait_status(c, id, "completed");
+        cbm_execution_info_free(x);
+    }
+    assert_int_equal(atomic_load(&entered), 1);
+    types = event_types(c, id);
+    assert_null(strstr(types, "StepFailed"));
+    free(types);
+    cbm_worker_destroy(w);
+    cbm_client_destroy(c);
+    server_kill(&s, SIGTERM);
+}
+
 static void test_bad_options(void **state)
 {
     cbm_worker_opts_t o = {0};
@@ -563,8 +726,12 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_drain, teardown),
         cmocka_unit_test_teardown(test_cancel_drops_result, teardown),
         cmocka_unit_test_teardown(test_cancel_execution, teardown),
+        cmocka_unit_test_teardown(test_cancel_callback, teardown),
+        cmocka_unit_test_teardown(test_retry_after, teardown),
+        cmocka_unit_test_teardown(test_lease_grace, teardown),
         cmocka_unit_test_teardown(test_server_restart, teardown),
     };
+    if (uv_mutex_init(&hear.mu) != 0 || uv_cond_init(&hear.cv) != 0) return 1;
     int rc;
 
     if (argc < 2) {

@@ -68,6 +68,34 @@ CBM_EXTERN int cbm_step_ok(cbm_step_out_t *out, const char *result_json);
 CBM_EXTERN int cbm_step_fail(cbm_step_out_t *out, const char *kind, const char *message,
                              bool retryable);
 
+/** Fail the step with a retryable error of @p kind whose next attempt must
+ *  not start before @p retry_after_ms have passed (what an HTTP server's
+ *  `Retry-After` asked for): the retry policy waits the longer of this and
+ *  its own back-off. Without a retry policy the execution fails as with
+ *  cbm_step_fail(). Values above one day are taken as one day; 0 or less is
+ *  cbm_step_fail(..., true). The error object records `retry_after_ms`. */
+CBM_EXTERN int cbm_step_fail_after(cbm_step_out_t *out, const char *kind, const char *message,
+                                   int64_t retry_after_ms);
+
+/** Called when the attempt a handler is running has been given up by the
+ *  engine (see cbm_step_on_cancel()). */
+typedef void (*cbm_cancel_fn)(void *arg);
+
+/**
+ * Ask to be told when the attempt this handler runs is cancelled: the
+ * server listed its task in cancel_task_ids (execution cancelled, step timed
+ * out, lease lost). @p fn(@p arg) is then called once, on another thread,
+ * while the handler still runs (at once if the cancel came before this
+ * call); it should only signal the handler to stop (abort a transfer, set a
+ * flag) and return: it runs under a worker lock, so it must not call
+ * worker functions or block. The handler still returns an outcome, which is
+ * dropped. @p arg must stay valid until the handler returns; a second call
+ * replaces the first. Remote workers (cerebelum/worker.h) only: in an
+ * embedded engine the callback is never called (an abandoned attempt runs to
+ * its end and its outcome is ignored).
+ */
+CBM_EXTERN void cbm_step_on_cancel(cbm_step_out_t *out, cbm_cancel_fn fn, void *arg);
+
 /** Finish the step successfully with @p result_json, then put the execution
  *  to sleep for @p duration_ms (durably: a timer in the store) before the
  *  steps that depend on it run. */

@@ -15,8 +15,10 @@
  * the thread that polled it, heartbeats while handlers run (so steps that
  * take minutes keep their leases), and submits each outcome (SubmitResult).
  * A task the server lists in cancel_task_ids (execution cancelled, step
- * timed out, lease lost) still runs to its end, since C code cannot be
- * interrupted safely, but its result is not submitted. When the server says
+ * timed out, lease lost) is not interrupted, since C code cannot be stopped
+ * safely from outside: its handler hears of it through the callback it gave
+ * cbm_step_on_cancel() (cerebelum.h), if any, and should then return soon;
+ * its result is not submitted. When the server says
  * unknown_worker, or a poll says the worker is not registered (a restarted
  * server), it registers again. When the server goes away it retries with
  * exponential back-off and jitter (100 ms doubling to 5 s), never a busy
