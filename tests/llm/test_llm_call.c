@@ -98,7 +98,10 @@ static void generate(void **state)
     assert_string_equal(c.task_id, EXEC "/gen.1/1");
     assert_int_equal(c.seed, 744605511); /* python: int(sha256(...)[:4]) >> 1 */
     assert_false(c.schema);
-    assert_int_equal(strlen(c.prompt_sha256), 64);
+    /* python: sha256(json.dumps(messages, sort_keys=True, separators=(",", ":"),
+     * ensure_ascii=False)), as the stub's journal has it */
+    assert_string_equal(c.prompt_sha256,
+                        "599b1a08c0b2330e504337f2b53ea4c377f775157a6253051372845fe70be131");
     assert_string_equal(msg(body, 0), "You are dev-2, a pragmatic engineer. You work as a developer.");
     assert_string_equal(msg(body, 1), "Task:\nfix the bug\n\nContext:\n{\"plan\":\"p\"}\n\nWrite your proposal.");
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(body, "messages"), 0), "role")->valuestring, "system");

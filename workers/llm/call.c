@@ -429,13 +429,16 @@ int call_build(const cbm_step_call_t *sc, const char *phase, const call_opts_t *
         snprintf(what, sizeof(what), "prompts.%s", ph_name);
         if ((rc = render(str(prompts, ph_name), what, b.vars, &b.user, f)) != 0) goto out;
     }
+    /* Keys in sorted order: the messages' compact JSON is then the
+     * canonical JSON (sorted keys, no spaces, UTF-8 as it is) that
+     * prompt_sha256 hashes, the same text the stub hashes in its journal. */
     b.msgs = cJSON_CreateArray();
     {
         cJSON *sys = cJSON_CreateObject(), *user = cJSON_CreateObject();
-        cJSON_AddStringToObject(sys, "role", "system");
         cJSON_AddStringToObject(sys, "content", b.system);
-        cJSON_AddStringToObject(user, "role", "user");
+        cJSON_AddStringToObject(sys, "role", "system");
         cJSON_AddStringToObject(user, "content", b.user);
+        cJSON_AddStringToObject(user, "role", "user");
         cJSON_AddItemToArray(b.msgs, sys);
         cJSON_AddItemToArray(b.msgs, user);
     }

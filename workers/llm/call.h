@@ -44,7 +44,8 @@ typedef struct llm_call {
     char *model;             /* the model asked for */
     char task_id[256];       /* "<execution>/<step>/<attempt>" (X-Cerebelum-Task) */
     uint32_t seed;           /* first 31 bits of SHA-256(task_id) */
-    char prompt_sha256[65];  /* SHA-256 hex of the messages array's JSON text */
+    char prompt_sha256[65];  /* SHA-256 hex of the messages array as canonical
+                                JSON (sorted keys, compact, UTF-8 as it is) */
     bool schema;             /* a JSON schema was asked (score): content_json */
     char **criteria;         /* the rubric's criteria, for the schema's check */
     size_t ncriteria;

@@ -16,7 +16,6 @@
 #include <time.h>
 
 #include "cbm_internal.h"
-#include "compat.h"
 #include "sse.h"
 
 static int64_t now_ms(void)
