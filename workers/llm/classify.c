@@ -178,6 +178,9 @@ bool classify_transfer(const classify_in_t *in, llm_failure_t *f)
     if (in->curl_code != CURLE_OK) {
         if (in->status >= 200 && in->status < 300 && in->got_body && broken_connection(in->curl_code))
             set(f, "llm_truncated", true, "the stream broke off: %s", cerr);
+        else if (in->curl_code == CURLE_SEND_FAIL_REWIND)
+            set(f, "llm_unavailable", true, "the connection closed before any answer; the "
+                                            "request was not sent again");
         else if (in->curl_code == CURLE_OPERATION_TIMEDOUT)
             set(f, "llm_unavailable", true, "cannot connect to the model server: %s", cerr);
         else

@@ -10,6 +10,14 @@
  * the socket), and curl_multi_cleanup does not always tell us about the
  * idle connections it closes (their polls are closed from our own list).
  *
+ * Never twice: curl silently sends a request again when a reused
+ * keep-alive connection turns out dead before any answer byte, and the
+ * model server may have taken the first one (a reset right after the
+ * request: the generation was paid for). The body is given through a read
+ * callback whose seek always fails, so such a resend ends the transfer
+ * with CURLE_SEND_FAIL_REWIND instead, which is classified llm_unavailable
+ * (retryable: the step's policy decides, with a new attempt and seed).
+ *
  * A request's end is signalled only from its timer's close callback: by
  * then nothing of the loop refers to it any more, and the waiting thread
  * may free it at once.
@@ -220,6 +228,24 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
+static size_t on_read(char *p, size_t size, size_t n, void *ud)
+{
+    http_req_t *r = ud;
+    size_t take = r->body_len - r->body_at;
+    if (take > size * n) take = size * n;
+    memcpy(p, r->body + r->body_at, take);
+    r->body_at += take;
+    return take;
+}
+
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+    (void)ud;
+    (void)offset;
+    (void)origin;
+    return CURL_SEEKFUNC_CANTSEEK; /* never sent twice */
+}
+
 /* ------------------------------------------------------ curl multi on uv */
 
 static void on_sock_closed(uv_handle_t *p)
@@ -243,7 +269,14 @@ static void on_poll(uv_poll_t *p, int status, int events)
     http_t *h = s->h;
     int flags = 0, running;
 
-    if (status < 0) flags = CURL_CSELECT_ERR;
+    /* An error (POLLERR, e.g. a reset) comes with no events: let curl try
+     * what it was waiting for too, so that it reads the socket's own error
+     * ("Connection reset by peer") rather than a bare "select/poll returned
+     * error". */
+    if (status < 0) {
+        flags = CURL_CSELECT_ERR;
+        events = s->events;
+    }
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
     curl_multi_socket_action(h->multi, s->fd, flags, &running);
@@ -354,8 +387,16 @@ static void start(http_t *h, http_req_t *r)
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
     if (r->body != NULL) {
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(r->body));
+        /* The body through a read callback that cannot rewind, so that
+         * curl cannot send it a second time (see the top comment). */
+        r->body_len = strlen(r->body);
+        r->body_at = 0;
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(e, CURLOPT_READDATA, r);
+        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(e, CURLOPT_SEEKDATA, r);
     }
     if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {
         r->curl_code = CURLE_FAILED_INIT;

@@ -78,6 +78,7 @@ typedef struct http_req {
     llm_abort_t abort_req;        /* asked by http_abort, under the lock */
     CURL *easy;
     struct curl_slist *hdrs;
+    size_t body_len, body_at;     /* the body, and how much curl has read */
     uv_timer_t timer;
     uv_cond_t done;
     uint64_t t_start, t_last;     /* uv_now() of the start and of the last byte */
