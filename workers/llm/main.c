@@ -61,6 +61,7 @@ static const struct option OPTS[] = {
     {"total-timeout-ms", required_argument, NULL, O_TOTAL},
     {"max-result-bytes", required_argument, NULL, O_MAXRES},
     {"token", required_argument, NULL, O_TOKEN},
+    {"worker-id", required_argument, NULL, O_ID},
     {"id", required_argument, NULL, O_ID},
     {"tls-ca", required_argument, NULL, O_TLS_CA},
     {"tls-server-name", required_argument, NULL, O_TLS_NAME},
@@ -89,7 +90,7 @@ static int usage(FILE *f, int rc)
             "  --total-timeout-ms N    one whole call (default 600000; 0: none)\n"
             "  --max-result-bytes N    largest step result (default 1048576, below 4 MiB)\n"
             "  --token TOKEN           bearer token of cerebelum serve ($CEREBELUM_TOKEN)\n"
-            "  --id ID                 this worker's id (default: host-pid-random)\n"
+            "  --worker-id ID          this worker's id (default: host-pid-random)\n"
             "  --tls-ca FILE           TLS to cerebelum serve, trusting this CA (PEM)\n"
             "  --tls-server-name N     expect this name in its certificate\n"
             "  --tls-client-cert F     present this certificate (PEM), with --tls-client-key F\n"
