@@ -138,7 +138,7 @@ else
   for k in agent phase content finish_reason model seed usage ttft_ms latency_ms prompt_sha256; do
     py "x['$k']" <<<"$r" >/dev/null 2>&1 || fail "the result has no $k: $r"
   done
-  [ "$(py "x['agent'], x['phase'], x['model']" <<<"$r")" = "('dev-1', 'generate', 'stub-model')" ] &&
+  [ "$(py "x['agent'], x['phase'], x['model']" <<<"$r")" = "dev-1 generate stub-model" ] &&
     ok "result: $(py "x['agent'], x['usage']" <<<"$r")" || fail "result: $r"
   [ "$(entry "$id/gen.0/1" status)" = completed ] && ok "journal: $id/gen.0/1 completed" ||
     fail "journal: $(journal)"
@@ -154,7 +154,7 @@ else
   wait_for 300 done_ "$id"
   [ "$(status_of "$id")" = completed ] && ok "429: the retry completed" || fail "429: $(status_of "$id")"
   failed=$(sql "SELECT payload FROM cbm_events WHERE execution_id = '$id' AND type = 'StepFailed'")
-  grep -q '"llm_rate_limited"' <<<"$failed" && grep -q '"retry_after_ms": 2000' <<<"$failed" &&
+  grep -q '"llm_rate_limited"' <<<"$failed" && grep -Eq '"retry_after_ms": ?2000' <<<"$failed" &&
     ok "429 recorded: $failed" || fail "429 recorded as: $failed"
   t1=$(entry "$id/rl.0/1" started_ms) t2=$(entry "$id/rl.0/2" started_ms)
   [ -n "$t1" ] && [ -n "$t2" ] && [ $((t2 - t1)) -ge 2000 ] &&
