@@ -269,6 +269,12 @@ static void errors_bad_chunks_and_size(void **state)
     assert_int_equal(c.chunks, 1);
     sse_chat_finish(&c);
 
+    parse_whole("data: {\"object\":\"error\",\"message\":\"flat\",\"code\":503}\n\n", &c, 0);
+    assert_non_null(c.error);
+    assert_non_null(strstr(c.error, "flat"));
+    assert_int_equal(c.chunks, 0);
+    sse_chat_finish(&c);
+
     parse_whole("data: {not json\n\ndata: 17\n\n", &c, 0);
     assert_int_equal(c.bad_chunks, 2);
     assert_int_equal(c.chunks, 0);

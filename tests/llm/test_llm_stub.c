@@ -507,8 +507,10 @@ static void many_at_once(void **state)
     pthread_t th[THREADS];
     struct timespec a, b;
     double wall, cpu0 = cpu_s(), cpu;
+    uint64_t t0, c0, t1, c1;
     (void)state;
     ok_count = 0;
+    http_stats(http, &t0, &c0);
     clock_gettime(CLOCK_MONOTONIC, &a);
     for (int i = 0; i < THREADS; i++) assert_int_equal(pthread_create(&th[i], NULL, slot, NULL), 0);
     for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
@@ -516,6 +518,12 @@ static void many_at_once(void **state)
     wall = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
     cpu = cpu_s() - cpu0;
     assert_int_equal(ok_count, THREADS * CALLS);
+    http_stats(http, &t1, &c1);
+    assert_int_equal(t1 - t0, THREADS * CALLS);
+    /* keep-alive: connections are reused, at most one per slot is opened */
+    print_message("%llu transfers opened %llu new connections\n", (unsigned long long)(t1 - t0),
+                  (unsigned long long)(c1 - c0));
+    assert_true(c1 - c0 <= THREADS);
     print_message("%d calls, %d at once: %.0f calls/s, %.0f us of this process's CPU per call\n",
                   THREADS * CALLS, THREADS, THREADS * CALLS / wall, cpu / (THREADS * CALLS) * 1e6);
 }

@@ -53,6 +53,7 @@ struct http {
     uv_mutex_t mu; /* guards queue, stopping, aborts, the requests' state and abort_req */
     http_req_t *queue;
     bool stopping, aborts;
+    uint64_t transfers, connections;
 
     /* the loop thread's */
     http_req_t *running;
@@ -99,7 +100,13 @@ static void finish(http_t *h, http_req_t *r, llm_abort_t abort, int64_t limit_ms
         r->abort_limit_ms = limit_ms;
     }
     if (r->easy != NULL) {
+        long conns = 0;
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+        curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &conns);
+        uv_mutex_lock(&h->mu);
+        h->transfers++;
+        h->connections += (uint64_t)(conns > 0 ? conns : 0);
+        uv_mutex_unlock(&h->mu);
         curl_multi_remove_handle(h->multi, r->easy);
         curl_easy_cleanup(r->easy);
         r->easy = NULL;
@@ -571,4 +578,12 @@ void http_abort(http_t *h, http_req_t *r, llm_abort_t why)
     if (wake) h->aborts = true;
     uv_mutex_unlock(&h->mu);
     if (wake) uv_async_send(&h->async);
+}
+
+void http_stats(http_t *h, uint64_t *transfers, uint64_t *connections)
+{
+    uv_mutex_lock(&h->mu);
+    *transfers = h->transfers;
+    *connections = h->connections;
+    uv_mutex_unlock(&h->mu);
 }

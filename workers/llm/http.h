@@ -94,6 +94,10 @@ int http_create(http_t **out, const http_opts_t *opts);
  * no-op. No http_perform may be waiting any more once it returns. */
 void http_destroy(http_t *h);
 
+/* Counters (for tests and monitoring): transfers ended, and the new
+ * connections they opened (fewer than transfers when keep-alive works). */
+void http_stats(http_t *h, uint64_t *transfers, uint64_t *connections);
+
 /* Run @p r and wait for its end. 0: it ran (status, curl_code, abort say
  * how it ended); CBM_ESHUTDOWN: the client is being destroyed. A request
  * http_abort() reached before this call ends at once with that reason. */

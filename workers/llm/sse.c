@@ -136,7 +136,10 @@ static int take_object(sse_chat_t *c, const cJSON *o)
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(o, "model");
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(o, "choices"), *ch;
 
-    if (cJSON_GetObjectItemCaseSensitive(o, "error") != NULL) {
+    const cJSON *object = cJSON_GetObjectItemCaseSensitive(o, "object");
+
+    if (cJSON_GetObjectItemCaseSensitive(o, "error") != NULL ||
+        (cJSON_IsString(object) && strcmp(object->valuestring, "error") == 0)) {
         if (c->error == NULL && (c->error = cJSON_PrintUnformatted(o)) == NULL)
             return SSE_CHAT_STOP;
         return 0;

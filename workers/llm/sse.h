@@ -67,7 +67,8 @@ typedef struct sse_chat {
     int chunks;               /* events parsed as chunk objects */
     int bad_chunks;           /* events that were not (not JSON, no object) */
     char *error;              /* malloc'd JSON text of the first in-band
-                                 error object ({"error": ...} event), or NULL */
+                                 error ({"error": ...} or {"object": "error",
+                                 ...}), or NULL */
     size_t max_content;       /* 0: no limit; past it, too_large and stop */
     bool too_large;
 } sse_chat_t;
