@@ -146,12 +146,27 @@ else
     [ "$(entry "$id/gen.0/1" seed)" = "$(py "x['seed']" <<<"$r")" ] &&
     ok "the stub hashed the same prompt and got the same seed" || fail "hash or seed differ: $(journal)"
 
+  # faulty NAME STEP RETRY RULE [nowait]: a blueprint of one call, the stub
+  # scripted with RULE for it, one execution started (id) and, unless
+  # nowait, waited for (err: its error)
+  faulty() {
+    bp "$1" "$2" '{"phase": "generate", "agent": 0}' "$3" || fail "register $1: $(cat "$tmp/cli.err")"
+    [ "$(script "$4")" = 200 ] || fail "script $4"
+    id=$(cli start "$1" --input "$inputs" | head -1)
+    [ "${5:-}" = nowait ] && return
+    wait_for 300 done_ "$id" || fail "$1 did not end"
+    err=$(sql "SELECT error FROM cbm_executions WHERE id = '$id'")
+  }
+  # settled TASK TENTHS: the task's journal status once settled, or ""
+  settled() {
+    local s= i
+    for i in $(seq "$2"); do s=$(entry "$1" status); [ -n "$s" ] && break; sleep 0.1; done
+    echo "$s"
+  }
+
   # ---- 3. 429 with Retry-After, then a context length -----------------------------
-  bp rl rl.0 '{"phase": "generate", "agent": 1}' '{"max_attempts": 2, "initial_ms": 10}' ||
-    fail "register rl: $(cat "$tmp/cli.err")"
-  [ "$(script '{"match": "/rl.0/1", "fault": "429", "retry_after_s": 2}')" = 200 ] || fail "script 429"
-  id=$(cli start rl --input "$inputs" | head -1)
-  wait_for 300 done_ "$id"
+  faulty rl rl.0 '{"max_attempts": 2, "initial_ms": 10}' \
+    '{"match": "/rl.0/1", "fault": "429", "retry_after_s": 2}'
   [ "$(status_of "$id")" = completed ] && ok "429: the retry completed" || fail "429: $(status_of "$id")"
   failed=$(sql "SELECT payload FROM cbm_events WHERE execution_id = '$id' AND type = 'StepFailed'")
   grep -q '"llm_rate_limited"' <<<"$failed" && grep -Eq '"retry_after_ms": ?2000' <<<"$failed" &&
@@ -160,36 +175,24 @@ else
   [ -n "$t1" ] && [ -n "$t2" ] && [ $((t2 - t1)) -ge 2000 ] &&
     ok "the retry waited $((t2 - t1)) ms for Retry-After: 2" || fail "retry after ${t1:-?} -> ${t2:-?}"
 
-  bp ctx cx.0 '{"phase": "generate", "agent": 0}' '{"max_attempts": 3, "initial_ms": 10}' ||
-    fail "register ctx: $(cat "$tmp/cli.err")"
-  script '{"match": "/cx.0/", "fault": "context_length", "times": -1}' >/dev/null
-  id=$(cli start ctx --input "$inputs" | head -1)
-  wait_for 300 done_ "$id"
-  err=$(sql "SELECT error FROM cbm_executions WHERE id = '$id'")
+  faulty ctx cx.0 '{"max_attempts": 3, "initial_ms": 10}' \
+    '{"match": "/cx.0/", "fault": "context_length", "times": -1}'
   n=$(journal | python3 -c "import json,sys; print(sum(1 for e in json.load(sys.stdin) if '/cx.0/' in (e['task'] or '')))")
   grep -q '"llm_context_length"' <<<"$err" && [ "$n" = 1 ] &&
     ok "context length: failed once, not retried ($err)" || fail "context length: $err, $n calls"
 
   # ---- 4. a stall -------------------------------------------------------------------
-  bp stall st.0 '{"phase": "generate", "agent": 0}' '{"max_attempts": 1}' ||
-    fail "register stall: $(cat "$tmp/cli.err")"
-  script '{"match": "/st.0/", "fault": "stall", "after_tokens": 2}' >/dev/null
-  id=$(cli start stall --input "$inputs" | head -1)
-  wait_for 300 done_ "$id"
-  err=$(sql "SELECT error FROM cbm_executions WHERE id = '$id'")
+  faulty stall st.0 '{"max_attempts": 1}' '{"match": "/st.0/", "fault": "stall", "after_tokens": 2}'
   grep -q '"llm_stalled"' <<<"$err" && ok "stall: $err" || fail "stall: $err"
-  s=; for i in $(seq 30); do s=$(entry "$id/st.0/1" status); [ -n "$s" ] && break; sleep 0.1; done
+  s=$(settled "$id/st.0/1" 30)
   [ "$s" = aborted ] && ok "the stub saw the stalled call aborted" || fail "stall journal: $s"
 
   # ---- 5. a cancel while the call hangs ----------------------------------------------
-  bp hang hg.0 '{"phase": "generate", "agent": 0}' '{"max_attempts": 1}' ||
-    fail "register hang: $(cat "$tmp/cli.err")"
-  script '{"match": "/hg.0/", "fault": "hang"}' >/dev/null
-  id=$(cli start hang --input "$inputs" | head -1)
+  faulty hang hg.0 '{"max_attempts": 1}' '{"match": "/hg.0/", "fault": "hang"}' nowait
   inflight() { journal | grep -q "$id/hg.0/1"; }
   wait_for 100 inflight || fail "the hanging call never reached the stub"
   cli cancel "$id" --reason test >/dev/null || fail "cancel: $(cat "$tmp/cli.err")"
-  s=; for i in $(seq 150); do s=$(entry "$id/hg.0/1" status); [ -n "$s" ] && break; sleep 0.1; done
+  s=$(settled "$id/hg.0/1" 150)
   [ "$s" = aborted ] && ok "cancel: the worker aborted the transfer" || fail "cancel journal: ${s:-in flight}"
 fi
 
