@@ -528,8 +528,8 @@ void http_destroy(http_t *h)
     if (h == NULL) return;
     uv_mutex_lock(&h->mu);
     h->stopping = true;
+    uv_async_send(&h->async); /* under the lock: see http_perform */
     uv_mutex_unlock(&h->mu);
-    uv_async_send(&h->async);
     uv_thread_join(&h->thread);
     uv_loop_close(&h->loop);
     uv_mutex_destroy(&h->mu);
@@ -558,9 +558,10 @@ int http_perform(http_t *h, http_req_t *r)
     }
     r->state = HTTP_QUEUED;
     req_link(&h->queue, r);
-    uv_mutex_unlock(&h->mu);
+    /* Sent under the lock: the loop closes the async handle only after it
+     * read `stopping` under this lock, so a send made while it was false
+     * reaches an open handle. */
     uv_async_send(&h->async);
-    uv_mutex_lock(&h->mu);
     while (r->state != HTTP_DONE) uv_cond_wait(&r->done, &h->mu);
     uv_mutex_unlock(&h->mu);
     uv_cond_destroy(&r->done);
@@ -575,9 +576,11 @@ void http_abort(http_t *h, http_req_t *r, llm_abort_t why)
     /* Once stopping, the loop ends every transfer itself and the async
      * handle may already be closed. */
     wake = !h->stopping && (r->state == HTTP_QUEUED || r->state == HTTP_RUNNING);
-    if (wake) h->aborts = true;
+    if (wake) {
+        h->aborts = true;
+        uv_async_send(&h->async); /* under the lock: see http_perform */
+    }
     uv_mutex_unlock(&h->mu);
-    if (wake) uv_async_send(&h->async);
 }
 
 void http_stats(http_t *h, uint64_t *transfers, uint64_t *connections)
