@@ -92,6 +92,7 @@ static int usage(FILE *f, int rc)
             "  --token TOKEN           bearer token of cerebelum serve ($CEREBELUM_TOKEN)\n"
             "  --worker-id ID          this worker's id (default: host-pid-random)\n"
             "  --tls-ca FILE           TLS to cerebelum serve, trusting this CA (PEM)\n"
+            "                          ($CEREBELUM_TLS_CA; client: $CEREBELUM_TLS_CLIENT_CERT/KEY)\n"
             "  --tls-server-name N     expect this name in its certificate\n"
             "  --tls-client-cert F     present this certificate (PEM), with --tls-client-key F\n"
             "  --llm-ca FILE           CA file for an https model server\n",
@@ -210,6 +211,9 @@ int main(int argc, char **argv)
     wo.token = getenv("CEREBELUM_TOKEN");
     ctx.base_url = getenv("CEREBELUM_LLM_BASE_URL");
     ctx.api_key = getenv("CEREBELUM_LLM_API_KEY");
+    pem_path[0] = getenv("CEREBELUM_TLS_CA"); /* as the CLI */
+    pem_path[1] = getenv("CEREBELUM_TLS_CLIENT_CERT");
+    pem_path[2] = getenv("CEREBELUM_TLS_CLIENT_KEY");
     while ((opt = getopt_long(argc, argv, "h", OPTS, NULL)) != -1) {
         switch (opt) {
         case O_SERVER: wo.server = optarg; break;
