@@ -344,14 +344,83 @@ static int make_request(build_t *b, const cJSON *params, const cJSON *over, llm_
     return 0;
 }
 
+/* args.phase, checked against the handler's phase. */
+static int take_phase(const cJSON *args, const char *phase, llm_call_t *call, prompt_phase_t *ph,
+                      llm_failure_t *f)
+{
+    const char *name = str(args, "phase");
+    *ph = prompt_phase_of(name);
+    if (*ph == 0 || *ph == PROMPT_SYSTEM)
+        return bad(f, "args.phase must be generate, critique, revise or score");
+    if (phase != NULL && strcmp(phase, name) != 0)
+        return bad(f, "args.phase is %s but this is the %s handler", name, phase);
+    snprintf(call->phase, sizeof(call->phase), "%s", name);
+    call->schema = *ph == PROMPT_SCORE;
+    return 0;
+}
+
+/* The acting agent: agents[args.agent mod P], or the judge to score. Its
+ * id into call->agent. */
+static int take_actor(const cJSON *def, const cJSON *args, prompt_phase_t ph, llm_call_t *call,
+                      const cJSON **actor, llm_failure_t *f)
+{
+    const cJSON *agents = get(def, "agents"), *idx = get(args, "agent");
+    const char *id = "judge";
+    int k;
+
+    if (!cJSON_IsObject(def)) return bad(f, "inputs.council.definition must be an object");
+    if (!cJSON_IsArray(agents) || cJSON_GetArraySize(agents) == 0)
+        return bad(f, "inputs.council.definition.agents must be a non-empty array");
+    if (!cJSON_IsNumber(idx) || idx->valuedouble < 0 || idx->valuedouble > 1e6 ||
+        idx->valuedouble != (double)(int)idx->valuedouble)
+        return bad(f, "args.agent must be an integer >= 0");
+    k = (int)idx->valuedouble % cJSON_GetArraySize(agents);
+    if (ph == PROMPT_SCORE) {
+        *actor = get(def, "judge");
+    } else {
+        *actor = cJSON_GetArrayItem(agents, k);
+        if ((id = str(*actor, "id")) == NULL)
+            return bad(f, "inputs.council.definition.agents[%d].id must be a string", k);
+    }
+    return (call->agent = strdup(id)) != NULL ? 0 : CBM_ENOMEM;
+}
+
+/* The two messages, rendered, and the hash of their canonical JSON. */
+static int make_messages(build_t *b, const cJSON *def, llm_call_t *call, llm_failure_t *f)
+{
+    char what[32], *text;
+    cJSON *sys, *user;
+    int rc;
+
+    if ((rc = render(str(def, "system_prompt"), "system_prompt", b->vars, &b->system, f)) != 0)
+        return rc;
+    snprintf(what, sizeof(what), "prompts.%s", call->phase);
+    if ((rc = render(str(get(def, "prompts"), call->phase), what, b->vars, &b->user, f)) != 0)
+        return rc;
+    /* Keys in sorted order: the messages' compact JSON is then the
+     * canonical JSON (sorted keys, no spaces, UTF-8 as it is) that
+     * prompt_sha256 hashes, the same text the stub hashes in its journal. */
+    b->msgs = cJSON_CreateArray();
+    sys = cJSON_CreateObject();
+    user = cJSON_CreateObject();
+    cJSON_AddStringToObject(sys, "content", b->system);
+    cJSON_AddStringToObject(sys, "role", "system");
+    cJSON_AddStringToObject(user, "content", b->user);
+    cJSON_AddStringToObject(user, "role", "user");
+    cJSON_AddItemToArray(b->msgs, sys);
+    cJSON_AddItemToArray(b->msgs, user);
+    if ((text = cJSON_PrintUnformatted(b->msgs)) == NULL) return CBM_ENOMEM;
+    sha256_hex(text, strlen(text), call->prompt_sha256);
+    free(text);
+    return 0;
+}
+
 int call_build(const cbm_step_call_t *sc, const char *phase, const call_opts_t *o,
                llm_call_t *call, llm_failure_t *f)
 {
     build_t b = {0};
-    const cJSON *inputs, *args, *council, *def, *agents, *idx, *actor, *prompts;
-    const char *ph_name, *id, *persona;
+    const cJSON *inputs, *args, *def, *actor = NULL;
     prompt_phase_t ph;
-    char *text;
     int rc;
 
     memset(call, 0, sizeof(*call));
@@ -364,90 +433,24 @@ int call_build(const cbm_step_call_t *sc, const char *phase, const call_opts_t *
     }
     inputs = get(b.in, "inputs");
     args = get(b.in, "args");
+    def = get(get(inputs, "council"), "definition");
     if (!cJSON_IsObject(args)) {
         rc = bad(f, "args is missing: an LLM step of a deliberation carries "
                     "{\"phase\", \"agent\", \"round\"}");
         goto out;
     }
-    ph_name = str(args, "phase");
-    ph = prompt_phase_of(ph_name);
-    if (ph == 0 || ph == PROMPT_SYSTEM) {
-        rc = bad(f, "args.phase must be generate, critique, revise or score");
+    if ((rc = take_phase(args, phase, call, &ph, f)) != 0 ||
+        (rc = take_actor(def, args, ph, call, &actor, f)) != 0 ||
+        (rc = sort_deps(&b, get(b.in, "deps"), f)) != 0)
         goto out;
-    }
-    if (phase != NULL && strcmp(phase, ph_name) != 0) {
-        rc = bad(f, "args.phase is %s but this is the %s handler", ph_name, phase);
-        goto out;
-    }
-    snprintf(call->phase, sizeof(call->phase), "%s", ph_name);
-    call->schema = ph == PROMPT_SCORE;
-    council = get(inputs, "council");
-    def = get(council, "definition");
-    agents = get(def, "agents");
-    if (!cJSON_IsObject(def)) {
-        rc = bad(f, "inputs.council.definition must be an object");
-        goto out;
-    }
-    if (!cJSON_IsArray(agents) || cJSON_GetArraySize(agents) == 0) {
-        rc = bad(f, "inputs.council.definition.agents must be a non-empty array");
-        goto out;
-    }
-    idx = get(args, "agent");
-    if (!cJSON_IsNumber(idx) || idx->valuedouble < 0 || idx->valuedouble > 1e6 ||
-        idx->valuedouble != (double)(int)idx->valuedouble) {
-        rc = bad(f, "args.agent must be an integer >= 0");
-        goto out;
-    }
-    if (ph == PROMPT_SCORE) {
-        actor = get(def, "judge");
-        id = "judge";
-    } else {
-        actor = cJSON_GetArrayItem(agents, (int)idx->valuedouble % cJSON_GetArraySize(agents));
-        if ((id = str(actor, "id")) == NULL) {
-            rc = bad(f, "inputs.council.definition.agents[%d].id must be a string",
-                     (int)idx->valuedouble % cJSON_GetArraySize(agents));
-            goto out;
-        }
-    }
-    persona = str(actor, "persona");
-    if ((call->agent = strdup(id)) == NULL) {
-        rc = CBM_ENOMEM;
-        goto out;
-    }
-    if ((rc = sort_deps(&b, get(b.in, "deps"), f)) != 0) goto out;
     for (size_t i = 0; i < b.ndeps; i++)
         if (dep_failed(b.deps[i])) {
             rc = skipped_result(call, b.deps[i]->string);
             goto out;
         }
-    if ((rc = set_vars(&b, inputs, def, persona, ph, call, args, f)) != 0) goto out;
-    prompts = get(def, "prompts");
-    if ((rc = render(str(def, "system_prompt"), "system_prompt", b.vars, &b.system, f)) != 0)
+    if ((rc = set_vars(&b, inputs, def, str(actor, "persona"), ph, call, args, f)) != 0 ||
+        (rc = make_messages(&b, def, call, f)) != 0)
         goto out;
-    {
-        char what[32];
-        snprintf(what, sizeof(what), "prompts.%s", ph_name);
-        if ((rc = render(str(prompts, ph_name), what, b.vars, &b.user, f)) != 0) goto out;
-    }
-    /* Keys in sorted order: the messages' compact JSON is then the
-     * canonical JSON (sorted keys, no spaces, UTF-8 as it is) that
-     * prompt_sha256 hashes, the same text the stub hashes in its journal. */
-    b.msgs = cJSON_CreateArray();
-    {
-        cJSON *sys = cJSON_CreateObject(), *user = cJSON_CreateObject();
-        cJSON_AddStringToObject(sys, "content", b.system);
-        cJSON_AddStringToObject(sys, "role", "system");
-        cJSON_AddStringToObject(user, "content", b.user);
-        cJSON_AddStringToObject(user, "role", "user");
-        cJSON_AddItemToArray(b.msgs, sys);
-        cJSON_AddItemToArray(b.msgs, user);
-    }
-    if ((text = cJSON_PrintUnformatted(b.msgs)) == NULL) {
-        rc = CBM_ENOMEM;
-        goto out;
-    }
-    sha256_hex(text, strlen(text), call->prompt_sha256);
-    free(text);
     rc = make_request(&b, get(inputs, "params"), actor, call, o, f);
 out:
     build_free(&b);

@@ -183,101 +183,189 @@ static int wait_for_models(http_t *http, const char *base, const char *key, char
     }
 }
 
-int main(int argc, char **argv)
-{
-    static const char *const PHASES[] = {"generate", "critique", "revise", "score"};
-    cbm_worker_opts_t wo = {0};
-    cbm_worker_label_t caps[MAX_LIST + 1];
+/* Everything the options say. */
+typedef struct config {
+    cbm_worker_opts_t wo;
+    cbm_worker_label_t caps[MAX_LIST + 1]; /* + model=<model> */
     const char *queues[MAX_LIST];
-    llm_handler_arg_t hargs[4];
-    llm_ctx_t ctx = {0};
-    http_opts_t ho = {0};
-    http_t *http = NULL;
-    char *base = NULL, **models = NULL, *pem[3] = {NULL, NULL, NULL};
-    const char *model = NULL, *pem_path[3] = {NULL, NULL, NULL};
-    size_t nmodels = 0;
-    long long v, conc = 8;
-    cbm_error_t err = {0};
-    sigset_t set;
-    pthread_t sig;
-    int opt, rc = 1, stopped;
+    llm_ctx_t ctx;
+    llm_handler_arg_t hargs[4]; /* one per handler, as long as the worker */
+    http_opts_t ho;
+    const char *model, *pem_path[3];
+    char *pem[3], *base;
+    long long conc;
+} config_t;
 
-    ctx.ttft_ms = 120000;
-    ctx.stall_ms = 30000;
-    ctx.total_ms = 600000;
-    ctx.max_result_bytes = 1u << 20;
-    ho.connect_timeout_ms = 10000;
-    wo.server = getenv("CEREBELUM_SERVER");
-    wo.token = getenv("CEREBELUM_TOKEN");
-    ctx.base_url = getenv("CEREBELUM_LLM_BASE_URL");
-    ctx.api_key = getenv("CEREBELUM_LLM_API_KEY");
-    pem_path[0] = getenv("CEREBELUM_TLS_CA"); /* as the CLI */
-    pem_path[1] = getenv("CEREBELUM_TLS_CLIENT_CERT");
-    pem_path[2] = getenv("CEREBELUM_TLS_CLIENT_KEY");
+/* Options and environment into c. -1: go on; else the exit code. */
+static int parse(int argc, char **argv, config_t *c)
+{
+    long long v;
+    int opt;
+
+    c->conc = 8;
+    c->ctx.ttft_ms = 120000;
+    c->ctx.stall_ms = 30000;
+    c->ctx.total_ms = 600000;
+    c->ctx.max_result_bytes = 1u << 20;
+    c->ho.connect_timeout_ms = 10000;
+    c->wo.server = getenv("CEREBELUM_SERVER");
+    c->wo.token = getenv("CEREBELUM_TOKEN");
+    c->ctx.base_url = getenv("CEREBELUM_LLM_BASE_URL");
+    c->ctx.api_key = getenv("CEREBELUM_LLM_API_KEY");
+    c->pem_path[0] = getenv("CEREBELUM_TLS_CA"); /* as the CLI */
+    c->pem_path[1] = getenv("CEREBELUM_TLS_CLIENT_CERT");
+    c->pem_path[2] = getenv("CEREBELUM_TLS_CLIENT_KEY");
     while ((opt = getopt_long(argc, argv, "h", OPTS, NULL)) != -1) {
         switch (opt) {
-        case O_SERVER: wo.server = optarg; break;
-        case O_BASE_URL: ctx.base_url = optarg; break;
-        case O_MODEL: model = optarg; break;
+        case O_SERVER: c->wo.server = optarg; break;
+        case O_BASE_URL: c->ctx.base_url = optarg; break;
+        case O_MODEL: c->model = optarg; break;
         case O_QUEUE:
-            if (wo.nqueues == MAX_LIST) return fprintf(stderr, "%s: too many queues\n", PROG), 2;
-            queues[wo.nqueues++] = optarg;
+            if (c->wo.nqueues == MAX_LIST) return fprintf(stderr, "%s: too many queues\n", PROG), 2;
+            c->queues[c->wo.nqueues++] = optarg;
             break;
         case O_CAP: {
             char *eq = strchr(optarg, '=');
             if (eq == NULL || eq == optarg) return usage(stderr, 2);
-            if (wo.ncapabilities == MAX_LIST) return fprintf(stderr, "%s: too many capabilities\n", PROG), 2;
+            if (c->wo.ncapabilities == MAX_LIST)
+                return fprintf(stderr, "%s: too many capabilities\n", PROG), 2;
             *eq = '\0';
             if (strcmp(optarg, "model") == 0) {
                 fprintf(stderr, "%s: the capability model is the model's name; use --model\n", PROG);
                 return 2;
             }
-            caps[wo.ncapabilities].key = optarg;
-            caps[wo.ncapabilities++].value = eq + 1;
+            c->caps[c->wo.ncapabilities].key = optarg;
+            c->caps[c->wo.ncapabilities++].value = eq + 1;
             break;
         }
-        case O_CONC: if (number("concurrency", optarg, 1, 256, &conc)) return 2; break;
+        case O_CONC: if (number("concurrency", optarg, 1, 256, &c->conc)) return 2; break;
         case O_CONNECT:
             if (number("connect-timeout-ms", optarg, 1, 3600000, &v)) return 2;
-            ho.connect_timeout_ms = v;
+            c->ho.connect_timeout_ms = v;
             break;
-        case O_TTFT: if (number("ttft-timeout-ms", optarg, 0, 86400000, &v)) return 2; ctx.ttft_ms = v; break;
-        case O_STALL: if (number("stall-timeout-ms", optarg, 0, 86400000, &v)) return 2; ctx.stall_ms = v; break;
-        case O_TOTAL: if (number("total-timeout-ms", optarg, 0, 86400000, &v)) return 2; ctx.total_ms = v; break;
+        case O_TTFT:
+            if (number("ttft-timeout-ms", optarg, 0, 86400000, &v)) return 2;
+            c->ctx.ttft_ms = v;
+            break;
+        case O_STALL:
+            if (number("stall-timeout-ms", optarg, 0, 86400000, &v)) return 2;
+            c->ctx.stall_ms = v;
+            break;
+        case O_TOTAL:
+            if (number("total-timeout-ms", optarg, 0, 86400000, &v)) return 2;
+            c->ctx.total_ms = v;
+            break;
         case O_MAXRES:
             if (number("max-result-bytes", optarg, 1024, MAX_RESULT_LIMIT - 65536, &v)) return 2;
-            ctx.max_result_bytes = (size_t)v;
+            c->ctx.max_result_bytes = (size_t)v;
             break;
-        case O_TOKEN: wo.token = optarg; break;
-        case O_ID: wo.worker_id = optarg; break;
-        case O_TLS_CA: pem_path[0] = optarg; break;
-        case O_TLS_CERT: pem_path[1] = optarg; break;
-        case O_TLS_KEY: pem_path[2] = optarg; break;
-        case O_TLS_NAME: wo.tls_server_name = optarg; break;
-        case O_LLM_CA: ho.cainfo = optarg; break;
+        case O_TOKEN: c->wo.token = optarg; break;
+        case O_ID: c->wo.worker_id = optarg; break;
+        case O_TLS_CA: c->pem_path[0] = optarg; break;
+        case O_TLS_CERT: c->pem_path[1] = optarg; break;
+        case O_TLS_KEY: c->pem_path[2] = optarg; break;
+        case O_TLS_NAME: c->wo.tls_server_name = optarg; break;
+        case O_LLM_CA: c->ho.cainfo = optarg; break;
         case O_HELP: case 'h': return usage(stdout, 0);
         default: return usage(stderr, 2);
         }
     }
-    if (optind < argc || ctx.base_url == NULL || ctx.base_url[0] == '\0') return usage(stderr, 2);
-    if (wo.server == NULL) wo.server = "127.0.0.1:7233";
-    if (wo.nqueues == 0) queues[wo.nqueues++] = "llm";
-    if ((pem_path[1] == NULL) != (pem_path[2] == NULL)) {
+    if (optind < argc || c->ctx.base_url == NULL || c->ctx.base_url[0] == '\0')
+        return usage(stderr, 2);
+    if (c->wo.server == NULL) c->wo.server = "127.0.0.1:7233";
+    if (c->wo.nqueues == 0) c->queues[c->wo.nqueues++] = "llm";
+    if ((c->pem_path[1] == NULL) != (c->pem_path[2] == NULL)) {
         fprintf(stderr, "%s: --tls-client-cert and --tls-client-key go together\n", PROG);
         return 2;
     }
     for (int i = 0; i < 3; i++)
-        if (pem_path[i] != NULL && read_file(pem_path[i], &pem[i]) != 0) {
-            fprintf(stderr, "%s: cannot read %s\n", PROG, pem_path[i]);
-            goto out;
+        if (c->pem_path[i] != NULL && read_file(c->pem_path[i], &c->pem[i]) != 0) {
+            fprintf(stderr, "%s: cannot read %s\n", PROG, c->pem_path[i]);
+            return 2;
         }
-    wo.tls_root_pem = pem[0];
-    wo.tls_cert_pem = pem[1];
-    wo.tls_key_pem = pem[2];
-    if ((base = strdup(ctx.base_url)) == NULL) goto out;
-    while (base[0] != '\0' && base[strlen(base) - 1] == '/') base[strlen(base) - 1] = '\0';
-    ctx.base_url = base;
+    c->wo.tls_root_pem = c->pem[0];
+    c->wo.tls_cert_pem = c->pem[1];
+    c->wo.tls_key_pem = c->pem[2];
+    if ((c->base = strdup(c->ctx.base_url)) == NULL) return 1;
+    while (c->base[0] != '\0' && c->base[strlen(c->base) - 1] == '/')
+        c->base[strlen(c->base) - 1] = '\0';
+    c->ctx.base_url = c->base;
+    return -1;
+}
 
+/* The model (c->model, or the first listed) and the worker's options that
+ * follow from it. */
+static void take_models(config_t *c, char **models, size_t n)
+{
+    if (c->model == NULL) {
+        c->model = models[0];
+    } else {
+        size_t i = 0;
+        while (i < n && strcmp(models[i], c->model) != 0) i++;
+        if (i == n)
+            fprintf(stderr, "%s: warning: %s does not list the model %s; asking for it anyway\n",
+                    PROG, c->base, c->model);
+    }
+    c->ctx.call.default_model = c->model;
+    c->ctx.call.served = (const char *const *)models;
+    c->ctx.call.nserved = n;
+    c->caps[c->wo.ncapabilities].key = "model";
+    c->caps[c->wo.ncapabilities++].value = c->model;
+    c->wo.queues = c->queues;
+    c->wo.capabilities = c->caps;
+    c->wo.concurrency = (int)c->conc;
+}
+
+/* Create the worker (unless a stop came first), register the handlers and
+ * run until drained. The exit code. */
+static int run_worker(config_t *c)
+{
+    static const char *const PHASES[] = {"generate", "critique", "revise", "score"};
+    cbm_error_t err = {0};
+    int rc, stopped;
+
+    pthread_mutex_lock(&S.mu);
+    stopped = S.stop;
+    rc = stopped ? 0 : cbm_worker_create(&S.worker, &c->wo, &err);
+    pthread_mutex_unlock(&S.mu);
+    if (stopped) return 0;
+    if (rc != 0) {
+        fprintf(stderr, "%s: %s\n", PROG, err.message);
+        return 1;
+    }
+    for (int i = 0; i < 4; i++) {
+        char name[32];
+        c->hargs[i].ctx = &c->ctx;
+        c->hargs[i].phase = PHASES[i];
+        snprintf(name, sizeof(name), "cbm.llm.%s", PHASES[i]);
+        cbm_worker_register_handler(S.worker, name, llm_handle, &c->hargs[i]);
+    }
+    fprintf(stderr, "%s: %s: serving %zu queue(s) of %s with model %s at %s, %lld at once\n", PROG,
+            cbm_worker_id(S.worker), c->wo.nqueues, c->wo.server, c->model, c->base, c->conc);
+    rc = cbm_worker_run(S.worker, &err) == 0 ? 0 : 1;
+    if (rc != 0) fprintf(stderr, "%s: %s\n", PROG, err.message);
+    {
+        cbm_worker_stats_t st;
+        cbm_worker_get_stats(S.worker, &st);
+        fprintf(stderr, "%s: stopped: %llu tasks, %llu results accepted\n", PROG,
+                (unsigned long long)st.tasks, (unsigned long long)st.submitted);
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    config_t c;
+    http_t *http = NULL;
+    char **models = NULL;
+    size_t nmodels = 0;
+    sigset_t set;
+    pthread_t sig;
+    int rc;
+
+    memset(&c, 0, sizeof(c));
+    if ((rc = parse(argc, argv, &c)) >= 0) goto out;
+    rc = 1;
     /* Before any thread exists, so that every thread inherits the mask. */
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -287,65 +375,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: libcurl does not initialise\n", PROG);
         goto out;
     }
-    pthread_create(&sig, NULL, signal_thread, NULL);
-    ho.max_connections = (int)conc;
-    if (http_create(&http, &ho) != 0) {
+    if (pthread_create(&sig, NULL, signal_thread, NULL) != 0) {
+        curl_global_cleanup();
+        goto out;
+    }
+    c.ho.max_connections = (int)c.conc;
+    if (http_create(&http, &c.ho) != 0) {
         fprintf(stderr, "%s: cannot start the HTTP client\n", PROG);
-        goto stop_signals;
-    }
-    if (wait_for_models(http, base, ctx.api_key, &models, &nmodels) != 0) {
+    } else if (wait_for_models(http, c.base, c.ctx.api_key, &models, &nmodels) != 0) {
         rc = 0; /* stopped before it began: nothing was taken */
-        goto stop_signals;
-    }
-    if (model == NULL) {
-        model = models[0];
     } else {
-        size_t i = 0;
-        while (i < nmodels && strcmp(models[i], model) != 0) i++;
-        if (i == nmodels)
-            fprintf(stderr, "%s: warning: %s does not list the model %s; asking for it anyway\n",
-                    PROG, base, model);
+        take_models(&c, models, nmodels);
+        c.ctx.http = http;
+        rc = run_worker(&c);
     }
-    ctx.http = http;
-    ctx.call.default_model = model;
-    ctx.call.served = (const char *const *)models;
-    ctx.call.nserved = nmodels;
-
-    caps[wo.ncapabilities].key = "model";
-    caps[wo.ncapabilities++].value = model;
-    wo.queues = queues;
-    wo.capabilities = caps;
-    wo.concurrency = (int)conc;
-    pthread_mutex_lock(&S.mu);
-    stopped = S.stop;
-    if (!stopped && cbm_worker_create(&S.worker, &wo, &err) != 0) {
-        pthread_mutex_unlock(&S.mu);
-        fprintf(stderr, "%s: %s\n", PROG, err.message);
-        goto stop_signals;
-    }
-    pthread_mutex_unlock(&S.mu);
-    if (stopped) {
-        rc = 0;
-        goto stop_signals;
-    }
-    for (int i = 0; i < 4; i++) {
-        char name[32];
-        hargs[i].ctx = &ctx;
-        hargs[i].phase = PHASES[i];
-        snprintf(name, sizeof(name), "cbm.llm.%s", PHASES[i]);
-        cbm_worker_register_handler(S.worker, name, llm_handle, &hargs[i]);
-    }
-    fprintf(stderr, "%s: %s: serving %zu queue(s) of %s with model %s at %s, %lld at once\n", PROG,
-            cbm_worker_id(S.worker), wo.nqueues, wo.server, model, base, conc);
-    rc = cbm_worker_run(S.worker, &err) == 0 ? 0 : 1;
-    if (rc != 0) fprintf(stderr, "%s: %s\n", PROG, err.message);
-    {
-        cbm_worker_stats_t st;
-        cbm_worker_get_stats(S.worker, &st);
-        fprintf(stderr, "%s: stopped: %llu tasks, %llu results accepted\n", PROG,
-                (unsigned long long)st.tasks, (unsigned long long)st.submitted);
-    }
-stop_signals:
     /* End the signal thread: a SIGTERM of our own (blocked everywhere, so
      * its sigwait takes it), with stop already set so it says nothing. */
     pthread_mutex_lock(&S.mu);
@@ -360,7 +403,7 @@ stop_signals:
     curl_global_cleanup();
 out:
     llm_models_free(models, nmodels);
-    for (int i = 0; i < 3; i++) free(pem[i]);
-    free(base);
+    for (int i = 0; i < 3; i++) free(c.pem[i]);
+    free(c.base);
     return rc;
 }
