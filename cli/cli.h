@@ -43,7 +43,7 @@ typedef struct cli_opts {
     /* start */
     const char *input;
     const char *idem_key;
-    const char *bp_version;
+    const char *bp_version;   /* start --version, council show --version */
     const char *from_file;    /* start --from-file: JSON lines, "-" = stdin */
     /* list */
     const char *status;
@@ -91,6 +91,10 @@ int cli_cmd_reject(const cli_opts_t *o);
 int cli_cmd_signal(const cli_opts_t *o);
 int cli_cmd_cancel(const cli_opts_t *o);
 int cli_cmd_workers(const cli_opts_t *o);
+int cli_cmd_council_put(const cli_opts_t *o);
+int cli_cmd_council_list(const cli_opts_t *o);
+int cli_cmd_council_show(const cli_opts_t *o);
+int cli_cmd_council_rm(const cli_opts_t *o);
 
 /* `cerebelum serve`; returns the exit code. */
 int cli_serve(const cli_opts_t *o);
@@ -109,5 +113,11 @@ void fmt_history_json(FILE *f, const cbm_event_t *evs, size_t n);
 void fmt_history_text(FILE *f, const cbm_event_t *evs, size_t n);
 void fmt_workers_json(FILE *f, const cbm_worker_info_t *ws, size_t n);
 void fmt_workers_text(FILE *f, const cbm_worker_info_t *ws, size_t n);
+void fmt_councils_json(FILE *f, const cbm_council_info_t *cs, size_t n);
+void fmt_councils_text(FILE *f, const cbm_council_info_t *cs, size_t n);
+/* One council: {"name", "version", "definition": {...}}, or for people the
+ * definition alone, pretty-printed (it can be put again as it is). */
+void fmt_council_json(FILE *f, const char *name, const char *version, const char *definition);
+void fmt_council_text(FILE *f, const char *definition);
 
 #endif

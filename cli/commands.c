@@ -194,10 +194,18 @@ static int check_json(const char *opt, const char *text, int want_object)
     return -1;
 }
 
-int cli_cmd_register(const cli_opts_t *o)
+/* A document the server validates and stores under a content version
+ * (blueprint register, council put): both calls have this shape. */
+typedef int (*put_fn)(cbm_client_t *c, const char *json, char version_out[65], bool *created,
+                      cbm_error_t *err);
+
+/* Send the document in path ("-": stdin) with put, and say what happened:
+ * "<done> NAME version V", "<again> NAME version V" when it was stored
+ * already, or {"name", "version", "created"} with --json. */
+static int put_document(const cli_opts_t *o, put_fn put, const char *done, const char *again)
 {
-    const char *path = o->args[0];
-    char *json = cli_read_file(path), version[65];
+    const char *path = o->args[0], *shown = strcmp(path, "-") == 0 ? "stdin" : path;
+    char *json = cli_read_file(strcmp(path, "-") == 0 ? "/dev/stdin" : path), version[65];
     cbm_error_t err = {0};
     bool created = false;
     cJSON *doc, *name;
@@ -205,17 +213,17 @@ int cli_cmd_register(const cli_opts_t *o)
     int rc;
 
     if (json == NULL) {
-        cli_errorf("cannot read %s: %s", path, strerror(errno));
+        cli_errorf("cannot read %s: %s", shown, strerror(errno));
         return CLI_USAGE;
     }
     if ((rc = conn_open(o, &c)) != CLI_OK) {
         free(json);
         return rc;
     }
-    rc = cbm_client_put_blueprint(c.client, json, version, &created, &err);
+    rc = put(c.client, json, version, &created, &err);
     if (rc == CBM_EINVAL) {
         /* The server's word on the file's content: say which file. */
-        cli_errorf("%s: %s", path, err.message);
+        cli_errorf("%s: %s", shown, err.message);
         rc = CLI_REFUSED;
     } else if (rc != 0) {
         rc = report(&c, rc, &err);
@@ -234,7 +242,7 @@ int cli_cmd_register(const cli_opts_t *o)
             free(s);
             cJSON_Delete(out);
         } else {
-            printf("%s %s version %s\n", created ? "registered" : "already registered",
+            printf("%s %s version %s\n", created ? done : again,
                    cJSON_IsString(name) ? name->valuestring : "?", version);
         }
         cJSON_Delete(doc);
@@ -243,6 +251,11 @@ int cli_cmd_register(const cli_opts_t *o)
     conn_close(&c);
     free(json);
     return rc;
+}
+
+int cli_cmd_register(const cli_opts_t *o)
+{
+    return put_document(o, cbm_client_put_blueprint, "registered", "already registered");
 }
 
 static int start_from_file(const cli_opts_t *o); /* below */
@@ -692,6 +705,82 @@ int cli_cmd_workers(const cli_opts_t *o)
         else fmt_workers_text(stdout, ws, n);
         cbm_worker_infos_free(ws, n);
         rc = CLI_OK;
+    }
+    conn_close(&c);
+    return rc;
+}
+
+/* ---- councils ---------------------------------------------------------------- */
+
+int cli_cmd_council_put(const cli_opts_t *o)
+{
+    return put_document(o, cbm_client_council_put, "stored council", "already stored council");
+}
+
+int cli_cmd_council_list(const cli_opts_t *o)
+{
+    cbm_council_info_t *cs = NULL;
+    cbm_error_t err = {0};
+    size_t n = 0;
+    conn_t c;
+    int rc;
+
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    rc = cbm_client_council_list(c.client, &cs, &n, &err);
+    if (rc != 0) {
+        rc = report(&c, rc, &err);
+    } else {
+        if (o->json) fmt_councils_json(stdout, cs, n);
+        else fmt_councils_text(stdout, cs, n);
+        cbm_council_infos_free(cs, n);
+        rc = CLI_OK;
+    }
+    conn_close(&c);
+    return rc;
+}
+
+int cli_cmd_council_show(const cli_opts_t *o)
+{
+    cbm_error_t err = {0};
+    char *json = NULL, version[65];
+    conn_t c;
+    int rc;
+
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    rc = cbm_client_council_get(c.client, o->args[0], o->bp_version, &json, version, &err);
+    if (rc != 0) {
+        rc = report(&c, rc, &err);
+    } else {
+        if (o->json) fmt_council_json(stdout, o->args[0], version, json);
+        else fmt_council_text(stdout, json);
+        free(json);
+        rc = CLI_OK;
+    }
+    conn_close(&c);
+    return rc;
+}
+
+int cli_cmd_council_rm(const cli_opts_t *o)
+{
+    cbm_error_t err = {0};
+    conn_t c;
+    int rc;
+
+    if ((rc = conn_open(o, &c)) != CLI_OK) return rc;
+    rc = cbm_client_council_delete(c.client, o->args[0], &err);
+    if (rc != 0) {
+        rc = report(&c, rc, &err);
+    } else if (o->json) {
+        cJSON *out = cJSON_CreateObject();
+        char *s;
+        cJSON_AddStringToObject(out, "name", o->args[0]);
+        cJSON_AddBoolToObject(out, "deleted", true);
+        s = cJSON_Print(out);
+        printf("%s\n", s != NULL ? s : "null");
+        free(s);
+        cJSON_Delete(out);
+    } else {
+        printf("deleted council %s\n", o->args[0]);
     }
     conn_close(&c);
     return rc;

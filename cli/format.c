@@ -254,3 +254,46 @@ void fmt_workers_text(FILE *f, const cbm_worker_info_t *ws, size_t n)
                 ws[i].alive ? "yes" : "no", fmt_time_us(ws[i].last_seen_at_ms * 1000, t), caps);
     }
 }
+
+void fmt_councils_json(FILE *f, const cbm_council_info_t *cs, size_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a != NULL && i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (o == NULL) break;
+        cJSON_AddStringToObject(o, "name", cs[i].name);
+        cJSON_AddStringToObject(o, "version", cs[i].version);
+        cJSON_AddStringToObject(o, "role", cs[i].role);
+        cJSON_AddNumberToObject(o, "agents", cs[i].agents);
+        cJSON_AddNumberToObject(o, "created_at_ms", (double)(cs[i].created_at_us / 1000));
+        cJSON_AddItemToArray(a, o);
+    }
+    print_json(f, a);
+}
+
+void fmt_councils_text(FILE *f, const cbm_council_info_t *cs, size_t n)
+{
+    char t[64];
+    fprintf(f, "%-20s  %-16s  %6s  %-24s  %s\n", "NAME", "ROLE", "AGENTS", "CREATED", "VERSION");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%-20s  %-16s  %6d  %-24s  %s\n", cs[i].name, cs[i].role, cs[i].agents,
+                fmt_time_us(cs[i].created_at_us, t), cs[i].version);
+}
+
+void fmt_council_json(FILE *f, const char *name, const char *version, const char *definition)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o != NULL) {
+        cJSON_AddStringToObject(o, "name", name);
+        cJSON_AddStringToObject(o, "version", version);
+        add_json(o, "definition", definition);
+    }
+    print_json(f, o);
+}
+
+void fmt_council_text(FILE *f, const char *definition)
+{
+    cJSON *v = cJSON_Parse(definition);
+    if (v == NULL) fprintf(f, "%s\n", definition); /* never lose it */
+    else print_json(f, v);
+}

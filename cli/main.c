@@ -111,6 +111,14 @@ static const command_t commands[] = {
      {O_REASON}, 1},
     {"workers", 0, cli_cmd_workers, "workers",
      "the remote workers registered with the server: queues, tasks, liveness", {0}, 1},
+    {"council put", 1, cli_cmd_council_put, "council put FILE|-",
+     "validate and store the council in FILE (- = stdin); prints its version", {0}, 1},
+    {"council list", 0, cli_cmd_council_list, "council list",
+     "the councils: name, role, agents, latest version", {0}, 1},
+    {"council show", 1, cli_cmd_council_show, "council show NAME [--version V]",
+     "a council's canonical JSON: the latest version, or version V", {O_BP_VERSION}, 1},
+    {"council rm", 1, cli_cmd_council_rm, "council rm NAME",
+     "delete a council (its versions stay readable by version)", {0}, 1},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -149,6 +157,7 @@ static void command_usage(FILE *f, const command_t *c)
 
 static const char *opt_name(int id)
 {
+    if (id == O_BP_VERSION) return "version";
     for (const struct option *o = long_opts; o->name != NULL; o++)
         if (o->val == id) return o->name;
     return "?";
@@ -189,7 +198,7 @@ int main(int argc, char **argv)
     cli_opts_t o = {0};
     char **pos = calloc((size_t)argc + 1, sizeof(*pos));
     int npos = 0, seen[64] = {0}, nseen = 0, help = 0, nargs, ch, rc;
-    const command_t *cmd = NULL;
+    const command_t *cmd = NULL, *group = NULL;
     size_t words = 0;
     long long n;
 
@@ -242,10 +251,10 @@ int main(int argc, char **argv)
         case O_DEMO: o.demo_handlers = true; break;
         case O_HELP: help = 1; break;
         case O_VERSION:
-            /* After `start`, --version names a blueprint version and takes
-             * the next word as its value; anywhere else it asks for the
-             * program's version. */
-            if (npos > 0 && strcmp(pos[0], "start") == 0) {
+            /* After `start` (or `council`), --version names a blueprint's
+             * (a council's) version and takes the next word as its value;
+             * anywhere else it asks for the program's version. */
+            if (npos > 0 && (strcmp(pos[0], "start") == 0 || strcmp(pos[0], "council") == 0)) {
                 if (optind >= argc || argv[optind][0] == '-') {
                     cli_errorf("option '--version' needs a value");
                     goto bad;
@@ -283,18 +292,31 @@ int main(int argc, char **argv)
             words = 1;
         } else if (sp != NULL && strncmp(pos[0], w, (size_t)(sp - w)) == 0 &&
                    pos[0][sp - w] == '\0') {
-            if (npos < 2 || strcmp(pos[1], sp + 1) != 0) {
-                if (help) {
-                    command_usage(stdout, &commands[i]);
-                    free(pos);
-                    return CLI_OK;
-                }
-                cli_errorf("'%s' wants a subcommand: %s", pos[0], w);
-                goto bad;
+            if (group == NULL) group = &commands[i];
+            if (npos >= 2 && strcmp(pos[1], sp + 1) == 0) {
+                cmd = &commands[i];
+                words = 2;
             }
-            cmd = &commands[i];
-            words = 2;
         }
+    }
+    if (cmd == NULL && group != NULL) {
+        /* A group's word without one of its subcommands: the group's usage
+         * for --help, else a usage error listing the subcommands. */
+        char subs[128] = "";
+        size_t len = strcspn(group->words, " ");
+        for (const command_t *c = group; c < commands + NCOMMANDS; c++) {
+            if (strncmp(c->words, group->words, len + 1) != 0) continue;
+            if (help) command_usage(stdout, c);
+            else
+                snprintf(subs + strlen(subs), sizeof(subs) - strlen(subs), "%s%s",
+                         subs[0] != '\0' ? ", " : "", c->words + len + 1);
+        }
+        if (help) {
+            free(pos);
+            return CLI_OK;
+        }
+        cli_errorf("'%s' wants a subcommand: %s", pos[0], subs);
+        goto bad;
     }
     if (cmd == NULL) {
         cli_errorf("unknown command '%s'", pos[0]);

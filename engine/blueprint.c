@@ -125,6 +125,7 @@ const struct bp_step_field bp_step_fields[NSTEP_FIELDS] = {
     {"retry", ALL_KINDS},
     {"heartbeat_timeout_ms", KIND_BIT(BP_TASK)},
     {"requires", KIND_BIT(BP_TASK)},
+    {"args", KIND_BIT(BP_TASK)},
     {"duration_ms", KIND_BIT(BP_SLEEP)},
     {"until", KIND_BIT(BP_SLEEP)},
     {"approval_type", KIND_BIT(BP_APPROVAL)},
@@ -132,6 +133,18 @@ const struct bp_step_field bp_step_fields[NSTEP_FIELDS] = {
     {"blueprint", KIND_BIT(BP_SUBWORKFLOW)},
     {"version", KIND_BIT(BP_SUBWORKFLOW)},
     {"inputs", KIND_BIT(BP_SUBWORKFLOW)},
+    {"council", KIND_BIT(BP_DELIBERATION)},
+    {"council_version", KIND_BIT(BP_DELIBERATION)},
+    {"task", KIND_BIT(BP_DELIBERATION)},
+    {"context", KIND_BIT(BP_DELIBERATION)},
+    {"agents", KIND_BIT(BP_DELIBERATION)},
+    {"rounds", KIND_BIT(BP_DELIBERATION)},
+    {"topology", KIND_BIT(BP_DELIBERATION)},
+    {"scoring", KIND_BIT(BP_DELIBERATION)},
+    {"selection", KIND_BIT(BP_DELIBERATION)},
+    {"model", KIND_BIT(BP_DELIBERATION)},
+    {"call", KIND_BIT(BP_DELIBERATION)},
+    {"budget", KIND_BIT(BP_DELIBERATION)},
     {"diverge", ALL_KINDS},
     {"branch", ALL_KINDS},
 };
@@ -176,10 +189,13 @@ static void step_finish(bp_step_t *s)
         cJSON_free(s->requires[i].value);
     }
     cJSON_free(s->requires);
+    cJSON_Delete(s->args);
+    cJSON_free(s->args_json);
     cJSON_free(s->sub_blueprint);
     cJSON_free(s->sub_version);
     cJSON_Delete(s->sub_inputs);
     cJSON_free(s->sub_inputs_json);
+    bp_delib_free(s->delib);
     for (size_t i = 0; i < s->ndiverge; i++) cJSON_Delete(s->diverge[i].match);
     cJSON_free(s->diverge);
     for (size_t i = 0; i < s->nbranch; i++) cJSON_Delete(s->branch[i].when);

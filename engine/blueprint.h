@@ -30,6 +30,8 @@
 #define BP_MAX_DURATION_MS INT64_C(315360000000)
 /* Largest max_iterations of a diverge rule. */
 #define BP_MAX_ITERATIONS 10000
+/* Largest args object of a task step, in bytes of its canonical JSON. */
+#define BP_MAX_ARGS_BYTES 65536
 
 typedef enum bp_step_kind {
     BP_TASK = 0,
@@ -93,6 +95,67 @@ typedef struct bp_branch {
                                 on this one */
 } bp_branch_t;
 
+/* --- kind deliberation (docs/deliberation.md, docs/blueprints.md) ------- */
+
+/* Most agents of a deliberation, most rounds. */
+#define BP_DELIB_MAX_AGENTS 16
+#define BP_DELIB_MAX_ROUNDS 5
+
+typedef enum bp_topology {
+    BP_TOPOLOGY_NONE = 0,    /* best of N: no critique */
+    BP_TOPOLOGY_RING,        /* agent i critiques agent (i + 1) mod N */
+    BP_TOPOLOGY_ALL_TO_ALL,  /* every agent critiques every other */
+} bp_topology_t;
+
+typedef enum bp_scoring {
+    BP_SCORING_JUDGE = 0,    /* one LLM call per proposal, against the rubric */
+    BP_SCORING_HANDLER,      /* a handler of the user's per proposal */
+    BP_SCORING_NONE,
+} bp_scoring_t;
+
+typedef enum bp_selection {
+    BP_SELECT_TOP_SCORE = 0,
+    BP_SELECT_THRESHOLD_FIRST,
+    BP_SELECT_APPROVAL,
+    BP_SELECT_ALL,
+} bp_selection_t;
+
+/* The fields of a deliberation step, defaults filled in. Owned by the step. */
+typedef struct bp_delib {
+    char *council;           /* the council's name */
+    char *council_version;   /* 64 lowercase hex digits; NULL = the latest when
+                                the child starts */
+    cJSON *task;             /* template (any JSON, canonical): the task */
+    cJSON *context;          /* template (canonical); a JSON null when not set */
+    int agents;              /* 1 .. BP_DELIB_MAX_AGENTS; 0 = the council's
+                                size, known when the child starts */
+    int rounds;              /* 0 .. BP_DELIB_MAX_ROUNDS; default 1 (0 for
+                                topology none) */
+    bp_topology_t topology;  /* default ring */
+    bp_scoring_t scoring;    /* scoring.mode, default judge */
+    char *scoring_handler;   /* scoring.handler: mode handler only, else NULL */
+    char *scoring_queue;     /* scoring.queue: mode handler only (default
+                                "local"), else NULL */
+    bp_selection_t rule;     /* selection.rule, default top_score */
+    int top_k;               /* 1 .. 16, default 3 */
+    int min_proposals;       /* 1 .. 16, default 1 */
+    double threshold;        /* 0 .. 1 for threshold_first; -1 otherwise */
+    /* model: overrides of the council's model; unset ones are absent */
+    double temperature;      /* 0 .. 2; -1 = not set */
+    double top_p;            /* (0, 1]; -1 = not set */
+    int64_t max_tokens;      /* 1 .. 1000000; 0 = not set */
+    cJSON *response_format;  /* an object (canonical); NULL = not set */
+    /* call: every LLM call of the deliberation */
+    int64_t call_timeout_ms;            /* 0 = none */
+    int64_t call_heartbeat_timeout_ms;  /* 0 = none; at most call_timeout_ms
+                                           when that is set */
+    bp_retry_t call_retry;
+    /* budget */
+    int64_t max_calls;       /* 1 .. 100000, attempts included; 0 = no bound */
+    int64_t max_completion_tokens; /* 1 .. 1e9; 0 = no bound */
+    int64_t budget_timeout_ms;     /* the child's timeout_ms; 0 = none */
+} bp_delib_t;
+
 /* A capability a task requires of the worker that runs it. */
 typedef struct bp_capability {
     char *key;               /* a name */
@@ -136,6 +199,11 @@ typedef struct bp_step {
                                      is set; 0 for other kinds */
     bp_capability_t *requires;    /* sorted by key, keys unique; NULL when none */
     size_t nrequires;
+    cJSON *args;             /* args: a constant object (canonical), copied
+                                into the step's input as "args"; NULL when
+                                not set ({} is set) */
+    char *args_json;         /* the same as JSON text, at most
+                                BP_MAX_ARGS_BYTES; NULL with it */
 
     /* --- kind subworkflow (all NULL for other kinds) -------------------- */
     char *sub_blueprint;     /* blueprint: the child blueprint's name */
@@ -145,6 +213,9 @@ typedef struct bp_step {
                                 NULL = the child starts with {}; build the
                                 child's inputs with match_template() */
     char *sub_inputs_json;   /* the same template as JSON text; NULL with it */
+
+    /* --- kind deliberation (NULL for other kinds) ----------------------- */
+    bp_delib_t *delib;
 
     /* --- routing (any kind) -------------------------------------------- */
     bp_diverge_t *diverge;   /* rules in order; NULL when none */

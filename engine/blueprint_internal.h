@@ -6,6 +6,7 @@
  *   bp_values.c     field checks and the JSON values a blueprint keeps
  *   bp_time.c       RFC 3339 times
  *   bp_step.c       pass 2: one step and its rules
+ *   bp_delib.c      pass 2 for the deliberation kind's fields
  *   bp_graph.c      passes 3-6: names, dependencies, cycles, routing
  *   bp_canonical.c  pass 7: canonical JSON and version
  *   bp_inputs.c     checking an execution's inputs
@@ -52,12 +53,20 @@ extern const char *const bp_diverge_keys[];
 extern const char *const bp_branch_keys[];
 extern const char *const bp_cond_keys[];
 extern const char *const bp_input_keys[];
+extern const char *const bp_delib_scoring_keys[];
+extern const char *const bp_delib_selection_keys[];
+extern const char *const bp_delib_model_keys[];
+extern const char *const bp_delib_call_keys[];
+extern const char *const bp_delib_budget_keys[];
+extern const char *const bp_topology_names[];
+extern const char *const bp_scoring_names[];
+extern const char *const bp_selection_names[];
 
 /* Step keys and the kinds they belong to. The order is the order in which
  * fields are checked and listed in messages. */
 #define KIND_BIT(k) (1u << (k))
 #define ALL_KINDS ((1u << NKINDS) - 1)
-#define NSTEP_FIELDS 18
+#define NSTEP_FIELDS 31
 struct bp_step_field {
     const char *key;
     unsigned kinds;
@@ -92,6 +101,10 @@ int bp_check_keys(const cJSON *obj, const char *const *allowed, const char *labe
                   cbm_error_t *err);
 int bp_check_name(const cJSON *item, const char *where, cbm_error_t *err);
 int bp_check_routing(parser_t *p);
+int bp_check_template_syntax(parser_t *p, const cJSON *t, const char *label, const char *field);
+void bp_delib_free(bp_delib_t *d);
+int bp_finish_delib(parser_t *p, const char *label, bp_step_t *s);
+int bp_parse_delib(parser_t *p, const cJSON *obj, const char *label, bp_step_t *s);
 int bp_cmp_member(const void *a, const void *b);
 int bp_find_dependents(parser_t *p);
 const bp_input_t *bp_find_input(const bp_blueprint_t *bp, const char *name, size_t len);

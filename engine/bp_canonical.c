@@ -2,7 +2,6 @@
  * bp_canonical.c - pass 7: the canonical JSON, printed from the model, and its
  * SHA-256 (the version).
  */
-#include <openssl/evp.h>
 #include <assert.h>
 #include <cJSON.h>
 #include <inttypes.h>
@@ -49,6 +48,74 @@ static bool add_to_array(cJSON *arr, cJSON *item)
         cJSON_Delete(item);
         return false;
     }
+    return true;
+}
+
+/* A retry policy as {"max_attempts", "initial_ms", "max_ms", "multiplier",
+ * "non_retryable"}, every field written. */
+static bool add_retry(cJSON *o, const char *key, const bp_retry_t *r)
+{
+    cJSON *retry, *nr;
+    if ((retry = cJSON_AddObjectToObject(o, key)) == NULL ||
+        !add_int(retry, "max_attempts", r->max_attempts) ||
+        !add_int(retry, "initial_ms", r->initial_ms) || !add_int(retry, "max_ms", r->max_ms) ||
+        !cJSON_AddNumberToObject(retry, "multiplier", r->multiplier) ||
+        (nr = cJSON_AddArrayToObject(retry, "non_retryable")) == NULL)
+        return false;
+    for (size_t k = 0; k < r->n_non_retryable; k++)
+        if (!add_to_array(nr, cJSON_CreateString(r->non_retryable[k]))) return false;
+    return true;
+}
+
+/* An integer, or null for 0 (a bound or a count not set). */
+static bool add_int_or_null(cJSON *o, const char *key, int64_t v)
+{
+    return v > 0 ? add_int(o, key, v) : cJSON_AddNullToObject(o, key) != NULL;
+}
+
+/* The deliberation kind's fields, every one written with its default, so
+ * that steps that mean the same have the same version. Only the model
+ * overrides that are set are written: an absent one means "the council's". */
+static bool canonical_delib(const bp_step_t *s, cJSON *o)
+{
+    const bp_delib_t *d = s->delib;
+    cJSON *obj;
+    if (!cJSON_AddStringToObject(o, "council", d->council) ||
+        !(d->council_version != NULL ? cJSON_AddStringToObject(o, "council_version",
+                                                               d->council_version) != NULL
+                                     : cJSON_AddNullToObject(o, "council_version") != NULL) ||
+        !add_copy(o, "task", d->task) || !add_copy(o, "context", d->context) ||
+        !add_int_or_null(o, "agents", d->agents) || !add_int(o, "rounds", d->rounds) ||
+        !cJSON_AddStringToObject(o, "topology", bp_topology_names[d->topology]))
+        return false;
+    if ((obj = cJSON_AddObjectToObject(o, "scoring")) == NULL ||
+        !cJSON_AddStringToObject(obj, "mode", bp_scoring_names[d->scoring]))
+        return false;
+    if (d->scoring_handler != NULL &&
+        (!cJSON_AddStringToObject(obj, "handler", d->scoring_handler) ||
+         !cJSON_AddStringToObject(obj, "queue", d->scoring_queue)))
+        return false;
+    if ((obj = cJSON_AddObjectToObject(o, "selection")) == NULL ||
+        !cJSON_AddStringToObject(obj, "rule", bp_selection_names[d->rule]) ||
+        !add_int(obj, "top_k", d->top_k) || !add_int(obj, "min_proposals", d->min_proposals) ||
+        (d->threshold >= 0 && !cJSON_AddNumberToObject(obj, "threshold", d->threshold)))
+        return false;
+    if ((obj = cJSON_AddObjectToObject(o, "model")) == NULL ||
+        (d->temperature >= 0 && !cJSON_AddNumberToObject(obj, "temperature", d->temperature)) ||
+        (d->top_p >= 0 && !cJSON_AddNumberToObject(obj, "top_p", d->top_p)) ||
+        (d->max_tokens > 0 && !add_int(obj, "max_tokens", d->max_tokens)) ||
+        (d->response_format != NULL && !add_copy(obj, "response_format", d->response_format)))
+        return false;
+    if ((obj = cJSON_AddObjectToObject(o, "call")) == NULL ||
+        !add_int(obj, "timeout_ms", d->call_timeout_ms) ||
+        !add_int(obj, "heartbeat_timeout_ms", d->call_heartbeat_timeout_ms) ||
+        !add_retry(obj, "retry", &d->call_retry))
+        return false;
+    if ((obj = cJSON_AddObjectToObject(o, "budget")) == NULL ||
+        !add_int_or_null(obj, "max_calls", d->max_calls) ||
+        !add_int_or_null(obj, "max_completion_tokens", d->max_completion_tokens) ||
+        !add_int(obj, "timeout_ms", d->budget_timeout_ms))
+        return false;
     return true;
 }
 
@@ -111,12 +178,14 @@ static bool canonical_extras(const bp_blueprint_t *bp, const bp_step_t *s, cJSON
             }
         }
     }
+    if (s->args != NULL && !add_copy(o, "args", s->args)) return false;
+    if (s->delib != NULL && !canonical_delib(s, o)) return false;
     return true;
 }
 
 static cJSON *canonical_step(const bp_blueprint_t *bp, const bp_step_t *s)
 {
-    cJSON *o = cJSON_CreateObject(), *deps, *retry, *nr;
+    cJSON *o = cJSON_CreateObject(), *deps;
     if (o == NULL) return NULL;
     if (!cJSON_AddStringToObject(o, "name", s->name) ||
         !cJSON_AddStringToObject(o, "kind", bp_kind_names[s->kind]) ||
@@ -126,17 +195,9 @@ static cJSON *canonical_step(const bp_blueprint_t *bp, const bp_step_t *s)
         goto fail;
     for (size_t k = 0; k < s->ndeps; k++)
         if (!add_to_array(deps, cJSON_CreateString(bp->steps[s->deps[k]].name))) goto fail;
-    if (!add_int(o, "timeout_ms", s->timeout_ms) ||
-        (retry = cJSON_AddObjectToObject(o, "retry")) == NULL ||
-        !add_int(retry, "max_attempts", s->retry.max_attempts) ||
-        !add_int(retry, "initial_ms", s->retry.initial_ms) ||
-        !add_int(retry, "max_ms", s->retry.max_ms) ||
-        !cJSON_AddNumberToObject(retry, "multiplier", s->retry.multiplier))
+    if (!add_int(o, "timeout_ms", s->timeout_ms) || !add_retry(o, "retry", &s->retry) ||
+        !canonical_extras(bp, s, o))
         goto fail;
-    if ((nr = cJSON_AddArrayToObject(retry, "non_retryable")) == NULL) goto fail;
-    for (size_t k = 0; k < s->retry.n_non_retryable; k++)
-        if (!add_to_array(nr, cJSON_CreateString(s->retry.non_retryable[k]))) goto fail;
-    if (!canonical_extras(bp, s, o)) goto fail;
     return o;
 fail:
     cJSON_Delete(o);
@@ -163,8 +224,6 @@ static bool canonical_inputs(const bp_blueprint_t *bp, cJSON *root)
 int bp_make_canonical(parser_t *p)
 {
     bp_blueprint_t *bp = p->bp;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
     cJSON *root = cJSON_CreateObject(), *steps;
 
     if (root == NULL || !cJSON_AddStringToObject(root, "name", bp->name) ||
@@ -179,11 +238,8 @@ int bp_make_canonical(parser_t *p)
     root = NULL;
     if (bp->canonical_json == NULL) goto fail;
 
-    if (!EVP_Digest(bp->canonical_json, strlen(bp->canonical_json), md, &mdlen, EVP_sha256(),
-                    NULL) ||
-        mdlen != 32)
+    if (cbm_sha256_hex(bp->canonical_json, strlen(bp->canonical_json), bp->version) != 0)
         goto fail;
-    for (unsigned int i = 0; i < mdlen; i++) snprintf(bp->version + 2 * i, 3, "%02x", md[i]);
     return 0;
 fail:
     cJSON_Delete(root);

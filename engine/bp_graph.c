@@ -261,9 +261,10 @@ const bp_input_t *bp_find_input(const bp_blueprint_t *bp, const char *name, size
     return NULL;
 }
 
-/* Every reference of step i's template names a dependency of the step, or a
- * declared input (where the blueprint declares inputs). */
-static int check_template_refs(parser_t *p, size_t i, const cJSON *t)
+/* Every reference of step i's template (under the key field) names a
+ * dependency of the step, or a declared input (where the blueprint declares
+ * inputs). */
+static int check_template_refs(parser_t *p, size_t i, const cJSON *t, const char *field)
 {
     const bp_step_t *s = &p->bp->steps[i];
     const cJSON *it;
@@ -276,24 +277,26 @@ static int check_template_refs(parser_t *p, size_t i, const cJSON *t)
         if (sl > 0) {
             if ((j = find_step_n(p, step, sl)) < 0)
                 return cbm_error_set(p->err, CBM_EBLUEPRINT,
-                                     "step '%s': inputs: reference '%.64s' names unknown step "
+                                     "step '%s': %s: reference '%.64s' names unknown step "
                                      "'%.*s'",
-                                     s->name, t->valuestring, (int)(sl > 64 ? 64 : sl), step);
+                                     s->name, field, t->valuestring, (int)(sl > 64 ? 64 : sl),
+                                     step);
             if (!has_index(s->deps, s->ndeps, (size_t)j))
                 return cbm_error_set(p->err, CBM_EBLUEPRINT,
-                                     "step '%s': inputs: reference '%.64s' names step '%s', which "
+                                     "step '%s': %s: reference '%.64s' names step '%s', which "
                                      "'%s' does not depend on",
-                                     s->name, t->valuestring, p->bp->steps[j].name, s->name);
+                                     s->name, field, t->valuestring, p->bp->steps[j].name,
+                                     s->name);
         } else if (il > 0 && p->bp->inputs_declared && bp_find_input(p->bp, input, il) == NULL) {
             return cbm_error_set(p->err, CBM_EBLUEPRINT,
-                                 "step '%s': inputs: reference '%.64s' names undeclared input "
+                                 "step '%s': %s: reference '%.64s' names undeclared input "
                                  "'%.*s'",
-                                 s->name, t->valuestring, (int)(il > 64 ? 64 : il), input);
+                                 s->name, field, t->valuestring, (int)(il > 64 ? 64 : il), input);
         }
         return 0;
     }
     cJSON_ArrayForEach(it, t) {
-        if ((rc = check_template_refs(p, i, it)) != 0) return rc;
+        if ((rc = check_template_refs(p, i, it, field)) != 0) return rc;
     }
     return 0;
 }
@@ -357,7 +360,12 @@ int bp_check_routing(parser_t *p)
             s->branch[k].to = (int)j;
             k++;
         }
-        if (s->sub_inputs != NULL && (rc = check_template_refs(p, i, s->sub_inputs)) != 0)
+        if (s->sub_inputs != NULL &&
+            (rc = check_template_refs(p, i, s->sub_inputs, "inputs")) != 0)
+            return rc;
+        if (s->delib != NULL &&
+            ((rc = check_template_refs(p, i, s->delib->task, "task")) != 0 ||
+             (rc = check_template_refs(p, i, s->delib->context, "context")) != 0))
             return rc;
     }
     return 0;

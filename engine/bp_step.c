@@ -41,8 +41,9 @@ static void kinds_text(unsigned mask, char *buf, size_t size)
 static int check_step_keys(const cJSON *obj, bp_step_kind_t kind, const char *label,
                            cbm_error_t *err)
 {
-    uint32_t seen = 0;
+    uint64_t seen = 0;
     const cJSON *it;
+    _Static_assert(NSTEP_FIELDS <= 64, "the step's keys fit the mask");
     cJSON_ArrayForEach(it, obj) {
         size_t k;
         for (k = 0; k < NSTEP_FIELDS; k++)
@@ -68,10 +69,10 @@ static int check_step_keys(const cJSON *obj, bp_step_kind_t kind, const char *la
                                  (bp_step_fields[k].kinds & (bp_step_fields[k].kinds - 1)) ? "s" : "",
                                  kinds);
         }
-        if (seen & (UINT32_C(1) << k))
+        if (seen & (UINT64_C(1) << k))
             return cbm_error_set(err, CBM_EBLUEPRINT, "%s: duplicate key '%s'", label,
                                  bp_step_fields[k].key);
-        seen |= UINT32_C(1) << k;
+        seen |= UINT64_C(1) << k;
     }
     return 0;
 }
@@ -127,6 +128,22 @@ static int parse_requires(parser_t *p, const cJSON *obj, const char *label, bp_s
     return 0;
 }
 
+/* args: a constant object, kept canonical with its text (the decider copies
+ * the text into the step's input). */
+static int parse_args(parser_t *p, const cJSON *obj, const char *label, bp_step_t *s)
+{
+    int rc;
+    if (!cJSON_IsObject(obj))
+        return cbm_error_set(p->err, CBM_EBLUEPRINT, "%s: args must be an object", label);
+    if ((rc = bp_canon_field(p, obj, label, "args", &s->args)) != 0) return rc;
+    if ((s->args_json = cJSON_PrintUnformatted(s->args)) == NULL) return bp_oom(p);
+    if (strlen(s->args_json) > BP_MAX_ARGS_BYTES)
+        return cbm_error_set(p->err, CBM_EBLUEPRINT,
+                             "%s: args is larger than %d bytes (as canonical JSON)", label,
+                             BP_MAX_ARGS_BYTES);
+    return 0;
+}
+
 /* A template reference "$.inputs[.path]" or "$.deps.<step>[path]"; on
  * success step and step_len name the step of a deps reference (length 0 for
  * an inputs reference), and input and input_len the first key after inputs
@@ -156,8 +173,9 @@ bool bp_reference_parts(const char *ref, const char **step, size_t *step_len,
     return false;
 }
 
-/* Every reference in the template: syntax only (pass 2). */
-static int check_template_syntax(parser_t *p, const cJSON *t, const char *label)
+/* Every reference in the template: syntax only (pass 2). field: the key the
+ * template is under ("inputs", "task", "context"). */
+int bp_check_template_syntax(parser_t *p, const cJSON *t, const char *label, const char *field)
 {
     const cJSON *it;
     int rc;
@@ -166,13 +184,13 @@ static int check_template_syntax(parser_t *p, const cJSON *t, const char *label)
         size_t la, lb;
         if (!bp_reference_parts(t->valuestring, &a, &la, &b, &lb))
             return cbm_error_set(p->err, CBM_EBLUEPRINT,
-                                 "%s: inputs: malformed reference '%.64s' (expected $.inputs or "
+                                 "%s: %s: malformed reference '%.64s' (expected $.inputs or "
                                  "$.deps.<step>, then an optional path)",
-                                 label, t->valuestring);
+                                 label, field, t->valuestring);
         return 0;
     }
     cJSON_ArrayForEach(it, t) {
-        if ((rc = check_template_syntax(p, it, label)) != 0) return rc;
+        if ((rc = bp_check_template_syntax(p, it, label, field)) != 0) return rc;
     }
     return 0;
 }
@@ -184,7 +202,7 @@ static int parse_template(parser_t *p, const cJSON *obj, const char *label, bp_s
         return cbm_error_set(p->err, CBM_EBLUEPRINT, "%s: inputs must be an object", label);
     if (obj->child == NULL) return 0; /* {} is what a child gets without a template */
     if ((rc = bp_canon_field(p, obj, label, "inputs", &s->sub_inputs)) != 0) return rc;
-    if ((rc = check_template_syntax(p, s->sub_inputs, label)) != 0) return rc;
+    if ((rc = bp_check_template_syntax(p, s->sub_inputs, label, "inputs")) != 0) return rc;
     if ((s->sub_inputs_json = cJSON_PrintUnformatted(s->sub_inputs)) == NULL) return bp_oom(p);
     return 0;
 }
@@ -476,6 +494,9 @@ static int parse_step_fields(parser_t *p, const cJSON *obj, const char *label, b
     if ((it = cJSON_GetObjectItemCaseSensitive(obj, "requires")) != NULL) {
         if ((rc = parse_requires(p, it, label, s)) != 0) return rc;
     }
+    if ((it = cJSON_GetObjectItemCaseSensitive(obj, "args")) != NULL) {
+        if ((rc = parse_args(p, it, label, s)) != 0) return rc;
+    }
     if ((it = cJSON_GetObjectItemCaseSensitive(obj, "duration_ms")) != NULL) {
         if ((rc = bp_get_ms(it, label, "duration_ms", 0, &s->sleep_ms, p->err)) != 0) return rc;
     }
@@ -515,6 +536,7 @@ static int parse_step_fields(parser_t *p, const cJSON *obj, const char *label, b
     if ((it = cJSON_GetObjectItemCaseSensitive(obj, "inputs")) != NULL) {
         if ((rc = parse_template(p, it, label, s)) != 0) return rc;
     }
+    if (s->kind == BP_DELIBERATION && (rc = bp_parse_delib(p, obj, label, s)) != 0) return rc;
     if ((it = cJSON_GetObjectItemCaseSensitive(obj, "diverge")) != NULL) {
         if ((rc = parse_diverge(p, it, label, s)) != 0) return rc;
         src->diverge = it;
@@ -566,6 +588,7 @@ int bp_parse_step(parser_t *p, const cJSON *entry, bp_step_t *s, step_src_t *src
     }
     if (s->kind == BP_SUBWORKFLOW && s->sub_blueprint == NULL)
         return cbm_error_set(p->err, CBM_EBLUEPRINT, "%s: subworkflow needs blueprint", label);
+    if (s->kind == BP_DELIBERATION && (rc = bp_finish_delib(p, label, s)) != 0) return rc;
     if (s->kind == BP_APPROVAL && s->approval_type == NULL &&
         (s->approval_type = bp_xstrdup(s->name)) == NULL)
         return bp_oom(p);

@@ -388,6 +388,7 @@ char *dc_step_input(const st_exec_t *st, size_t step)
 
     for (size_t d = 0; d < s->ndeps; d++)
         cap += strlen(st->bp->steps[s->deps[d]].name) + strlen(result_of(st, s->deps[d])) + 4;
+    if (s->args_json != NULL) cap += strlen(s->args_json) + 8;
     if ((out = malloc(cap)) == NULL) return NULL;
     len = (size_t)sprintf(out, "{\"inputs\":%s,\"deps\":{", st->inputs);
     p = out + len;
@@ -396,6 +397,9 @@ char *dc_step_input(const st_exec_t *st, size_t step)
         if (d > 0) *p++ = ',';
         p += sprintf(p, "\"%s\":%s", st->bp->steps[j].name, result_of(st, j));
     }
-    strcpy(p, "}}");
+    /* A step without args keeps the input it always had. */
+    if (s->args_json != NULL) p += sprintf(p, "},\"args\":%s", s->args_json);
+    else *p++ = '}';
+    strcpy(p, "}");
     return out;
 }

@@ -32,8 +32,8 @@ int dc_decide(const st_exec_t *st, int64_t now_us, eng_event_t *out, size_t cap,
  * initial * multiplier^(failed_attempt - 1), capped at max. */
 int64_t dc_backoff_ms(const bp_retry_t *r, int failed_attempt);
 
-/* The input document of a step: {"inputs":<inputs>,"deps":{"<dep>":<result>}}
- * (malloc'd). */
+/* The input document of a step: {"inputs":<inputs>,"deps":{"<dep>":<result>}},
+ * and for a task step with args {...,"args":<args>} (malloc'd). */
 char *dc_step_input(const st_exec_t *st, size_t step);
 
 /* The id of the child execution that attempt `attempt` of step `step` of

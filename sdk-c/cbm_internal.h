@@ -34,6 +34,11 @@ void cbm_log(int level, const char *fmt, ...) CBM_PRINTF(2, 3);
  * keyed by execution ids. Not for anything an attacker could aim at. */
 uint32_t cbm_hash_str(const char *s);
 
+/* SHA-256 of data[0..len) as 64 lower-case hex digits and a NUL: the
+ * version of a blueprint or a council (their canonical JSON). 0, or
+ * CBM_ENOMEM when libcrypto could not digest (it allocates). */
+int cbm_sha256_hex(const void *data, size_t len, char out[65]);
+
 /* strdup that tolerates NULL (returns NULL). */
 char *cbm_strdup(const char *s);
 

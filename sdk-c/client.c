@@ -548,3 +548,94 @@ int cbm_client_workers(cbm_client_t *c, const char *queue, cbm_worker_info_t **o
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     return 0;
 }
+
+/* ---- councils -------------------------------------------------------------- */
+
+int cbm_client_council_put(cbm_client_t *c, const char *json, char version_out[65],
+                           bool *created, cbm_error_t *err)
+{
+    Cerebelum__V1__PutCouncilRequest req = CEREBELUM__V1__PUT_COUNCIL_REQUEST__INIT;
+    Cerebelum__V1__PutCouncilResponse *rep = NULL;
+    int rc;
+
+    if (created != NULL) *created = false;
+    if (c == NULL || json == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    req.council_json = STR(json);
+    if ((rc = call(c, RPC_PUT_COUNCIL, &req.base, (ProtobufCMessage **)&rep, err)) != 0) return rc;
+    if (version_out != NULL) snprintf(version_out, 65, "%s", rep->version);
+    if (created != NULL) *created = rep->created;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return 0;
+}
+
+int cbm_client_council_get(cbm_client_t *c, const char *name, const char *version,
+                           char **json_out, char version_out[65], cbm_error_t *err)
+{
+    Cerebelum__V1__GetCouncilRequest req = CEREBELUM__V1__GET_COUNCIL_REQUEST__INIT;
+    Cerebelum__V1__GetCouncilResponse *rep = NULL;
+    char *json = NULL;
+    int rc;
+
+    if (json_out != NULL) *json_out = NULL;
+    if (c == NULL || name == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    req.name = STR(name);
+    req.version = STR(version);
+    if ((rc = call(c, RPC_GET_COUNCIL, &req.base, (ProtobufCMessage **)&rep, err)) != 0) return rc;
+    if (json_out != NULL && (json = strdup(rep->council_json)) == NULL) {
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+        return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+    }
+    if (version_out != NULL) snprintf(version_out, 65, "%s", rep->version);
+    if (json_out != NULL) *json_out = json;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return 0;
+}
+
+int cbm_client_council_list(cbm_client_t *c, cbm_council_info_t **out, size_t *n,
+                            cbm_error_t *err)
+{
+    Cerebelum__V1__ListCouncilsRequest req = CEREBELUM__V1__LIST_COUNCILS_REQUEST__INIT;
+    Cerebelum__V1__ListCouncilsResponse *rep = NULL;
+    cbm_council_info_t *cs = NULL;
+    size_t k = 0;
+    int rc;
+
+    if (c == NULL || out == NULL || n == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    *out = NULL;
+    *n = 0;
+    if ((rc = call(c, RPC_LIST_COUNCILS, &req.base, (ProtobufCMessage **)&rep, err)) != 0)
+        return rc;
+    if (rep->n_councils > 0 && (cs = calloc(rep->n_councils, sizeof(*cs))) == NULL)
+        rc = CBM_ENOMEM;
+    for (k = 0; rc == 0 && k < rep->n_councils; k++) {
+        const Cerebelum__V1__Council *m = rep->councils[k];
+        cs[k].name = strdup(m->name);
+        cs[k].version = strdup(m->version);
+        cs[k].role = strdup(m->role);
+        cs[k].agents = (int)m->agents;
+        cs[k].created_at_us = m->created_at_ms * 1000;
+        if (cs[k].name == NULL || cs[k].version == NULL || cs[k].role == NULL) rc = CBM_ENOMEM;
+    }
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    if (rc != 0) {
+        cbm_council_infos_free(cs, k);
+        return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+    }
+    *out = cs;
+    *n = k;
+    return 0;
+}
+
+int cbm_client_council_delete(cbm_client_t *c, const char *name, cbm_error_t *err)
+{
+    Cerebelum__V1__DeleteCouncilRequest req = CEREBELUM__V1__DELETE_COUNCIL_REQUEST__INIT;
+    Cerebelum__V1__DeleteCouncilResponse *rep = NULL;
+    int rc;
+
+    if (c == NULL || name == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    req.name = STR(name);
+    if ((rc = call(c, RPC_DELETE_COUNCIL, &req.base, (ProtobufCMessage **)&rep, err)) != 0)
+        return rc;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return 0;
+}

@@ -20,6 +20,7 @@
 #include "engine/runtime.h"
 #include "engine/runtime_internal.h"
 #include "engine/state.h"
+#include "engine_internal.h"
 #include "engine_remote.h"
 #include "pgembed.h"
 #include "scheduler/clock.h"
@@ -233,6 +234,15 @@ void cbm_engine_destroy(cbm_engine_t *e)
             (rc) = (call);                                                 \
         uv_mutex_unlock(&(e)->rd_mu);                                      \
     } while (0)
+
+int cbm__engine_read(cbm_engine_t *e, cbm__read_fn fn, void *arg, cbm_error_t *err)
+{
+    int rc;
+    if (e == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL engine");
+    if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
+    WITH_RD(e, rc, fn(e->rd, arg, err));
+    return rc;
+}
 
 int cbm_engine_put_blueprint(cbm_engine_t *e, const char *json, char version_out[65],
                              bool *created, cbm_error_t *err)

@@ -35,8 +35,7 @@ static const char *opt(const char *s)
     return s[0] != '\0' ? s : NULL;
 }
 
-/* strdup, or protobuf-c's empty default for "" (not freed by it). */
-static int set_str(char **field, const char *s)
+int svc_set_str(char **field, const char *s)
 {
     if (s == NULL || s[0] == '\0') {
         *field = (char *)protobuf_c_empty_string;
@@ -53,7 +52,7 @@ static int set_version(cbm_engine_t *e, result_t *r, const char *id)
     int rc;
 
     cbm_execution_get(e, id, &x, NULL);
-    rc = set_str(&r->version, x != NULL ? x->version : NULL);
+    rc = svc_set_str(&r->version, x != NULL ? x->version : NULL);
     cbm_execution_info_free(x);
     return rc;
 }
@@ -61,7 +60,7 @@ static int set_version(cbm_engine_t *e, result_t *r, const char *id)
 static int set_ok(result_t *r, const char *id, bool created)
 {
     r->created = created;
-    return set_str(&r->execution_id, id);
+    return svc_set_str(&r->execution_id, id);
 }
 
 /* The item failed with rc: its status and the message StartExecution would
@@ -76,7 +75,7 @@ static int set_error(result_t *r, int rc, const char *detail)
     r->error = ie;
     ie->code = (int32_t)svc_status_of(rc);
     svc_error_text(rc, detail, msg, sizeof(msg));
-    return set_str(&ie->message, msg);
+    return svc_set_str(&ie->message, msg);
 }
 
 static int start_one(cbm_engine_t *e, const item_t *it, result_t *r)
@@ -142,7 +141,7 @@ static int start_group(cbm_engine_t *e, item_t *const *items, result_t **res, bo
     /* One start_many resolves one version for all of its executions. */
     if (rc == 0 && m > 0 && (rc = set_version(e, res[idx[0]], ids[0])) == 0)
         for (size_t k = 1; k < m && rc == 0; k++)
-            rc = set_str(&res[idx[k]]->version, res[idx[0]]->version);
+            rc = svc_set_str(&res[idx[k]]->version, res[idx[0]]->version);
 out:
     free(inputs);
     free(idx);

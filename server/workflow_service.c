@@ -646,6 +646,12 @@ static void work_cb(uv_work_t *req)
     case RPC_START_EXECUTIONS:
         j->rc = svc_start_batch(j->svc->engine, (const void *)j->in, &j->out, &j->err);
         break;
+    case RPC_PUT_COUNCIL:
+    case RPC_GET_COUNCIL:
+    case RPC_LIST_COUNCILS:
+    case RPC_DELETE_COUNCIL:
+        j->rc = svc_council(j->svc->engine, j->method, j->in, &j->out, &j->err);
+        break;
     default: fail(j, CBM_EINVAL, "method not served"); break;
     }
 }
@@ -748,6 +754,19 @@ static int precheck(rpc_call_t *call, rpc_method_t m, const ProtobufCMessage *re
             return rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "name is required"), -1;
         return check_id(call, rq->execution_id);
     }
+    case RPC_PUT_COUNCIL:
+        if (((const Cerebelum__V1__PutCouncilRequest *)(const void *)request)->council_json[0] ==
+            '\0')
+            return rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "council_json is empty"), -1;
+        return 0;
+    case RPC_GET_COUNCIL:
+        if (((const Cerebelum__V1__GetCouncilRequest *)(const void *)request)->name[0] == '\0')
+            return rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "name is required"), -1;
+        return 0;
+    case RPC_DELETE_COUNCIL:
+        if (((const Cerebelum__V1__DeleteCouncilRequest *)(const void *)request)->name[0] == '\0')
+            return rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "name is required"), -1;
+        return 0;
     case RPC_LIST_EXECUTIONS: {
         const char *after = ((const Cerebelum__V1__ListExecutionsRequest *)(const void *)request)->after;
         uuid_t u;
@@ -816,6 +835,10 @@ void svc_install(svc_t *svc, rpc_server_options_t *opts)
     opts->handlers[RPC_SIGNAL] = on_call;
     opts->handlers[RPC_CANCEL] = on_call;
     opts->handlers[RPC_START_EXECUTIONS] = on_call;
+    opts->handlers[RPC_PUT_COUNCIL] = on_call;
+    opts->handlers[RPC_GET_COUNCIL] = on_call;
+    opts->handlers[RPC_LIST_COUNCILS] = on_call;
+    opts->handlers[RPC_DELETE_COUNCIL] = on_call;
     opts->user_data = svc;
 }
 

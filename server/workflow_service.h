@@ -57,6 +57,18 @@ void svc_fail(rpc_call_t *call, int rc, const char *detail);
  * error is logged with a reference and the message gives the reference). */
 void svc_error_text(int rc, const char *detail, char *msg, size_t cap);
 
+/* A reply's string field: a strdup of s, or protobuf-c's shared empty
+ * default for NULL or "" (which protobuf_c_message_free_unpacked knows not
+ * to free). 0 or CBM_ENOMEM. */
+int svc_set_str(char **field, const char *s);
+
+/* The work of PutCouncil, GetCouncil, ListCouncils and DeleteCouncil
+ * (workflow_councils.c; thread pool): method m with request rq on engine e,
+ * the reply into *out (malloc'd pieces only, like svc_start_batch's). 0, or
+ * the engine's CBM_E* code with err filled and *out NULL. */
+int svc_council(cbm_engine_t *e, rpc_method_t m, const ProtobufCMessage *rq,
+                ProtobufCMessage **out, cbm_error_t *err);
+
 /* The work of StartExecutions (workflow_batch.c; thread pool): start the
  * items of @p rq, each with its own result or error, into *out (a
  * StartExecutionsResponse, malloc'd pieces only: free it with

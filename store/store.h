@@ -298,6 +298,65 @@ int store_put_blueprint(store_t *s, const char *name, const char *version,
 int store_get_blueprint(store_t *s, const char *name, const char *version,
                         char **version_out, char **json_out, cbm_error_t *err);
 
+/* ---- Councils (migration 007; store_pg_councils.c) ------------------------
+ *
+ * Councils as data (docs/deliberation.md, section 1; docs/councils.md): rows
+ * (name, version, definition) of cbm_councils, where definition is the
+ * canonical JSON the caller validated (engine/council.h) and version its
+ * SHA-256. The text is kept as given (a text column, not jsonb), so what is
+ * read back hashes to its version. A delete is soft: it hides every version
+ * of the name from "latest" and from lists, and leaves each readable by its
+ * version. Each call is one statement, atomic on its own; none holds locks
+ * after it returns.
+ */
+
+/* A council row. The strings are malloc'd; free with store_councils_free. */
+typedef struct store_council {
+    char *name;
+    char *version;
+    char *definition;        /* the canonical JSON; NULL from store_council_list */
+    char *role;              /* the definition's role */
+    int agents;              /* the length of the definition's agents */
+    int64_t created_at_us;   /* when this version was first stored */
+    int64_t put_at_us;       /* when a put last made it live */
+    int64_t deleted_at_us;   /* 0: live; else when it was deleted */
+} store_council_t;
+
+/*
+ * Put version of council name with its canonical definition. Absent: it is
+ * inserted. Present but deleted: it is live again and becomes the name's
+ * latest version (put_at is set). Present and live: nothing changes, not
+ * even which version is the latest (as for blueprints). *created (may be
+ * NULL) is true when this call made the version live (inserted or brought
+ * back), false when it was live already. Concurrent puts of one version are
+ * safe (ON CONFLICT): exactly one of them reports created. CBM_EINVAL for a
+ * NULL argument; CBM_ESTORE, CBM_EUNAVAIL as any call.
+ */
+int store_council_put(store_t *s, const char *name, const char *version, const char *definition,
+                      bool *created, cbm_error_t *err);
+
+/*
+ * One version of council name (deleted or not: a running deliberation may
+ * have pinned it; deleted_at_us says), or with version NULL the latest live
+ * one (the newest put_at). *out is one row, owned by the caller
+ * (store_councils_free(*out, 1)); NULL on any error. CBM_ENOTFOUND: "no
+ * council named 'N'" when version is NULL and no version is live, "council
+ * 'N' has no version V" otherwise.
+ */
+int store_council_get(store_t *s, const char *name, const char *version,
+                      store_council_t **out, cbm_error_t *err);
+
+/* The latest live version of every council, by name, without definitions
+ * (role and agents are read from them). Councils are few: one query, no
+ * paging. *out is NULL when *n is 0; free with store_councils_free. */
+int store_council_list(store_t *s, store_council_t **out, size_t *n, cbm_error_t *err);
+
+/* Soft-delete every live version of council name. CBM_ENOTFOUND ("no
+ * council named 'N'") when none is live; deleting again is that too. */
+int store_council_delete(store_t *s, const char *name, cbm_error_t *err);
+
+void store_councils_free(store_council_t *c, size_t n);
+
 /*
  * Remote task queue (cbm_tasks). Rows are written and deleted only by
  * decisions (store_append); these calls lease them. A store_t used for these

@@ -105,6 +105,31 @@ PGresult *store_pg_exec(store_t *s, enum pg_stmt id, const char *sql, int nparam
     return NULL; /* not reached */
 }
 
+PGresult *store_pg_query(store_t *s, enum pg_stmt id, const char *sql, int n,
+                         const char *const *vals, cbm_error_t *err, const char *what, int *rc)
+{
+    PGresult *res = store_pg_exec(s, id, sql, n, vals);
+    ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+        *rc = 0;
+        return res;
+    }
+    *rc = store_pg_fail(s, res, err, what);
+    PQclear(res);
+    return NULL;
+}
+
+char *store_pg_dup(const PGresult *res, int row, int col, bool *oom)
+{
+    char *v;
+
+    if (PQgetisnull(res, row, col)) return NULL;
+    v = strdup(PQgetvalue(res, row, col));
+    if (v == NULL) *oom = true;
+    return v;
+}
+
 /* Notices ("relation already exists, skipping" and the like) are not
  * errors; libpq would print them on stderr. */
 static void notice_log(void *arg, const PGresult *res)

@@ -12,6 +12,7 @@
  *   store_pg_read.c    histories, projections, pagination, resurrection and
  *                      single-execution loads (with snapshots), due timers,
  *                      blueprints, frees
+ *   store_pg_councils.c councils: put, get, list, soft delete
  *
  * Everything here is blocking libpq on one PGconn; a store_t is used by one
  * thread at a time (store.h).
@@ -78,8 +79,14 @@ enum pg_stmt {
     STMT_TASK_EXPIRED,
     STMT_TASK_RELEASE,
     STMT_STRANDED,
+    STMT_COUNCIL_PUT,
+    STMT_COUNCIL_GET,
+    STMT_COUNCIL_LATEST,
+    STMT_COUNCIL_LIST,
+    STMT_COUNCIL_DELETE,
     STMT_COUNT_
 };
+_Static_assert(STMT_COUNT_ <= 32, "store_t.prepared has a bit per statement");
 
 /* Number of array columns the append statement takes (see store_pg_append.c). */
 #define APPEND_NCOLS 42
@@ -101,6 +108,16 @@ struct store {
  * lost connection: store_pg_fail handles NULL). */
 PGresult *store_pg_exec(store_t *s, enum pg_stmt id, const char *sql, int nparams,
                         const char *const *values);
+
+/* store_pg_exec, expecting success: the result (the caller PQclear()s) and
+ * *rc = 0, or NULL with the failure mapped by store_pg_fail into *rc and
+ * err (what names the call). */
+PGresult *store_pg_query(store_t *s, enum pg_stmt id, const char *sql, int n,
+                         const char *const *vals, cbm_error_t *err, const char *what, int *rc);
+
+/* A malloc'd copy of a column's value; NULL for SQL NULL, and NULL with
+ * *oom set when out of memory. */
+char *store_pg_dup(const PGresult *res, int row, int col, bool *oom);
 
 /* Run sql (no parameters, not prepared), expecting success; on failure map
  * the error with store_pg_fail (what names the call). */

@@ -99,32 +99,6 @@ static int check_id(const char *id, const char *what, cbm_error_t *err)
     return 0;
 }
 
-/* Run a prepared read; on failure map the error and return NULL. */
-static PGresult *query(store_t *s, enum pg_stmt id, const char *sql, int n, const char *const *vals,
-                       cbm_error_t *err, const char *what, int *rc)
-{
-    PGresult *res = store_pg_exec(s, id, sql, n, vals);
-    ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-        *rc = 0;
-        return res;
-    }
-    *rc = store_pg_fail(s, res, err, what);
-    PQclear(res);
-    return NULL;
-}
-
-static char *dup_col(const PGresult *res, int row, int col, bool *oom)
-{
-    char *v;
-
-    if (PQgetisnull(res, row, col)) return NULL;
-    v = strdup(PQgetvalue(res, row, col));
-    if (v == NULL) *oom = true;
-    return v;
-}
-
 static void copy_id(char dst[37], const PGresult *res, int row, int col)
 {
     snprintf(dst, 37, "%s", PQgetvalue(res, row, col));
@@ -148,18 +122,18 @@ static int fill_execs(const PGresult *res, store_execution_t **out, size_t *n, c
         int r = (int)i;
 
         copy_id(x->id, res, r, 0);
-        x->blueprint = dup_col(res, r, 1, &oom);
-        x->version = dup_col(res, r, 2, &oom);
-        x->status = dup_col(res, r, 3, &oom);
-        x->inputs = dup_col(res, r, 4, &oom);
-        x->result = dup_col(res, r, 5, &oom);
-        x->error = dup_col(res, r, 6, &oom);
+        x->blueprint = store_pg_dup(res, r, 1, &oom);
+        x->version = store_pg_dup(res, r, 2, &oom);
+        x->status = store_pg_dup(res, r, 3, &oom);
+        x->inputs = store_pg_dup(res, r, 4, &oom);
+        x->result = store_pg_dup(res, r, 5, &oom);
+        x->error = store_pg_dup(res, r, 6, &oom);
         x->last_seq = store_pg_int(res, r, 7);
         x->created_at_us = store_pg_int(res, r, 8);
         x->updated_at_us = store_pg_int(res, r, 9);
-        x->idempotency_key = dup_col(res, r, 10, &oom);
+        x->idempotency_key = store_pg_dup(res, r, 10, &oom);
         if (PQnfields(res) > EXEC_NCOLS) {
-            x->snapshot = dup_col(res, r, EXEC_NCOLS, &oom);
+            x->snapshot = store_pg_dup(res, r, EXEC_NCOLS, &oom);
             x->snapshot_seq = store_pg_int(res, r, EXEC_NCOLS + 1);
         }
     }
@@ -189,8 +163,8 @@ static int fill_events(const PGresult *res, store_event_t **out, size_t *n, cbm_
 
         copy_id(ev[i].execution_id, res, r, 0);
         ev[i].seq = store_pg_int(res, r, 1);
-        ev[i].type = dup_col(res, r, 2, &oom);
-        ev[i].payload = dup_col(res, r, 3, &oom);
+        ev[i].type = store_pg_dup(res, r, 2, &oom);
+        ev[i].payload = store_pg_dup(res, r, 3, &oom);
         ev[i].recorded_at_us = store_pg_int(res, r, 4);
     }
     if (oom) {
@@ -208,7 +182,7 @@ int store_last_seq(store_t *s, const char *execution_id, int64_t *out, cbm_error
     int rc = check_id(execution_id, "store_last_seq", err);
 
     if (rc != 0) return rc;
-    res = query(s, STMT_LAST_SEQ, sql_last_seq, 1, &execution_id, err, "store_last_seq", &rc);
+    res = store_pg_query(s, STMT_LAST_SEQ, sql_last_seq, 1, &execution_id, err, "store_last_seq", &rc);
     if (res == NULL) return rc;
     *out = store_pg_int(res, 0, 0);
     PQclear(res);
@@ -228,7 +202,7 @@ int store_read_history(store_t *s, const char *execution_id, int64_t from_seq,
     rc = check_id(execution_id, "store_read_history", err);
     if (rc != 0) return rc;
     snprintf(from, sizeof(from), "%lld", (long long)from_seq);
-    res = query(s, STMT_HISTORY, sql_history, 2, vals, err, "store_read_history", &rc);
+    res = store_pg_query(s, STMT_HISTORY, sql_history, 2, vals, err, "store_read_history", &rc);
     if (res == NULL) return rc;
     rc = fill_events(res, out, n, err);
     PQclear(res);
@@ -244,7 +218,7 @@ int store_get_execution(store_t *s, const char *id, store_execution_t **out, cbm
     *out = NULL;
     rc = check_id(id, "store_get_execution", err);
     if (rc != 0) return rc;
-    res = query(s, STMT_GET_EXEC, sql_get_exec, 1, &id, err, "store_get_execution", &rc);
+    res = store_pg_query(s, STMT_GET_EXEC, sql_get_exec, 1, &id, err, "store_get_execution", &rc);
     if (res == NULL) return rc;
     if (PQntuples(res) == 0) {
         PQclear(res);
@@ -315,7 +289,7 @@ int store_list_executions(store_t *s, const store_list_filter_t *f, store_execut
     if (rc != 0 || *n > 0 || f->after_id == NULL) return rc;
 
     /* An empty page: the end, or a cursor that names no execution? */
-    res = query(s, STMT_EXEC_EXISTS, sql_exec_exists, 1, &f->after_id, err,
+    res = store_pg_query(s, STMT_EXEC_EXISTS, sql_exec_exists, 1, &f->after_id, err,
                 "store_list_executions", &rc);
     if (res == NULL) return rc;
     if (PQntuples(res) == 0)
@@ -400,13 +374,13 @@ int store_load_unfinished(store_t *s, store_unfinished_t *out, cbm_error_t *err)
     /* One snapshot for both queries, so the events match the executions. */
     rc = begin_read(s, "store_load_unfinished", err);
     if (rc != 0) return rc;
-    res = query(s, STMT_UNFINISHED_EXECS, sql_unfinished_execs, 0, NULL, err,
+    res = store_pg_query(s, STMT_UNFINISHED_EXECS, sql_unfinished_execs, 0, NULL, err,
                 "store_load_unfinished", &rc);
     if (res == NULL) goto rollback;
     rc = fill_execs(res, &out->execs, &out->nexecs, err);
     PQclear(res);
     if (rc != 0) goto rollback;
-    res = query(s, STMT_UNFINISHED_EVENTS, store_pg_sql_unfinished_events, 0, NULL, err,
+    res = store_pg_query(s, STMT_UNFINISHED_EVENTS, store_pg_sql_unfinished_events, 0, NULL, err,
                 "store_load_unfinished", &rc);
     if (res == NULL) goto rollback;
     rc = fill_events(res, &out->events, &out->nevents, err);
@@ -453,12 +427,12 @@ int store_load_executions(store_t *s, const char *const *ids, size_t n, store_un
         free(arr);
         return rc;
     }
-    res = query(s, STMT_LOAD_MANY_EXECS, sql_many_execs, 1, vals, err, what, &rc);
+    res = store_pg_query(s, STMT_LOAD_MANY_EXECS, sql_many_execs, 1, vals, err, what, &rc);
     if (res == NULL) goto rollback;
     rc = fill_execs(res, &out->execs, &out->nexecs, err);
     PQclear(res);
     if (rc != 0) goto rollback;
-    res = query(s, STMT_LOAD_MANY_EVENTS, sql_many_events, 1, vals, err, what, &rc);
+    res = store_pg_query(s, STMT_LOAD_MANY_EVENTS, sql_many_events, 1, vals, err, what, &rc);
     if (res == NULL) goto rollback;
     rc = fill_events(res, &out->events, &out->nevents, err);
     PQclear(res);
@@ -507,7 +481,7 @@ int store_load_execution(store_t *s, const char *id, store_execution_t **x,
      * give a projection that disagrees with its history. */
     rc = begin_read(s, what, err);
     if (rc != 0) return rc;
-    res = query(s, STMT_LOAD_EXEC, sql_load_exec, 1, &id, err, what, &rc);
+    res = store_pg_query(s, STMT_LOAD_EXEC, sql_load_exec, 1, &id, err, what, &rc);
     if (res == NULL) goto rollback;
     if (PQntuples(res) == 0) {
         PQclear(res);
@@ -518,7 +492,7 @@ int store_load_execution(store_t *s, const char *id, store_execution_t **x,
     PQclear(res);
     if (rc != 0) goto rollback;
     snprintf(from, sizeof(from), "%lld", (long long)((*x)->snapshot_seq + 1));
-    res = query(s, STMT_HISTORY, sql_history, 2, vals, err, what, &rc);
+    res = store_pg_query(s, STMT_HISTORY, sql_history, 2, vals, err, what, &rc);
     if (res == NULL) goto rollback;
     rc = fill_events(res, events, n, err);
     PQclear(res);
@@ -561,7 +535,7 @@ int store_timers_due(store_t *s, int64_t until_us, size_t limit, store_timer_t *
     else snprintf(until, sizeof(until), "%lld", (long long)until_us);
     snprintf(lim, sizeof(lim), "%llu",
              (unsigned long long)(limit < (size_t)INT64_MAX ? limit : (size_t)INT64_MAX));
-    res = query(s, STMT_TIMERS_DUE, store_pg_sql_timers_due, 2, vals, err, "store_timers_due", &rc);
+    res = store_pg_query(s, STMT_TIMERS_DUE, store_pg_sql_timers_due, 2, vals, err, "store_timers_due", &rc);
     if (res == NULL) return rc;
     rows = (size_t)PQntuples(res);
     if (rows == 0) {
@@ -577,8 +551,8 @@ int store_timers_due(store_t *s, int64_t until_us, size_t limit, store_timer_t *
         int r = (int)i;
 
         copy_id(t[i].execution_id, res, r, 0);
-        t[i].kind = dup_col(res, r, 1, &oom);
-        t[i].key = dup_col(res, r, 2, &oom);
+        t[i].kind = store_pg_dup(res, r, 1, &oom);
+        t[i].key = store_pg_dup(res, r, 2, &oom);
         t[i].due_at_us = store_pg_int(res, r, 3);
     }
     PQclear(res);
@@ -611,7 +585,7 @@ int store_put_blueprint(store_t *s, const char *name, const char *version,
     if (inserted != NULL) *inserted = false;
     if (name == NULL || version == NULL || canonical_json == NULL)
         return cbm_error_set(err, CBM_EINVAL, "store_put_blueprint: name, version and JSON are required");
-    res = query(s, STMT_BP_PUT, sql_bp_put, 3, vals, err, "store_put_blueprint", &rc);
+    res = store_pg_query(s, STMT_BP_PUT, sql_bp_put, 3, vals, err, "store_put_blueprint", &rc);
     /* ON CONFLICT DO NOTHING: "INSERT 0 1" when stored, "INSERT 0 0" when the
      * row was there already. */
     if (res != NULL && inserted != NULL) *inserted = strcmp(PQcmdTuples(res), "1") == 0;
@@ -630,7 +604,7 @@ int store_find_by_key(store_t *s, const char *blueprint, const char *key,
     *out = NULL;
     if (blueprint == NULL || key == NULL)
         return cbm_error_set(err, CBM_EINVAL, "store_find_by_key: blueprint and key are required");
-    res = query(s, STMT_FIND_KEY, sql_find_key, 2, vals, err, "store_find_by_key", &rc);
+    res = store_pg_query(s, STMT_FIND_KEY, sql_find_key, 2, vals, err, "store_find_by_key", &rc);
     if (res == NULL) return rc;
     if (PQntuples(res) == 0) {
         PQclear(res);
@@ -655,17 +629,17 @@ int store_get_blueprint(store_t *s, const char *name, const char *version,
     if (json_out != NULL) *json_out = NULL;
     if (name == NULL) return cbm_error_set(err, CBM_EINVAL, "store_get_blueprint: no name");
     if (version != NULL)
-        res = query(s, STMT_BP_GET, sql_bp_get, 2, vals, err, "store_get_blueprint", &rc);
+        res = store_pg_query(s, STMT_BP_GET, sql_bp_get, 2, vals, err, "store_get_blueprint", &rc);
     else
-        res = query(s, STMT_BP_LATEST, sql_bp_latest, 1, vals, err, "store_get_blueprint", &rc);
+        res = store_pg_query(s, STMT_BP_LATEST, sql_bp_latest, 1, vals, err, "store_get_blueprint", &rc);
     if (res == NULL) return rc;
     if (PQntuples(res) == 0) {
         PQclear(res);
         return cbm_error_set(err, CBM_ENOTFOUND, "blueprint %s%s%s not found", name,
                              version != NULL ? " version " : "", version != NULL ? version : "");
     }
-    v = version_out != NULL ? dup_col(res, 0, 0, &oom) : NULL;
-    j = json_out != NULL ? dup_col(res, 0, 1, &oom) : NULL;
+    v = version_out != NULL ? store_pg_dup(res, 0, 0, &oom) : NULL;
+    j = json_out != NULL ? store_pg_dup(res, 0, 1, &oom) : NULL;
     PQclear(res);
     if (oom) {
         free(v);

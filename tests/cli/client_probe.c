@@ -14,6 +14,10 @@
  *                                         version=<v> msg=<message>"
  *   client_probe ADDR start-many N BP     one StartExecutions call of N plain
  *                                         items of BP (N may be 0 or too many)
+ *   client_probe ADDR council-get NAME [V] GetCouncil: "version=<v>" and the
+ *                                         canonical JSON on the next line
+ *   client_probe ADDR council-list        ListCouncils: "name version role
+ *                                         agents created_at_ms>0" lines
  *
  * Prints "rc=<CBM name> <message>" for the call's outcome on the last line.
  */
@@ -65,7 +69,8 @@ int main(int argc, char **argv)
 
     if (argc < 3) {
         fprintf(stderr, "usage: client_probe ADDR approve-only ID | history ID FROM | null-args"
-                        " | start-items ITEM... | start-many N BP\n");
+                        " | start-items ITEM... | start-many N BP | council-get NAME [V]"
+                        " | council-list\n");
         return 2;
     }
     if ((rc = cbm_client_connect(&c, argv[1], NULL, &err)) != 0) return outcome(rc, &err);
@@ -89,6 +94,20 @@ int main(int argc, char **argv)
         for (size_t i = 0; items != NULL && i < n; i++) items[i].blueprint = argv[4];
         rc = items != NULL ? start_items(c, items, n, &err) : CBM_ENOMEM;
         free(items);
+    } else if (strcmp(argv[2], "council-get") == 0 && (argc == 4 || argc == 5)) {
+        char version[65] = "", *json = NULL;
+        rc = cbm_client_council_get(c, argv[3], argc == 5 ? argv[4] : NULL, &json, version, &err);
+        if (rc == 0) printf("version=%s\n%s\n", version, json);
+        else if (json != NULL) rc = CBM_EIO; /* must stay NULL on an error */
+        free(json);
+    } else if (strcmp(argv[2], "council-list") == 0 && argc == 3) {
+        cbm_council_info_t *cs = NULL;
+        size_t n = 0;
+        rc = cbm_client_council_list(c, &cs, &n, &err);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            printf("%s %s %s %d %d\n", cs[i].name, cs[i].version, cs[i].role, cs[i].agents,
+                   cs[i].created_at_us > 0);
+        cbm_council_infos_free(cs, n);
     } else if (strcmp(argv[2], "null-args") == 0) {
         cbm_execution_info_t *info = NULL;
         char id[37];
@@ -99,6 +118,10 @@ int main(int argc, char **argv)
         bad |= cbm_client_signal(c, "x", "", NULL, &err) != CBM_EINVAL;
         bad |= cbm_client_connect(NULL, "x", NULL, &err) != CBM_EINVAL;
         bad |= cbm_client_start_many(c, NULL, 1, NULL, &err) != CBM_EINVAL;
+        bad |= cbm_client_council_put(c, NULL, NULL, NULL, &err) != CBM_EINVAL;
+        bad |= cbm_client_council_get(c, NULL, NULL, NULL, NULL, &err) != CBM_EINVAL;
+        bad |= cbm_client_council_list(c, NULL, NULL, &err) != CBM_EINVAL;
+        bad |= cbm_client_council_delete(c, NULL, &err) != CBM_EINVAL;
         rc = bad ? CBM_EIO : 0;
         if (bad) snprintf(err.message, sizeof(err.message), "a NULL argument was not refused");
     } else {

@@ -12,7 +12,8 @@
  * our own for the kinds the files do not have (sleep, approval, signal,
  * remote tasks, cancel, deadlines); rebuilding each history from its stored
  * events (decoding, folding), with and without a snapshot, and the snapshot
- * round trip; templates; the timer heap.
+ * round trip; templates; councils (validation, canonical form, version);
+ * the timer heap.
  *
  * Argument: the tests/scenarios directory.
  */
@@ -30,6 +31,7 @@
 #include "cbm_internal.h"
 #include "cerebelum/cerebelum.h"
 #include "engine/blueprint.h"
+#include "engine/council.h"
 #include "engine/decision.h"
 #include "engine/event.h"
 #include "engine/match.h"
@@ -402,6 +404,53 @@ static void test_template(void **state)
     free(a.want);
 }
 
+/* ------------------------------------------------------------ councils */
+
+/* Every kind of field of the format (docs/deliberation.md, section 1). */
+static const char council_json[] =
+    "{\"agents\": [{\"id\": \"a\", \"persona\": \"careful\", \"temperature\": 0.9},"
+    " {\"id\": \"b\", \"persona\": \"quick\", \"model\": \"m2\"}],"
+    " \"name\": \"dev\", \"role\": \"developer\", \"queue\": \"gpu\","
+    " \"requires\": {\"z\": \"1\", \"gpu\": \"true\"},"
+    " \"model\": {\"name\": \"m\", \"temperature\": 0.7, \"top_p\": 1, \"max_tokens\": 64},"
+    " \"system_prompt\": \"You are {{agent}}, {{persona}}.\","
+    " \"prompts\": {\"generate\": \"{{task}} {{context}}\", \"critique\": \"{{proposal}}\","
+    " \"revise\": \"{{critiques}}\", \"score\": \"{{rubric}}\"},"
+    " \"rubric\": {\"x\": {\"weight\": 1, \"description\": \"d\"},"
+    " \"c\": {\"weight\": 2, \"description\": \"e\"}},"
+    " \"judge\": {\"persona\": \"fair\", \"model\": \"m3\", \"temperature\": 0}}";
+
+typedef struct council_arg {
+    council_t *want;
+} council_arg_t;
+
+static int run_council(void *arg)
+{
+    council_arg_t *a = arg;
+    council_t *c = NULL;
+    cbm_error_t err = {0};
+    int rc;
+
+    FA(rc = council_parse(council_json, strlen(council_json), &c, &err));
+    if (rc != 0) return c != NULL ? fa_wrong("a failed council parse set its council") : rc;
+    rc = same("council canonical JSON", c->canonical, a->want->canonical);
+    if (rc == 0) rc = same("council version", c->version, a->want->version);
+    council_destroy(c);
+    return rc;
+}
+
+static void test_council(void **state)
+{
+    council_arg_t a = {NULL};
+    cbm_error_t err = {0};
+
+    (void)state;
+    if (council_parse(council_json, strlen(council_json), &a.want, &err) != 0)
+        fail_msg("council: %s", err.message);
+    fa_loop("council", run_council, &a, 0);
+    council_destroy(a.want);
+}
+
 /* Timers pushed out of order, duplicates among them, and popped back in
  * order; the heap and its set grow several times. */
 static int run_sched(void *arg)
@@ -534,6 +583,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_scenarios),
         cmocka_unit_test(test_own_cases),
         cmocka_unit_test(test_template),
+        cmocka_unit_test(test_council),
         cmocka_unit_test(test_sched),
         cmocka_unit_test(test_outcomes_and_builder),
         cmocka_unit_test(test_report),

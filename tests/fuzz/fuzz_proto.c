@@ -17,7 +17,8 @@
  *    (pack, unpack: copy_message in cli/service.c), which must succeed and
  *    pack to the same bytes;
  *  - the conversions the handlers make: RegisterBlueprint's blueprint_json
- *    through bp_parse_json; StartExecution's inputs_json through
+ *    through bp_parse_json; PutCouncil's council_json through
+ *    council_parse; StartExecution's inputs_json through
  *    bp_check_inputs (against the fixed blueprint); Approve and Signal's
  *    data_json through json_normalize (cbm_execution_approve/_signal);
  *    SubmitResult through cbm_step_ok/_fail/_sleep/_approval as on_submit
@@ -32,6 +33,7 @@
 #include <string.h>
 #include <uuid/uuid.h>
 
+#include "engine/council.h"
 #include "engine/decision.h"
 #include "engine/runtime_internal.h"
 #include "fuzz_common.h"
@@ -222,6 +224,13 @@ static void convert(rpc_method_t m, const ProtobufCMessage *msg)
         cbm_error_t err = {0};
         if (bp_parse_json(rq->blueprint_json, strlen(rq->blueprint_json), &bp, &err) == 0)
             bp_destroy(bp);
+        break;
+    }
+    case RPC_PUT_COUNCIL: {
+        const Cerebelum__V1__PutCouncilRequest *rq = (const void *)msg;
+        council_t *c = NULL;
+        if (council_parse(rq->council_json, strlen(rq->council_json), &c, NULL) == 0)
+            council_destroy(c);
         break;
     }
     case RPC_START_EXECUTION: {

@@ -127,7 +127,16 @@ static const char *const doc_blueprints[] = {
     "  {\"name\": \"gpu\", \"queue\": \"gpu\", \"requires\": {\"gpu\": \"true\", \"arch\": "
     "\"sm90\"},\n"
     "   \"timeout_ms\": 100, \"heartbeat_timeout_ms\": 50, \"depends_on\": [\"sig\"]},\n"
-    "  {\"name\": \"think\", \"kind\": \"deliberation\", \"depends_on\": [\"gpu\"]}]}\n",
+    "  {\"name\": \"think\", \"kind\": \"deliberation\", \"depends_on\": [\"gpu\"], \"council\": "
+    "\"dev\",\n"
+    "   \"task\": {\"t\": \"$.deps.gpu.text\"}, \"agents\": 3, \"topology\": \"all_to_all\",\n"
+    "   \"scoring\": {\"mode\": \"handler\", \"handler\": \"lint\"},\n"
+    "   \"selection\": {\"rule\": \"threshold_first\", \"threshold\": 0.5, \"min_proposals\": "
+    "2},\n"
+    "   \"model\": {\"max_tokens\": 100}, \"call\": {\"retry\": {\"max_attempts\": 2}},\n"
+    "   \"budget\": {\"max_calls\": 30, \"max_completion_tokens\": 1500}},\n"
+    "  {\"name\": \"use\", \"depends_on\": [\"think\"], \"args\": {\"phase\": \"x\", \"n\": "
+    "1}}]}\n",
     "{\"name\": \"parent\", \"inputs\": {\"topic\": {\"type\": \"string\"}}, \"steps\": [\n"
     "  {\"name\": \"generate\"},\n"
     "  {\"name\": \"review_child\", \"kind\": \"subworkflow\", \"depends_on\": [\"generate\"],\n"

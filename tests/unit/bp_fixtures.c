@@ -171,4 +171,13 @@ const char *const everything =
     "\"version\":\"" VERSION_A "\",\"inputs\":{\"q\":\"$.inputs.t\",\"r\":[\"$.deps.d.k\",7]},"
     "\"diverge\":[{\"match\":{\"r\":\"_\"},\"action\":\"back_to\",\"target\":\"a\",\"max_iterations\":4}]},"
     "{\"name\":\"f\",\"kind\":\"sleep\",\"depends_on\":[\"d\"],\"duration_ms\":1500},"
-    "{\"name\":\"g\",\"kind\":\"deliberation\",\"depends_on\":[\"e\",\"f\"]}]}";
+    "{\"name\":\"g\",\"kind\":\"deliberation\",\"depends_on\":[\"e\",\"f\"],\"council\":\"dev\","
+    "\"task\":{\"q\":\"$.inputs.t\",\"from\":\"$.deps.e.r\"},\"context\":[\"$.deps.f\",1],"
+    "\"agents\":3,\"rounds\":2,\"topology\":\"all_to_all\","
+    "\"scoring\":{\"mode\":\"handler\",\"handler\":\"lint\",\"queue\":\"ci\"},"
+    "\"selection\":{\"rule\":\"threshold_first\",\"threshold\":0.75,\"top_k\":2,\"min_proposals\":2},"
+    "\"model\":{\"temperature\":0.5,\"top_p\":0.9,\"max_tokens\":512,"
+    "\"response_format\":{\"type\":\"json_object\"}},"
+    "\"call\":{\"timeout_ms\":60000,\"heartbeat_timeout_ms\":5000,\"retry\":{\"max_attempts\":2}},"
+    "\"budget\":{\"max_calls\":100,\"max_completion_tokens\":50000,\"timeout_ms\":600000}},"
+    "{\"name\":\"h\",\"args\":{\"phase\":\"x\",\"n\":[1,{\"b\":1,\"a\":2}]},\"depends_on\":[\"g\"]}]}";

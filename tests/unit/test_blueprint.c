@@ -65,7 +65,7 @@ static void test_all_fields(void **state)
         "{\"name\":\"s\",\"kind\":\"sleep\",\"duration_ms\":5},{\"name\":\"ap\",\"kind\":\"approval\"},"
         "{\"name\":\"sig\",\"kind\":\"signal\"},"
         "{\"name\":\"sub\",\"kind\":\"subworkflow\",\"blueprint\":\"child\"},"
-        "{\"name\":\"d\",\"kind\":\"deliberation\"}]}");
+        "{\"name\":\"d\",\"kind\":\"deliberation\",\"council\":\"dev\",\"task\":\"t\"}]}");
     assert_int_equal(bp->nsteps, 6);
     const bp_step_t *s = &bp->steps[0];
     assert_string_equal(s->handler, "fetch_v2");
@@ -325,7 +325,7 @@ static void test_step_shape_errors(void **state)
     expect_error(json, CBM_EBLUEPRINT, "steps[0]: name", "is longer than 128 characters");
     expect_message("{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"depend_on\":[\"b\"]},{\"name\":\"b\"}]}",
                    "step 'a': unknown key 'depend_on' (allowed: name, kind, handler, queue, "
-                   "depends_on, timeout_ms, retry, heartbeat_timeout_ms, requires, diverge, branch)");
+                   "depends_on, timeout_ms, retry, heartbeat_timeout_ms, requires, args, diverge, branch)");
     expect_message("{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"handler\":\"h\",\"handler\":\"i\"}]}",
                    "step 'a': duplicate key 'handler'");
     /* A key of another kind, and the list of keys depends on the kind. */

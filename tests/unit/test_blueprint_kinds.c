@@ -289,6 +289,59 @@ static void test_task_fields(void **state)
 }
 
 
+static void test_task_args(void **state)
+{
+    (void)state;
+    bp_blueprint_t *bp = parse_ok(
+        "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"args\":{\"z\":1,\"phase\":\"generate\","
+        "\"nested\":{\"y\":[true,null],\"x\":\"$.inputs.not_a_reference\"}},"
+        "\"branch\":[{\"otherwise\":\"b\"}]},"
+        "{\"name\":\"b\",\"depends_on\":[\"a\"],\"args\":{}},{\"name\":\"c\"}]}");
+    /* Canonical: keys sorted at every depth; "$." strings are plain text. */
+    assert_string_equal(bp->steps[0].args_json,
+                        "{\"nested\":{\"x\":\"$.inputs.not_a_reference\",\"y\":[true,null]},"
+                        "\"phase\":\"generate\",\"z\":1}");
+    assert_non_null(bp->steps[0].args);
+    /* Written last, after the routing fields; {} is set, and printed. */
+    assert_contains(bp->canonical_json, "\"branch\":[{\"otherwise\":\"b\"}],\"args\":{\"nested\"");
+    assert_contains(bp->canonical_json, "\"non_retryable\":[]},\"args\":{}}");
+    assert_string_equal(bp->steps[1].args_json, "{}");
+    assert_null(bp->steps[2].args);
+    assert_null(bp->steps[2].args_json);
+    assert_null(strstr(strstr(bp->canonical_json, "\"name\":\"c\""), "args"));
+    bp_destroy(bp);
+    assert_fixed_point("{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"queue\":\"llm\","
+                       "\"args\":{\"b\":[1,2.5,\"s\"],\"a\":{\"d\":null,\"c\":false}}}]}");
+    assert_same_version(STEP("\"args\":{\"b\":1,\"a\":{\"y\":2,\"x\":1}}"),
+                        STEP("\"args\":{\"a\":{\"x\":1,\"y\":2.0},\"b\":1}"));
+    assert_other_version(STEP("\"args\":{}"), "{\"name\":\"x\",\"steps\":[{\"name\":\"a\"}]}");
+    assert_other_version(STEP("\"args\":{\"a\":1}"), STEP("\"args\":{\"a\":2}"));
+
+    expect_message(STEP("\"args\":[1]"), "step 'a': args must be an object");
+    expect_message(STEP("\"args\":\"x\""), "step 'a': args must be an object");
+    expect_message(STEP("\"args\":null"), "step 'a': args must be an object");
+    expect_message(STEP("\"args\":{\"k\":1,\"k\":2}"), "step 'a': args has a duplicate key 'k'");
+    expect_message(STEP("\"args\":{\"k\":[1e999]}"), "step 'a': args has a number out of range");
+    expect_message(STEP("\"kind\":\"approval\",\"args\":{}"), "step 'a': args is only for kind task");
+    expect_message(STEP("\"kind\":\"subworkflow\",\"blueprint\":\"c\",\"args\":{}"),
+                   "step 'a': args is only for kind task");
+
+    /* At most 64 KiB as canonical JSON: {"s":"<n x>"} is n + 8 bytes. */
+    size_t n = BP_MAX_ARGS_BYTES - 8;
+    char *big = malloc(n + 128);
+    assert_non_null(big);
+    int len = snprintf(big, 128, "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"args\":{ \"s\" : \"");
+    memset(big + len, 'x', n);
+    strcpy(big + len + n, "\"}}]}");
+    bp = parse_ok(big);
+    assert_int_equal(strlen(bp->steps[0].args_json), BP_MAX_ARGS_BYTES);
+    bp_destroy(bp);
+    memset(big + len, 'x', n + 1);
+    strcpy(big + len + n + 1, "\"}}]}");
+    expect_message(big, "step 'a': args is larger than 65536 bytes (as canonical JSON)");
+    free(big);
+}
+
 static void test_subworkflow(void **state)
 {
     (void)state;
@@ -399,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_sleep),
         cmocka_unit_test(test_approval_and_signal),
         cmocka_unit_test(test_task_fields),
+        cmocka_unit_test(test_task_args),
         cmocka_unit_test(test_subworkflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -204,6 +204,40 @@ static void test_diamond_parallel(void **state)
     script_finish(&s);
 }
 
+/* A task's args are the third member of its input; a step without args keeps
+ * the two-member input. */
+static void test_step_args(void **state)
+{
+    script_t s;
+    char *input;
+    (void)state;
+    script_init(&s,
+                "{\"name\":\"ar\",\"steps\":[{\"name\":\"a\",\"args\":{\"z\":[1,{\"b\":2,"
+                "\"a\":1}],\"phase\":\"gen\"}},"
+                "{\"name\":\"b\",\"depends_on\":[\"a\"],\"args\":{}},"
+                "{\"name\":\"c\",\"depends_on\":[\"a\"]}]}",
+                "{\"t\":\"x\"}");
+    expect_decide(&s, "StepScheduled:a");
+    input = dc_step_input(&s.st, 0);
+    assert_string_equal(input, "{\"inputs\":{\"t\":\"x\"},\"deps\":{},\"args\":{\"phase\":"
+                               "\"gen\",\"z\":[1,{\"a\":1,\"b\":2}]}}");
+    free(input);
+    step_done(&s, "a", "{\"r\":1}");
+    expect_decide(&s, "StepScheduled:b,StepScheduled:c");
+    input = dc_step_input(&s.st, 1);
+    assert_string_equal(input, "{\"inputs\":{\"t\":\"x\"},\"deps\":{\"a\":{\"r\":1}},"
+                               "\"args\":{}}");
+    free(input);
+    input = dc_step_input(&s.st, 2);
+    assert_string_equal(input, "{\"inputs\":{\"t\":\"x\"},\"deps\":{\"a\":{\"r\":1}}}");
+    free(input);
+    step_done(&s, "b", "2");
+    step_done(&s, "c", "3");
+    expect_decide(&s, "ExecutionCompleted");
+    expect_rebuild_equal(&s);
+    script_finish(&s);
+}
+
 static void test_failure_fails_execution(void **state)
 {
     script_t s;
@@ -608,6 +642,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timeline),
         cmocka_unit_test(test_diamond_parallel),
+        cmocka_unit_test(test_step_args),
         cmocka_unit_test(test_failure_fails_execution),
         cmocka_unit_test(test_reducer_rejects_bad_history),
         cmocka_unit_test(test_decode_errors),

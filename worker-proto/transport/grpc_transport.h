@@ -63,7 +63,11 @@
     XX(SIGNAL, WorkflowService, Signal)                                        \
     XX(CANCEL, WorkflowService, Cancel)                                        \
     XX(LIST_WORKERS, WorkflowService, ListWorkers)                             \
-    XX(START_EXECUTIONS, WorkflowService, StartExecutions)
+    XX(START_EXECUTIONS, WorkflowService, StartExecutions)                     \
+    XX(PUT_COUNCIL, WorkflowService, PutCouncil)                               \
+    XX(GET_COUNCIL, WorkflowService, GetCouncil)                               \
+    XX(LIST_COUNCILS, WorkflowService, ListCouncils)                           \
+    XX(DELETE_COUNCIL, WorkflowService, DeleteCouncil)
 
 typedef enum rpc_method {
 #define XX(id, svc, name) RPC_##id,

@@ -356,6 +356,74 @@ CBM_EXTERN int cbm_execution_signal(cbm_engine_t *e, const char *id, const char 
 CBM_EXTERN int cbm_execution_cancel(cbm_engine_t *e, const char *id, const char *reason,
                                     cbm_error_t *err);
 
+/* ------------------------------------------------------------------------ */
+/* Councils                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A council is the data of a deliberation (docs/deliberation.md, section 1;
+ * docs/councils.md): a role, a model, prompt templates, a rubric and 1 to 16
+ * agents. It is stored in the engine's database, versioned by content like a
+ * blueprint: the version is the SHA-256 (hex) of its canonical JSON. Each
+ * call below is one statement on the engine's store, durable when it
+ * returns, and works on any started engine, client-only ones included.
+ */
+
+/**
+ * Validate and store the council given as JSON text. Invalid: CBM_EINVAL
+ * with a message that starts with "council '<name>': " and names the field
+ * (e.g. "council 'dev': prompts.critique: unknown variable 'tsak' at byte
+ * 12"), CBM_EINVAL too for text that is not UTF-8 or holds a NUL or the
+ * escape \u0000; CBM_EJSON when it is not JSON. Valid: stored under its
+ * version, which @p version_out (may be NULL) receives (64 hex digits and a
+ * NUL). @p *created (may be NULL) is true when this call made that version
+ * live: it was new, or deleted and now restored, and it is then the
+ * council's latest version; false when it was stored and live already, and
+ * then nothing changes, not even which version is the latest. Requires a
+ * started engine (CBM_ESTATE). CBM_EUNAVAIL, CBM_ESTORE: the store.
+ */
+CBM_EXTERN int cbm_council_put(cbm_engine_t *e, const char *json, char version_out[65],
+                               bool *created, cbm_error_t *err);
+
+/**
+ * The council @p name: the version @p version, deleted or not (a running
+ * deliberation may have pinned it), or with @p version NULL the latest live
+ * version. @p *json_out (may be NULL) receives its canonical JSON, malloc'd,
+ * owned by the caller (free()); @p version_out (may be NULL) its version.
+ * CBM_ENOTFOUND ("no council named 'N'", "council 'N' has no version V");
+ * CBM_EINVAL for a NULL name, or a name or version that is not UTF-8.
+ * *json_out is NULL on any error.
+ */
+CBM_EXTERN int cbm_council_get(cbm_engine_t *e, const char *name, const char *version,
+                               char **json_out, char version_out[65], cbm_error_t *err);
+
+/** A council as cbm_council_list() shows it: its latest live version. */
+typedef struct cbm_council_info {
+    char *name;
+    char *version;          /**< SHA-256 hex of the canonical JSON */
+    char *role;
+    int agents;             /**< how many agents it has */
+    int64_t created_at_us;  /**< when this version was first stored (Unix
+                                 time, microseconds) */
+} cbm_council_info_t;
+
+/** Every council that has a live version, by name. *out is an array of *n
+ *  owned by the caller (cbm_council_infos_free); NULL when *n is 0. */
+CBM_EXTERN int cbm_council_list(cbm_engine_t *e, cbm_council_info_t **out, size_t *n,
+                                cbm_error_t *err);
+/** Free what cbm_council_list() or cbm_client_council_list() returned. */
+CBM_EXTERN void cbm_council_infos_free(cbm_council_info_t *infos, size_t n);
+
+/**
+ * Delete council @p name: every version of it leaves the list and "latest"
+ * (a get without version is CBM_ENOTFOUND), and each stays readable by its
+ * version, so a deliberation running on one is not disturbed. Putting a
+ * version again brings it back. CBM_ENOTFOUND when the name has no live
+ * version (deleting twice included); CBM_EINVAL for a NULL name or one that
+ * is not UTF-8.
+ */
+CBM_EXTERN int cbm_council_delete(cbm_engine_t *e, const char *name, cbm_error_t *err);
+
 /** Counters, for monitoring and benchmarks. */
 typedef struct cbm_engine_stats {
     uint64_t commits;        /**< store transactions committed */

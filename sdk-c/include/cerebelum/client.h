@@ -225,6 +225,32 @@ CBM_EXTERN int cbm_client_signal(cbm_client_t *c, const char *id, const char *na
 CBM_EXTERN int cbm_client_cancel(cbm_client_t *c, const char *id, const char *reason,
                                  cbm_error_t *err);
 
+/**
+ * Councils (cerebelum.h, "Councils"; docs/councils.md), on the server's
+ * store: the calls of the engine API over PutCouncil, GetCouncil,
+ * ListCouncils and DeleteCouncil, with the same arguments and results.
+ */
+/** Validate and store a council (JSON text). An invalid one is CBM_EINVAL
+ *  with the server's message ("council 'dev': agents must not be empty"),
+ *  also for text that is not JSON. @p version_out and @p created as
+ *  cbm_council_put() says (either may be NULL). */
+CBM_EXTERN int cbm_client_council_put(cbm_client_t *c, const char *json, char version_out[65],
+                                      bool *created, cbm_error_t *err);
+/** Council @p name at @p version (NULL: the latest live one; a deleted
+ *  version is still found by its version). @p *json_out (may be NULL): its
+ *  canonical JSON, malloc'd, the caller frees; @p version_out (may be
+ *  NULL): its version. CBM_ENOTFOUND for an unknown name or version. */
+CBM_EXTERN int cbm_client_council_get(cbm_client_t *c, const char *name, const char *version,
+                                      char **json_out, char version_out[65], cbm_error_t *err);
+/** The latest live version of every council, by name. *out is an array of
+ *  *n owned by the caller (cbm_council_infos_free); created_at_us has
+ *  millisecond precision (the protocol's). */
+CBM_EXTERN int cbm_client_council_list(cbm_client_t *c, cbm_council_info_t **out, size_t *n,
+                                       cbm_error_t *err);
+/** Soft-delete council @p name (every version stays readable by version).
+ *  CBM_ENOTFOUND when it has no live version. */
+CBM_EXTERN int cbm_client_council_delete(cbm_client_t *c, const char *name, cbm_error_t *err);
+
 /** A worker registered with the server (ListWorkers). */
 typedef struct cbm_worker_info {
     char *worker_id;

@@ -1,0 +1,21 @@
+/*
+ * engine_internal.h - what the files of the engine API (cerebelum.h) share
+ * beyond the public header: engine_api.c owns the engine; the councils'
+ * calls (engine_councils.c) use its store connection for reads.
+ */
+#ifndef CBM_ENGINE_INTERNAL_H
+#define CBM_ENGINE_INTERNAL_H
+
+#include "cerebelum/cerebelum.h"
+#include "store/store.h"
+
+/* A call on the engine's read connection: a store_* call and its arguments. */
+typedef int (*cbm__read_fn)(store_t *s, void *arg, cbm_error_t *err);
+
+/* Run fn on the engine's read connection, under its mutex, and once more
+ * after a reconnect when it answered CBM_EUNAVAIL (fn must be safe to
+ * repeat). CBM_EINVAL for a NULL engine, CBM_ESTATE before
+ * cbm_engine_start; otherwise fn's code. Any thread. */
+int cbm__engine_read(cbm_engine_t *e, cbm__read_fn fn, void *arg, cbm_error_t *err);
+
+#endif
