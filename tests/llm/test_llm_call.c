@@ -43,16 +43,19 @@ static const char *PARAMS =
 static const char *const SERVED[] = {"qwen2.5-7b-instruct", "small"};
 static const call_opts_t OPTS = {"qwen2.5-7b-instruct", SERVED, 2};
 
+static const char *params = NULL; /* NULL: PARAMS */
+
 /* The input of a call: the child's inputs, deps and args. malloc'd. */
 static char *input(const char *deps, const char *args)
 {
-    size_t n = strlen(COUNCIL) + strlen(PARAMS) + strlen(deps) + strlen(args) + 256;
+    const char *PARAMS_ = params != NULL ? params : PARAMS;
+    size_t n = strlen(COUNCIL) + strlen(PARAMS_) + strlen(deps) + strlen(args) + 256;
     char *s = malloc(n);
     assert_non_null(s);
     snprintf(s, n,
              "{\"inputs\":{\"task\":\"fix the bug\",\"context\":{\"plan\":\"p\"},\"council\":%s,"
              "\"params\":%s},\"deps\":%s,\"args\":%s}",
-             COUNCIL, PARAMS, deps, args);
+             COUNCIL, PARAMS_, deps, args);
     return s;
 }
 
@@ -119,7 +122,8 @@ static void generate(void **state)
     body2 = build("gen.1", 2, "generate", "{}",
                   "{\"phase\":\"generate\",\"agent\":4,\"round\":0}", &OPTS, &c2);
     assert_int_equal(c2.seed, 1019446458);
-    assert_string_equal(c2.agent, "dev-2"); /* 4 mod 3 */
+    assert_string_equal(c2.agent, "dev-2#2"); /* 4 mod 3, the second use of the profile */
+    assert_string_equal(c2.agent_id, "dev-2");  /* {{agent}}: the same prompt */
     assert_string_equal(c.prompt_sha256, c2.prompt_sha256);
     cJSON_Delete(body);
     cJSON_Delete(body2);
@@ -176,9 +180,10 @@ static void score(void **state)
     assert_true(c.schema);
     assert_int_equal(c.ncriteria, 2);
     assert_string_equal(msg(body, 0), "You are judge, an impartial senior reviewer. You work as a developer.");
+    /* in name order, whatever the object's order */
     assert_string_equal(msg(body, 1), "Score this proposal:\nFINAL\n\nRubric:\n"
-                                      "- correctness (weight 0.6): it solves the task\n"
-                                      "- clarity (weight 0.4): it is easy to follow");
+                                      "- clarity (weight 0.4): it is easy to follow\n"
+                                      "- correctness (weight 0.6): it solves the task");
     assert_true(num(body, "temperature") == 0.0); /* the judge's */
     rf = cJSON_GetObjectItem(body, "response_format");
     assert_string_equal(cJSON_GetObjectItem(rf, "type")->valuestring, "json_schema");
@@ -189,9 +194,9 @@ static void score(void **state)
     {
         char *s = cJSON_PrintUnformatted(crit);
         assert_string_equal(s, "{\"type\":\"object\",\"properties\":{"
-                               "\"correctness\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},"
-                               "\"clarity\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1}},"
-                               "\"required\":[\"correctness\",\"clarity\"],\"additionalProperties\":false}");
+                               "\"clarity\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},"
+                               "\"correctness\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1}},"
+                               "\"required\":[\"clarity\",\"correctness\"],\"additionalProperties\":false}");
         free(s);
         s = cJSON_PrintUnformatted(cJSON_GetObjectItem(schema, "required"));
         assert_string_equal(s, "[\"criteria\",\"rationale\"]");
@@ -211,11 +216,11 @@ static void skipped(void **state)
     assert_string_equal(c.skipped, "{\"skipped\":true,\"agent\":\"dev-1\",\"because\":\"gen.1\"}");
     assert_null(c.body);
     call_finish(&c);
-    /* a skip skips what depends on it; the first bad dep by name is named */
+    /* a skip skips what depends on it, naming the step that failed */
     assert_null(build("score.0", 1, "score",
                       "{\"rev.1.0\":{\"skipped\":true,\"agent\":\"dev-1\",\"because\":\"crit.1.2\"}}",
                       "{\"phase\":\"score\",\"agent\":0}", &OPTS, &c));
-    assert_string_equal(c.skipped, "{\"skipped\":true,\"agent\":\"judge\",\"because\":\"rev.1.0\"}");
+    assert_string_equal(c.skipped, "{\"skipped\":true,\"agent\":\"judge\",\"because\":\"crit.1.2\"}");
     call_finish(&c);
     assert_null(build("rev.1.1", 1, "revise",
                       "{\"gen.1\":{\"content\":\"x\"},\"crit.1.0\":{\"kind\":\"llm_timeout\",\"message\":\"m\"}}",
@@ -353,6 +358,42 @@ static void results(void **state)
     call_finish(&c);
 }
 
+static void step_response_format(void **state)
+{
+    llm_call_t c;
+    sse_chat_t ch;
+    llm_failure_t f = {0};
+    char *json = NULL;
+    cJSON *body;
+    (void)state;
+    params = "{\"model\":{\"name\":\"qwen2.5-7b-instruct\",\"response_format\":{\"type\":\"json_object\"}}}";
+    body = build("gen.0", 1, "generate", "{}", "{\"phase\":\"generate\",\"agent\":0}", &OPTS, &c);
+    assert_true(c.schema);
+    assert_false(c.score);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(body, "response_format"), "type")->valuestring,
+                        "json_object");
+    chat_with(&ch, "{\"plan\": [1, 2]}");
+    assert_int_equal(call_result(&c, &ch, 1, 2, 1 << 20, &json, &f), 0);
+    assert_non_null(strstr(json, "\"content_json\":{\"plan\":[1,2]}"));
+    free(json);
+    sse_chat_finish(&ch);
+    chat_with(&ch, "prose, not JSON");
+    assert_int_equal(call_result(&c, &ch, 1, 2, 1 << 20, &json, &f), 1);
+    assert_string_equal(f.kind, "llm_bad_output");
+    sse_chat_finish(&ch);
+    cJSON_Delete(body);
+    call_finish(&c);
+    /* the score keeps its own schema */
+    body = build("score.0", 1, "score", "{\"gen.0\":{\"content\":\"P\"}}", "{\"phase\":\"score\",\"agent\":0}",
+                 &OPTS, &c);
+    assert_true(c.score);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(body, "response_format"), "type")->valuestring,
+                        "json_schema");
+    cJSON_Delete(body);
+    call_finish(&c);
+    params = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +403,7 @@ int main(void)
         cmocka_unit_test(skipped),
         cmocka_unit_test(bad_input),
         cmocka_unit_test(results),
+        cmocka_unit_test(step_response_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -144,31 +144,48 @@ static int critiques_text(const cJSON *const *deps, size_t n, llm_buf_t *b)
     return llm_buf_add(b, "", 0) != 0 ? CBM_ENOMEM : 0;
 }
 
-/* "- name (weight w): description" per criterion; the names into call. */
+/* One criterion's line of the rubric. */
+static int rubric_line(const cJSON *c, llm_call_t *call, llm_buf_t *b, llm_failure_t *f)
+{
+    const cJSON *w = get(c, "weight");
+    const char *d = str(c, "description");
+    char line[96];
+
+    if (!cJSON_IsNumber(w))
+        return bad(f, "inputs.council.definition.rubric.%s.weight must be a number", c->string);
+    snprintf(line, sizeof(line), "%s- ", call->ncriteria > 0 ? "\n" : "");
+    if (llm_buf_add(b, line, strlen(line)) || llm_buf_add(b, c->string, strlen(c->string)))
+        return CBM_ENOMEM;
+    snprintf(line, sizeof(line), " (weight %g): ", w->valuedouble);
+    if (llm_buf_add(b, line, strlen(line)) ||
+        llm_buf_add(b, d != NULL ? d : "", d != NULL ? strlen(d) : 0))
+        return CBM_ENOMEM;
+    return (call->criteria[call->ncriteria++] = strdup(c->string)) != NULL ? 0 : CBM_ENOMEM;
+}
+
+static int cmp_names(const void *x, const void *y)
+{
+    return strcmp((*(const cJSON *const *)x)->string, (*(const cJSON *const *)y)->string);
+}
+
+/* "- name (weight w): description" per criterion, in name order (a JSON
+ * object has no order; the canonical council has them so already); the
+ * names into call. */
 static int rubric_text(const cJSON *rubric, llm_call_t *call, llm_buf_t *b, llm_failure_t *f)
 {
-    const cJSON *c;
-    size_t n = (size_t)cJSON_GetArraySize(rubric);
+    const cJSON *c, **sorted;
+    size_t n = (size_t)cJSON_GetArraySize(rubric), k = 0;
+    int rc = 0;
 
     if (!cJSON_IsObject(rubric) || n == 0)
         return bad(f, "inputs.council.definition.rubric must be a non-empty object to score");
     if ((call->criteria = calloc(n, sizeof(char *))) == NULL) return CBM_ENOMEM;
-    cJSON_ArrayForEach(c, rubric) {
-        const cJSON *w = get(c, "weight");
-        const char *d = str(c, "description");
-        char line[96];
-        if (!cJSON_IsNumber(w))
-            return bad(f, "inputs.council.definition.rubric.%s.weight must be a number", c->string);
-        snprintf(line, sizeof(line), "%s- ", call->ncriteria > 0 ? "\n" : "");
-        if (llm_buf_add(b, line, strlen(line)) || llm_buf_add(b, c->string, strlen(c->string)))
-            return CBM_ENOMEM;
-        snprintf(line, sizeof(line), " (weight %g): ", w->valuedouble);
-        if (llm_buf_add(b, line, strlen(line)) ||
-            llm_buf_add(b, d != NULL ? d : "", d != NULL ? strlen(d) : 0))
-            return CBM_ENOMEM;
-        if ((call->criteria[call->ncriteria++] = strdup(c->string)) == NULL) return CBM_ENOMEM;
-    }
-    return 0;
+    if ((sorted = calloc(n, sizeof(*sorted))) == NULL) return CBM_ENOMEM;
+    cJSON_ArrayForEach(c, rubric) sorted[k++] = c;
+    qsort(sorted, n, sizeof(*sorted), cmp_names);
+    for (k = 0; k < n && rc == 0; k++) rc = rubric_line(sorted[k], call, b, f);
+    free(sorted);
+    return rc;
 }
 
 /* The score's JSON schema: {"criteria": {<each criterion>: number 0..1},
@@ -249,8 +266,13 @@ static int sort_deps(build_t *b, const cJSON *deps, llm_failure_t *f)
     return 0;
 }
 
-static int skipped_result(llm_call_t *call, const char *because)
+/* The skip of a call whose dependency dep failed or was skipped: because
+ * names the step that failed, carried over from a skip. */
+static int skipped_result(llm_call_t *call, const cJSON *dep)
 {
+    const char *because = cJSON_IsTrue(get(dep, "skipped")) && str(dep, "because") != NULL
+                              ? str(dep, "because")
+                              : dep->string;
     cJSON *r = cJSON_CreateObject();
     cJSON_AddBoolToObject(r, "skipped", 1);
     cJSON_AddStringToObject(r, "agent", call->agent);
@@ -281,7 +303,7 @@ static int set_vars(build_t *b, const cJSON *inputs, const cJSON *def, const cha
     int rc;
 
     if ((b->vars = cJSON_CreateObject()) == NULL) return CBM_ENOMEM;
-    cJSON_AddStringToObject(b->vars, "agent", call->agent);
+    cJSON_AddStringToObject(b->vars, "agent", call->agent_id);
     cJSON_AddStringToObject(b->vars, "persona", persona != NULL ? persona : "");
     if (role != NULL) cJSON_AddItemReferenceToObject(b->vars, "role", (cJSON *)role);
     if (get(inputs, "task") != NULL)
@@ -338,7 +360,16 @@ static int make_request(build_t *b, const cJSON *params, const cJSON *over, llm_
     cJSON_AddNumberToObject(b->req, "seed", call->seed);
     cJSON_AddBoolToObject(b->req, "stream", 1);
     cJSON_AddBoolToObject(cJSON_AddObjectToObject(b->req, "stream_options"), "include_usage", 1);
-    if (call->schema) cJSON_AddItemToObject(b->req, "response_format", score_format(call));
+    if (call->score) {
+        cJSON_AddItemToObject(b->req, "response_format", score_format(call));
+    } else if (cJSON_IsObject(v = get(model, "response_format"))) {
+        /* the step's model.response_format, for the other phases: JSON
+         * asked (json_schema, json_object) means content_json */
+        const char *type = str(v, "type");
+        cJSON_AddItemToObject(b->req, "response_format", cJSON_Duplicate(v, 1));
+        call->schema = type != NULL && (strcmp(type, "json_schema") == 0 ||
+                                         strcmp(type, "json_object") == 0);
+    }
     if ((text = cJSON_PrintUnformatted(b->req)) == NULL) return CBM_ENOMEM;
     call->body = text;
     return 0;
@@ -355,18 +386,18 @@ static int take_phase(const cJSON *args, const char *phase, llm_call_t *call, pr
     if (phase != NULL && strcmp(phase, name) != 0)
         return bad(f, "args.phase is %s but this is the %s handler", name, phase);
     snprintf(call->phase, sizeof(call->phase), "%s", name);
-    call->schema = *ph == PROMPT_SCORE;
+    call->schema = call->score = *ph == PROMPT_SCORE;
     return 0;
 }
 
 /* The acting agent: agents[args.agent mod P], or the judge to score. Its
- * id into call->agent. */
+ * id and its name into call. */
 static int take_actor(const cJSON *def, const cJSON *args, prompt_phase_t ph, llm_call_t *call,
                       const cJSON **actor, llm_failure_t *f)
 {
     const cJSON *agents = get(def, "agents"), *idx = get(args, "agent");
     const char *id = "judge";
-    int k;
+    int k, p;
 
     if (!cJSON_IsObject(def)) return bad(f, "inputs.council.definition must be an object");
     if (!cJSON_IsArray(agents) || cJSON_GetArraySize(agents) == 0)
@@ -374,7 +405,8 @@ static int take_actor(const cJSON *def, const cJSON *args, prompt_phase_t ph, ll
     if (!cJSON_IsNumber(idx) || idx->valuedouble < 0 || idx->valuedouble > 1e6 ||
         idx->valuedouble != (double)(int)idx->valuedouble)
         return bad(f, "args.agent must be an integer >= 0");
-    k = (int)idx->valuedouble % cJSON_GetArraySize(agents);
+    p = cJSON_GetArraySize(agents);
+    k = (int)idx->valuedouble % p;
     if (ph == PROMPT_SCORE) {
         *actor = get(def, "judge");
     } else {
@@ -382,7 +414,15 @@ static int take_actor(const cJSON *def, const cJSON *args, prompt_phase_t ph, ll
         if ((id = str(*actor, "id")) == NULL)
             return bad(f, "inputs.council.definition.agents[%d].id must be a string", k);
     }
-    return (call->agent = strdup(id)) != NULL ? 0 : CBM_ENOMEM;
+    if ((call->agent_id = strdup(id)) == NULL) return CBM_ENOMEM;
+    if (ph == PROMPT_SCORE || (int)idx->valuedouble < p) {
+        call->agent = strdup(id);
+    } else { /* the k-th reuse of a profile: "<id>#<k>" (deliberation.md §2) */
+        size_t n = strlen(id) + 16;
+        if ((call->agent = malloc(n)) != NULL)
+            snprintf(call->agent, n, "%s#%d", id, (int)idx->valuedouble / p + 1);
+    }
+    return call->agent != NULL ? 0 : CBM_ENOMEM;
 }
 
 /* The two messages, rendered, and the hash of their canonical JSON. */
@@ -445,7 +485,7 @@ int call_build(const cbm_step_call_t *sc, const char *phase, const call_opts_t *
         goto out;
     for (size_t i = 0; i < b.ndeps; i++)
         if (dep_failed(b.deps[i])) {
-            rc = skipped_result(call, b.deps[i]->string);
+            rc = skipped_result(call, b.deps[i]);
             goto out;
         }
     if ((rc = set_vars(&b, inputs, def, str(actor, "persona"), ph, call, args, f)) != 0 ||
@@ -461,22 +501,23 @@ out:
 void call_finish(llm_call_t *call)
 {
     free(call->agent);
+    free(call->agent_id);
     free(call->skipped);
     free(call->body);
     free(call->model);
     for (size_t i = 0; i < call->ncriteria; i++) free(call->criteria[i]);
     free(call->criteria);
-    call->agent = call->skipped = call->body = call->model = NULL;
+    call->agent = call->agent_id = call->skipped = call->body = call->model = NULL;
     call->criteria = NULL;
     call->ncriteria = 0;
 }
 
 /* ---------------------------------------------------------------- result */
 
-/* The content as the asked schema's JSON, or NULL with *f. A fenced block
- * (```json … ```), which models add when nothing enforces the schema, is
- * read for its inside. */
-static cJSON *score_json(const llm_call_t *call, const char *content, llm_failure_t *f)
+/* The content as the asked JSON, or NULL with *f; for a score, checked
+ * against the rubric. A fenced block (```json … ```), which models add when
+ * nothing enforces the schema, is read for its inside. */
+static cJSON *content_json(const llm_call_t *call, const char *content, llm_failure_t *f)
 {
     const char *s = content, *e = content + strlen(content);
     const cJSON *crit;
@@ -495,6 +536,11 @@ static cJSON *score_json(const llm_call_t *call, const char *content, llm_failur
     f->kind = "llm_bad_output";
     f->retryable = true;
     f->retry_after_ms = -1;
+    if (!call->score) {
+        if (j != NULL) return j;
+        snprintf(f->message, sizeof(f->message), "the answer is not JSON: %.80s", content);
+        return NULL;
+    }
     if (!cJSON_IsObject(j)) {
         snprintf(f->message, sizeof(f->message), "the answer is not a JSON object: %.80s", content);
         goto bad;
@@ -530,7 +576,7 @@ int call_result(const llm_call_t *call, const sse_chat_t *chat, int64_t ttft_ms,
     size_t n;
 
     *json = NULL;
-    if (call->schema && (cj = score_json(call, content, f)) == NULL) return 1;
+    if (call->schema && (cj = content_json(call, content, f)) == NULL) return 1;
     if ((r = cJSON_CreateObject()) == NULL) {
         cJSON_Delete(cj);
         return CBM_ENOMEM;

@@ -9,7 +9,8 @@
  * renders the council's system prompt and the phase's prompt with the
  * variables of §1 (engine/prompt.h), and writes the request body. A call
  * whose dependencies hold an error object or a skip completes at once with
- * {"skipped": true, "agent", "because"} and no request. call_result turns
+ * {"skipped": true, "agent", "because"} and no request (because: the step
+ * that failed, carried over from a skip). call_result turns
  * what the stream said into the §4 result.
  *
  * Pure functions (no I/O); threads: any.
@@ -37,7 +38,10 @@ typedef struct call_opts {
 
 /* A call, built. Free with call_finish. */
 typedef struct llm_call {
-    char *agent;             /* the acting agent's id ("judge" to score) */
+    char *agent;             /* the acting agent's name in results: its profile's
+                                id, "<id>#<k>" for the k-th reuse of a profile
+                                (deliberation.md §2), "judge" to score */
+    char *agent_id;          /* its profile's id: the {{agent}} of templates */
     char phase[16];          /* generate | critique | revise | score */
     char *skipped;           /* non-NULL: complete with this result, no request */
     char *body;              /* the request's JSON text */
@@ -46,7 +50,8 @@ typedef struct llm_call {
     uint32_t seed;           /* first 31 bits of SHA-256(task_id) */
     char prompt_sha256[65];  /* SHA-256 hex of the messages array as canonical
                                 JSON (sorted keys, compact, UTF-8 as it is) */
-    bool schema;             /* a JSON schema was asked (score): content_json */
+    bool schema;             /* JSON was asked (response_format): content_json */
+    bool score;              /* ... and it is the score's, checked against the rubric */
     char **criteria;         /* the rubric's criteria, for the schema's check */
     size_t ncriteria;
 } llm_call_t;
@@ -68,8 +73,9 @@ uint32_t call_seed(const char *task_id);
 /*
  * The step's result for a stream that came whole (classify_stream found
  * nothing wrong), as §4's JSON text in *json (malloc'd). 0: done. 1: a
- * failure, *f says which (llm_bad_output: content that is not the asked
- * schema's JSON; llm_result_too_large: over @p max_bytes). CBM_ENOMEM.
+ * failure, *f says which (llm_bad_output: content that is not JSON when
+ * JSON was asked, or not the score's; llm_result_too_large: over
+ * @p max_bytes). CBM_ENOMEM.
  */
 int call_result(const llm_call_t *call, const sse_chat_t *chat, int64_t ttft_ms,
                 int64_t latency_ms, size_t max_bytes, char **json, llm_failure_t *f);
