@@ -14,36 +14,17 @@
 #   - an execution cancelled while its call hangs: the worker aborts the
 #     transfer (the stub journals it aborted);
 #   - SIGTERM drains the worker, which exits 0.
-# Without the `args` field of task steps in this tree (the worker's input
-# then has no args), only the plumbing is checked: a call fails with
-# llm_bad_input. Everything started is killed and the database dropped,
-# on failure too. Skips (77) without CEREBELUM_TEST_DATABASE_URL.
+# Everything started is killed and the database dropped, on failure too
+# (tests/cli/lib.sh). Skips (77) without CEREBELUM_TEST_DATABASE_URL.
 set -u
 exe=$1 worker=$2 stub=$3
 dir=$(cd "$(dirname "$0")" && pwd)
-[ -n "${CEREBELUM_TEST_DATABASE_URL:-}" ] || { echo "CEREBELUM_TEST_DATABASE_URL unset: skipped"; exit 77; }
-
-tmp=$(mktemp -d /tmp/cbm-llm-test.XXXXXX)
-db="cbm_llm_$$_$RANDOM"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE $db" || exit 1
-export CEREBELUM_DATABASE_URL="${CEREBELUM_TEST_DATABASE_URL%/*}/$db"
-unset CEREBELUM_SERVER CEREBELUM_TOKEN CEREBELUM_TLS_CA CEREBELUM_LISTEN CEREBELUM_STATE_DIR \
-  CEREBELUM_LLM_BASE_URL CEREBELUM_LLM_API_KEY CEREBELUM_TLS_CLIENT_CERT CEREBELUM_TLS_CLIENT_KEY
+# The temp dir, the fresh database, cleanup on exit, fail, start_server.
+. "$dir/../cli/lib.sh"
+unset CEREBELUM_LLM_BASE_URL CEREBELUM_LLM_API_KEY CEREBELUM_TLS_CLIENT_CERT CEREBELUM_TLS_CLIENT_KEY
 # A short lease: heartbeats (lease / 3) carry cancels to the worker quickly.
 export CEREBELUM_LEASE_MS=3000
 
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 ok() { echo "ok: $*"; }
 sql() { psql -qtAX "$CEREBELUM_DATABASE_URL" -c "$1"; }
 cli() { "$exe" "$@" 2>"$tmp/cli.err"; }
@@ -68,16 +49,7 @@ for e in json.load(sys.stdin):
 script() { curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/_stub/script" -d "$1"; }
 
 # ---- the server, and a port for the stub that does not listen yet --------------
-"$exe" serve --listen 127.0.0.1:0 2>"$tmp/serve.err" &
-spid=$!; pids+=("$spid")
-addr=
-for i in $(seq 600); do
-  addr=$(sed -n 's/^cerebelum: serving on \([^ ]*\).*/\1/p' "$tmp/serve.err")
-  [ -n "$addr" ] && break
-  kill -0 "$spid" 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "FAIL: serve did not start: $(cat "$tmp/serve.err")" >&2; exit 1; }
+start_server main --listen 127.0.0.1:0 || exit 1
 export CEREBELUM_SERVER=$addr
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 
@@ -112,89 +84,72 @@ bp() {
 JSON
   cli blueprint register "$tmp/$1.json" >/dev/null
 }
-have_args=1
-if ! bp call gen.0 '{"phase": "generate", "agent": 0, "round": 0}' '{"max_attempts": 1}'; then
-  if grep -q "args" "$tmp/cli.err"; then
-    have_args=0
-    echo "note: task steps have no 'args' in this tree: checking the plumbing only"
-    cat >"$tmp/call.json" <<'JSON'
-{"name": "call", "steps": [{"name": "gen.0", "queue": "llm", "handler": "cbm.llm.generate"}]}
-JSON
-    cli blueprint register "$tmp/call.json" >/dev/null || fail "register: $(cat "$tmp/cli.err")"
-  else
-    fail "register: $(cat "$tmp/cli.err")"
-  fi
-fi
+bp call gen.0 '{"phase": "generate", "agent": 0, "round": 0}' '{"max_attempts": 1}' ||
+  fail "register: $(cat "$tmp/cli.err")"
 id=$(cli start call --input "$inputs" | head -1)
 wait_for 300 done_ "$id" || fail "the call did not end: $(status_of "$id")"
-if [ $have_args = 0 ]; then
+res=$(cli show "$id" --json)
+r=$(py "json.dumps(x['result']['gen.0'])" <<<"$res")
+[ "$(status_of "$id")" = completed ] && ok "the call completed" || fail "the call: $res"
+for k in agent phase content finish_reason model seed usage ttft_ms latency_ms prompt_sha256; do
+  py "x['$k']" <<<"$r" >/dev/null 2>&1 || fail "the result has no $k: $r"
+done
+[ "$(py "x['agent'], x['phase'], x['model']" <<<"$r")" = "dev-1 generate stub-model" ] &&
+  ok "result: $(py "x['agent'], x['usage']" <<<"$r")" || fail "result: $r"
+[ "$(entry "$id/gen.0/1" status)" = completed ] && ok "journal: $id/gen.0/1 completed" ||
+  fail "journal: $(journal)"
+[ "$(entry "$id/gen.0/1" prompt_sha256)" = "$(py "x['prompt_sha256']" <<<"$r")" ] &&
+  [ "$(entry "$id/gen.0/1" seed)" = "$(py "x['seed']" <<<"$r")" ] &&
+  ok "the stub hashed the same prompt and got the same seed" || fail "hash or seed differ: $(journal)"
+
+# faulty NAME STEP RETRY RULE [nowait]: a blueprint of one call, the stub
+# scripted with RULE for it, one execution started (id) and, unless
+# nowait, waited for (err: its error)
+faulty() {
+  bp "$1" "$2" '{"phase": "generate", "agent": 0}' "$3" || fail "register $1: $(cat "$tmp/cli.err")"
+  [ "$(script "$4")" = 200 ] || fail "script $4"
+  id=$(cli start "$1" --input "$inputs" | head -1)
+  [ "${5:-}" = nowait ] && return
+  wait_for 300 done_ "$id" || fail "$1 did not end"
   err=$(sql "SELECT error FROM cbm_executions WHERE id = '$id'")
-  grep -q '"llm_bad_input"' <<<"$err" && grep -q "args is missing" <<<"$err" &&
-    ok "the worker took the task and refused its input: $err" || fail "without args: $err"
-else
-  res=$(cli show "$id" --json)
-  r=$(py "json.dumps(x['result']['gen.0'])" <<<"$res")
-  [ "$(status_of "$id")" = completed ] && ok "the call completed" || fail "the call: $res"
-  for k in agent phase content finish_reason model seed usage ttft_ms latency_ms prompt_sha256; do
-    py "x['$k']" <<<"$r" >/dev/null 2>&1 || fail "the result has no $k: $r"
-  done
-  [ "$(py "x['agent'], x['phase'], x['model']" <<<"$r")" = "dev-1 generate stub-model" ] &&
-    ok "result: $(py "x['agent'], x['usage']" <<<"$r")" || fail "result: $r"
-  [ "$(entry "$id/gen.0/1" status)" = completed ] && ok "journal: $id/gen.0/1 completed" ||
-    fail "journal: $(journal)"
-  [ "$(entry "$id/gen.0/1" prompt_sha256)" = "$(py "x['prompt_sha256']" <<<"$r")" ] &&
-    [ "$(entry "$id/gen.0/1" seed)" = "$(py "x['seed']" <<<"$r")" ] &&
-    ok "the stub hashed the same prompt and got the same seed" || fail "hash or seed differ: $(journal)"
+}
+# settled TASK TENTHS: the task's journal status once settled, or ""
+settled() {
+  local s= i
+  for i in $(seq "$2"); do s=$(entry "$1" status); [ -n "$s" ] && break; sleep 0.1; done
+  echo "$s"
+}
 
-  # faulty NAME STEP RETRY RULE [nowait]: a blueprint of one call, the stub
-  # scripted with RULE for it, one execution started (id) and, unless
-  # nowait, waited for (err: its error)
-  faulty() {
-    bp "$1" "$2" '{"phase": "generate", "agent": 0}' "$3" || fail "register $1: $(cat "$tmp/cli.err")"
-    [ "$(script "$4")" = 200 ] || fail "script $4"
-    id=$(cli start "$1" --input "$inputs" | head -1)
-    [ "${5:-}" = nowait ] && return
-    wait_for 300 done_ "$id" || fail "$1 did not end"
-    err=$(sql "SELECT error FROM cbm_executions WHERE id = '$id'")
-  }
-  # settled TASK TENTHS: the task's journal status once settled, or ""
-  settled() {
-    local s= i
-    for i in $(seq "$2"); do s=$(entry "$1" status); [ -n "$s" ] && break; sleep 0.1; done
-    echo "$s"
-  }
+# ---- 3. 429 with Retry-After, then a context length -----------------------------
+faulty rl rl.0 '{"max_attempts": 2, "initial_ms": 10}' \
+  '{"match": "/rl.0/1", "fault": "429", "retry_after_s": 2}'
+[ "$(status_of "$id")" = completed ] && ok "429: the retry completed" || fail "429: $(status_of "$id")"
+failed=$(sql "SELECT payload FROM cbm_events WHERE execution_id = '$id' AND type = 'StepFailed'")
+grep -q '"llm_rate_limited"' <<<"$failed" && grep -Eq '"retry_after_ms": ?2000' <<<"$failed" &&
+  ok "429 recorded: $failed" || fail "429 recorded as: $failed"
+t1=$(entry "$id/rl.0/1" started_ms) t2=$(entry "$id/rl.0/2" started_ms)
+[ -n "$t1" ] && [ -n "$t2" ] && [ $((t2 - t1)) -ge 2000 ] &&
+  ok "the retry waited $((t2 - t1)) ms for Retry-After: 2" || fail "retry after ${t1:-?} -> ${t2:-?}"
 
-  # ---- 3. 429 with Retry-After, then a context length -----------------------------
-  faulty rl rl.0 '{"max_attempts": 2, "initial_ms": 10}' \
-    '{"match": "/rl.0/1", "fault": "429", "retry_after_s": 2}'
-  [ "$(status_of "$id")" = completed ] && ok "429: the retry completed" || fail "429: $(status_of "$id")"
-  failed=$(sql "SELECT payload FROM cbm_events WHERE execution_id = '$id' AND type = 'StepFailed'")
-  grep -q '"llm_rate_limited"' <<<"$failed" && grep -Eq '"retry_after_ms": ?2000' <<<"$failed" &&
-    ok "429 recorded: $failed" || fail "429 recorded as: $failed"
-  t1=$(entry "$id/rl.0/1" started_ms) t2=$(entry "$id/rl.0/2" started_ms)
-  [ -n "$t1" ] && [ -n "$t2" ] && [ $((t2 - t1)) -ge 2000 ] &&
-    ok "the retry waited $((t2 - t1)) ms for Retry-After: 2" || fail "retry after ${t1:-?} -> ${t2:-?}"
+faulty ctx cx.0 '{"max_attempts": 3, "initial_ms": 10}' \
+  '{"match": "/cx.0/", "fault": "context_length", "times": -1}'
+n=$(journal | python3 -c "import json,sys; print(sum(1 for e in json.load(sys.stdin) if '/cx.0/' in (e['task'] or '')))")
+grep -q '"llm_context_length"' <<<"$err" && [ "$n" = 1 ] &&
+  ok "context length: failed once, not retried ($err)" || fail "context length: $err, $n calls"
 
-  faulty ctx cx.0 '{"max_attempts": 3, "initial_ms": 10}' \
-    '{"match": "/cx.0/", "fault": "context_length", "times": -1}'
-  n=$(journal | python3 -c "import json,sys; print(sum(1 for e in json.load(sys.stdin) if '/cx.0/' in (e['task'] or '')))")
-  grep -q '"llm_context_length"' <<<"$err" && [ "$n" = 1 ] &&
-    ok "context length: failed once, not retried ($err)" || fail "context length: $err, $n calls"
+# ---- 4. a stall -------------------------------------------------------------------
+faulty stall st.0 '{"max_attempts": 1}' '{"match": "/st.0/", "fault": "stall", "after_tokens": 2}'
+grep -q '"llm_stalled"' <<<"$err" && ok "stall: $err" || fail "stall: $err"
+s=$(settled "$id/st.0/1" 30)
+[ "$s" = aborted ] && ok "the stub saw the stalled call aborted" || fail "stall journal: $s"
 
-  # ---- 4. a stall -------------------------------------------------------------------
-  faulty stall st.0 '{"max_attempts": 1}' '{"match": "/st.0/", "fault": "stall", "after_tokens": 2}'
-  grep -q '"llm_stalled"' <<<"$err" && ok "stall: $err" || fail "stall: $err"
-  s=$(settled "$id/st.0/1" 30)
-  [ "$s" = aborted ] && ok "the stub saw the stalled call aborted" || fail "stall journal: $s"
-
-  # ---- 5. a cancel while the call hangs ----------------------------------------------
-  faulty hang hg.0 '{"max_attempts": 1}' '{"match": "/hg.0/", "fault": "hang"}' nowait
-  inflight() { journal | grep -q "$id/hg.0/1"; }
-  wait_for 100 inflight || fail "the hanging call never reached the stub"
-  cli cancel "$id" --reason test >/dev/null || fail "cancel: $(cat "$tmp/cli.err")"
-  s=$(settled "$id/hg.0/1" 150)
-  [ "$s" = aborted ] && ok "cancel: the worker aborted the transfer" || fail "cancel journal: ${s:-in flight}"
-fi
+# ---- 5. a cancel while the call hangs ----------------------------------------------
+faulty hang hg.0 '{"max_attempts": 1}' '{"match": "/hg.0/", "fault": "hang"}' nowait
+inflight() { journal | grep -q "$id/hg.0/1"; }
+wait_for 100 inflight || fail "the hanging call never reached the stub"
+cli cancel "$id" --reason test >/dev/null || fail "cancel: $(cat "$tmp/cli.err")"
+s=$(settled "$id/hg.0/1" 150)
+[ "$s" = aborted ] && ok "cancel: the worker aborted the transfer" || fail "cancel journal: ${s:-in flight}"
 
 # ---- 6. drain ------------------------------------------------------------------------
 kill -TERM "$wpid"
