@@ -151,7 +151,7 @@ static void print_text(const delib_t *d)
             status = str(c->result, "kind"); /* an error object, kept by diverge */
         else if (strcmp(c->status, "failed") == 0 && str(c->result, "kind") != NULL)
             status = str(c->result, "kind");
-        if (u != NULL) {
+        if (u != NULL && phase != NULL) { /* an LLM call (select sums what it saw) */
             snprintf(tokens, sizeof(tokens), "%.0f+%.0f", num(u, "prompt_tokens"),
                      num(u, "completion_tokens"));
             pt += num(u, "prompt_tokens");
@@ -165,7 +165,7 @@ static void print_text(const delib_t *d)
                str(c->result, "finish_reason") ? str(c->result, "finish_reason") : "-",
                str(c->result, "prompt_sha256") ? str(c->result, "prompt_sha256") : "-");
     }
-    printf("  calls with usage: %d, tokens %.0f prompt + %.0f completion\n", llm, pt, ct);
+    printf("  LLM calls: %d, tokens %.0f prompt + %.0f completion\n", llm, pt, ct);
     if (strcmp(d->status, "completed") == 0) {
         if (str(w, "agent") != NULL)
             printf("  winner: %s (%s)%s%.3f\n", str(w, "agent"), str(w, "step") ? str(w, "step") : "",

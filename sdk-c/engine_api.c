@@ -244,6 +244,41 @@ int cbm__engine_read(cbm_engine_t *e, cbm__read_fn fn, void *arg, cbm_error_t *e
     return rc;
 }
 
+/* cbm__engine_state's work, under rd_mu. */
+static int state_of(cbm_engine_t *e, const char *id, char **json, cbm_error_t *err)
+{
+    store_execution_t *x = NULL;
+    store_event_t *evs = NULL;
+    size_t n = 0;
+    const bp_blueprint_t *bp;
+    st_exec_t st;
+    int rc = store_load_execution(e->rd, id, &x, &evs, &n, err);
+
+    if (rc != 0) return rc;
+    if ((bp = load_blueprint(e, x->blueprint, x->version, 0, err)) == NULL) {
+        rc = err != NULL && err->code ? err->code : CBM_ENOTFOUND;
+    } else {
+        rc = dec_fold(&st, x->id, bp, x->snapshot, evs, n, err);
+        if (rc == 0 && (*json = st_to_json(&st)) == NULL)
+            rc = cbm_error_set(err, CBM_ENOMEM, "out of memory");
+        st_finish(&st);
+    }
+    store_executions_free(x, 1);
+    store_events_free(evs, n);
+    return rc;
+}
+
+int cbm__engine_state(cbm_engine_t *e, const char *id, char **json, cbm_error_t *err)
+{
+    int rc;
+    *json = NULL;
+    if (e == NULL || id == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    if (!e->started) return cbm_error_set(err, CBM_ESTATE, "engine not started");
+    if ((rc = known_id(id, err)) != 0) return rc;
+    WITH_RD(e, rc, state_of(e, id, json, err));
+    return rc;
+}
+
 int cbm_engine_put_blueprint(cbm_engine_t *e, const char *json, char version_out[65],
                              bool *created, cbm_error_t *err)
 {

@@ -18,4 +18,11 @@ typedef int (*cbm__read_fn)(store_t *s, void *arg, cbm_error_t *err);
  * cbm_engine_start; otherwise fn's code. Any thread. */
 int cbm__engine_read(cbm_engine_t *e, cbm__read_fn fn, void *arg, cbm_error_t *err);
 
+/* The engine's own reduced state of execution id, folded from its history
+ * by the reducer (st_to_json(): steps with status, attempt, result, error,
+ * child). *json is malloc'd; free() it. CBM_ENOTFOUND, store errors,
+ * CBM_ENOMEM. Any thread. What GetExecution's state_json takes its results
+ * from, instead of a second reading of events. */
+int cbm__engine_state(cbm_engine_t *e, const char *id, char **json, cbm_error_t *err);
+
 #endif

@@ -28,6 +28,7 @@
 #include <uuid/uuid.h>
 
 #include "cbm_internal.h"
+#include "sdk-c/engine_internal.h"
 
 typedef struct job {
     uv_work_t req;
@@ -374,6 +375,54 @@ static void do_start(job_t *j)
     cbm_execution_info_free(x);
 }
 
+/* Each step's outcome from the engine's own reducer (cbm__engine_state):
+ * a finished step's status, result and error, and a child step's child id,
+ * replace what the history fold read, so that what a step's result is (a
+ * deliberation's is its child's select result, unwrapped) is said in one
+ * place, the engine. The in-progress statuses stay the events' names. */
+static int engine_outcomes(job_t *j, const char *id, char **state)
+{
+    char *json = NULL;
+    cJSON *mine = NULL, *eng = NULL, *steps, *s;
+    int rc = cbm__engine_state(j->svc->engine, id, &json, &j->err);
+
+    if (rc != 0) return rc;
+    mine = cJSON_Parse(*state);
+    eng = cJSON_Parse(json);
+    free(json);
+    if (mine == NULL || eng == NULL) goto oom;
+    steps = cJSON_GetObjectItemCaseSensitive(mine, "steps");
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(eng, "steps"))
+    {
+        const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "status"));
+        cJSON *m = cJSON_GetObjectItemCaseSensitive(steps, s->string), *v;
+        bool done = st != NULL && (strcmp(st, "completed") == 0 || strcmp(st, "failed") == 0);
+        const char *child = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "child"));
+        if (m == NULL) continue; /* never started */
+        if (child != NULL) {
+            cJSON_DeleteItemFromObjectCaseSensitive(m, "child");
+            if (cJSON_AddStringToObject(m, "child", child) == NULL) goto oom;
+        }
+        if (!done) continue;
+        cJSON_DeleteItemFromObjectCaseSensitive(m, "status");
+        cJSON_DeleteItemFromObjectCaseSensitive(m, "result");
+        cJSON_DeleteItemFromObjectCaseSensitive(m, "error");
+        if (cJSON_AddStringToObject(m, "status", st) == NULL) goto oom;
+        v = cJSON_DetachItemFromObjectCaseSensitive(s, st[0] == 'c' ? "result" : "error");
+        if (v != NULL) cJSON_AddItemToObject(m, st[0] == 'c' ? "result" : "error", v);
+    }
+    if ((json = cJSON_PrintUnformatted(mine)) == NULL) goto oom;
+    free(*state);
+    *state = json;
+    cJSON_Delete(mine);
+    cJSON_Delete(eng);
+    return 0;
+oom:
+    cJSON_Delete(mine);
+    cJSON_Delete(eng);
+    return cbm_error_set(&j->err, CBM_ENOMEM, "out of memory");
+}
+
 static void do_get(job_t *j)
 {
     const Cerebelum__V1__GetExecutionRequest *rq = (const void *)j->in;
@@ -391,8 +440,10 @@ static void do_get(job_t *j)
     if (rp == NULL) goto out;
     j->out = &rp->base;
     if ((rp->execution = execution_msg(j, x)) == NULL) goto out;
-    if ((state = state_from_history(evs, n)) == NULL) {
-        fail(j, CBM_ENOMEM, "out of memory");
+    if ((state = state_from_history(evs, n)) == NULL ||
+        (j->rc = engine_outcomes(j, rq->execution_id, &state)) != 0) {
+        free(state);
+        if (j->rc == 0) fail(j, CBM_ENOMEM, "out of memory");
         goto out;
     }
     rp->state_json = state;

@@ -25,6 +25,13 @@ stub=${3:-$dir/../../tests/llmstub/llmstub.py}
 tmp=$(mktemp -d /tmp/cbm-delib-example.XXXXXX)
 pids=()
 cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for i in $(seq 50); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
   wait 2>/dev/null
   rm -rf "$tmp"
@@ -118,4 +125,7 @@ assert len(done) == 36, f"{len(done)} distinct calls completed, want 36"
 assert max(done.values()) == 1, [k for k, v in done.items() if v > 1]
 print(f"36 LLM calls, each completed once at the model server")
 PY
+echo
+"$cbm" deliberation show "$id" | sed -n '1,16p'
+echo "(cerebelum deliberation show $id prints every call of the three deliberations)"
 echo "plan_review $id completed"

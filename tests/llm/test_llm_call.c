@@ -213,19 +213,23 @@ static void skipped(void **state)
     assert_null(build("crit.1.0", 1, "critique",
                       "{\"gen.1\":{\"kind\":\"llm_context_length\",\"message\":\"too long\",\"retryable\":false}}",
                       "{\"phase\":\"critique\",\"agent\":0,\"target\":1,\"round\":1}", &OPTS, &c));
-    assert_string_equal(c.skipped, "{\"skipped\":true,\"agent\":\"dev-1\",\"because\":\"gen.1\"}");
+    assert_string_equal(c.skipped, "{\"skipped\":true,\"agent\":\"dev-1\",\"because\":\"gen.1\","
+                                   "\"error\":{\"kind\":\"llm_context_length\",\"message\":\"too long\"}}");
     assert_null(c.body);
     call_finish(&c);
     /* a skip skips what depends on it, naming the step that failed */
     assert_null(build("score.0", 1, "score",
-                      "{\"rev.1.0\":{\"skipped\":true,\"agent\":\"dev-1\",\"because\":\"crit.1.2\"}}",
+                      "{\"rev.1.0\":{\"skipped\":true,\"agent\":\"dev-1\",\"because\":\"crit.1.2\","
+                      "\"error\":{\"kind\":\"llm_timeout\",\"message\":\"m\"}}}",
                       "{\"phase\":\"score\",\"agent\":0}", &OPTS, &c));
-    assert_string_equal(c.skipped, "{\"skipped\":true,\"agent\":\"judge\",\"because\":\"crit.1.2\"}");
+    assert_string_equal(c.skipped, "{\"skipped\":true,\"agent\":\"judge\",\"because\":\"crit.1.2\","
+                                   "\"error\":{\"kind\":\"llm_timeout\",\"message\":\"m\"}}");
     call_finish(&c);
     assert_null(build("rev.1.1", 1, "revise",
                       "{\"gen.1\":{\"content\":\"x\"},\"crit.1.0\":{\"kind\":\"llm_timeout\",\"message\":\"m\"}}",
                       "{\"phase\":\"revise\",\"agent\":1,\"round\":1}", &OPTS, &c));
-    assert_string_equal(c.skipped, "{\"skipped\":true,\"agent\":\"dev-2\",\"because\":\"crit.1.0\"}");
+    assert_string_equal(c.skipped, "{\"skipped\":true,\"agent\":\"dev-2\",\"because\":\"crit.1.0\","
+                                   "\"error\":{\"kind\":\"llm_timeout\",\"message\":\"m\"}}");
     call_finish(&c);
 }
 

@@ -18,6 +18,7 @@
 #include "call.h"
 
 #include <cJSON.h>
+#include <stdbool.h>
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
@@ -267,16 +268,22 @@ static int sort_deps(build_t *b, const cJSON *deps, llm_failure_t *f)
 }
 
 /* The skip of a call whose dependency dep failed or was skipped: because
- * names the step that failed, carried over from a skip. */
+ * names the step that failed and error holds its kind and message, both
+ * carried over from a skip (docs/deliberation.md §3). */
 static int skipped_result(llm_call_t *call, const cJSON *dep)
 {
-    const char *because = cJSON_IsTrue(get(dep, "skipped")) && str(dep, "because") != NULL
-                              ? str(dep, "because")
-                              : dep->string;
+    bool skip = cJSON_IsTrue(get(dep, "skipped"));
+    const char *because = skip && str(dep, "because") != NULL ? str(dep, "because") : dep->string;
+    const cJSON *e = skip ? get(dep, "error") : dep;
     cJSON *r = cJSON_CreateObject();
     cJSON_AddBoolToObject(r, "skipped", 1);
     cJSON_AddStringToObject(r, "agent", call->agent);
     cJSON_AddStringToObject(r, "because", because);
+    if (str(e, "kind") != NULL) {
+        cJSON *eo = cJSON_AddObjectToObject(r, "error");
+        cJSON_AddStringToObject(eo, "kind", str(e, "kind"));
+        cJSON_AddStringToObject(eo, "message", str(e, "message") != NULL ? str(e, "message") : "");
+    }
     call->skipped = cJSON_PrintUnformatted(r);
     cJSON_Delete(r);
     return call->skipped != NULL ? 0 : CBM_ENOMEM;
