@@ -23,6 +23,7 @@ cbm=$1 worker=$2
 dir=$(cd "$(dirname "$0")" && pwd)
 stub=${3:-$dir/../../tests/llmstub/llmstub.py}
 tmp=$(mktemp -d /tmp/cbm-delib-example.XXXXXX)
+chmod 755 "$tmp"  # the embedded store may run PostgreSQL as another user
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
