@@ -66,7 +66,7 @@ serve_start() { # port
 }
 worker_start() { # id concurrency
   "$worker" --server "127.0.0.1:$sport" --base-url "http://127.0.0.1:$port/v1" --model stub-model \
-    --queue llm --concurrency "$2" --worker-id "$1" 2>>"$work/$1.err" &
+    --queue llm --concurrency "$2" --worker-id "$1" >/dev/null 2>>"$work/$1.err" &
   echo $!
 }
 # Deliberations that are not completed yet (ids from the file $1).
@@ -178,7 +178,13 @@ for k in 1 2; do
   stub_start "$port"
 done
 wait_all "$work/ids3" 240
-echo "stub kills: every deliberation completed"
-grep -q 'llm_unavailable\|llm_truncated' "$work"/w3.err "$work"/w4.err "$work/serve.err" 2>/dev/null ||
-  echo "(no dropped stream was logged by name; the deliberations completed regardless)"
+retried=$(python3 -c '
+import json, sys
+n = 0
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e.get("status") == "completed" and e.get("task") and int(e["task"].rsplit("/", 1)[1]) > 1:
+        n += 1
+print(n)' "$work/journal.jsonl")
+echo "stub kills: every deliberation completed; $retried calls completed on a later attempt in the whole run"
 echo "delib_crash: ok"
