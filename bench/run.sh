@@ -7,17 +7,23 @@
 #                 of their wake-ups;
 #   bench_remote: W1 and W2 with every step run by a worker over gRPC on
 #                 loopback (cerebelum serve + cerebelum/worker.h), and the
-#                 dispatch latency to the worker's handler.
+#                 dispatch latency to the worker's handler;
+#   bench_delib:  deliberations on cerebelum-llm-worker against the
+#                 OpenAI-compatible stub: per-call overhead at 0/50/500 ms,
+#                 a ring against its critical path, 100 at once.
 # SLEEPERS=N and SLEEP_MS=M change the second one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 [ -d build-release ] || meson setup build-release --buildtype=release -Dtests=false >/dev/null
-ninja -C build-release bench/bench_engine bench/bench_sleep bench/bench_remote cli/cerebelum >/dev/null
+ninja -C build-release bench/bench_engine bench/bench_sleep bench/bench_remote bench/bench_delib \
+  cli/cerebelum workers/llm/cerebelum-llm-worker >/dev/null
 tests/harness/with-postgres.sh bash -c '
   base=${CEREBELUM_TEST_DATABASE_URL%/*}
   psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE bench" -c "CREATE DATABASE bench_sleep" \
-    -c "CREATE DATABASE bench_remote" &&
+    -c "CREATE DATABASE bench_remote" -c "CREATE DATABASE bench_delib" &&
   CEREBELUM_DATABASE_URL="$base/bench" build-release/bench/bench_engine &&
   CEREBELUM_DATABASE_URL="$base/bench_sleep" build-release/bench/bench_sleep "${SLEEPERS:-100000}" "${SLEEP_MS:-20000}" &&
-  CEREBELUM_DATABASE_URL="$base/bench_remote" build-release/bench/bench_remote build-release/cli/cerebelum'
+  CEREBELUM_DATABASE_URL="$base/bench_remote" build-release/bench/bench_remote build-release/cli/cerebelum &&
+  CEREBELUM_DATABASE_URL="$base/bench_delib" build-release/bench/bench_delib build-release/cli/cerebelum \
+    build-release/workers/llm/cerebelum-llm-worker tests/llmstub/llmstub.py'
