@@ -7,6 +7,7 @@ PKGS=(build-essential meson ninja-build pkg-config python3
       libuv1-dev libcjson-dev libpq-dev libssl-dev uuid-dev libcmocka-dev
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
       libcurl4-openssl-dev     # cerebelum-llm-worker (workers/llm)
+      libnats-dev nats-server  # bus/ (NATS JetStream triggers and outbox) and its tests
       python3-grpcio openssl postgresql postgresql-client
       clang libclang-rt-dev)   # the fuzz suite: clang and libFuzzer (tests/fuzz)
 

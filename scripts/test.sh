@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - set up, build with AddressSanitizer + UndefinedBehaviorSanitizer,
 # and run every test suite against a private PostgreSQL started for the run
-# (tests/harness/with-postgres.sh); then the fuzz suite, from a second build
+# (tests/harness/with-postgres.sh) and a private nats-server -js
+# (tests/harness/with-nats.sh); then the fuzz suite, from a second build
 # with clang and libFuzzer (build-fuzz, tests/fuzz, docs/fuzzing.md), where
 # each target runs for a few seconds. Ends with the line
 # "N passed, N failed, N skipped", which counts both runs.
@@ -18,7 +19,7 @@ if [ ! -d "$BUILD" ]; then
 fi
 ninja -C "$BUILD" || { echo "0 passed, 1 failed"; exit 1; }
 
-tests/harness/with-postgres.sh meson test -C "$BUILD" --print-errorlogs \
+tests/harness/with-postgres.sh tests/harness/with-nats.sh meson test -C "$BUILD" --print-errorlogs \
   --num-processes 2 "$@"
 rc=$?
 logs=("$BUILD/meson-logs/testlog.json")
