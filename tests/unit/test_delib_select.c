@@ -225,6 +225,27 @@ static void test_failed_and_skipped(void **state)
     free(in);
 }
 
+/* A skipped marker that carries the failed call's error: the agent is
+ * listed with that kind and message, at the step that failed. */
+static void test_skipped_with_error(void **state)
+{
+    (void)state;
+    char *in = input(3, RING_JUDGE("{\"rule\":\"top_score\",\"top_k\":3,\"min_proposals\":1}"),
+                     "\"rev.1.0\":{\"skipped\":true,\"agent\":\"dev-1\",\"because\":\"gen.0\","
+                     "\"error\":{\"kind\":\"llm_context_length\",\"message\":\"too long\"}},"
+                     "\"rev.1.1\":" PROPOSAL("dev-2", "p1", 7, 3) ","
+                     "\"rev.1.2\":" PROPOSAL("dev-3", "p2", 7, 3) ","
+                     "\"score.0\":{\"skipped\":true,\"agent\":\"judge\",\"because\":\"gen.0\","
+                     "\"error\":{\"kind\":\"llm_context_length\",\"message\":\"too long\"}},"
+                     "\"score.1\":" JUDGE(1, 1) ",\"score.2\":" JUDGE(0, 0));
+    char *r = select_ok(in);
+    assert_at(r, "failed",
+              "[{\"agent\":\"dev-1\",\"step\":\"gen.0\",\"kind\":\"llm_context_length\","
+              "\"message\":\"too long\"}]");
+    cJSON_free(r);
+    free(in);
+}
+
 static void test_quorum(void **state)
 {
     (void)state;
@@ -576,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_ties),
         cmocka_unit_test(test_threshold_first),
         cmocka_unit_test(test_failed_and_skipped),
+        cmocka_unit_test(test_skipped_with_error),
         cmocka_unit_test(test_quorum),
         cmocka_unit_test(test_bad_scores),
         cmocka_unit_test(test_handler_scoring),
