@@ -22,11 +22,13 @@
  */
 #include "bus/outbox.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <nats/nats.h>
@@ -44,8 +46,8 @@ struct bus_outbox {
 
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t cv;              /* wake-ups and stop, under mu */
-    bool stopping, woken;
+    bool stopping;                  /* under mu */
+    int wake[2];                    /* a pipe: a byte wakes the thread */
 
     /* The round in flight, under mu (the ack handler reads it). */
     store_outbox_row_t *rows;
@@ -102,23 +104,23 @@ static char *stream_subject_of(const char *tmpl)
     return out;
 }
 
-/* Wait until woken, stopped or ms elapsed. Returns false once stopping. */
-static bool nap(bus_outbox_t *o, int64_t ms)
+/* Wait until woken (bus_outbox_wake, stop, or with listen a commit that
+ * wrote outbox rows: PostgreSQL's NOTIFY), or ms elapsed. Returns false once
+ * stopping. */
+static bool nap(bus_outbox_t *o, int64_t ms, bool listen)
 {
-    struct timespec ts;
+    char buf[64];
     bool go;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
+    if (listen && o->store != NULL && store_ok(o->store)) {
+        cbm_error_t err = {0};
+        store_outbox_wait(o->store, o->wake[0], ms, &err); /* a failure shows next round */
+    } else {
+        struct pollfd p = {o->wake[0], POLLIN, 0};
+        poll(&p, 1, (int)ms);
     }
+    while (read(o->wake[0], buf, sizeof(buf)) > 0) {}
     pthread_mutex_lock(&o->mu);
-    while (!o->stopping && !o->woken)
-        if (pthread_cond_timedwait(&o->cv, &o->mu, &ts) != 0) break;
-    o->woken = false;
     go = !o->stopping;
     pthread_mutex_unlock(&o->mu);
     return go;
@@ -349,10 +351,13 @@ static bool store_ready(bus_outbox_t *o)
         }
     }
     if (held) return true;
-    if (store_outbox_try_lock(o->store, &got, &err) != 0)
+    if (store_outbox_try_lock(o->store, &got, &err) != 0 ||
+        (got && store_outbox_listen(o->store, &err) != 0)) {
         cbm_log_warn("outbox: %s (retrying)", err.message);
-    else if (got)
+        got = false;
+    } else if (got) {
         cbm_log_info("outbox: this process is the database's outbox publisher");
+    }
 done:
     pthread_mutex_lock(&o->mu);
     o->counters.holds_lock = got;
@@ -369,7 +374,7 @@ static void *thread_main(void *arg)
         int r;
 
         if (!store_ready(o)) {
-            if (!nap(o, o->poll_ms)) break;
+            if (!nap(o, o->poll_ms, false)) break;
             continue;
         }
         if (o->nc != NULL && natsConnection_Status(o->nc) == NATS_CONN_STATUS_CLOSED) nats_drop(o);
@@ -389,12 +394,12 @@ static void *thread_main(void *arg)
             continue; /* maybe more rows: next round at once */
         }
         if (r == 0) {
-            if (!nap(o, o->poll_ms)) break;
+            if (!nap(o, o->poll_ms, true)) break;
             continue;
         }
         backoff = backoff == 0 ? 100 : backoff * 2;
         if (backoff > 5000) backoff = 5000;
-        if (!nap(o, backoff)) break;
+        if (!nap(o, backoff, false)) break;
     }
     nats_drop(o);
     store_close(o->store);
@@ -414,7 +419,6 @@ static void free_outbox(bus_outbox_t *o)
 int bus_outbox_start(const bus_outbox_config_t *cfg, bus_outbox_t **out, cbm_error_t *err)
 {
     bus_outbox_t *o;
-    pthread_condattr_t ca;
     const char *subject = cfg->subject != NULL && cfg->subject[0] != '\0'
                               ? cfg->subject
                               : CBM_OUTBOX_SUBJECT_DEFAULT;
@@ -448,14 +452,15 @@ int bus_outbox_start(const bus_outbox_config_t *cfg, bus_outbox_t **out, cbm_err
         free_outbox(o);
         return cbm_error_set(err, CBM_ENOMEM, "outbox: out of memory");
     }
+    if (pipe2(o->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        free_outbox(o);
+        return cbm_error_set(err, CBM_EIO, "outbox: pipe: %s", strerror(errno));
+    }
     pthread_mutex_init(&o->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&o->cv, &ca);
-    pthread_condattr_destroy(&ca);
     if (pthread_create(&o->thread, NULL, thread_main, o) != 0) {
-        pthread_cond_destroy(&o->cv);
         pthread_mutex_destroy(&o->mu);
+        close(o->wake[0]);
+        close(o->wake[1]);
         free_outbox(o);
         return cbm_error_set(err, CBM_ENOMEM, "outbox: cannot start its thread");
     }
@@ -465,11 +470,11 @@ int bus_outbox_start(const bus_outbox_config_t *cfg, bus_outbox_t **out, cbm_err
 
 void bus_outbox_wake(bus_outbox_t *o)
 {
+    ssize_t r;
+
     if (o == NULL) return;
-    pthread_mutex_lock(&o->mu);
-    o->woken = true;
-    pthread_cond_signal(&o->cv);
-    pthread_mutex_unlock(&o->mu);
+    r = write(o->wake[1], "w", 1); /* full pipe: a wake-up is pending anyway */
+    (void)r;
 }
 
 void bus_outbox_counters(bus_outbox_t *o, bus_outbox_counters_t *out)
@@ -484,10 +489,11 @@ void bus_outbox_stop(bus_outbox_t *o)
     if (o == NULL) return;
     pthread_mutex_lock(&o->mu);
     o->stopping = true;
-    pthread_cond_signal(&o->cv);
     pthread_mutex_unlock(&o->mu);
+    bus_outbox_wake(o);
     pthread_join(o->thread, NULL);
-    pthread_cond_destroy(&o->cv);
     pthread_mutex_destroy(&o->mu);
+    close(o->wake[0]);
+    close(o->wake[1]);
     free_outbox(o);
 }

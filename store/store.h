@@ -514,6 +514,13 @@ typedef struct store_outbox_row {
  * the session: after store_reconnect, take it again. */
 int store_outbox_try_lock(store_t *s, bool *got, cbm_error_t *err);
 
+/* LISTEN on channel cbm_outbox, which every commit that writes outbox rows
+ * notifies (store_append); then store_outbox_wait returns when one arrives
+ * (drained), when fd (if >= 0) is readable, or after timeout_ms. Returns 0,
+ * or CBM_EUNAVAIL when the connection broke. */
+int store_outbox_listen(store_t *s, cbm_error_t *err);
+int store_outbox_wait(store_t *s, int fd, int64_t timeout_ms, cbm_error_t *err);
+
 /* Of the limit oldest rows (by id), the oldest row of each execution, in id
  * order (so no execution has two rows in one round). *out NULL when *n is 0;
  * free with store_outbox_rows_free(*out, *n). */

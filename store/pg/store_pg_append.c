@@ -58,6 +58,9 @@
  * data, leaves none. They are inserted in event order (ORDER BY ordinality;
  * the batch is in execution id, then seq order) after lk has locked the
  * projections, so one execution's rows get increasing ids in seq order.
+ * When it wrote any, the statement also notifies channel cbm_outbox (sent by
+ * PostgreSQL at commit, not at all on rollback): the publisher LISTENs, so it
+ * wakes whichever process committed, without polling.
  */
 #include "store/pg/store_pg_internal.h"
 
@@ -154,9 +157,11 @@ static const char sql_append[] =
     "   (SELECT n.bp FROM unnest($6::uuid[], $7::text[]) AS n(id, bp) WHERE n.id = u.id),"
     "   (SELECT x.blueprint FROM cbm_executions x WHERE x.id = u.id), '') AS bp) b"
     " ) o ORDER BY o.ord"
+    " RETURNING 1"
     ")"
     " SELECT cbm_expect_rows((SELECT count(*) FROM ux), cardinality($14::uuid[])),"
-    "  cbm_fence($43::uuid)";  /* migration 006: refused once this engine is fenced */
+    "  cbm_fence($43::uuid),"  /* migration 006: refused once this engine is fenced */
+    "  (SELECT count(pg_notify('cbm_outbox', '')) FROM (SELECT 1 FROM ob LIMIT 1) AS w)";
 
 /* Where each execution of the batch stands: projection last_seq (NULL when
  * the execution does not exist), the highest event seq, and whether another

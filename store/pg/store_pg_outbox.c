@@ -9,6 +9,7 @@
  */
 #include "store/pg/store_pg_internal.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,45 @@ int store_outbox_stats(store_t *s, store_outbox_stats_t *out, cbm_error_t *err)
     }
     PQclear(res);
     return rc;
+}
+
+int store_outbox_listen(store_t *s, cbm_error_t *err)
+{
+    return store_pg_exec_simple(s, "LISTEN cbm_outbox", err, "outbox: listen");
+}
+
+/* Drains the notifications received; true if there was one. */
+static bool drain(store_t *s)
+{
+    PGnotify *n;
+    bool got = false;
+
+    while ((n = PQnotifies(s->conn)) != NULL) {
+        got = true;
+        PQfreemem(n);
+    }
+    return got;
+}
+
+int store_outbox_wait(store_t *s, int fd, int64_t timeout_ms, cbm_error_t *err)
+{
+    struct pollfd p[2];
+
+    if (PQconsumeInput(s->conn) == 0 || PQsocket(s->conn) < 0)
+        return store_pg_fail(s, NULL, err, "outbox: wait");
+    if (drain(s)) return 0;
+    p[0].fd = PQsocket(s->conn);
+    p[0].events = POLLIN;
+    p[0].revents = 0;
+    p[1].fd = fd;
+    p[1].events = POLLIN;
+    p[1].revents = 0;
+    if (poll(p, fd >= 0 ? 2 : 1, timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms) > 0 &&
+        p[0].revents != 0) {
+        if (PQconsumeInput(s->conn) == 0) return store_pg_fail(s, NULL, err, "outbox: wait");
+        drain(s);
+    }
+    return 0;
 }
 
 void store_outbox_rows_free(store_outbox_row_t *r, size_t n)

@@ -14,6 +14,9 @@
  * test only); the next publisher publishes those rows again, the stream
  * acknowledges them as duplicates and stores nothing new: one message per
  * msg id.
+ *
+ * test_wake_on_commit: a commit that writes rows wakes the publisher through
+ * PostgreSQL's NOTIFY, long before its poll.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -251,6 +254,30 @@ static void test_kill_after_ack(void **state)
     assert_int_equal(check_stream("T_KILL", 20), 20);
 }
 
+/* A commit wakes the publisher (NOTIFY cbm_outbox), from whichever
+ * process: with a 60 s poll the rows still go within a second. */
+static void test_wake_on_commit(void **state)
+{
+    fixture_t *f = *state;
+    bus_outbox_config_t cfg = {0};
+    bus_outbox_t *o = NULL;
+    cbm_error_t err = {0};
+    char ids[3][37];
+
+    cfg.db_url = f->url;
+    cfg.nats_url = nats_url;
+    cfg.stream = "T_WAKE";
+    cfg.subject = "wake.{blueprint}.{event}";
+    cfg.poll_ms = 60000;
+    cfg.configure = true;
+    assert_code(bus_outbox_start(&cfg, &o, &err), 0);
+    sleep_ms(500); /* connected, locked, listening, idle */
+    run_executions(f, ids, 3);
+    wait_rows(f, 0, 1000);
+    bus_outbox_stop(o);
+    assert_int_equal(check_stream("T_WAKE", 12), 12);
+}
+
 /* The child of test_kill_after_ack: a publisher that exits (the test hook)
  * after its first PubAcks. */
 static int child_publisher(const char *db_url)
@@ -276,6 +303,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_kill_after_ack, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_outage, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_wake_on_commit, fixture_setup, fixture_teardown),
     };
 
     nats_url = getenv("CEREBELUM_TEST_NATS_URL");
