@@ -19,12 +19,15 @@
 /* 'CBMOUTBX': the publisher's session advisory lock, one per database. */
 #define OUTBOX_LOCK "x'43424d4f55544258'::int8"
 
-/* The oldest row of each execution among the limit oldest rows, in id order:
- * an execution never has two rows in flight, so a publish that fails can
- * never let a later row of the same execution overtake it. */
+/* The first row (by seq) of each execution among the limit oldest rows, in
+ * id order: an execution never has two rows in flight, and its next row is
+ * read only once this one is deleted, i.e. stored by the stream, so no
+ * failure can let a later event of an execution overtake an earlier one.
+ * (An execution's ids follow its seqs anyway; ordering the partition by seq
+ * does not rely on it.) */
 static const char sql_read[] =
     "SELECT id, execution_id, seq, subject, msg_id, payload FROM ("
-    " SELECT w.*, row_number() OVER (PARTITION BY w.execution_id ORDER BY w.id) AS r"
+    " SELECT w.*, row_number() OVER (PARTITION BY w.execution_id ORDER BY w.seq) AS r"
     " FROM (SELECT * FROM cbm_outbox ORDER BY id LIMIT $1::int8) w) t"
     " WHERE r = 1 ORDER BY id";
 

@@ -5,7 +5,8 @@
  * payload with its step, a payload over the cap replaced by a marker), in
  * seq order; a decision the store rejects (stale seq) or refuses for its
  * data writes none while the rest of its batch does; the publisher's calls
- * read one row per execution per round, delete, and count.
+ * read one row per execution per round, delete, and count; the health line
+ * (bus_outbox_health) says off, on, or stale past its threshold.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "bus/outbox.h"
 #include "tests/harness/testdb.h"
 #include "tests/store/store_test.h"
 
@@ -222,6 +224,33 @@ static void test_publisher_calls(void **state)
     assert_int_equal(st.rows, 3);
 }
 
+/* The health line, from the database alone. */
+static void test_health(void **state)
+{
+    fixture_t *f = *state;
+    cbm_error_t err = {0};
+    char line[256], id[37];
+    bool stale = true;
+
+    assert_code(bus_outbox_health(f->s, 60000, line, sizeof(line), &stale, &err), 0);
+    assert_string_equal(line, "outbox: off");
+    assert_false(stale);
+    enable(f, NULL, 1000);
+    assert_code(bus_outbox_health(f->s, 60000, line, sizeof(line), &stale, &err), 0);
+    assert_string_equal(line, "outbox: on, 0 rows waiting");
+    new_id(id);
+    create_exec(f, id, 2, "running");
+    assert_code(bus_outbox_health(f->s, 60000, line, sizeof(line), &stale, &err), 0);
+    assert_false(stale);
+    assert_non_null(strstr(line, "outbox: on, 2 rows waiting, oldest "));
+    sql_exec(f, "UPDATE cbm_outbox SET created_at = created_at - interval '95 s'");
+    assert_code(bus_outbox_health(f->s, 60000, line, sizeof(line), &stale, &err), 0);
+    assert_true(stale);
+    if (strncmp(line, "outbox: STALE: 2 rows waiting, oldest 95.", 41) != 0 ||
+        strstr(line, "(threshold 60 s): is a publisher (serve --nats) running") == NULL)
+        fail_msg("line: %s", line);
+}
+
 int main(void)
 {
     char url[512];
@@ -231,6 +260,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_template_cap_delib, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rejected_write_none, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_publisher_calls, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_health, fixture_setup, fixture_teardown),
     };
 
     if (testdb_create(url, sizeof(url)) != 0) {
