@@ -17,6 +17,9 @@
  *
  * test_wake_on_commit: a commit that writes rows wakes the publisher through
  * PostgreSQL's NOTIFY, long before its poll.
+ *
+ * test_short_window: an existing stream with a 2 s duplicate window is used
+ * as it is and its window reported (the publisher warns about it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -278,6 +281,50 @@ static void test_wake_on_commit(void **state)
     assert_int_equal(check_stream("T_WAKE", 12), 12);
 }
 
+/* An existing stream with a short duplicate window is used as it is, and
+ * the publisher reports the window it found (and warns in its log). */
+static void test_short_window(void **state)
+{
+    fixture_t *f = *state;
+    bus_outbox_config_t cfg = {0};
+    bus_outbox_t *o = NULL;
+    bus_outbox_counters_t c;
+    cbm_error_t err = {0};
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsStreamConfig sc;
+    jsStreamInfo *si = NULL;
+    jsErrCode je = 0;
+    const char *subjects[1] = {"short.>"};
+    char ids[1][37];
+
+    assert_int_equal(natsConnection_ConnectTo(&nc, nats_url), NATS_OK);
+    assert_int_equal(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsStreamConfig_Init(&sc);
+    sc.Name = "T_SHORT";
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Duplicates = (int64_t)2000 * 1000000; /* 2 s */
+    assert_int_equal(js_AddStream(&si, js, &sc, NULL, &je), NATS_OK);
+    jsStreamInfo_Destroy(si);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+
+    cfg.db_url = f->url;
+    cfg.nats_url = nats_url;
+    cfg.stream = "T_SHORT";
+    cfg.subject = "short.{blueprint}.{event}";
+    cfg.poll_ms = 100;
+    cfg.configure = true;
+    assert_code(bus_outbox_start(&cfg, &o, &err), 0);
+    run_executions(f, ids, 1);
+    wait_rows(f, 0, 10000);
+    bus_outbox_counters(o, &c);
+    assert_int_equal(c.dup_window_ms, 2000);
+    bus_outbox_stop(o);
+    assert_int_equal(check_stream("T_SHORT", 4), 4);
+}
+
 /* The child of test_kill_after_ack: a publisher that exits (the test hook)
  * after its first PubAcks. */
 static int child_publisher(const char *db_url)
@@ -304,6 +351,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_kill_after_ack, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_outage, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_wake_on_commit, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_short_window, fixture_setup, fixture_teardown),
     };
 
     nats_url = getenv("CEREBELUM_TEST_NATS_URL");
