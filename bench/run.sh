@@ -10,20 +10,23 @@
 #                 dispatch latency to the worker's handler;
 #   bench_delib:  deliberations on cerebelum-llm-worker against the
 #                 OpenAI-compatible stub: per-call overhead at 0/50/500 ms,
-#                 a ring against its critical path, 100 at once.
+#                 a ring against its critical path, 100 at once;
+#   bench_outbox: the outbox (with a private nats-server -js): W1 with rows
+#                 and without, publish lag under W1, drain of 10,000 rows.
 # SLEEPERS=N and SLEEP_MS=M change the second one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 [ -d build-release ] || meson setup build-release --buildtype=release -Dtests=false >/dev/null
-ninja -C build-release bench/bench_engine bench/bench_sleep bench/bench_remote bench/bench_delib \
+ninja -C build-release bench/bench_engine bench/bench_sleep bench/bench_remote bench/bench_delib bench/bench_outbox \
   cli/cerebelum workers/llm/cerebelum-llm-worker >/dev/null
-tests/harness/with-postgres.sh bash -c '
+tests/harness/with-postgres.sh tests/harness/with-nats.sh bash -c '
   base=${CEREBELUM_TEST_DATABASE_URL%/*}
   psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE bench" -c "CREATE DATABASE bench_sleep" \
-    -c "CREATE DATABASE bench_remote" -c "CREATE DATABASE bench_delib" &&
+    -c "CREATE DATABASE bench_remote" -c "CREATE DATABASE bench_delib" -c "CREATE DATABASE bench_outbox" &&
   CEREBELUM_DATABASE_URL="$base/bench" build-release/bench/bench_engine &&
   CEREBELUM_DATABASE_URL="$base/bench_sleep" build-release/bench/bench_sleep "${SLEEPERS:-100000}" "${SLEEP_MS:-20000}" &&
   CEREBELUM_DATABASE_URL="$base/bench_remote" build-release/bench/bench_remote build-release/cli/cerebelum &&
   CEREBELUM_DATABASE_URL="$base/bench_delib" build-release/bench/bench_delib build-release/cli/cerebelum \
-    build-release/workers/llm/cerebelum-llm-worker tests/llmstub/llmstub.py'
+    build-release/workers/llm/cerebelum-llm-worker tests/llmstub/llmstub.py &&
+  NATS_URL="$CEREBELUM_TEST_NATS_URL" CEREBELUM_DATABASE_URL="$base/bench_outbox" build-release/bench/bench_outbox'

@@ -485,4 +485,59 @@ int store_engine_unregister(store_t *life, const char *self, cbm_error_t *err);
 int store_stranded(store_t *s, int64_t older_than_us, size_t limit, char (**ids)[37], size_t *n,
                    cbm_error_t *err);
 
+/*
+ * The transactional outbox (migration 009, docs/outbox.md). Lifecycle events
+ * are written to cbm_outbox by store_append itself, in the decision's
+ * statement, while the database's outbox is on; these calls switch it and
+ * serve the one publisher (bus/outbox.c).
+ */
+#define CBM_OUTBOX_SUBJECT_DEFAULT "cerebelum.execution.{blueprint}.{event}"
+
+/* Turn the database's outbox on (subject template, NULL or "" = the default;
+ * payload cap in bytes) or off. It applies to every process's next commit:
+ * the setting is a row in the database, not in a process. */
+int store_outbox_configure(store_t *s, bool enabled, const char *subject, int64_t max_payload,
+                           cbm_error_t *err);
+
+/* One outbox row; the strings are malloc'd, freed by store_outbox_rows_free. */
+typedef struct store_outbox_row {
+    int64_t id;
+    char execution_id[37];
+    int64_t seq;
+    char *subject;
+    char *msg_id;            /* "<execution_id>:<seq>" */
+    char *payload;           /* JSON text */
+} store_outbox_row_t;
+
+/* Try to take the publisher's session advisory lock (one publisher per
+ * database) on this connection: *got says whether it did. The lock goes with
+ * the session: after store_reconnect, take it again. */
+int store_outbox_try_lock(store_t *s, bool *got, cbm_error_t *err);
+
+/* LISTEN on channel cbm_outbox, which every commit that writes outbox rows
+ * notifies (store_append); then store_outbox_wait returns when one arrives
+ * (drained), when fd (if >= 0) is readable, or after timeout_ms. Returns 0,
+ * or CBM_EUNAVAIL when the connection broke. */
+int store_outbox_listen(store_t *s, cbm_error_t *err);
+int store_outbox_wait(store_t *s, int fd, int64_t timeout_ms, cbm_error_t *err);
+
+/* Of the limit oldest rows (by id), the oldest row of each execution, in id
+ * order (so no execution has two rows in one round). *out NULL when *n is 0;
+ * free with store_outbox_rows_free(*out, *n). */
+int store_outbox_read(store_t *s, size_t limit, store_outbox_row_t **out, size_t *n,
+                      cbm_error_t *err);
+/* Delete the rows with these ids (published and acknowledged). */
+int store_outbox_delete(store_t *s, const int64_t *ids, size_t n, cbm_error_t *err);
+void store_outbox_rows_free(store_outbox_row_t *r, size_t n);
+
+/* The outbox as health shows it. */
+typedef struct store_outbox_stats {
+    bool enabled;            /* cbm_outbox_config has its row */
+    char subject[256];       /* its template ("" when off) */
+    int64_t max_payload;
+    int64_t rows;            /* rows waiting */
+    int64_t oldest_age_ms;   /* age of the oldest row (0 when none) */
+} store_outbox_stats_t;
+int store_outbox_stats(store_t *s, store_outbox_stats_t *out, cbm_error_t *err);
+
 #endif

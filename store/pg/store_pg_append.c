@@ -46,6 +46,21 @@
  * A decision's snapshot (store.h) is one more upsert (CTE sn) into
  * cbm_snapshots: at most one row per decision, so never a row twice, and
  * written under the projection's lock like everything else of the execution.
+ *
+ * The outbox (migration 009, docs/outbox.md) is one more insert (CTE ob):
+ * each lifecycle event of the batch (cbm_outbox_events) becomes a row of
+ * cbm_outbox, but only while cbm_outbox_config holds its row: the setting
+ * belongs to the database, so every process that decides (the server's
+ * engine, a client-only engine cancelling from the CLI) writes rows alike,
+ * and with the outbox off the CTE joins an empty table and costs nothing
+ * measurable. Being part of the statement, the rows commit or roll back with
+ * the events: a decision rejected and retried without, or isolated for its
+ * data, leaves none. They are inserted in event order (ORDER BY ordinality;
+ * the batch is in execution id, then seq order) after lk has locked the
+ * projections, so one execution's rows get increasing ids in seq order.
+ * When it wrote any, the statement also notifies channel cbm_outbox (sent by
+ * PostgreSQL at commit, not at all on rollback): the publisher LISTENs, so it
+ * wakes whichever process committed, without polling.
  */
 #include "store/pg/store_pg_internal.h"
 
@@ -121,9 +136,31 @@ static const char sql_append[] =
     " INSERT INTO cbm_snapshots (execution_id, seq, state)"
     " SELECT u.id, u.seq, u.state FROM unnest($31::uuid[], $32::int8[], $33::json[]) AS u(id, seq, state)"
     " ON CONFLICT (execution_id) DO UPDATE SET seq = excluded.seq, state = excluded.state"
+    "), ob AS ("  /* migration 009: the outbox, only while cbm_outbox_config has its row */
+    " INSERT INTO cbm_outbox (execution_id, seq, subject, msg_id, payload)"
+    " SELECT o.id, o.seq, replace(replace(c.subject, '{blueprint}',"
+    "  regexp_replace(o.bp, '[^A-Za-z0-9_-]', '_', 'g')), '{event}', o.event),"
+    "  o.id::text || ':' || o.seq,"
+    "  json_build_object('event', o.event, 'type', o.type, 'execution_id', o.id,"
+    "  'blueprint', o.bp, 'seq', o.seq, 'step', o.payload->>'step', 'payload',"
+    "  CASE WHEN octet_length(o.payload::text) <= c.max_payload THEN o.payload"
+    "  ELSE json_build_object('omitted', true, 'bytes', octet_length(o.payload::text)) END)"
+    " FROM (SELECT u.id, u.seq, u.type, u.payload, u.ord, coalesce(n.bp, x.blueprint, '') AS bp,"
+    "   CASE WHEN left(coalesce(n.bp, x.blueprint), 7) = '_delib.' AND u.type IN"
+    "    ('ExecutionCompleted', 'ExecutionFailed', 'ExecutionCancelled')"
+    "    THEN 'deliberation_finished' ELSE m.event END AS event"
+    "  FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::json[]) WITH ORDINALITY"
+    "   AS u(id, seq, type, payload, ord)"
+    "  JOIN cbm_outbox_events m ON m.type = u.type"
+    "  LEFT JOIN unnest($6::uuid[], $7::text[]) AS n(id, bp) ON n.id = u.id"
+    "  LEFT JOIN cbm_executions x ON x.id = u.id) AS o, cbm_outbox_config c"
+    " WHERE EXISTS (SELECT 1 FROM cbm_outbox_config)"  /* one-time filter: off, no work */
+    " ORDER BY o.ord"
+    " RETURNING 1"
     ")"
     " SELECT cbm_expect_rows((SELECT count(*) FROM ux), cardinality($14::uuid[])),"
-    "  cbm_fence($43::uuid)";  /* migration 006: refused once this engine is fenced */
+    "  cbm_fence($43::uuid),"  /* migration 006: refused once this engine is fenced */
+    "  (SELECT count(pg_notify('cbm_outbox', '')) FROM (SELECT 1 FROM ob LIMIT 1) AS w)";
 
 /* Where each execution of the batch stands: projection last_seq (NULL when
  * the execution does not exist), the highest event seq, and whether another

@@ -13,6 +13,8 @@
  *                      single-execution loads (with snapshots), due timers,
  *                      blueprints, frees
  *   store_pg_councils.c councils: put, get, list, soft delete
+ *   store_pg_outbox.c  the outbox's switch, and the publisher's reads and
+ *                      deletes (the rows are written by store_pg_append.c)
  *
  * Everything here is blocking libpq on one PGconn; a store_t is used by one
  * thread at a time (store.h).
@@ -84,6 +86,8 @@ enum pg_stmt {
     STMT_COUNCIL_LATEST,
     STMT_COUNCIL_LIST,
     STMT_COUNCIL_DELETE,
+    STMT_OUTBOX_READ,
+    STMT_OUTBOX_DELETE,
     STMT_COUNT_
 };
 _Static_assert(STMT_COUNT_ <= 32, "store_t.prepared has a bit per statement");
