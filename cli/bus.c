@@ -1,0 +1,328 @@
+/*
+ * bus.c - the NATS commands (docs/bus.md, docs/cli.md):
+ *
+ *   trigger put|list|rm|failures  triggers as data, on the database itself
+ *                                 through a client-only engine (--database-url
+ *                                 or $CEREBELUM_DATABASE_URL): a running
+ *                                 `serve --nats` picks changes up within a
+ *                                 few seconds.
+ *   bus                           each stored trigger's consumer as the NATS
+ *                                 server sees it; one that has messages
+ *                                 pending and no fetch waiting is shown
+ *                                 NOT FETCHING (exit 1).
+ *   publish                       one JetStream publish (Debian has no NATS
+ *                                 CLI), printing the stream and sequence.
+ *
+ * Not through the gRPC server (yet): these need the database URL.
+ */
+#include <cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef CBM_HAVE_NATS
+#include <nats/nats.h>
+#endif
+
+#include "cerebelum/bus.h"
+#include "cli.h"
+
+static const char *nats_url(const cli_opts_t *o)
+{
+    const char *v = o->nats_url != NULL ? o->nats_url : getenv("CEREBELUM_NATS_URL");
+    return v != NULL && v[0] != '\0' ? v : "nats://127.0.0.1:4222";
+}
+
+/* A client-only engine on the database; an exit code. */
+static int open_db(const cli_opts_t *o, cbm_engine_t **e)
+{
+    cbm_engine_opts_t eo = {0};
+    cbm_error_t err = {0};
+    const char *url = o->database_url != NULL ? o->database_url : getenv("CEREBELUM_DATABASE_URL");
+    int rc;
+
+    *e = NULL;
+    if (url == NULL || url[0] == '\0') {
+        cli_errorf("triggers live in the database: give --database-url URL or set "
+                   "CEREBELUM_DATABASE_URL");
+        return CLI_USAGE;
+    }
+    eo.database_url = url;
+    eo.client_only = true;
+    eo.connect_timeout_ms = 5000;
+    if ((rc = cbm_engine_create(e, &eo, &err)) == 0) rc = cbm_engine_start(*e, &err);
+    if (rc != 0) {
+        cli_errorf("cannot open the database: %s", err.message);
+        cbm_engine_destroy(*e);
+        *e = NULL;
+        return rc == CBM_EUNAVAIL ? CLI_UNREACHABLE : CLI_REFUSED;
+    }
+    return CLI_OK;
+}
+
+static int refused(int rc, const cbm_error_t *err)
+{
+    cli_errorf("%s", err->message[0] != '\0' ? err->message : cbm_strerror(rc));
+    return rc == CBM_EUNAVAIL ? CLI_UNREACHABLE : CLI_REFUSED;
+}
+
+int cli_cmd_trigger_put(const cli_opts_t *o)
+{
+    const char *path = o->args[0];
+    char *json = cli_read_file(strcmp(path, "-") == 0 ? "/dev/stdin" : path), version[65];
+    cbm_engine_t *e = NULL;
+    cbm_error_t err = {0};
+    bool changed = false;
+    int rc;
+
+    if (json == NULL) {
+        cli_errorf("cannot read %s: %s", path, strerror(errno));
+        return CLI_USAGE;
+    }
+    if ((rc = open_db(o, &e)) == CLI_OK) {
+        if ((rc = cbm_trigger_put(e, json, version, &changed, &err)) != 0)
+            rc = refused(rc, &err);
+        else if (o->json)
+            printf("{\"version\": \"%s\", \"changed\": %s}\n", version, changed ? "true" : "false");
+        else
+            printf("%s%s\n", version, changed ? "" : " (unchanged)");
+    }
+    cbm_engine_destroy(e);
+    free(json);
+    return rc;
+}
+
+static const char *field(const cJSON *d, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(d, k);
+    return cJSON_IsString(v) ? v->valuestring : "-";
+}
+
+int cli_cmd_trigger_list(const cli_opts_t *o)
+{
+    cbm_trigger_info_t *ts = NULL;
+    cbm_engine_t *e = NULL;
+    cbm_error_t err = {0};
+    size_t n = 0;
+    int rc;
+
+    if ((rc = open_db(o, &e)) != CLI_OK) return rc;
+    if ((rc = cbm_trigger_list(e, &ts, &n, &err)) != 0) {
+        rc = refused(rc, &err);
+        goto done;
+    }
+    if (o->json) printf("[");
+    else printf("%-20s %-16s %-20s %-28s %-16s %s\n", "NAME", "STREAM", "CONSUMER", "SUBJECT",
+                "BLUEPRINT", "VERSION");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *d = cJSON_Parse(ts[i].definition);
+        if (o->json)
+            printf("%s\n {\"name\": \"%s\", \"version\": \"%s\", \"definition\": %s}",
+                   i > 0 ? "," : "", ts[i].name, ts[i].version, ts[i].definition);
+        else
+            printf("%-20s %-16s %-20s %-28s %-16s %.12s\n", ts[i].name, field(d, "stream"),
+                   field(d, "consumer"), field(d, "subject"), field(d, "blueprint"),
+                   ts[i].version);
+        cJSON_Delete(d);
+    }
+    if (o->json) printf("%s]\n", n > 0 ? "\n" : "");
+done:
+    cbm_trigger_infos_free(ts, n);
+    cbm_engine_destroy(e);
+    return rc;
+}
+
+int cli_cmd_trigger_rm(const cli_opts_t *o)
+{
+    cbm_engine_t *e = NULL;
+    cbm_error_t err = {0};
+    int rc;
+
+    if ((rc = open_db(o, &e)) != CLI_OK) return rc;
+    if ((rc = cbm_trigger_delete(e, o->args[0], &err)) != 0) rc = refused(rc, &err);
+    cbm_engine_destroy(e);
+    return rc;
+}
+
+int cli_cmd_trigger_failures(const cli_opts_t *o)
+{
+    cbm_trigger_failure_t *f = NULL;
+    cbm_engine_t *e = NULL;
+    cbm_error_t err = {0};
+    size_t n = 0;
+    int rc;
+
+    if ((rc = open_db(o, &e)) != CLI_OK) return rc;
+    if ((rc = cbm_trigger_failures(e, NULL, o->limit, &f, &n, &err)) != 0) {
+        rc = refused(rc, &err);
+        goto done;
+    }
+    if (o->json) {
+        cJSON *arr = cJSON_CreateArray();
+        char *s;
+        for (size_t i = 0; i < n && arr != NULL; i++) {
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddItemToArray(arr, x);
+            cJSON_AddNumberToObject(x, "id", (double)f[i].id);
+            cJSON_AddStringToObject(x, "trigger", f[i].trigger);
+            cJSON_AddStringToObject(x, "stream", f[i].stream);
+            cJSON_AddNumberToObject(x, "seq", (double)f[i].seq);
+            cJSON_AddStringToObject(x, "subject", f[i].subject);
+            cJSON_AddStringToObject(x, "reason", f[i].reason);
+            cJSON_AddStringToObject(x, "data", f[i].data);
+            cJSON_AddNumberToObject(x, "at_us", (double)f[i].at_us);
+        }
+        if ((s = cJSON_Print(arr)) != NULL) printf("%s\n", s);
+        free(s);
+        cJSON_Delete(arr);
+    } else {
+        char at[64];
+        printf("%-24s %-20s %-24s %-28s %s\n", "AT", "TRIGGER", "STREAM:SEQ", "SUBJECT", "REASON");
+        for (size_t i = 0; i < n; i++) {
+            char where[96];
+            snprintf(where, sizeof(where), "%s:%lld", f[i].stream, (long long)f[i].seq);
+            printf("%-24s %-20s %-24s %-28s %s\n", fmt_time_us(f[i].at_us, at), f[i].trigger,
+                   where, f[i].subject, f[i].reason);
+        }
+    }
+done:
+    cbm_trigger_failures_free(f, n);
+    cbm_engine_destroy(e);
+    return rc;
+}
+
+#ifdef CBM_HAVE_NATS
+static int nats_open(const cli_opts_t *o, natsConnection **nc, jsCtx **js)
+{
+    natsOptions *no = NULL;
+    natsStatus s = natsOptions_Create(&no);
+
+    *nc = NULL;
+    *js = NULL;
+    if (s == NATS_OK) s = natsOptions_SetURL(no, nats_url(o));
+    if (s == NATS_OK) s = natsOptions_SetSendAsap(no, true);
+    if (s == NATS_OK) s = natsConnection_Connect(nc, no);
+    natsOptions_Destroy(no);
+    if (s == NATS_OK) s = natsConnection_JetStream(js, *nc, NULL);
+    if (s != NATS_OK) {
+        cli_errorf("cannot reach NATS at %s: %s", nats_url(o), natsStatus_GetText(s));
+        natsConnection_Destroy(*nc);
+        *nc = NULL;
+        return CLI_UNREACHABLE;
+    }
+    return CLI_OK;
+}
+
+static void nats_done(natsConnection *nc, jsCtx *js)
+{
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    nats_Close();
+}
+
+int cli_cmd_publish(const cli_opts_t *o)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    natsMsg *m = NULL;
+    jsPubAck *pa = NULL;
+    jsPubOptions po;
+    jsErrCode jerr = 0;
+    const char *data = o->data != NULL ? o->data : "";
+    natsStatus s;
+    int rc;
+
+    if ((rc = nats_open(o, &nc, &js)) != CLI_OK) {
+        nats_Close();
+        return rc;
+    }
+    s = natsMsg_Create(&m, o->args[0], NULL, data, (int)strlen(data));
+    for (int i = 0; s == NATS_OK && i < o->nheaders; i++) {
+        char k[256];
+        const char *eq = strchr(o->headers[i], '=');
+        snprintf(k, sizeof(k), "%.*s", (int)(eq - o->headers[i]), o->headers[i]);
+        s = natsMsgHeader_Add(m, k, eq + 1);
+    }
+    jsPubOptions_Init(&po);
+    po.MsgId = o->msg_id;
+    if (s == NATS_OK) s = js_PublishMsg(&pa, js, m, &po, &jerr);
+    if (s != NATS_OK) {
+        cli_errorf("publish to %s: %s%s (JetStream error %d)", o->args[0], natsStatus_GetText(s),
+                   s == NATS_NO_RESPONDERS ? ": no stream takes this subject" : "", (int)jerr);
+        rc = CLI_REFUSED;
+    } else {
+        printf("stream %s seq %llu%s\n", pa->Stream, (unsigned long long)pa->Sequence,
+               pa->Duplicate ? " (duplicate: dropped by Msg-Id)" : "");
+    }
+    jsPubAck_Destroy(pa);
+    natsMsg_Destroy(m);
+    nats_done(nc, js);
+    return rc;
+}
+
+int cli_cmd_bus(const cli_opts_t *o)
+{
+    cbm_trigger_info_t *ts = NULL;
+    cbm_engine_t *e = NULL;
+    cbm_error_t err = {0};
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    size_t n = 0;
+    int rc, bad = 0;
+
+    if ((rc = open_db(o, &e)) != CLI_OK) return rc;
+    if ((rc = cbm_trigger_list(e, &ts, &n, &err)) != 0) {
+        rc = refused(rc, &err);
+        goto done;
+    }
+    if ((rc = nats_open(o, &nc, &js)) != CLI_OK) goto done;
+    printf("%-20s %-16s %-20s %8s %8s %8s %8s  %s\n", "TRIGGER", "STREAM", "CONSUMER", "PENDING",
+           "ACKPEND", "REDELIV", "WAITING", "STATE");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *d = cJSON_Parse(ts[i].definition);
+        jsConsumerInfo *ci = NULL;
+        jsErrCode jerr = 0;
+        natsStatus s = js_GetConsumerInfo(&ci, js, field(d, "stream"), field(d, "consumer"),
+                                          NULL, &jerr);
+        if (s != NATS_OK) {
+            printf("%-20s %-16s %-20s %8s %8s %8s %8s  %s\n", ts[i].name, field(d, "stream"),
+                   field(d, "consumer"), "-", "-", "-", "-",
+                   jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr
+                       ? "NO CONSUMER (is serve --nats running?)"
+                       : natsStatus_GetText(s));
+            bad++;
+        } else {
+            /* A running trigger always has a Fetch waiting, except for the
+             * moment it handles a batch: messages pending and none waiting
+             * means nobody fetches (the seeds' consumers that never did). */
+            bool stale = ci->NumWaiting == 0 && ci->NumPending > 0;
+            printf("%-20s %-16s %-20s %8llu %8lld %8lld %8lld  %s\n", ts[i].name,
+                   field(d, "stream"), field(d, "consumer"), (unsigned long long)ci->NumPending,
+                   (long long)ci->NumAckPending, (long long)ci->NumRedelivered,
+                   (long long)ci->NumWaiting,
+                   stale ? "NOT FETCHING" : ci->NumWaiting > 0 ? "fetching" : "idle");
+            if (stale) bad++;
+        }
+        jsConsumerInfo_Destroy(ci);
+        cJSON_Delete(d);
+    }
+    rc = bad > 0 ? CLI_REFUSED : CLI_OK;
+done:
+    nats_done(nc, js);
+    cbm_trigger_infos_free(ts, n);
+    cbm_engine_destroy(e);
+    return rc;
+}
+#else
+int cli_cmd_publish(const cli_opts_t *o)
+{
+    cli_errorf("this cerebelum was built without NATS (libnats-dev)");
+    return CLI_USAGE;
+}
+
+int cli_cmd_bus(const cli_opts_t *o)
+{
+    cli_errorf("this cerebelum was built without NATS (libnats-dev)");
+    return CLI_USAGE;
+}
+#endif
