@@ -220,23 +220,38 @@ static void nats_done(natsConnection *nc, jsCtx *js)
     nats_Close();
 }
 
-int cli_cmd_publish(const cli_opts_t *o)
+/* s with every "{n}" replaced by i (malloc'd; NULL for NULL). */
+static char *subst(const char *s, int i)
 {
-    natsConnection *nc = NULL;
-    jsCtx *js = NULL;
+    char num[16], *out, *p;
+    size_t k = 0;
+    if (s == NULL) return NULL;
+    for (const char *q = s; (q = strstr(q, "{n}")) != NULL; q += 3) k++;
+    snprintf(num, sizeof(num), "%d", i);
+    if ((out = p = malloc(strlen(s) + k * strlen(num) + 1)) == NULL) return NULL;
+    while (*s != '\0') {
+        if (strncmp(s, "{n}", 3) == 0) {
+            p += sprintf(p, "%s", num);
+            s += 3;
+        } else {
+            *p++ = *s++;
+        }
+    }
+    *p = '\0';
+    return out;
+}
+
+static int publish_one(const cli_opts_t *o, jsCtx *js, int i)
+{
     natsMsg *m = NULL;
     jsPubAck *pa = NULL;
     jsPubOptions po;
     jsErrCode jerr = 0;
-    const char *data = o->data != NULL ? o->data : "";
-    natsStatus s;
-    int rc;
+    char *data = subst(o->data != NULL ? o->data : "", i), *id = subst(o->msg_id, i);
+    natsStatus s = data == NULL ? NATS_NO_MEMORY : NATS_OK;
+    int rc = CLI_OK;
 
-    if ((rc = nats_open(o, &nc, &js)) != CLI_OK) {
-        nats_Close();
-        return rc;
-    }
-    s = natsMsg_Create(&m, o->args[0], NULL, data, (int)strlen(data));
+    if (s == NATS_OK) s = natsMsg_Create(&m, o->args[0], NULL, data, (int)strlen(data));
     for (int i = 0; s == NATS_OK && i < o->nheaders; i++) {
         char k[256];
         const char *eq = strchr(o->headers[i], '=');
@@ -244,18 +259,35 @@ int cli_cmd_publish(const cli_opts_t *o)
         s = natsMsgHeader_Add(m, k, eq + 1);
     }
     jsPubOptions_Init(&po);
-    po.MsgId = o->msg_id;
+    po.MsgId = id;
     if (s == NATS_OK) s = js_PublishMsg(&pa, js, m, &po, &jerr);
     if (s != NATS_OK) {
         cli_errorf("publish to %s: %s%s (JetStream error %d)", o->args[0], natsStatus_GetText(s),
                    s == NATS_NO_RESPONDERS ? ": no stream takes this subject" : "", (int)jerr);
         rc = CLI_REFUSED;
-    } else {
+    } else if (o->count <= 1) {
         printf("stream %s seq %llu%s\n", pa->Stream, (unsigned long long)pa->Sequence,
                pa->Duplicate ? " (duplicate: dropped by Msg-Id)" : "");
     }
     jsPubAck_Destroy(pa);
     natsMsg_Destroy(m);
+    free(data);
+    free(id);
+    return rc;
+}
+
+int cli_cmd_publish(const cli_opts_t *o)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    int rc, i, n = o->count > 0 ? o->count : 1;
+
+    if ((rc = nats_open(o, &nc, &js)) != CLI_OK) {
+        nats_Close();
+        return rc;
+    }
+    for (i = 0; i < n && rc == CLI_OK; i++) rc = publish_one(o, js, i);
+    if (n > 1 && rc == CLI_OK) printf("published %d\n", n);
     nats_done(nc, js);
     return rc;
 }

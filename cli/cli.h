@@ -73,6 +73,7 @@ typedef struct cli_opts {
 #define CLI_MAX_HEADERS 16
     const char *headers[CLI_MAX_HEADERS]; /* "K=V" */
     int nheaders;
+    int count;                /* publish --count */
     /* positional arguments after the command words */
     char **args;
     int nargs;

@@ -26,7 +26,7 @@ enum opt {
     O_INPUT, O_ID, O_STATUS, O_BLUEPRINT, O_LIMIT, O_AFTER,
     O_RESPONSE, O_WHO, O_REASON, O_PAYLOAD,
     O_LISTEN, O_DATABASE_URL, O_STATE_DIR, O_TLS_CERT, O_TLS_KEY, O_TLS_CLIENT_CA, O_MAX_MSG,
-    O_DEMO, O_BP_VERSION, O_FROM_FILE, O_NATS, O_DATA, O_MSG_ID, O_HEADER, O_HELP = 'h', O_VERSION = 'V',
+    O_DEMO, O_BP_VERSION, O_FROM_FILE, O_NATS, O_DATA, O_MSG_ID, O_HEADER, O_COUNT, O_HELP = 'h', O_VERSION = 'V',
 };
 
 static const struct option long_opts[] = {
@@ -62,6 +62,7 @@ static const struct option long_opts[] = {
     {"data", required_argument, NULL, O_DATA},
     {"msg-id", required_argument, NULL, O_MSG_ID},
     {"header", required_argument, NULL, O_HEADER},
+    {"count", required_argument, NULL, O_COUNT},
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
     {NULL, 0, NULL, 0},
@@ -142,9 +143,9 @@ static const command_t commands[] = {
      "each trigger's consumer on the NATS server: pending, in flight, waiting fetches; stale ones",
      {O_DATABASE_URL, O_JSON, O_NATS}, 0},
     {"publish", 1, cli_cmd_publish,
-     "publish SUBJECT [--data JSON] [--msg-id ID] [--header K=V]... [--nats URL]",
-     "publish one message to JetStream and print the stream and sequence it got",
-     {O_NATS, O_DATA, O_MSG_ID, O_HEADER}, 0},
+     "publish SUBJECT [--data JSON] [--msg-id ID] [--header K=V]... [--count N] [--nats URL]",
+     "publish a message to JetStream (N of them: {n} in data and id is 0..N-1); print stream and seq",
+     {O_NATS, O_DATA, O_MSG_ID, O_HEADER, O_COUNT}, 0},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -276,6 +277,10 @@ int main(int argc, char **argv)
             break;
         case O_DEMO: o.demo_handlers = true; break;
         case O_NATS: o.nats_url = optarg; break;
+        case O_COUNT:
+            if ((n = parse_count("count", optarg, 1000000)) < 0) goto bad;
+            o.count = (int)n;
+            break;
         case O_DATA: o.data = optarg; break;
         case O_MSG_ID: o.msg_id = optarg; break;
         case O_HEADER:
