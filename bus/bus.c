@@ -15,8 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cbm_internal.h"
+#include "engine_internal.h"
 
 #define WATCH_MS 2000
 
@@ -197,6 +199,39 @@ static void sync_runners(cbm_bus_t *b)
     cbm_trigger_infos_free(ts, n);
 }
 
+/* Write each runner's health to the database (cbm_trigger_health_list
+ * reads it, from any process: `cerebelum bus`). */
+static void report(cbm_bus_t *b)
+{
+    char host[128] = "?", process[160];
+    int64_t now = bus_now_us();
+
+    gethostname(host, sizeof(host) - 1);
+    snprintf(process, sizeof(process), "%s:%d", host, (int)getpid());
+    for (runner_t *r = b->runners; r != NULL; r = r->next) {
+        store_trigger_health_t h = {0};
+        char state[16], error[256];
+        cbm_error_t err = {0};
+
+        pthread_mutex_lock(&b->mu);
+        memcpy(state, r->state, sizeof(state));
+        memcpy(error, r->error, sizeof(error));
+        pthread_mutex_unlock(&b->mu);
+        h.trigger = r->t->name;
+        h.process = process;
+        h.state = state;
+        h.error = error;
+        h.wait_ms = r->t->wait_ms;
+        h.last_fetch_ms_ago = (now - atomic_load(&r->last_fetch_us)) / 1000;
+        h.messages = (int64_t)atomic_load(&r->messages);
+        h.started = (int64_t)atomic_load(&r->started);
+        h.existing = (int64_t)atomic_load(&r->existing);
+        h.failures = (int64_t)atomic_load(&r->failures);
+        h.naks = (int64_t)atomic_load(&r->naks);
+        if (cbm__trigger_health_put(b->engine, &h, &err) != 0) break; /* store down: later */
+    }
+}
+
 static void *watch(void *arg)
 {
     cbm_bus_t *b = arg;
@@ -206,6 +241,7 @@ static void *watch(void *arg)
         struct timespec until;
         pthread_mutex_unlock(&b->mu);
         sync_runners(b);
+        report(b);
         pthread_mutex_lock(&b->mu);
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += WATCH_MS / 1000;

@@ -6,10 +6,12 @@
  *                                 or $CEREBELUM_DATABASE_URL): a running
  *                                 `serve --nats` picks changes up within a
  *                                 few seconds.
- *   bus                           each stored trigger's consumer as the NATS
- *                                 server sees it; one that has messages
- *                                 pending and no fetch waiting is shown
- *                                 NOT FETCHING (exit 1).
+ *   bus                           each stored trigger: what the serve running
+ *                                 it last reported (database: when it last
+ *                                 fetched, counters) and its consumer as the
+ *                                 NATS server sees it; one that has not
+ *                                 fetched for three fetch waits, never ran,
+ *                                 or is in error makes it exit 1.
  *   publish                       one JetStream publish (Debian has no NATS
  *                                 CLI), printing the stream and sequence.
  *
@@ -292,55 +294,120 @@ int cli_cmd_publish(const cli_opts_t *o)
     return rc;
 }
 
+static const cbm_trigger_health_t *health_of(const cbm_trigger_health_t *h, size_t n,
+                                             const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(h[i].trigger, name) == 0) return &h[i];
+    return NULL;
+}
+
+/* One trigger's line: the runner's own report (database) and, when NATS
+ * answers, its consumer as the server sees it. Returns true when healthy. */
+static bool bus_line(const cli_opts_t *o, jsCtx *js, const cbm_trigger_info_t *t,
+                     const cbm_trigger_health_t *h, cJSON *arr)
+{
+    cJSON *d = cJSON_Parse(t->definition);
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    char state[200], fetch[32] = "-";
+    bool ok = true;
+    natsStatus s = js != NULL ? js_GetConsumerInfo(&ci, js, field(d, "stream"),
+                                                   field(d, "consumer"), NULL, &jerr)
+                              : NATS_NOT_FOUND;
+
+    if (h == NULL) {
+        snprintf(state, sizeof(state), "NOT RUNNING (no serve --nats has run it)");
+        ok = false;
+    } else if (h->stale) {
+        snprintf(state, sizeof(state), "STALE: no fetch for %.1f s (3 waits are %.1f s)%s%s",
+                 (double)h->last_fetch_ms_ago / 1000, 3.0 * h->wait_ms / 1000,
+                 h->reported_ms_ago > 6000 ? "; no report from " : "",
+                 h->reported_ms_ago > 6000 ? h->process : "");
+        ok = false;
+    } else if (strcmp(h->state, "error") == 0) {
+        snprintf(state, sizeof(state), "ERROR: %s", h->error);
+        ok = false;
+    } else {
+        snprintf(state, sizeof(state), "fetching");
+    }
+    if (h != NULL) snprintf(fetch, sizeof(fetch), "%.1fs", (double)h->last_fetch_ms_ago / 1000);
+    if (o->json) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, x);
+        cJSON_AddStringToObject(x, "trigger", t->name);
+        cJSON_AddStringToObject(x, "stream", field(d, "stream"));
+        cJSON_AddStringToObject(x, "consumer", field(d, "consumer"));
+        cJSON_AddBoolToObject(x, "ok", ok);
+        cJSON_AddStringToObject(x, "state", state);
+        if (h != NULL) {
+            cJSON_AddStringToObject(x, "process", h->process);
+            cJSON_AddNumberToObject(x, "last_fetch_ms_ago", (double)h->last_fetch_ms_ago);
+            cJSON_AddNumberToObject(x, "messages", (double)h->messages);
+            cJSON_AddNumberToObject(x, "started", (double)h->started);
+            cJSON_AddNumberToObject(x, "existing", (double)h->existing);
+            cJSON_AddNumberToObject(x, "failures", (double)h->failures);
+            cJSON_AddNumberToObject(x, "naks", (double)h->naks);
+        }
+        if (s == NATS_OK) {
+            cJSON_AddNumberToObject(x, "pending", (double)ci->NumPending);
+            cJSON_AddNumberToObject(x, "ack_pending", (double)ci->NumAckPending);
+            cJSON_AddNumberToObject(x, "waiting", (double)ci->NumWaiting);
+        }
+    } else {
+        char p[24] = "-", a[24] = "-", w[24] = "-";
+        if (s == NATS_OK) {
+            snprintf(p, sizeof(p), "%llu", (unsigned long long)ci->NumPending);
+            snprintf(a, sizeof(a), "%lld", (long long)ci->NumAckPending);
+            snprintf(w, sizeof(w), "%lld", (long long)ci->NumWaiting);
+        }
+        printf("%-20s %-16s %-20s %8s %8s %8s %9s %8lld %8lld %8lld %6lld  %s\n", t->name,
+               field(d, "stream"), field(d, "consumer"), p, a, w, fetch,
+               h != NULL ? (long long)h->started : 0LL, h != NULL ? (long long)h->existing : 0LL,
+               h != NULL ? (long long)h->failures : 0LL, h != NULL ? (long long)h->naks : 0LL,
+               state);
+    }
+    jsConsumerInfo_Destroy(ci);
+    cJSON_Delete(d);
+    return ok;
+}
+
 int cli_cmd_bus(const cli_opts_t *o)
 {
     cbm_trigger_info_t *ts = NULL;
+    cbm_trigger_health_t *hs = NULL;
     cbm_engine_t *e = NULL;
     cbm_error_t err = {0};
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
-    size_t n = 0;
+    cJSON *arr = NULL;
+    size_t n = 0, nh = 0;
     int rc, bad = 0;
 
     if ((rc = open_db(o, &e)) != CLI_OK) return rc;
-    if ((rc = cbm_trigger_list(e, &ts, &n, &err)) != 0) {
+    if ((rc = cbm_trigger_list(e, &ts, &n, &err)) != 0 ||
+        (rc = cbm_trigger_health_list(e, &hs, &nh, &err)) != 0) {
         rc = refused(rc, &err);
         goto done;
     }
-    if ((rc = nats_open(o, &nc, &js)) != CLI_OK) goto done;
-    printf("%-20s %-16s %-20s %8s %8s %8s %8s  %s\n", "TRIGGER", "STREAM", "CONSUMER", "PENDING",
-           "ACKPEND", "REDELIV", "WAITING", "STATE");
-    for (size_t i = 0; i < n; i++) {
-        cJSON *d = cJSON_Parse(ts[i].definition);
-        jsConsumerInfo *ci = NULL;
-        jsErrCode jerr = 0;
-        natsStatus s = js_GetConsumerInfo(&ci, js, field(d, "stream"), field(d, "consumer"),
-                                          NULL, &jerr);
-        if (s != NATS_OK) {
-            printf("%-20s %-16s %-20s %8s %8s %8s %8s  %s\n", ts[i].name, field(d, "stream"),
-                   field(d, "consumer"), "-", "-", "-", "-",
-                   jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr
-                       ? "NO CONSUMER (is serve --nats running?)"
-                       : natsStatus_GetText(s));
-            bad++;
-        } else {
-            /* A running trigger always has a Fetch waiting, except for the
-             * moment it handles a batch: messages pending and none waiting
-             * means nobody fetches (the seeds' consumers that never did). */
-            bool stale = ci->NumWaiting == 0 && ci->NumPending > 0;
-            printf("%-20s %-16s %-20s %8llu %8lld %8lld %8lld  %s\n", ts[i].name,
-                   field(d, "stream"), field(d, "consumer"), (unsigned long long)ci->NumPending,
-                   (long long)ci->NumAckPending, (long long)ci->NumRedelivered,
-                   (long long)ci->NumWaiting,
-                   stale ? "NOT FETCHING" : ci->NumWaiting > 0 ? "fetching" : "idle");
-            if (stale) bad++;
-        }
-        jsConsumerInfo_Destroy(ci);
-        cJSON_Delete(d);
+    if (nats_open(o, &nc, &js) != CLI_OK) bad++; /* said why; the reports still show */
+    if (o->json) arr = cJSON_CreateArray();
+    else
+        printf("%-20s %-16s %-20s %8s %8s %8s %9s %8s %8s %8s %6s  %s\n", "TRIGGER", "STREAM",
+               "CONSUMER", "PENDING", "ACKPEND", "WAITING", "FETCHED", "STARTED", "EXISTING",
+               "FAILED", "NAKS", "STATE");
+    for (size_t i = 0; i < n; i++)
+        if (!bus_line(o, js, &ts[i], health_of(hs, nh, ts[i].name), arr)) bad++;
+    if (o->json) {
+        char *s = cJSON_Print(arr);
+        if (s != NULL) printf("%s\n", s);
+        free(s);
+        cJSON_Delete(arr);
     }
     rc = bad > 0 ? CLI_REFUSED : CLI_OK;
 done:
     nats_done(nc, js);
+    cbm_trigger_healths_free(hs, nh);
     cbm_trigger_infos_free(ts, n);
     cbm_engine_destroy(e);
     return rc;

@@ -140,7 +140,7 @@ static const command_t commands[] = {
      "messages the triggers refused as bad data (and terminated), newest first",
      {O_DATABASE_URL, O_JSON, O_LIMIT}, 0},
     {"bus", 0, cli_cmd_bus, "bus [--nats URL] [--database-url URL]",
-     "each trigger's consumer on the NATS server: pending, in flight, waiting fetches; stale ones",
+     "each trigger: last fetch, counters, its consumer on NATS; exit 1 if one is stale or failing",
      {O_DATABASE_URL, O_JSON, O_NATS}, 0},
     {"publish", 1, cli_cmd_publish,
      "publish SUBJECT [--data JSON] [--msg-id ID] [--header K=V]... [--count N] [--nats URL]",

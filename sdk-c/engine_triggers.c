@@ -180,3 +180,82 @@ int cbm__trigger_failure_add(cbm_engine_t *e, const store_trigger_failure_t *f, 
 {
     return cbm__engine_read(e, do_fail_add, (void *)f, err);
 }
+
+static int do_health_put(store_t *s, void *arg, cbm_error_t *err)
+{
+    return store_trigger_health_put(s, arg, err);
+}
+
+int cbm__trigger_health_put(cbm_engine_t *e, const store_trigger_health_t *h, cbm_error_t *err)
+{
+    return cbm__engine_read(e, do_health_put, (void *)h, err);
+}
+
+typedef struct health_args {
+    store_trigger_health_t *rows;
+    size_t n;
+} health_args_t;
+
+static int do_health_list(store_t *s, void *arg, cbm_error_t *err)
+{
+    health_args_t *a = arg;
+    store_trigger_healths_free(a->rows, a->n);
+    a->rows = NULL;
+    a->n = 0;
+    return store_trigger_health_list(s, &a->rows, &a->n, err);
+}
+
+/* The bus reports every 2 s (bus/bus.c, WATCH_MS). */
+#define REPORT_MS 2000
+
+int cbm_trigger_health_list(cbm_engine_t *e, cbm_trigger_health_t **out, size_t *n,
+                            cbm_error_t *err)
+{
+    health_args_t a = {0};
+    cbm_trigger_health_t *h;
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    if ((rc = cbm__engine_read(e, do_health_list, &a, err)) != 0) return rc;
+    if (a.n == 0) return 0;
+    if ((h = calloc(a.n, sizeof(*h))) == NULL) {
+        store_trigger_healths_free(a.rows, a.n);
+        return cbm_error_set(err, CBM_ENOMEM, "trigger health: out of memory");
+    }
+    for (size_t i = 0; i < a.n; i++) {
+        const store_trigger_health_t *r = &a.rows[i];
+        h[i].trigger = r->trigger;
+        h[i].process = r->process;
+        h[i].state = r->state;
+        h[i].error = r->error;
+        h[i].wait_ms = r->wait_ms;
+        h[i].last_fetch_ms_ago = r->last_fetch_ms_ago;
+        h[i].reported_ms_ago = r->reported_ms_ago;
+        h[i].messages = r->messages;
+        h[i].started = r->started;
+        h[i].existing = r->existing;
+        h[i].failures = r->failures;
+        h[i].naks = r->naks;
+        /* At its report, had it fetched within three waits? And is the
+         * report itself recent (a process killed reports nothing)? */
+        h[i].stale = r->last_fetch_ms_ago - r->reported_ms_ago > 3 * (int64_t)r->wait_ms ||
+                     r->reported_ms_ago > 3 * REPORT_MS;
+    }
+    free(a.rows);
+    *out = h;
+    *n = a.n;
+    return 0;
+}
+
+void cbm_trigger_healths_free(cbm_trigger_health_t *h, size_t n)
+{
+    if (h == NULL) return;
+    for (size_t i = 0; i < n; i++) {
+        free(h[i].trigger);
+        free(h[i].process);
+        free(h[i].state);
+        free(h[i].error);
+    }
+    free(h);
+}

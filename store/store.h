@@ -396,6 +396,22 @@ int store_trigger_failure_list(store_t *s, const char *trigger, size_t limit,
                                store_trigger_failure_t **out, size_t *n, cbm_error_t *err);
 void store_trigger_failures_free(store_trigger_failure_t *f, size_t n);
 
+/* A running trigger's report (cbm_trigger_health). */
+typedef struct store_trigger_health {
+    char *trigger, *process, *state, *error;
+    int wait_ms;
+    int64_t last_fetch_ms_ago;  /* put: how long ago; list: computed by the database */
+    int64_t messages, started, existing, failures, naks;
+    int64_t reported_ms_ago;    /* list only */
+} store_trigger_health_t;
+
+/* Upsert the report of h->trigger. */
+int store_trigger_health_put(store_t *s, const store_trigger_health_t *h, cbm_error_t *err);
+/* Every report, by trigger. */
+int store_trigger_health_list(store_t *s, store_trigger_health_t **out, size_t *n,
+                              cbm_error_t *err);
+void store_trigger_healths_free(store_trigger_health_t *h, size_t n);
+
 /*
  * Remote task queue (cbm_tasks). Rows are written and deleted only by
  * decisions (store_append); these calls lease them. A store_t used for these

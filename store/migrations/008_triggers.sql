@@ -26,3 +26,21 @@ CREATE TABLE cbm_trigger_failures (
     at          timestamptz NOT NULL DEFAULT clock_timestamp(),
     UNIQUE (trigger, stream, seq)
 );
+
+-- What each running trigger last reported (the bus writes its row every
+-- two seconds): `cerebelum bus` shows a trigger whose consumer has not
+-- fetched for three fetch waits, or whose report is old, as stale.
+CREATE TABLE cbm_trigger_health (
+    trigger        text        PRIMARY KEY,
+    process        text        NOT NULL,    -- host:pid of the serve that runs it
+    state          text        NOT NULL,
+    error          text        NOT NULL DEFAULT '',
+    wait_ms        int4        NOT NULL,
+    last_fetch_at  timestamptz NOT NULL,
+    messages       int8        NOT NULL DEFAULT 0,
+    started        int8        NOT NULL DEFAULT 0,
+    existing       int8        NOT NULL DEFAULT 0,
+    failures       int8        NOT NULL DEFAULT 0,
+    naks           int8        NOT NULL DEFAULT 0,
+    reported_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);

@@ -89,6 +89,8 @@ enum pg_stmt {
     STMT_TRIGGER_DELETE,
     STMT_TRIGGER_FAIL_ADD,
     STMT_TRIGGER_FAIL_LIST,
+    STMT_TRIGGER_HEALTH_PUT,
+    STMT_TRIGGER_HEALTH_LIST,
     STMT_COUNT_
 };
 _Static_assert(STMT_COUNT_ <= 64, "store_t.prepared has a bit per statement");

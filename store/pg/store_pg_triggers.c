@@ -182,3 +182,98 @@ done:
     PQclear(res);
     return rc;
 }
+
+static const char sql_health_put[] =
+    "INSERT INTO cbm_trigger_health AS h (trigger, process, state, error, wait_ms, last_fetch_at,"
+    " messages, started, existing, failures, naks)"
+    " VALUES ($1, $2, $3, $4, $5::int4, clock_timestamp() - $6::int8 * interval '1 ms',"
+    " $7::int8, $8::int8, $9::int8, $10::int8, $11::int8)"
+    " ON CONFLICT (trigger) DO UPDATE SET process = $2, state = $3, error = $4, wait_ms = $5::int4,"
+    " last_fetch_at = excluded.last_fetch_at, messages = $7::int8, started = $8::int8,"
+    " existing = $9::int8, failures = $10::int8, naks = $11::int8,"
+    " reported_at = clock_timestamp()";
+static const char sql_health_list[] =
+    "SELECT trigger, process, state, error, wait_ms,"
+    " (extract(epoch FROM clock_timestamp() - last_fetch_at) * 1000)::int8,"
+    " messages, started, existing, failures, naks,"
+    " (extract(epoch FROM clock_timestamp() - reported_at) * 1000)::int8"
+    " FROM cbm_trigger_health ORDER BY trigger";
+
+int store_trigger_health_put(store_t *s, const store_trigger_health_t *h, cbm_error_t *err)
+{
+    char nums[7][24];
+    const char *vals[11] = {h->trigger, h->process, h->state, h->error != NULL ? h->error : "",
+                            nums[0], nums[1], nums[2], nums[3], nums[4], nums[5], nums[6]};
+    PGresult *res;
+    int rc;
+
+    snprintf(nums[0], 24, "%d", h->wait_ms);
+    snprintf(nums[1], 24, "%lld", (long long)h->last_fetch_ms_ago);
+    snprintf(nums[2], 24, "%lld", (long long)h->messages);
+    snprintf(nums[3], 24, "%lld", (long long)h->started);
+    snprintf(nums[4], 24, "%lld", (long long)h->existing);
+    snprintf(nums[5], 24, "%lld", (long long)h->failures);
+    snprintf(nums[6], 24, "%lld", (long long)h->naks);
+    res = store_pg_query(s, STMT_TRIGGER_HEALTH_PUT, sql_health_put, 11, vals, err,
+                         "store_trigger_health_put", &rc);
+    PQclear(res);
+    return rc;
+}
+
+void store_trigger_healths_free(store_trigger_health_t *h, size_t n)
+{
+    if (h == NULL) return;
+    for (size_t i = 0; i < n; i++) {
+        free(h[i].trigger);
+        free(h[i].process);
+        free(h[i].state);
+        free(h[i].error);
+    }
+    free(h);
+}
+
+int store_trigger_health_list(store_t *s, store_trigger_health_t **out, size_t *n,
+                              cbm_error_t *err)
+{
+    store_trigger_health_t *h;
+    PGresult *res;
+    size_t rows;
+    bool oom = false;
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    res = store_pg_query(s, STMT_TRIGGER_HEALTH_LIST, sql_health_list, 0, NULL, err,
+                         "store_trigger_health_list", &rc);
+    if (res == NULL) return rc;
+    if ((rows = (size_t)PQntuples(res)) == 0) goto done;
+    if ((h = calloc(rows, sizeof(*h))) == NULL) {
+        rc = cbm_error_set(err, CBM_ENOMEM, "trigger health: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        int r = (int)i;
+        h[i].trigger = store_pg_dup(res, r, 0, &oom);
+        h[i].process = store_pg_dup(res, r, 1, &oom);
+        h[i].state = store_pg_dup(res, r, 2, &oom);
+        h[i].error = store_pg_dup(res, r, 3, &oom);
+        h[i].wait_ms = (int)store_pg_int(res, r, 4);
+        h[i].last_fetch_ms_ago = store_pg_int(res, r, 5);
+        h[i].messages = store_pg_int(res, r, 6);
+        h[i].started = store_pg_int(res, r, 7);
+        h[i].existing = store_pg_int(res, r, 8);
+        h[i].failures = store_pg_int(res, r, 9);
+        h[i].naks = store_pg_int(res, r, 10);
+        h[i].reported_ms_ago = store_pg_int(res, r, 11);
+    }
+    if (oom) {
+        store_trigger_healths_free(h, rows);
+        rc = cbm_error_set(err, CBM_ENOMEM, "trigger health: out of memory");
+        goto done;
+    }
+    *out = h;
+    *n = rows;
+done:
+    PQclear(res);
+    return rc;
+}

@@ -9,7 +9,8 @@
 #   starts one execution per role with its item; the process _exit()ing
 #   between the start's commit and the ack leaves no duplicate after the
 #   restart, and the message is acked; kill -9 during a burst of 500
-#   messages: executions = distinct keys.
+#   messages: executions = distinct keys; `cerebelum bus` shows the killed
+#   serve's triggers stale (no fetch for three fetch waits) and exits 1.
 # Skips (77) without CEREBELUM_TEST_NATS_URL or CEREBELUM_TEST_DATABASE_URL.
 set -u
 exe=$1
@@ -78,6 +79,8 @@ export CEREBELUM_SERVER=$addr
 check 0 "register" blueprint register "$tmp/bp.json"
 consumer_idle one
 consumer_idle roles
+sleep 2.2  # a health report from the serve
+check 0 "bus: healthy" bus && match out "^one +$S +one +0 +0 +[0-9]+ +[0-9.]+s .* fetching$" "bus line"
 
 # ---- one message, one execution; redelivery and republish: none more -------------
 check 0 "publish" publish "$sub.one" --data '{"idempotency_key": "k1", "x": 1}' --msg-id m1 &&
@@ -136,6 +139,13 @@ sleep 0.3
 kill -KILL "$pid"
 wait "$pid" 2>/dev/null
 before=$(count "trig:one:b")
+for i in $(seq 100); do  # no report for three report periods (6 s)
+  run bus
+  [ "$rc" = 1 ] && break
+  sleep 0.1
+done
+check 1 "bus: the killed serve's trigger is stale" bus &&
+  match out "^one .*STALE: no fetch for [0-9.]+ s \(3 waits are 0.6 s\); no report from " "stale line"
 start_server main3 --listen 127.0.0.1:0 --nats "$CEREBELUM_NATS_URL" || exit 1
 export CEREBELUM_SERVER=$addr
 wait_count "trig:one:b" 500 60

@@ -76,6 +76,28 @@ CBM_EXTERN int cbm_trigger_failures(cbm_engine_t *e, const char *trigger, size_t
                                     cbm_trigger_failure_t **out, size_t *n, cbm_error_t *err);
 CBM_EXTERN void cbm_trigger_failures_free(cbm_trigger_failure_t *f, size_t n);
 
+/** What the bus running a trigger last reported (every 2 s, to the
+ *  database, so any process can read it). */
+typedef struct cbm_trigger_health {
+    char *trigger;
+    char *process;           /**< "host:pid" of the serve running it */
+    char *state;             /**< "starting", "fetching", "error" */
+    char *error;             /**< the last problem, "" when none */
+    int wait_ms;             /**< its fetch wait */
+    int64_t last_fetch_ms_ago, reported_ms_ago;
+    int64_t messages, started, existing, failures, naks;
+    /** When it last reported it had not fetched for three fetch waits, or
+     *  it has not reported for three report periods (6 s: the process is
+     *  gone): nobody is consuming. */
+    bool stale;
+} cbm_trigger_health_t;
+
+/** The reports of every trigger that has run, by name (deleted ones
+ *  included); free with cbm_trigger_healths_free. */
+CBM_EXTERN int cbm_trigger_health_list(cbm_engine_t *e, cbm_trigger_health_t **out, size_t *n,
+                                       cbm_error_t *err);
+CBM_EXTERN void cbm_trigger_healths_free(cbm_trigger_health_t *h, size_t n);
+
 /** Was this library built with NATS (libnats)? Without it cbm_bus_create
  *  answers CBM_EINVAL "built without NATS". */
 CBM_EXTERN bool cbm_bus_available(void);
