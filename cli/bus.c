@@ -29,12 +29,6 @@
 #include "cerebelum/bus.h"
 #include "cli.h"
 
-static const char *nats_url(const cli_opts_t *o)
-{
-    const char *v = o->nats_url != NULL ? o->nats_url : getenv("CEREBELUM_NATS_URL");
-    return v != NULL && v[0] != '\0' ? v : "nats://127.0.0.1:4222";
-}
-
 /* A client-only engine on the database; an exit code. */
 static int open_db(const cli_opts_t *o, cbm_engine_t **e)
 {
@@ -194,6 +188,12 @@ done:
 }
 
 #ifdef CBM_HAVE_NATS
+static const char *nats_url(const cli_opts_t *o)
+{
+    const char *v = o->nats_url != NULL ? o->nats_url : getenv("CEREBELUM_NATS_URL");
+    return v != NULL && v[0] != '\0' ? v : "nats://127.0.0.1:4222";
+}
+
 static int nats_open(const cli_opts_t *o, natsConnection **nc, jsCtx **js)
 {
     natsOptions *no = NULL;
