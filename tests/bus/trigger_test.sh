@@ -10,7 +10,9 @@
 #   between the start's commit and the ack leaves no duplicate after the
 #   restart, and the message is acked; kill -9 during a burst of 500
 #   messages: executions = distinct keys; `cerebelum bus` shows the killed
-#   serve's triggers stale (no fetch for three fetch waits) and exits 1.
+#   serve's triggers stale (no fetch for three fetch waits) and exits 1;
+#   with PostgreSQL stopped a message is nak'ed (with a delay, the serve
+#   stays up) and starts its execution once the store is back.
 # Skips (77) without CEREBELUM_TEST_NATS_URL or CEREBELUM_TEST_DATABASE_URL.
 set -u
 exe=$1
@@ -153,6 +155,24 @@ consumer_idle one
 sleep 2.5
 wait_count "trig:one:b" 500
 echo "burst: $before executions when killed, 500 after the restart"
+
+# ---- the store down: nak'ed with a delay, started once it is back -----------------
+as_pg=()
+[ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
+"${as_pg[@]}" "$CEREBELUM_TEST_PGBIN/pg_ctl" -D "$CEREBELUM_TEST_PGDATA" -m fast -w stop >/dev/null ||
+  fail "pg_ctl stop"
+check 0 "publish while the store is down" publish "$sub.one" --data '{"idempotency_key": "down", "x": 5}' --msg-id down1
+sleep 2
+kill -0 "$pid" 2>/dev/null || fail "serve died while the store was down: $(tail -5 "$tmp/main3.err")"
+"${as_pg[@]}" "$CEREBELUM_TEST_PGBIN/pg_ctl" -D "$CEREBELUM_TEST_PGDATA" -w -t 60 \
+  -l "$CEREBELUM_TEST_PGDATA/../server.log" \
+  -o "-p $CEREBELUM_TEST_PGPORT -k $CEREBELUM_TEST_PGSOCKDIR -c listen_addresses=127.0.0.1 -c max_connections=200" \
+  start >/dev/null || fail "pg_ctl start"
+wait_count "trig:one:down" 1 60
+consumer_idle one
+sleep 2.5
+check 0 "bus --json after the outage" bus --json &&
+  py "naks counted while the store was down" "[t for t in j if t['trigger'] == 'one'][0]['naks'] > 0"
 stop_server "$pid" TERM main3
 
 [ "$fails" = 0 ] || { echo "$fails check(s) failed"; exit 1; }
