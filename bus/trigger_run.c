@@ -3,7 +3,7 @@
  *
  * Loop: Fetch a small batch from the durable pull consumer (it returns
  * NATS_TIMEOUT after wait_ms when there is nothing, which is normal), and
- * for each message in order:
+ * for each message (the messages of a batch in parallel, handle_batch):
  *
  *   1. trigger_eval: the idempotency keys and inputs. Bad data: a row in
  *      cbm_trigger_failures, then Term (never redelivered). If that row
@@ -173,6 +173,55 @@ done:
     jsMsgMetaData_Destroy(md);
 }
 
+/* A fetched batch, handled by up to CONCURRENCY threads at once: each
+ * start waits for its commit (a few ms), and the engine's committer puts
+ * concurrent starts into one transaction, so a batch handled in parallel
+ * costs about one commit instead of one per message. Messages of a batch
+ * are therefore started in no particular order (each is acked after its
+ * own starts). */
+#define CONCURRENCY 16
+
+typedef struct batch {
+    runner_t *r;
+    natsMsgList *list;
+    atomic_int next;
+} batch_t;
+
+static void *work(void *arg)
+{
+    batch_t *b = arg;
+    int i;
+
+    while ((i = atomic_fetch_add(&b->next, 1)) < b->list->Count) {
+        if (atomic_load(&b->r->stop))
+            natsMsg_Nak(b->list->Msgs[i], NULL); /* someone else's, at once */
+        else
+            handle(b->r, b->list->Msgs[i]);
+    }
+    return NULL;
+}
+
+static void *work_thread(void *arg)
+{
+    work(arg);
+    nats_ReleaseThreadMemory();
+    return NULL;
+}
+
+static void handle_batch(runner_t *r, natsMsgList *list)
+{
+    batch_t b = {.r = r, .list = list};
+    pthread_t th[CONCURRENCY];
+    int n = 0;
+
+    atomic_init(&b.next, 0);
+    while (n < CONCURRENCY - 1 && n < list->Count - 1 &&
+           pthread_create(&th[n], NULL, work_thread, &b) == 0)
+        n++;
+    work(&b); /* this thread too (alone if no thread could start) */
+    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+}
+
 static void *run(void *arg)
 {
     runner_t *r = arg;
@@ -216,12 +265,7 @@ static void *run(void *arg)
             nap(r, 250);
             continue;
         }
-        for (int i = 0; i < list.Count; i++) {
-            if (atomic_load(&r->stop))
-                natsMsg_Nak(list.Msgs[i], NULL); /* someone else's, at once */
-            else
-                handle(r, list.Msgs[i]);
-        }
+        handle_batch(r, &list);
         natsMsgList_Destroy(&list);
     }
     natsSubscription_Destroy(sub);
