@@ -5,7 +5,8 @@
  *
  *   CEREBELUM_DATABASE_URL=... CEREBELUM_NATS_URL=... bench_trigger [SECONDS] [MAX_N]
  *
- * Latency: messages are published at 1, 100 and 1000 msg/s for SECONDS (10;
+ * Latency: messages are published at 1, 100 and 1000 msg/s (batch 10, the
+ * default; and 1000 msg/s with batch 100) for SECONDS (10;
  * at least 20 messages at 1 msg/s) each on its own trigger's subject, each
  * carrying its publish time (wall clock, µs); the latency of a message is
  * its execution's created_at (written by the start's transaction, so the
@@ -103,14 +104,14 @@ static void wait_count(const char *name, int n, int timeout_s)
     exit(1);
 }
 
-static void latency(int rate, int seconds)
+static void latency(int rate, int batch, int seconds)
 {
     char name[32], sql[512];
     int n = rate * seconds < 20 ? 20 : rate * seconds;
     int64_t t0;
     double p50, p99, mx;
 
-    snprintf(name, sizeof(name), "r%d", rate);
+    snprintf(name, sizeof(name), "r%db%d", rate, batch);
     t0 = wall_us();
     for (int i = 0; i < n; i++) {
         int64_t due = t0 + (int64_t)i * 1000000 / rate, now = wall_us();
@@ -131,8 +132,8 @@ static void latency(int rate, int seconds)
         p99 = q1(s99);
         mx = q1(smx);
     }
-    printf("  %5d msg/s x %5d messages: publish -> execution started  p50 %7.2f ms  p99 %7.2f ms"
-           "  max %7.2f ms\n", rate, n, p50, p99, mx);
+    printf("  %5d msg/s x %5d messages, batch %3d: publish -> started  p50 %7.2f ms  p99 %8.2f ms"
+           "  max %8.2f ms\n", rate, n, batch, p50, p99, mx);
     fflush(stdout);
 }
 
@@ -164,7 +165,7 @@ int main(int argc, char **argv)
     cbm_bus_t *bus = NULL;
     cbm_error_t err = {0};
     natsConnection *nc = NULL;
-    static const int rates[] = {1, 100, 1000};
+    static const int rates[] = {1, 100, 1000, 1000}, batches[] = {10, 10, 10, 100};
 
     if (db == NULL || url == NULL) die("usage", "set CEREBELUM_DATABASE_URL and CEREBELUM_NATS_URL");
     pid = (int)getpid();
@@ -180,8 +181,8 @@ int main(int argc, char **argv)
         die("engine", err.message);
     for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
         char name[32];
-        snprintf(name, sizeof(name), "r%d", rates[i]);
-        put_trigger(name, 10);
+        snprintf(name, sizeof(name), "r%db%d", rates[i], batches[i]);
+        put_trigger(name, batches[i]);
     }
     bo.url = url;
     if (cbm_bus_create(&bus, engine, &bo, &err) != 0) die("bus", err.message);
@@ -195,11 +196,12 @@ int main(int argc, char **argv)
         if (cbm_bus_health(bus, &h) == 0)
             for (const char *p = h; (p = strstr(p, "\"state\":\"fetching\"")) != NULL; p++) fetching++;
         free(h);
-        if (fetching == 3) break;
+        if (fetching == (int)(sizeof(rates) / sizeof(rates[0]))) break;
         usleep(100 * 1000);
     }
     printf("bench_trigger: a no-op one-step blueprint, trigger and engine in one process\n");
-    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) latency(rates[i], seconds);
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++)
+        latency(rates[i], batches[i], seconds);
     throughput(max_n, 10);
     throughput(max_n, 100);
     cbm_bus_destroy(bus);

@@ -10,7 +10,10 @@
 #                 dispatch latency to the worker's handler;
 #   bench_delib:  deliberations on cerebelum-llm-worker against the
 #                 OpenAI-compatible stub: per-call overhead at 0/50/500 ms,
-#                 a ring against its critical path, 100 at once.
+#                 a ring against its critical path, 100 at once;
+#   bench_trigger: NATS trigger -> execution started at 1, 100, 1000 msg/s
+#                 and one trigger's most starts/s (needs nats-server; built
+#                 with libnats only).
 # SLEEPERS=N and SLEEP_MS=M change the second one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +21,7 @@ scripts/setup.sh
 [ -d build-release ] || meson setup build-release --buildtype=release -Dtests=false >/dev/null
 ninja -C build-release bench/bench_engine bench/bench_sleep bench/bench_remote bench/bench_delib \
   cli/cerebelum workers/llm/cerebelum-llm-worker >/dev/null
+[ -x build-release/bench/bench_trigger ] || ninja -C build-release bench/bench_trigger >/dev/null 2>&1 || true
 tests/harness/with-postgres.sh bash -c '
   base=${CEREBELUM_TEST_DATABASE_URL%/*}
   psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE bench" -c "CREATE DATABASE bench_sleep" \
@@ -27,3 +31,9 @@ tests/harness/with-postgres.sh bash -c '
   CEREBELUM_DATABASE_URL="$base/bench_remote" build-release/bench/bench_remote build-release/cli/cerebelum &&
   CEREBELUM_DATABASE_URL="$base/bench_delib" build-release/bench/bench_delib build-release/cli/cerebelum \
     build-release/workers/llm/cerebelum-llm-worker tests/llmstub/llmstub.py'
+if [ -x build-release/bench/bench_trigger ]; then
+  tests/harness/with-postgres.sh tests/harness/with-nats.sh bash -c '
+    psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE bench_trigger" &&
+    CEREBELUM_DATABASE_URL="${CEREBELUM_TEST_DATABASE_URL%/*}/bench_trigger" \
+    CEREBELUM_NATS_URL="$CEREBELUM_TEST_NATS_URL" build-release/bench/bench_trigger'
+fi
