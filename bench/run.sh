@@ -13,6 +13,9 @@
 #                 a ring against its critical path, 100 at once;
 #   bench_outbox: the outbox (with a private nats-server -js): W1 with rows
 #                 and without, publish lag under W1, drain of 10,000 rows.
+#   bench_trigger: NATS trigger -> execution started at 1, 100, 1000 msg/s
+#                 and one trigger's most starts/s (needs nats-server; built
+#                 with libnats only).
 # SLEEPERS=N and SLEEP_MS=M change the second one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +23,7 @@ scripts/setup.sh
 [ -d build-release ] || meson setup build-release --buildtype=release -Dtests=false >/dev/null
 ninja -C build-release bench/bench_engine bench/bench_sleep bench/bench_remote bench/bench_delib bench/bench_outbox \
   cli/cerebelum workers/llm/cerebelum-llm-worker >/dev/null
+[ -x build-release/bench/bench_trigger ] || ninja -C build-release bench/bench_trigger >/dev/null 2>&1 || true
 tests/harness/with-postgres.sh tests/harness/with-nats.sh bash -c '
   base=${CEREBELUM_TEST_DATABASE_URL%/*}
   psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE bench" -c "CREATE DATABASE bench_sleep" \
@@ -30,3 +34,9 @@ tests/harness/with-postgres.sh tests/harness/with-nats.sh bash -c '
   CEREBELUM_DATABASE_URL="$base/bench_delib" build-release/bench/bench_delib build-release/cli/cerebelum \
     build-release/workers/llm/cerebelum-llm-worker tests/llmstub/llmstub.py &&
   NATS_URL="$CEREBELUM_TEST_NATS_URL" CEREBELUM_DATABASE_URL="$base/bench_outbox" build-release/bench/bench_outbox'
+if [ -x build-release/bench/bench_trigger ]; then
+  tests/harness/with-postgres.sh tests/harness/with-nats.sh bash -c '
+    psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE bench_trigger" &&
+    CEREBELUM_DATABASE_URL="${CEREBELUM_TEST_DATABASE_URL%/*}/bench_trigger" \
+    CEREBELUM_NATS_URL="$CEREBELUM_TEST_NATS_URL" build-release/bench/bench_trigger'
+fi

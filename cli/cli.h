@@ -7,6 +7,7 @@
  *   format.c    human-readable and --json output of executions and events
  *   deliberation.c  `deliberation show`: the LLM calls of deliberations
  *   serve.c     `cerebelum serve`: the engine, the gRPC server, signals
+ *   bus.c       `trigger put|list|rm|failures`, `bus`, `publish` (NATS)
  *   service.c   the WorkflowService handlers of the server
  */
 #ifndef CBM_CLI_H
@@ -65,6 +66,14 @@ typedef struct cli_opts {
     const char *tls_client_ca;
     size_t max_message_bytes;
     bool demo_handlers;
+    const char *nats_url;     /* serve, publish, bus: --nats (else $CEREBELUM_NATS_URL) */
+    /* publish */
+    const char *data;
+    const char *msg_id;
+#define CLI_MAX_HEADERS 16
+    const char *headers[CLI_MAX_HEADERS]; /* "K=V" */
+    int nheaders;
+    int count;                /* publish --count */
     /* positional arguments after the command words */
     char **args;
     int nargs;
@@ -111,6 +120,13 @@ int cli_cmd_council_put(const cli_opts_t *o);
 int cli_cmd_council_list(const cli_opts_t *o);
 int cli_cmd_council_show(const cli_opts_t *o);
 int cli_cmd_council_rm(const cli_opts_t *o);
+/* bus.c: NATS triggers (on the database: a client-only engine) and publish */
+int cli_cmd_trigger_put(const cli_opts_t *o);
+int cli_cmd_trigger_list(const cli_opts_t *o);
+int cli_cmd_trigger_rm(const cli_opts_t *o);
+int cli_cmd_trigger_failures(const cli_opts_t *o);
+int cli_cmd_bus(const cli_opts_t *o);
+int cli_cmd_publish(const cli_opts_t *o);
 
 /* `cerebelum serve`; returns the exit code. */
 int cli_serve(const cli_opts_t *o);

@@ -26,7 +26,7 @@ enum opt {
     O_INPUT, O_ID, O_STATUS, O_BLUEPRINT, O_LIMIT, O_AFTER,
     O_RESPONSE, O_WHO, O_REASON, O_PAYLOAD,
     O_LISTEN, O_DATABASE_URL, O_STATE_DIR, O_TLS_CERT, O_TLS_KEY, O_TLS_CLIENT_CA, O_MAX_MSG,
-    O_DEMO, O_BP_VERSION, O_FROM_FILE, O_HELP = 'h', O_VERSION = 'V',
+    O_DEMO, O_BP_VERSION, O_FROM_FILE, O_NATS, O_DATA, O_MSG_ID, O_HEADER, O_COUNT, O_HELP = 'h', O_VERSION = 'V',
 };
 
 static const struct option long_opts[] = {
@@ -58,6 +58,11 @@ static const struct option long_opts[] = {
     {"tls-client-ca", required_argument, NULL, O_TLS_CLIENT_CA},
     {"max-message-bytes", required_argument, NULL, O_MAX_MSG},
     {"demo-handlers", no_argument, NULL, O_DEMO},
+    {"nats", required_argument, NULL, O_NATS},
+    {"data", required_argument, NULL, O_DATA},
+    {"msg-id", required_argument, NULL, O_MSG_ID},
+    {"header", required_argument, NULL, O_HEADER},
+    {"count", required_argument, NULL, O_COUNT},
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
     {NULL, 0, NULL, 0},
@@ -81,10 +86,11 @@ typedef struct command {
 static const command_t commands[] = {
     {"serve", 0, cli_serve,
      "serve [--listen ADDR] [--database-url URL | --state-dir DIR] [--token T]\n"
-     "          [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--max-message-bytes N]",
-     "run the engine and its gRPC server until SIGTERM or SIGINT",
+     "          [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--max-message-bytes N]\n"
+     "          [--nats URL]",
+     "run the engine and its gRPC server (and, with --nats, the stored triggers) until SIGTERM or SIGINT",
      {O_LISTEN, O_DATABASE_URL, O_STATE_DIR, O_TLS_CERT, O_TLS_KEY, O_TLS_CLIENT_CA, O_TOKEN,
-      O_MAX_MSG, O_DEMO},
+      O_MAX_MSG, O_DEMO, O_NATS},
      0},
     {"blueprint register", 1, cli_cmd_register, "blueprint register FILE",
      "validate and store the blueprint in FILE; prints its version", {0}, 1},
@@ -121,6 +127,25 @@ static const command_t commands[] = {
      "the LLM calls of an execution's deliberations: phase, agent, tokens, outcome", {0}, 1},
     {"council rm", 1, cli_cmd_council_rm, "council rm NAME",
      "delete a council (its versions stay readable by version)", {0}, 1},
+    {"trigger put", 1, cli_cmd_trigger_put, "trigger put FILE|- [--database-url URL]",
+     "validate and store the NATS trigger in FILE (- = stdin); prints its version",
+     {O_DATABASE_URL, O_JSON}, 0},
+    {"trigger list", 0, cli_cmd_trigger_list, "trigger list [--database-url URL]",
+     "the stored NATS triggers: name, stream, consumer, subject, blueprint",
+     {O_DATABASE_URL, O_JSON}, 0},
+    {"trigger rm", 1, cli_cmd_trigger_rm, "trigger rm NAME [--database-url URL]",
+     "delete a NATS trigger (its durable consumer stays on the server)", {O_DATABASE_URL}, 0},
+    {"trigger failures", 0, cli_cmd_trigger_failures,
+     "trigger failures [--limit N] [--database-url URL]",
+     "messages the triggers refused as bad data (and terminated), newest first",
+     {O_DATABASE_URL, O_JSON, O_LIMIT}, 0},
+    {"bus", 0, cli_cmd_bus, "bus [--nats URL] [--database-url URL]",
+     "each trigger: last fetch, counters, its consumer on NATS; exit 1 if one is stale or failing",
+     {O_DATABASE_URL, O_JSON, O_NATS}, 0},
+    {"publish", 1, cli_cmd_publish,
+     "publish SUBJECT [--data JSON] [--msg-id ID] [--header K=V]... [--count N] [--nats URL]",
+     "publish a message to JetStream (N of them: {n} in data and id is 0..N-1); print stream and seq",
+     {O_NATS, O_DATA, O_MSG_ID, O_HEADER, O_COUNT}, 0},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -251,6 +276,20 @@ int main(int argc, char **argv)
             o.max_message_bytes = (size_t)n;
             break;
         case O_DEMO: o.demo_handlers = true; break;
+        case O_NATS: o.nats_url = optarg; break;
+        case O_COUNT:
+            if ((n = parse_count("count", optarg, 1000000)) < 0) goto bad;
+            o.count = (int)n;
+            break;
+        case O_DATA: o.data = optarg; break;
+        case O_MSG_ID: o.msg_id = optarg; break;
+        case O_HEADER:
+            if (o.nheaders == CLI_MAX_HEADERS || strchr(optarg, '=') == NULL) {
+                cli_errorf("--header K=V (at most %d)", CLI_MAX_HEADERS);
+                goto bad;
+            }
+            o.headers[o.nheaders++] = optarg;
+            break;
         case O_HELP: help = 1; break;
         case O_VERSION:
             /* After `start` (or `council`), --version names a blueprint's

@@ -2,6 +2,10 @@
  * serve.c - `cerebelum serve`: option parsing and signals around the
  * library's server (cerebelum/server.h), over an embedded engine.
  *
+ * With --nats URL (or $CEREBELUM_NATS_URL) the stored NATS triggers run
+ * too (cerebelum/bus.h), started after the engine and the server and
+ * stopped first, so no message is taken in that could not be started.
+ *
  * Shutdown (SIGTERM or SIGINT): cbm_server_stop drains (new calls answered
  * UNAVAILABLE, calls in flight get up to 10 s to finish), then the engine
  * is destroyed, which lets its in-flight commits and running handlers
@@ -20,7 +24,11 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cerebelum/bus.h"
 #include "cerebelum/server.h"
+#ifdef CBM_HAVE_NATS
+#include <nats/nats.h>
+#endif
 
 /* ---- demo handlers (--demo-handlers, for tests only) ----------------------- */
 
@@ -73,6 +81,8 @@ int cli_serve(const cli_opts_t *o)
     cbm_server_opts_t so = {0};
     cbm_engine_t *engine = NULL;
     cbm_server_t *srv = NULL;
+    cbm_bus_t *bus = NULL;
+    const char *nats = env_or(o->nats_url, "CEREBELUM_NATS_URL", NULL);
     cbm_error_t err = {0};
     sigset_t sigs;
     int rc = CLI_REFUSED, signum = 0;
@@ -91,6 +101,11 @@ int cli_serve(const cli_opts_t *o)
     }
     if ((cert == NULL) != (key == NULL) || (client_ca != NULL && cert == NULL)) {
         cli_errorf("TLS needs both --tls-cert and --tls-key (and --tls-client-ca needs them too)");
+        rc = CLI_USAGE;
+        goto free_pem;
+    }
+    if (nats != NULL && !cbm_bus_available()) {
+        cli_errorf("--nats: this cerebelum was built without NATS (libnats-dev)");
         rc = CLI_USAGE;
         goto free_pem;
     }
@@ -136,8 +151,17 @@ int cli_serve(const cli_opts_t *o)
         cli_errorf("cannot listen on %s: %s", listen, err.message);
         goto destroy;
     }
-    fprintf(stderr, "cerebelum: serving on %s%s%s\n", cbm_server_address(srv),
-            cert != NULL ? " (TLS)" : "", token != NULL ? " (token required)" : "");
+    if (nats != NULL) {
+        cbm_bus_opts_t bo = {.url = nats};
+        if (cbm_bus_create(&bus, engine, &bo, &err) != 0) {
+            cli_errorf("cannot start the NATS triggers: %s", err.message);
+            cbm_server_stop(srv);
+            goto destroy;
+        }
+    }
+    fprintf(stderr, "cerebelum: serving on %s%s%s%s%s\n", cbm_server_address(srv),
+            cert != NULL ? " (TLS)" : "", token != NULL ? " (token required)" : "",
+            nats != NULL ? ", triggers on " : "", nats != NULL ? nats : "");
 
     while (sigwait(&sigs, &signum) != 0) {}
     fprintf(stderr, "cerebelum: %s received, shutting down\n",
@@ -145,9 +169,15 @@ int cli_serve(const cli_opts_t *o)
     signal(SIGTERM, on_second_signal);
     signal(SIGINT, on_second_signal);
     pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
+    cbm_bus_destroy(bus);
+    bus = NULL;
     cbm_server_stop(srv);
     rc = CLI_OK;
 destroy:
+    cbm_bus_destroy(bus);
+#ifdef CBM_HAVE_NATS
+    if (nats != NULL) nats_Close();
+#endif
     cbm_server_destroy(srv);
     cbm_engine_destroy(engine);
     if (rc == CLI_OK) fprintf(stderr, "cerebelum: stopped\n");

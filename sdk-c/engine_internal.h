@@ -18,6 +18,12 @@ typedef int (*cbm__read_fn)(store_t *s, void *arg, cbm_error_t *err);
  * cbm_engine_start; otherwise fn's code. Any thread. */
 int cbm__engine_read(cbm_engine_t *e, cbm__read_fn fn, void *arg, cbm_error_t *err);
 
+/* Record a message a trigger refused (engine_triggers.c; store.h,
+ * "Triggers"), on the read connection. Any thread. */
+int cbm__trigger_failure_add(cbm_engine_t *e, const store_trigger_failure_t *f, cbm_error_t *err);
+/* Write a running trigger's health report (the bus's watcher). */
+int cbm__trigger_health_put(cbm_engine_t *e, const store_trigger_health_t *h, cbm_error_t *err);
+
 /* The engine's own reduced state of execution id, folded from its history
  * by the reducer (st_to_json(): steps with status, attempt, result, error,
  * child). *json is malloc'd; free() it. CBM_ENOTFOUND, store errors,

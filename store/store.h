@@ -357,6 +357,61 @@ int store_council_delete(store_t *s, const char *name, cbm_error_t *err);
 
 void store_councils_free(store_council_t *c, size_t n);
 
+/* ---- Triggers (migration 008; store_pg_triggers.c) ------------------------
+ *
+ * NATS triggers as data (docs/bus.md): one row per name in cbm_triggers with
+ * the canonical definition bus/trigger.h made and its version; a delete is
+ * soft. Refused messages go to cbm_trigger_failures, once per (trigger,
+ * stream, seq). Each call is one statement.
+ */
+typedef struct store_trigger {
+    char *name;
+    char *version;
+    char *definition;
+    int64_t updated_at_us;
+} store_trigger_t;
+
+/* Insert or replace trigger name (a deleted one comes back). *changed (may
+ * be NULL): false when that version was live already (nothing changed). */
+int store_trigger_put(store_t *s, const char *name, const char *version, const char *definition,
+                      bool *changed, cbm_error_t *err);
+/* Every live trigger, by name. *out NULL when *n is 0; store_triggers_free. */
+int store_trigger_list(store_t *s, store_trigger_t **out, size_t *n, cbm_error_t *err);
+/* CBM_ENOTFOUND ("no trigger named 'N'") when none is live. */
+int store_trigger_delete(store_t *s, const char *name, cbm_error_t *err);
+void store_triggers_free(store_trigger_t *t, size_t n);
+
+typedef struct store_trigger_failure {
+    int64_t id;
+    char *trigger, *stream, *subject, *reason, *data;
+    int64_t seq;
+    int64_t at_us;
+} store_trigger_failure_t;
+
+/* Record a refused message; a second record of (trigger, stream, seq) is a
+ * no-op. data is cut to 1 KiB and made valid UTF-8 by the caller. */
+int store_trigger_failure_add(store_t *s, const store_trigger_failure_t *f, cbm_error_t *err);
+/* The newest limit failures (of trigger, or all when NULL), newest first. */
+int store_trigger_failure_list(store_t *s, const char *trigger, size_t limit,
+                               store_trigger_failure_t **out, size_t *n, cbm_error_t *err);
+void store_trigger_failures_free(store_trigger_failure_t *f, size_t n);
+
+/* A running trigger's report (cbm_trigger_health). */
+typedef struct store_trigger_health {
+    char *trigger, *process, *state, *error;
+    int wait_ms;
+    int64_t last_fetch_ms_ago;  /* put: how long ago; list: computed by the database */
+    int64_t messages, started, existing, failures, naks;
+    int64_t reported_ms_ago;    /* list only */
+} store_trigger_health_t;
+
+/* Upsert the report of h->trigger. */
+int store_trigger_health_put(store_t *s, const store_trigger_health_t *h, cbm_error_t *err);
+/* Every report, by trigger. */
+int store_trigger_health_list(store_t *s, store_trigger_health_t **out, size_t *n,
+                              cbm_error_t *err);
+void store_trigger_healths_free(store_trigger_health_t *h, size_t n);
+
 /*
  * Remote task queue (cbm_tasks). Rows are written and deleted only by
  * decisions (store_append); these calls lease them. A store_t used for these

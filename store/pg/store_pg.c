@@ -22,7 +22,7 @@
 #include "cbm_internal.h"
 
 /* Lists are planned per call, so they are not here (store_pg_read.c). */
-#define PREPARED_BIT(id) (UINT32_C(1) << (unsigned)(id))
+#define PREPARED_BIT(id) (UINT64_C(1) << (unsigned)(id))
 
 const char *store_pg_sqlstate(const PGresult *res)
 {

@@ -88,16 +88,23 @@ enum pg_stmt {
     STMT_COUNCIL_DELETE,
     STMT_OUTBOX_READ,
     STMT_OUTBOX_DELETE,
+    STMT_TRIGGER_PUT,
+    STMT_TRIGGER_LIST,
+    STMT_TRIGGER_DELETE,
+    STMT_TRIGGER_FAIL_ADD,
+    STMT_TRIGGER_FAIL_LIST,
+    STMT_TRIGGER_HEALTH_PUT,
+    STMT_TRIGGER_HEALTH_LIST,
     STMT_COUNT_
 };
-_Static_assert(STMT_COUNT_ <= 32, "store_t.prepared has a bit per statement");
+_Static_assert(STMT_COUNT_ <= 64, "store_t.prepared has a bit per statement");
 
 /* Number of array columns the append statement takes (see store_pg_append.c). */
 #define APPEND_NCOLS 42
 
 struct store {
     PGconn *conn;
-    uint32_t prepared;              /* bit i: statement i prepared on conn */
+    uint64_t prepared;              /* bit i: statement i prepared on conn */
     pg_array_t cols[APPEND_NCOLS];  /* reused by store_append */
     store_decision_t **sorted;      /* store_append's batch in id order */
     size_t sorted_cap;

@@ -1,0 +1,285 @@
+/*
+ * trigger_run.c - a runner: the thread of one trigger (bus_internal.h).
+ *
+ * Loop: Fetch a small batch from the durable pull consumer (it returns
+ * NATS_TIMEOUT after wait_ms when there is nothing, which is normal), and
+ * for each message (the messages of a batch in parallel, handle_batch):
+ *
+ *   1. trigger_eval: the idempotency keys and inputs. Bad data: a row in
+ *      cbm_trigger_failures, then Term (never redelivered). If that row
+ *      cannot be written (store down) the message is nak'ed instead, so
+ *      nothing is terminated unrecorded.
+ *   2. cbm_execution_start_opts with each key: it returns once the start is
+ *      durable; created or already existing both count. Inputs a blueprint
+ *      refuses are bad data (1). The store down, an unknown blueprint (not
+ *      registered yet) or a shutdown: NakWithDelay(nak_delay_ms), so the
+ *      message comes back when things may have changed.
+ *   3. AckSync: the ack follows the commit. A crash between 2 and 3, or an
+ *      ack that is lost, means a redelivery, which lands on the existing
+ *      executions (step 2 again): no duplicate, and the message is acked.
+ *
+ * CEREBELUM_TEST_EXIT_BEFORE_ACK=1 (read at cbm_bus_create; for the tests
+ * only) makes the process _exit(3) after the first message's starts
+ * committed and before its ack: the crash of step 3.
+ */
+#include "bus/bus_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cbm_internal.h"
+#include "engine_internal.h"
+
+#define EXCERPT 1024
+
+/* Sleep ms in small steps, waking early on stop. */
+static void nap(runner_t *r, int ms)
+{
+    for (; ms > 0 && !atomic_load(&r->stop); ms -= 50) usleep(50 * 1000);
+}
+
+static void nak(runner_t *r, natsMsg *m)
+{
+    atomic_fetch_add(&r->naks, 1);
+    natsMsg_NakWithDelay(m, r->t->nak_delay_ms, NULL);
+}
+
+/* Record m as refused for reason, then terminate it; nak if the record
+ * cannot be written. */
+static void refuse(runner_t *r, natsMsg *m, const trig_msg_t *v, const char *reason)
+{
+    char excerpt[EXCERPT + 1];
+    size_t n = v->len < EXCERPT ? v->len : EXCERPT;
+    store_trigger_failure_t f = {0};
+    cbm_error_t err = {0};
+    int rc;
+
+    memcpy(excerpt, v->data != NULL ? v->data : "", n);
+    excerpt[n] = '\0';
+    f.trigger = r->t->name;
+    f.stream = (char *)(v->stream != NULL ? v->stream : r->t->stream);
+    f.seq = (int64_t)v->seq;
+    f.subject = cbm_text_sanitize(v->subject != NULL ? v->subject : "");
+    f.reason = cbm_text_sanitize(reason);
+    f.data = cbm_text_sanitize(excerpt);
+    if (f.subject == NULL || f.reason == NULL || f.data == NULL) {
+        rc = CBM_ENOMEM;
+    } else {
+        rc = cbm__trigger_failure_add(r->bus->engine, &f, &err);
+    }
+    if (rc != 0) {
+        cbm_log_warn("bus: trigger %s: cannot record refused message %s:%llu (%s): %s",
+                     r->t->name, f.stream, (unsigned long long)v->seq, reason, err.message);
+        nak(r, m);
+    } else {
+        cbm_log_warn("bus: trigger %s: refused message %s:%llu: %s", r->t->name, f.stream,
+                     (unsigned long long)v->seq, reason);
+        atomic_fetch_add(&r->failures, 1);
+        natsMsg_Term(m, NULL);
+    }
+    free(f.subject);
+    free(f.reason);
+    free(f.data);
+}
+
+/* Is a start's error the message's fault (bad data), not the store's? */
+static bool data_error(int rc)
+{
+    return rc == CBM_EJSON || rc == CBM_EINVAL;
+}
+
+static void handle(runner_t *r, natsMsg *m)
+{
+    jsMsgMetaData *md = NULL;
+    const char **keys = NULL, **vals = NULL;
+    int nkeys = 0;
+    trig_msg_t v = {0};
+    trig_job_t *jobs = NULL;
+    size_t njobs = 0;
+    char reason[640];
+    jsErrCode jerr = 0;
+    int rc;
+
+    atomic_fetch_add(&r->messages, 1);
+    v.subject = natsMsg_GetSubject(m);
+    v.data = natsMsg_GetData(m);
+    v.len = (size_t)natsMsg_GetDataLength(m);
+    if (natsMsg_GetMetaData(&md, m) == NATS_OK) {
+        v.stream = md->Stream;
+        v.seq = md->Sequence.Stream;
+    }
+    if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v.msg_id) != NATS_OK) v.msg_id = NULL;
+    if (natsMsgHeader_Keys(m, &keys, &nkeys) == NATS_OK && nkeys > 0 &&
+        (vals = calloc((size_t)nkeys, sizeof(*vals))) != NULL) {
+        for (int i = 0; i < nkeys; i++)
+            if (natsMsgHeader_Get(m, keys[i], &vals[i]) != NATS_OK) vals[i] = "";
+        v.hdr_keys = keys;
+        v.hdr_vals = vals;
+        v.nhdr = (size_t)nkeys;
+    }
+    if (md == NULL) {
+        /* Not a JetStream message (cannot be, from a pull consumer). */
+        nak(r, m);
+        goto done;
+    }
+    rc = trigger_eval(r->t, &v, &jobs, &njobs, reason, sizeof(reason));
+    if (rc == CBM_EINVAL) {
+        refuse(r, m, &v, reason);
+        goto done;
+    }
+    if (rc != 0) {
+        nak(r, m);
+        goto done;
+    }
+    for (size_t i = 0; i < njobs; i++) {
+        cbm_start_opts_t so = {.idempotency_key = jobs[i].key};
+        cbm_error_t err = {0};
+        char id[37];
+        bool created = false;
+
+        rc = cbm_execution_start_opts(r->bus->engine, r->t->blueprint, jobs[i].inputs, &so, id,
+                                      &created, &err);
+        if (rc == 0) {
+            atomic_fetch_add(created ? &r->started : &r->existing, 1);
+            continue;
+        }
+        if (data_error(rc)) {
+            snprintf(reason, sizeof(reason), "start %.64s (key %.200s): %.300s", r->t->blueprint,
+                     jobs[i].key, err.message);
+            refuse(r, m, &v, reason);
+        } else {
+            cbm_log_warn("bus: trigger %s: start %s (key %s): %s; nak, again in %d ms",
+                         r->t->name, r->t->blueprint, jobs[i].key, err.message,
+                         r->t->nak_delay_ms);
+            bus_set_state(r, "fetching", err.message);
+            nak(r, m);
+        }
+        goto done;
+    }
+    if (r->bus->exit_before_ack) _exit(3); /* the test hook: committed, not acked */
+    if (natsMsg_AckSync(m, NULL, &jerr) == NATS_OK) {
+        atomic_fetch_add(&r->acks, 1);
+    } else {
+        /* Redelivered after AckWait: it lands on what exists. */
+        cbm_log_warn("bus: trigger %s: ack of %s:%llu failed (JetStream error %d)", r->t->name,
+                     v.stream, (unsigned long long)v.seq, (int)jerr);
+    }
+done:
+    trig_jobs_free(jobs, njobs);
+    free(vals);
+    free((void *)keys);
+    jsMsgMetaData_Destroy(md);
+}
+
+/* A fetched batch, handled by up to CONCURRENCY threads at once: each
+ * start waits for its commit (a few ms), and the engine's committer puts
+ * concurrent starts into one transaction, so a batch handled in parallel
+ * costs about one commit instead of one per message. Messages of a batch
+ * are therefore started in no particular order (each is acked after its
+ * own starts). */
+#define CONCURRENCY 16
+
+typedef struct batch {
+    runner_t *r;
+    natsMsgList *list;
+    atomic_int next;
+} batch_t;
+
+static void *work(void *arg)
+{
+    batch_t *b = arg;
+    int i;
+
+    while ((i = atomic_fetch_add(&b->next, 1)) < b->list->Count) {
+        if (atomic_load(&b->r->stop))
+            natsMsg_Nak(b->list->Msgs[i], NULL); /* someone else's, at once */
+        else
+            handle(b->r, b->list->Msgs[i]);
+    }
+    return NULL;
+}
+
+static void *work_thread(void *arg)
+{
+    work(arg);
+    nats_ReleaseThreadMemory();
+    return NULL;
+}
+
+static void handle_batch(runner_t *r, natsMsgList *list)
+{
+    batch_t b = {.r = r, .list = list};
+    pthread_t th[CONCURRENCY];
+    int n = 0;
+
+    atomic_init(&b.next, 0);
+    while (n < CONCURRENCY - 1 && n < list->Count - 1 &&
+           pthread_create(&th[n], NULL, work_thread, &b) == 0)
+        n++;
+    work(&b); /* this thread too (alone if no thread could start) */
+    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+}
+
+static void *run(void *arg)
+{
+    runner_t *r = arg;
+    natsSubscription *sub = NULL;
+    char msg[256];
+    bool erred = false;
+
+    while (!atomic_load(&r->stop)) {
+        natsMsgList list = {0};
+        jsErrCode jerr = 0;
+        natsStatus s;
+
+        if (sub == NULL) {
+            if (bus_subscribe(r->bus, r->t, &sub, msg, sizeof(msg)) != 0) {
+                cbm_log_warn("bus: trigger %s: %s; again in 1 s", r->t->name, msg);
+                bus_set_state(r, "error", msg);
+                nap(r, 1000);
+                continue;
+            }
+            bus_set_state(r, "fetching", NULL);
+        }
+        s = natsSubscription_Fetch(&list, sub, r->t->batch, r->t->wait_ms, &jerr);
+        atomic_store(&r->last_fetch_us, bus_now_us());
+        if ((s == NATS_OK || s == NATS_TIMEOUT) && erred) {
+            bus_set_state(r, "fetching", NULL);
+            erred = false;
+        }
+        if (s == NATS_TIMEOUT) continue;
+        if (s != NATS_OK) {
+            /* Disconnected (the connection comes back by itself) or the
+             * consumer went away: bind again after a pause. */
+            snprintf(msg, sizeof(msg), "fetch: %s (JetStream error %d)", natsStatus_GetText(s),
+                     (int)jerr);
+            bus_set_state(r, "error", msg);
+            erred = true;
+            natsMsgList_Destroy(&list);
+            if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED || jerr != 0) {
+                natsSubscription_Destroy(sub);
+                sub = NULL;
+            }
+            nap(r, 250);
+            continue;
+        }
+        handle_batch(r, &list);
+        natsMsgList_Destroy(&list);
+    }
+    natsSubscription_Destroy(sub);
+    nats_ReleaseThreadMemory();
+    return NULL;
+}
+
+int runner_start(runner_t *r)
+{
+    return pthread_create(&r->thread, NULL, run, r) == 0 ? 0 : CBM_ENOMEM;
+}
+
+void runner_stop(runner_t *r)
+{
+    atomic_store(&r->stop, true);
+    pthread_join(r->thread, NULL);
+}

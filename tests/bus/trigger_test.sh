@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# trigger_test.sh CEREBELUM - NATS JetStream triggers end to end (docs/bus.md):
+# a real nats-server (tests/harness/with-nats.sh) and a real `cerebelum serve
+# --nats` on a fresh database of the test PostgreSQL. Checks:
+#   one message starts one execution; the same message again (Msg-Id
+#   duplicate) and republished under a new Msg-Id with the same key in its
+#   data start none more; a poison message (bad JSON, a missing field) is
+#   recorded once and terminated (never seen again); for_each over roles
+#   starts one execution per role with its item; the process _exit()ing
+#   between the start's commit and the ack leaves no duplicate after the
+#   restart, and the message is acked; kill -9 during a burst of 500
+#   messages: executions = distinct keys; `cerebelum bus` shows the killed
+#   serve's triggers stale (no fetch for three fetch waits) and exits 1;
+#   with PostgreSQL stopped a message is nak'ed (with a delay, the serve
+#   stays up) and starts its execution once the store is back.
+# Skips (77) without CEREBELUM_TEST_NATS_URL or CEREBELUM_TEST_DATABASE_URL.
+set -u
+exe=$1
+[ -n "${CEREBELUM_TEST_NATS_URL:-}" ] || { echo "CEREBELUM_TEST_NATS_URL unset: skipped"; exit 77; }
+. "$(dirname "$0")/../cli/lib.sh"
+export CEREBELUM_NATS_URL=$CEREBELUM_TEST_NATS_URL
+# Each test run has its own database, but the nats-server may be shared by
+# several tests: private stream and subjects.
+S="T$$"
+sub="t$$"
+
+# count KEY_PREFIX: executions whose idempotency key starts with it.
+count() {
+  psql -qtA "$CEREBELUM_DATABASE_URL" -c \
+    "SELECT count(*) FROM cbm_executions WHERE idempotency_key LIKE '$1%'"
+}
+# wait_count PREFIX N [SECONDS]: until count PREFIX is N.
+wait_count() {
+  local i c
+  for i in $(seq $((${3:-20} * 10))); do
+    c=$(count "$1")
+    [ "$c" = "$2" ] && return 0
+    sleep 0.1
+  done
+  fail "executions with key $1*: $c, want $2"
+  return 1
+}
+# consumer_idle NAME: `bus` shows the consumer with nothing pending or in flight.
+consumer_idle() {
+  local i
+  for i in $(seq 100); do
+    run bus
+    grep -Eq "^$1 +$S +[^ ]+ +0 +0 " <<<"$out" && return 0
+    sleep 0.1
+  done
+  fail "consumer of $1 never idle: $out $err"
+}
+
+cat >"$tmp/bp.json" <<'EOF2'
+{"name": "trig_echo", "steps": [{"name": "a", "handler": "echo"}]}
+EOF2
+cat >"$tmp/one.json" <<EOF2
+{"name": "one", "stream": "$S", "stream_subjects": ["$sub.>"], "consumer": "one",
+ "subject": "$sub.one", "blueprint": "trig_echo", "key": "\$.msg.data.idempotency_key",
+ "inputs": {"x": "\$.msg.data.x", "subject": "\$.msg.subject"},
+ "wait_ms": 200, "ack_wait_ms": 2000, "nak_delay_ms": 200}
+EOF2
+cat >"$tmp/roles.json" <<EOF2
+{"name": "roles", "stream": "$S", "stream_subjects": ["$sub.>"], "consumer": "roles",
+ "subject": "$sub.plan.approved", "blueprint": "trig_echo",
+ "key": "\$.msg.data.idempotency_key", "for_each": "\$.msg.data.payload.roles",
+ "inputs": {"role": "\$.item", "story": "\$.msg.data.payload.story_id"},
+ "wait_ms": 200, "ack_wait_ms": 2000}
+EOF2
+
+check 2 "serve --nats needs a value" serve --nats
+check 0 "trigger put" trigger put "$tmp/one.json" && match out '^[0-9a-f]{64}$' "put prints the version"
+check 0 "trigger put again" trigger put "$tmp/one.json" && match out ' \(unchanged\)$' "unchanged"
+check 0 "trigger put roles (stdin)" trigger put - <"$tmp/roles.json"
+echo '{"name": "bad", "stream": "S"}' >"$tmp/bad.json"
+check 1 "an invalid trigger" trigger put "$tmp/bad.json" && match err "trigger 'bad': consumer: is required" "why"
+check 0 "trigger list" trigger list && match out "^one +$S +one +$sub.one +trig_echo" "list"
+
+start_server main --listen 127.0.0.1:0 --nats "$CEREBELUM_NATS_URL" || exit 1
+export CEREBELUM_SERVER=$addr
+check 0 "register" blueprint register "$tmp/bp.json"
+consumer_idle one
+consumer_idle roles
+sleep 2.2  # a health report from the serve
+check 0 "bus: healthy" bus && match out "^one +$S +one +0 +0 +[0-9]+ +[0-9.]+s .* fetching$" "bus line"
+
+# ---- one message, one execution; redelivery and republish: none more -------------
+check 0 "publish" publish "$sub.one" --data '{"idempotency_key": "k1", "x": 1}' --msg-id m1 &&
+  match out "^stream $S seq [0-9]+$" "publish output"
+wait_count "trig:one:k1" 1
+check 0 "the same Msg-Id again" publish "$sub.one" --data '{"idempotency_key": "k1", "x": 1}' --msg-id m1 &&
+  match out "duplicate" "dropped by Msg-Id"
+check 0 "a new Msg-Id, the same key" publish "$sub.one" --data '{"idempotency_key": "k1", "x": 2}' --msg-id m2
+consumer_idle one
+sleep 0.5
+wait_count "trig:one:k1" 1
+exec_id=$(psql -qtA "$CEREBELUM_DATABASE_URL" -c "SELECT id FROM cbm_executions WHERE idempotency_key = 'trig:one:k1'")
+wait_status "$exec_id" completed
+check 0 "show" show "$exec_id" --json &&
+  py "inputs from the template" "j['inputs'] == {'x': 1, 'subject': '$sub.one'}"
+
+# ---- poison: recorded once, terminated --------------------------------------------
+check 0 "publish bad JSON" publish "$sub.one" --data 'not json' --msg-id p1
+check 0 "publish without the key" publish "$sub.one" --data '{"x": 3}' --msg-id p2
+consumer_idle one
+sleep 2.5  # past ack_wait: a message not terminated would come back
+check 0 "trigger failures" trigger failures --json &&
+  py "two failures, once each" "len(j) == 2 and sorted(f['data'] for f in j) == ['not json', '{\"x\": 3}']" &&
+  py "reasons" "any('is not JSON' in f['reason'] for f in j) and any('idempotency_key: not found' in f['reason'] for f in j)"
+check 0 "trigger failures (text)" trigger failures && match out "not JSON" "failures text"
+
+# ---- for_each over roles ----------------------------------------------------------
+check 0 "plan.approved" publish "$sub.plan.approved" --msg-id pa1 \
+  --data '{"idempotency_key": "plan-7", "payload": {"story_id": "s-7", "roles": ["dev", "qa", "arch"]}}'
+wait_count "trig:roles:plan-7:" 3
+roles=$(psql -qtA "$CEREBELUM_DATABASE_URL" -c "SELECT string_agg(inputs::jsonb->>'role', ',' ORDER BY idempotency_key) FROM cbm_executions WHERE idempotency_key LIKE 'trig:roles:plan-7:%'")
+[ "$roles" = "dev,qa,arch" ] || fail "roles: $roles"
+consumer_idle roles
+
+# ---- _exit between the commit and the ack -----------------------------------------
+stop_server "$pid" TERM main
+CEREBELUM_TEST_EXIT_BEFORE_ACK=1 "$exe" serve --listen 127.0.0.1:0 --nats "$CEREBELUM_NATS_URL" \
+  --demo-handlers 2>"$tmp/exit.err" &
+xpid=$!
+pids+=("$xpid")
+sleep 1
+check 0 "publish (the server will _exit)" publish "$sub.one" --data '{"idempotency_key": "kx", "x": 9}' --msg-id mx
+for i in $(seq 100); do kill -0 "$xpid" 2>/dev/null || break; sleep 0.1; done
+wait "$xpid"
+st=$?
+[ "$st" = 3 ] || fail "the test hook: exit $st, want 3: $(cat "$tmp/exit.err")"
+[ "$(count trig:one:kx)" = 1 ] || fail "the start committed before the _exit"
+start_server main2 --listen 127.0.0.1:0 --nats "$CEREBELUM_NATS_URL" || exit 1
+export CEREBELUM_SERVER=$addr
+consumer_idle one   # redelivered after ack_wait, landed on the execution, acked
+wait_count "trig:one:kx" 1
+
+# ---- kill -9 during a burst of 500 --------------------------------------------------
+check 0 "burst" publish "$sub.one" --count 500 --data '{"idempotency_key": "b{n}", "x": {n}}' --msg-id 'burst-{n}'
+sleep 0.3
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+before=$(count "trig:one:b")
+for i in $(seq 100); do  # no report for three report periods (6 s)
+  run bus
+  [ "$rc" = 1 ] && break
+  sleep 0.1
+done
+check 1 "bus: the killed serve's trigger is stale" bus &&
+  match out "^one .*STALE: no fetch for [0-9.]+ s \(3 waits are 0.6 s\); no report from " "stale line"
+start_server main3 --listen 127.0.0.1:0 --nats "$CEREBELUM_NATS_URL" || exit 1
+export CEREBELUM_SERVER=$addr
+wait_count "trig:one:b" 500 60
+consumer_idle one
+sleep 2.5
+wait_count "trig:one:b" 500
+echo "burst: $before executions when killed, 500 after the restart"
+
+# ---- the store down: nak'ed with a delay, started once it is back -----------------
+as_pg=()
+[ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
+"${as_pg[@]}" "$CEREBELUM_TEST_PGBIN/pg_ctl" -D "$CEREBELUM_TEST_PGDATA" -m fast -w stop >/dev/null ||
+  fail "pg_ctl stop"
+check 0 "publish while the store is down" publish "$sub.one" --data '{"idempotency_key": "down", "x": 5}' --msg-id down1
+sleep 2
+kill -0 "$pid" 2>/dev/null || fail "serve died while the store was down: $(tail -5 "$tmp/main3.err")"
+"${as_pg[@]}" "$CEREBELUM_TEST_PGBIN/pg_ctl" -D "$CEREBELUM_TEST_PGDATA" -w -t 60 \
+  -l "$CEREBELUM_TEST_PGDATA/../server.log" \
+  -o "-p $CEREBELUM_TEST_PGPORT -k $CEREBELUM_TEST_PGSOCKDIR -c listen_addresses=127.0.0.1 -c max_connections=200" \
+  start >/dev/null || fail "pg_ctl start"
+wait_count "trig:one:down" 1 60
+consumer_idle one
+sleep 2.5
+check 0 "bus --json after the outage" bus --json &&
+  py "naks counted while the store was down" "[t for t in j if t['trigger'] == 'one'][0]['naks'] > 0"
+stop_server "$pid" TERM main3
+
+[ "$fails" = 0 ] || { echo "$fails check(s) failed"; exit 1; }
+echo "all trigger checks passed"
