@@ -23,7 +23,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bus/outbox.h"
 #include "cli.h"
+#include "sdk-c/engine_remote.h"
 #include "cerebelum/bus.h"
 #include "cerebelum/server.h"
 #ifdef CBM_HAVE_NATS
@@ -82,6 +84,7 @@ int cli_serve(const cli_opts_t *o)
     cbm_engine_t *engine = NULL;
     cbm_server_t *srv = NULL;
     cbm_bus_t *bus = NULL;
+    bus_outbox_t *outbox = NULL;
     const char *nats = env_or(o->nats_url, "CEREBELUM_NATS_URL", NULL);
     cbm_error_t err = {0};
     sigset_t sigs;
@@ -158,6 +161,16 @@ int cli_serve(const cli_opts_t *o)
             cbm_server_stop(srv);
             goto destroy;
         }
+        /* The outbox: this database's decisions write their lifecycle
+         * events as rows from now on (whoever decides), and this process
+         * publishes them while it holds the database's publisher lock. */
+        bus_outbox_config_t oc = {.db_url = cbm__engine_url(engine), .nats_url = nats,
+                                  .configure = true};
+        if (bus_outbox_start(&oc, &outbox, &err) != 0) {
+            cli_errorf("cannot start the outbox publisher: %s", err.message);
+            cbm_server_stop(srv);
+            goto destroy;
+        }
     }
     fprintf(stderr, "cerebelum: serving on %s%s%s%s%s\n", cbm_server_address(srv),
             cert != NULL ? " (TLS)" : "", token != NULL ? " (token required)" : "",
@@ -171,10 +184,13 @@ int cli_serve(const cli_opts_t *o)
     pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
     cbm_bus_destroy(bus);
     bus = NULL;
+    bus_outbox_stop(outbox);
+    outbox = NULL;
     cbm_server_stop(srv);
     rc = CLI_OK;
 destroy:
     cbm_bus_destroy(bus);
+    bus_outbox_stop(outbox);
 #ifdef CBM_HAVE_NATS
     if (nats != NULL) nats_Close();
 #endif
