@@ -43,6 +43,12 @@
  * it, and finds keys claimed twice within the batch itself; those decisions
  * get CBM_EEXIST and the rest is sent again, like a stale seq.
  *
+ * The updates and deletes name the batch's ids with = ANY(array) beside the
+ * join on unnest, so the planner can fetch those rows with one bitmap scan of
+ * the key and hash them against the batch. With the session's settings
+ * (store_pg.c: no sequential scans, generic plans) the plan stays an index
+ * plan whatever the statistics were when it was prepared.
+ *
  * A decision's snapshot (store.h) is one more upsert (CTE sn) into
  * cbm_snapshots: at most one row per decision, so never a row twice, and
  * written under the projection's lock like everything else of the execution.
@@ -95,7 +101,7 @@ static const char sql_append[] =
     "  last_seq = u.last_seq, updated_at = clock_timestamp()"
     " FROM unnest($14::uuid[], $15::int8[], $16::text[], $17::jsonb[], $18::jsonb[], $19::int8[])"
     "  AS u(id, expected, status, result, error, last_seq)"
-    " WHERE e.id = u.id AND e.last_seq = u.expected"
+    " WHERE e.id = u.id AND e.last_seq = u.expected AND e.id = ANY ($14::uuid[])"
     "  AND (SELECT count(*) FROM lk) >= 0"  /* one-time filter: lk first, whole */
     " RETURNING 1"
     "), ts AS ("
@@ -105,7 +111,7 @@ static const char sql_append[] =
     " ON CONFLICT (execution_id, key) DO UPDATE SET kind = excluded.kind, due_at = excluded.due_at"
     "), tc AS ("
     " DELETE FROM cbm_timers t USING unnest($24::uuid[], $25::text[]) AS u(id, key)"
-    " WHERE t.execution_id = u.id AND t.key = u.key"
+    " WHERE t.execution_id = u.id AND t.key = u.key AND t.execution_id = ANY ($24::uuid[])"
     "), tk AS ("
     " INSERT INTO cbm_tasks (queue, execution_id, step, attempt, payload, handler, blueprint,"
     "  requires, lease_ms, timeout_ms)"
@@ -117,6 +123,7 @@ static const char sql_append[] =
     "), td AS ("
     " DELETE FROM cbm_tasks t USING unnest($40::uuid[], $41::text[], $42::int4[]) AS u(id, step, attempt)"
     " WHERE t.execution_id = u.id AND t.step = u.step AND t.attempt = u.attempt"
+    "  AND t.execution_id = ANY ($40::uuid[])"
     "), sn AS ("
     " INSERT INTO cbm_snapshots (execution_id, seq, state)"
     " SELECT u.id, u.seq, u.state FROM unnest($31::uuid[], $32::int8[], $33::json[]) AS u(id, seq, state)"
@@ -135,7 +142,7 @@ static const char sql_conflicts[] =
     " EXISTS (SELECT 1 FROM cbm_executions k WHERE k.blueprint = u.bp"
     "  AND k.idempotency_key = u.key AND k.id <> u.id)"
     " FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(id, bp, key, i)"
-    " LEFT JOIN cbm_executions x ON x.id = u.id";
+    " LEFT JOIN cbm_executions x ON x.id = u.id AND x.id = ANY ($1::uuid[])";
 
 /* Invariants the engine guarantees; breaking one is a bug, not a failure. */
 static void check_decision(const store_decision_t *d)

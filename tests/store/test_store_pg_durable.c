@@ -608,3 +608,63 @@ void test_unfinished_plan(void **state)
         store_unfinished_free(&u);
     }
 }
+
+/*
+ * The append statement is prepared once per connection and keeps its generic
+ * plan, built from the statistics of the moment. Built while the tables were
+ * empty, it used to join the batch to cbm_executions and cbm_timers by hash
+ * over sequential scans, and kept doing so once they held 100k rows (512
+ * wake-ups took 40 to 130 ms to commit instead of about 10). The session
+ * settings of store_open keep it an index plan whatever the statistics said.
+ */
+void test_append_plan(void **state)
+{
+    fixture_t *f = *state;
+    char q[512], *plan = NULL;
+    size_t len;
+    PGresult *r;
+
+    /* Built on empty tables: a few decisions that set and clear timers. */
+    for (int i = 0; i < 6; i++) {
+        char id[37];
+        tdec_t t;
+        store_timer_t tm = {{0}, "sleep", "sleep:z", 1700000000000000LL};
+        char *clear[1] = {"sleep:z"};
+        cbm_error_t err = {0};
+
+        new_id(id);
+        tdec_init(&t, id, 0, 2, true, "sleeping");
+        t.d.timers_set = &tm;
+        t.d.ntimers_set = 1;
+        if (append1(f, &t, &err) != 0) fail_msg("create: %s", err.message);
+        tdec_init(&t, id, 2, 1, false, "completed");
+        t.d.timers_cleared = clear;
+        t.d.ntimers_cleared = 1;
+        if (append1(f, &t, &err) != 0) fail_msg("update: %s", err.message);
+    }
+    /* Then they grow, with no ANALYZE (an autoanalyze comes when it comes). */
+    sql_exec(f, "INSERT INTO cbm_executions (id, blueprint, version, status, inputs, last_seq)"
+                " SELECT md5('x' || i)::uuid, 'bp', 'v1', 'sleeping', '{}'::jsonb, 2"
+                " FROM generate_series(1, 100000) i");
+    sql_exec(f, "INSERT INTO cbm_timers (execution_id, key, kind, due_at)"
+                " SELECT md5('x' || i)::uuid, 'sleep:z', 'sleep', now() FROM generate_series(1, 100000) i");
+    sql_exec(f, "INSERT INTO cbm_tasks (queue, execution_id, step, attempt, payload)"
+                " SELECT 'q', md5('x' || i)::uuid, 's', 1, '{}' FROM generate_series(1, 20000) i");
+    /* The plan the store's own session runs (the statement is cbm_0). */
+    len = (size_t)snprintf(q, sizeof(q), "EXPLAIN EXECUTE cbm_%d(", (int)STMT_APPEND);
+    for (int i = 1; i <= APPEND_NCOLS; i++) len += (size_t)snprintf(q + len, sizeof(q) - len, "'{}', ");
+    snprintf(q + len, sizeof(q) - len, "NULL)");
+    r = PQexec(f->s->conn, q);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) fail_msg("%s: %s", q, PQerrorMessage(f->s->conn));
+    for (int i = 0, at = 0; i < PQntuples(r); i++) {
+        const char *line = PQgetvalue(r, i, 0);
+        plan = realloc(plan, (size_t)at + strlen(line) + 2);
+        assert_non_null(plan);
+        at += sprintf(plan + at, "%s\n", line);
+    }
+    PQclear(r);
+    if (strstr(plan, "Seq Scan on cbm_executions") != NULL || strstr(plan, "Seq Scan on cbm_timers") != NULL ||
+        strstr(plan, "Seq Scan on cbm_tasks") != NULL || strstr(plan, "cbm_executions_pkey") == NULL)
+        fail_msg("append plan after the tables grew:\n%s", plan);
+    free(plan);
+}
