@@ -727,6 +727,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_inconsistent, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_unfinished_plan, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_append_plan, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_load_running, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_orphans, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_load_consistent, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_connection_loss, fixture_setup, fixture_teardown),
         cmocka_unit_test(test_open_unavailable),

@@ -211,6 +211,40 @@ void test_timers_due_order(void **state)
     check_due(f, all, NE * NK, INT64_MAX, 0);              /* limit 0: none */
     check_due(f, all, NE * NK, 4102444800000000LL, SIZE_MAX);
 
+    /* Pages after a cursor (store_timers_page), 2 at a time, reading
+     * nothing twice: the same sequence, ties across pages included. */
+    {
+        store_timer_t cur = {{0}, NULL, NULL, 0};
+        char ckey[8] = "";
+        size_t got = 0, want = 0;
+
+        for (size_t i = 0; i < NE * NK; i++) want += all[i].due <= 3000;
+        for (int first = 1;; first = 0) {
+            if (store_timers_page(f->s, first ? NULL : &cur, 3000, 2, &t, &n, &err) != 0)
+                fail_msg("page: %s", err.message);
+            if (n == 0) break;
+            for (size_t i = 0; i < n; i++, got++) {
+                assert_string_equal(t[i].execution_id, all[got].id);
+                assert_string_equal(t[i].key, all[got].key);
+            }
+            memcpy(cur.execution_id, t[n - 1].execution_id, 37);
+            snprintf(ckey, sizeof(ckey), "%s", t[n - 1].key);
+            cur.key = ckey;
+            cur.due_at_us = t[n - 1].due_at_us;
+            store_timers_free(t, n);
+        }
+        assert_int_equal(got, want);
+        /* With no key, the cursor is a time: everything due after it. */
+        cur.key = NULL;
+        cur.due_at_us = 1000;
+        if (store_timers_page(f->s, &cur, 3000, 100, &t, &n, &err) != 0) fail_msg("page: %s", err.message);
+        got = 0;
+        for (size_t i = 0; i < NE * NK; i++) got += all[i].due > 1000 && all[i].due <= 3000;
+        assert_int_equal(n, got);
+        for (size_t i = 0; i < n; i++) assert_true(t[i].due_at_us > 1000);
+        store_timers_free(t, n);
+    }
+
     /* Page through what is due at 3000, 4 at a time, firing each page: every
      * timer comes exactly once, in due order across pages. */
     for (;;) {
@@ -667,4 +701,79 @@ void test_append_plan(void **state)
         strstr(plan, "Seq Scan on cbm_tasks") != NULL || strstr(plan, "cbm_executions_pkey") == NULL)
         fail_msg("append plan after the tables grew:\n%s", plan);
     free(plan);
+}
+
+/* store_load_running loads the executions whose projection is 'running'
+ * and nothing else: those that only wait stay in the store. */
+void test_load_running(void **state)
+{
+    fixture_t *f = *state;
+    static const char *const statuses[] = {"running", "sleeping", "awaiting_approval",
+                                           "awaiting_signal", "awaiting_child", "completed",
+                                           "running"};
+    char ids[7][37];
+    store_unfinished_t u;
+    cbm_error_t err = {0};
+
+    for (int i = 0; i < 7; i++) {
+        new_id(ids[i]);
+        create_exec(f, ids[i], 3, statuses[i]);
+    }
+    assert_code(store_load_running(f->s, &u, &err), 0);
+    assert_int_equal(u.nexecs, 2);
+    assert_int_equal(u.nevents, 6);
+    for (size_t i = 0; i < u.nexecs; i++) {
+        assert_string_equal(u.execs[i].status, "running");
+        assert_true(strcmp(u.execs[i].id, ids[0]) == 0 || strcmp(u.execs[i].id, ids[6]) == 0);
+        assert_int_equal(u.count[i], 3);
+    }
+    store_unfinished_free(&u);
+}
+
+/* store_orphans walks the unfinished executions a page at a time and
+ * names the children whose parent has ended. */
+void test_orphans(void **state)
+{
+    fixture_t *f = *state;
+    char parents[2][37], kids[4][37], other[37], after[37] = "", last[37];
+    store_orphan_t *o;
+    size_t n, found = 0, pages = 0;
+    cbm_error_t err = {0};
+
+    new_id(parents[0]);
+    new_id(parents[1]);
+    create_exec(f, parents[0], 2, "cancelled");
+    create_exec(f, parents[1], 2, "awaiting_child");
+    for (int i = 0; i < 4; i++) {
+        tdec_t t;
+        char payload[160];
+
+        new_id(kids[i]);
+        tdec_init(&t, kids[i], 0, 2, true, i == 3 ? "completed" : "sleeping");
+        t.ev[0].type = (char *)"ExecutionStarted";
+        snprintf(payload, sizeof(payload),
+                 "{\"blueprint\":\"bp\",\"inputs\":{},\"parent\":{\"execution_id\":\"%s\","
+                 "\"step\":\"s\",\"attempt\":1}}", parents[i == 1]);
+        t.ev[0].payload = payload;
+        if (append1(f, &t, &err) != 0) fail_msg("child: %s", err.message);
+    }
+    new_id(other);
+    create_exec(f, other, 2, "sleeping");
+    /* kids 0 and 2: unfinished, parent cancelled; kid 1: parent running;
+     * kid 3: finished. Pages of 2 over 5 unfinished executions. */
+    for (;;) {
+        assert_code(store_orphans(f->s, after[0] ? after : NULL, 2, &o, &n, last, &err), 0);
+        pages++;
+        for (size_t i = 0; i < n; i++, found++) {
+            assert_true(strcmp(o[i].id, kids[0]) == 0 || strcmp(o[i].id, kids[2]) == 0);
+            assert_string_equal(o[i].parent, parents[0]);
+            assert_string_equal(o[i].parent_status, "cancelled");
+        }
+        free(o);
+        if (last[0] == '\0') break;
+        assert_true(after[0] == '\0' || strcmp(last, after) > 0);
+        memcpy(after, last, sizeof(after));
+    }
+    assert_int_equal(found, 2);
+    assert_int_equal(pages, 4); /* 2 + 2 + 1 candidates, then none */
 }
