@@ -681,6 +681,7 @@ static void on_commit(cm_req_t *req, void *ctx)
     if (req->job == rt_job_load) rt_on_loaded(rt, req->owner);
     else if (req->job == rt_job_refill) rt_on_refilled(rt, req->owner);
     else if (req->job == rt_job_child) rt_on_child(rt, req->owner);
+    else if (req->job == rt_job_orphans) rt_on_orphans(rt, req->owner);
     else on_decision(rt, req->owner);
     maybe_quiesce(rt);
 }
@@ -831,6 +832,7 @@ static void do_resume(rt_t *rt, rt_call_t *c)
     if (!rt->client_only) {
         rt_refill(rt);
         uv_timer_start(&rt->refill_timer, rt_on_refill_timer, REFILL_MS, REFILL_MS);
+        rt_orphans_walk(rt, NULL);
     }
     call_complete(rt, c);
 }
@@ -981,6 +983,7 @@ void rt_destroy(rt_t *rt)
     if (rt->started) cbm_mailbox_finish(&rt->inbox);
     sched_destroy(rt->sched);
     sched_destroy(rt->ready);
+    rt_timers_finish(rt);
     free(rt->map);
     for (size_t i = 0; i < rt->nbps; i++) bp_destroy(rt->bps[i]);
     free(rt->bps);

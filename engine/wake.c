@@ -241,24 +241,105 @@ void rt_arm_fire(rt_t *rt)
     uv_timer_start(&rt->fire_timer, on_fire, delay > 0 ? (uint64_t)delay : 0, 0);
 }
 
+/* Copy a row into a cursor (its key owned by the cursor). */
+static int cursor_set(store_timer_t *c, const store_timer_t *row)
+{
+    char *key = NULL;
+    if (row != NULL && row->key != NULL && (key = strdup(row->key)) == NULL) return CBM_ENOMEM;
+    free(c->key);
+    memset(c, 0, sizeof(*c));
+    if (row != NULL) {
+        memcpy(c->execution_id, row->execution_id, sizeof(c->execution_id));
+        c->due_at_us = row->due_at_us;
+    }
+    c->key = key;
+    return 0;
+}
+
+void rt_timers_finish(rt_t *rt)
+{
+    cursor_set(&rt->win, NULL);
+    cursor_set(&rt->near, NULL);
+}
+
 void rt_job_refill(store_t *s, cm_req_t *r)
 {
     rt_refill_t *f = (rt_refill_t *)r;
-    r->d.result_code = store_timers_due(s, f->until_us, REFILL_LIMIT, &f->timers, &f->n, NULL);
-    if (r->d.result_code == 0 && f->sweep &&
+    int rc = 0;
+
+    if (f->near_us > INT64_MIN)
+        rc = store_timers_page(s, f->near_from ? &f->near_after : NULL, f->near_us, REFILL_LIMIT,
+                               &f->near, &f->nnear, NULL);
+    if (rc == 0)
+        rc = store_timers_page(s, f->win_from ? &f->win_after : NULL, f->until_us, REFILL_LIMIT,
+                               &f->timers, &f->n, NULL);
+    r->d.result_code = rc;
+    if (rc == 0 && f->sweep &&
         store_stranded(s, SWEEP_AGE_US, SWEEP_LIMIT, &f->stranded, &f->nstranded, NULL) != 0) {
         f->stranded = NULL;
         f->nstranded = 0;
     }
 }
 
+/*
+ * A row of cbm_timers read back: into the heap, unless this engine knows
+ * better. Held already (in the heap, or prefetched): nothing. Its
+ * execution in memory with a state: only if that state still has the timer
+ * at that time ("wake" is no state timer: always), since a row whose
+ * TimerFired is decided and not yet committed is still in the store, and
+ * firing it again would only be refused. Not in memory, or still loading:
+ * into the heap; if it no longer holds, the decision after the load drops
+ * it.
+ */
+static void note_timer(rt_t *rt, const store_timer_t *t)
+{
+    const rt_exec_t *ex;
+    if (sched_contains(rt->ready, t->execution_id, t->key, t->due_at_us) ||
+        sched_contains(rt->sched, t->execution_id, t->key, t->due_at_us))
+        return;
+    ex = rt_map_get(rt, t->execution_id);
+    if (ex != NULL && !ex->loading && ex->bp != NULL && strcmp(t->key, "wake") != 0) {
+        const st_timer_t *held = st_timer_find(&ex->st, t->key);
+        if (held == NULL || held->due_us != t->due_at_us) return;
+    }
+    sched_push(rt->sched, t->execution_id, t->key, t->due_at_us);
+}
+
+static void refill_free(rt_refill_t *f)
+{
+    free(f->near_after.key);
+    free(f->win_after.key);
+    free(f->stranded);
+    store_timers_free(f->near, f->nnear);
+    store_timers_free(f->timers, f->n);
+    free(f);
+}
+
 void rt_on_refilled(rt_t *rt, rt_refill_t *f)
 {
+    int again = 0;
+
     rt->refilling = 0;
     if (f->req.d.result_code == 0) {
-        for (size_t i = 0; i < f->n; i++)
-            sched_push(rt->sched, f->timers[i].execution_id, f->timers[i].key,
-                       f->timers[i].due_at_us);
+        for (size_t i = 0; i < f->nnear; i++) note_timer(rt, &f->near[i]);
+        for (size_t i = 0; i < f->n; i++) note_timer(rt, &f->timers[i]);
+        /* The near query starts over each time unless it filled a page:
+         * then the next one goes on after it (no hurry: what it finds was
+         * mostly held already). */
+        if (f->near_us > INT64_MIN) {
+            rt->near_paging = f->nnear == REFILL_LIMIT &&
+                              cursor_set(&rt->near, &f->near[f->nnear - 1]) == 0;
+        }
+        /* The window goes on after its last row while pages come back
+         * full (a start with a backlog: page after page at once), else
+         * every row due up to until_us has been read. */
+        if (f->n == REFILL_LIMIT) {
+            again = cursor_set(&rt->win, &f->timers[f->n - 1]) == 0;
+        } else {
+            store_timer_t upto = {{0}, NULL, NULL, f->until_us};
+            cursor_set(&rt->win, &upto);
+        }
+        rt->win_read = 1;
         rt_arm_fire(rt);
     }
     /* Unfinished, not in memory, nothing to wake them: load them, and the
@@ -271,18 +352,36 @@ void rt_on_refilled(rt_t *rt, rt_refill_t *f)
         atomic_fetch_add(&rt->swept, 1);
         if ((ex = rt_exec_new(rt, f->stranded[i])) != NULL) rt_start_load(rt, ex);
     }
-    free(f->stranded);
-    store_timers_free(f->timers, f->n);
-    free(f);
+    refill_free(f);
+    if (again) rt_refill(rt);
 }
 
+/*
+ * Read the store's timers into the heap, on the reader thread: the next
+ * page of the window (WINDOW_US ahead), after the cursor where the last one
+ * ended, so a row is read once as time brings it into the window; and the
+ * near query, what is due within NEAR_US again, for rows that other
+ * processes (an approval, a signal, a "wake" row) wrote behind the cursor,
+ * and rows whose load failed. The first refill of a start reads the window
+ * from its first row: overdue timers fire at once, in due order.
+ */
 void rt_refill(rt_t *rt)
 {
     rt_refill_t *f;
+    int64_t now;
     if (rt->refilling || rt->stopping) return;
     if ((f = calloc(1, sizeof(*f))) == NULL) return;
+    now = clock_now_us(rt->clock);
     f->rt = rt;
-    f->until_us = clock_now_us(rt->clock) + WINDOW_US;
+    f->until_us = now + WINDOW_US;
+    f->near_us = rt->win_read ? now + NEAR_US : INT64_MIN;
+    f->win_from = rt->win_read;
+    f->near_from = rt->near_paging;
+    if ((f->win_from && cursor_set(&f->win_after, &rt->win) != 0) ||
+        (f->near_from && cursor_set(&f->near_after, &rt->near) != 0)) {
+        refill_free(f);
+        return;
+    }
     f->sweep = !rt->client_only && ++rt->refills % SWEEP_EVERY == 0;
     f->req.owner = f;
     f->req.job = rt_job_refill;
@@ -294,4 +393,3 @@ void rt_on_refill_timer(uv_timer_t *t)
 {
     rt_refill(t->data);
 }
-

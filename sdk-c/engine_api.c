@@ -194,7 +194,9 @@ int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
     if ((rc = open_store(e, &wr, err)) != 0) return rc;
     store_set_role(wr, "committer");
     store_set_fence(wr, e->engine_id[0] != '\0' ? e->engine_id : NULL);
-    if (!e->client_only && (rc = store_load_unfinished(e->rd, &u, err)) != 0) {
+    /* Only what was running: what waits is brought in by its timer (the
+     * window the loop reads as time advances) or by a decision. */
+    if (!e->client_only && (rc = store_load_running(e->rd, &u, err)) != 0) {
         store_close(wr);
         return rc;
     }
