@@ -154,6 +154,7 @@ int rt_pend_push(rt_exec_t *ex, eng_event_t *ev)
 
 static void exec_free(rt_t *rt, rt_exec_t *ex)
 {
+    rt_note_gone(rt, ex->id);
     if (ex->prev != NULL) ex->prev->next = ex->next;
     else rt->active = ex->next;
     if (ex->next != NULL) ex->next->prev = ex->prev;

@@ -19,7 +19,8 @@
 
 #define REFILL_MS 1000                 /* store timer window poll period */
 #define WINDOW_US (60 * 1000000LL)     /* how far ahead the heap is filled */
-#define REFILL_LIMIT 20000             /* rows per page of either query */
+#define REFILL_LIMIT 20000             /* rows per page of the window */
+#define NEAR_LIMIT 5000                /* rows per page of the near query */
 /* The near query reads again what is due this soon, for the timers other
  * processes wrote behind the window's cursor: a row found there is
  * prefetched in time. */
@@ -236,6 +237,8 @@ struct rt {
     int win_read;
     store_timer_t near;        /* the near query's cursor while it pages */
     int near_paging;
+    char (*gone)[37];          /* executions freed while a refill was in */
+    size_t ngone, capgone;     /* flight (its rows of them may be stale) */
     size_t running_total;
     size_t loads_in_flight;
     rt_exec_t *loadq;          /* waiting for the next load batch */
@@ -285,6 +288,8 @@ void rt_on_refilled(rt_t *rt, rt_refill_t *f);
 void rt_refill(rt_t *rt);
 void rt_on_refill_timer(uv_timer_t *t);
 void rt_timers_finish(rt_t *rt);
+/* ex leaves memory (runtime.c, exec_free). */
+void rt_note_gone(rt_t *rt, const char *id);
 
 /* child.c */
 /* A subworkflow step i of ex waits for its child: make sure the child

@@ -40,9 +40,15 @@ void rt_job_load(store_t *s, cm_req_t *r)
     r->d.result_code = rc;
 }
 
+static int id_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
 /* Send what waits in the load queue as one batch, unless one is in flight:
  * while it is, wake-ups gather for the next, so many loads cost a few
- * queries. */
+ * queries. The ids go in sorted, the order the store answers in, so the
+ * answer is paired with them in one walk. */
 static void rt_flush_loads(rt_t *rt)
 {
     rt_load_t *l;
@@ -65,6 +71,7 @@ static void rt_flush_loads(rt_t *rt)
         l->idp[n] = l->ids[n];
         n++;
     }
+    qsort(l->ids, n, sizeof(*l->ids), id_cmp);
     l->n = n;
     l->rt = rt;
     l->req.owner = l;
@@ -140,20 +147,16 @@ void rt_on_loaded(rt_t *rt, rt_load_t *l)
     size_t j = 0;
 
     rt->loads_in_flight--;
-    /* u.execs is in id order; match each requested id against it. */
+    /* Both l->ids and u.execs are in id order (UUID text order is their
+     * byte order): one walk pairs them; ids the store does not know are
+     * skipped over. */
     for (size_t i = 0; i < l->n; i++) {
         rt_exec_t *ex = rt_map_get(rt, l->ids[i]);
         const store_execution_t *x = NULL;
-        size_t k;
+        while (rc == 0 && j < l->u.nexecs && strcmp(l->u.execs[j].id, l->ids[i]) < 0) j++;
+        if (rc == 0 && j < l->u.nexecs && strcmp(l->u.execs[j].id, l->ids[i]) == 0)
+            x = &l->u.execs[j];
         if (ex == NULL || !ex->loading) continue;
-        for (k = 0; rc == 0 && k < l->u.nexecs; k++) {
-            size_t m = (j + k) % l->u.nexecs;
-            if (strcmp(l->u.execs[m].id, l->ids[i]) == 0) {
-                x = &l->u.execs[m];
-                j = m;
-                break;
-            }
-        }
         if (x != NULL)
             loaded_one(rt, ex, 0, x, l->u.events + l->u.first[j], l->u.count[j], l->bps[j], &l->err);
         else
@@ -260,6 +263,24 @@ void rt_timers_finish(rt_t *rt)
 {
     cursor_set(&rt->win, NULL);
     cursor_set(&rt->near, NULL);
+    free(rt->gone);
+    rt->gone = NULL;
+    rt->ngone = rt->capgone = 0;
+}
+
+/* A refill in flight may have read this execution's rows before its last
+ * decision committed: remember it until the refill is back. */
+void rt_note_gone(rt_t *rt, const char *id)
+{
+    if (!rt->refilling) return;
+    if (rt->ngone == rt->capgone) {
+        size_t cap = rt->capgone ? rt->capgone * 2 : 256;
+        char (*g)[37] = realloc(rt->gone, cap * sizeof(*g));
+        if (g == NULL) return; /* a stale row then costs a load, no more */
+        rt->gone = g;
+        rt->capgone = cap;
+    }
+    snprintf(rt->gone[rt->ngone++], 37, "%s", id);
 }
 
 void rt_job_refill(store_t *s, cm_req_t *r)
@@ -268,7 +289,7 @@ void rt_job_refill(store_t *s, cm_req_t *r)
     int rc = 0;
 
     if (f->near_us > INT64_MIN)
-        rc = store_timers_page(s, f->near_from ? &f->near_after : NULL, f->near_us, REFILL_LIMIT,
+        rc = store_timers_page(s, f->near_from ? &f->near_after : NULL, f->near_us, NEAR_LIMIT,
                                &f->near, &f->nnear, NULL);
     if (rc == 0)
         rc = store_timers_page(s, f->win_from ? &f->win_after : NULL, f->until_us, REFILL_LIMIT,
@@ -287,9 +308,11 @@ void rt_job_refill(store_t *s, cm_req_t *r)
  * execution in memory with a state: only if that state still has the timer
  * at that time ("wake" is no state timer: always), since a row whose
  * TimerFired is decided and not yet committed is still in the store, and
- * firing it again would only be refused. Not in memory, or still loading:
- * into the heap; if it no longer holds, the decision after the load drops
- * it.
+ * firing it again would only be refused. Freed while the refill was in
+ * flight: its last decision may have committed after the row was read (a
+ * decision that set a timer pushed it already). Not in memory, or still
+ * loading: into the heap; if it no longer holds, the decision after the
+ * load drops it.
  */
 static void note_timer(rt_t *rt, const store_timer_t *t)
 {
@@ -298,6 +321,9 @@ static void note_timer(rt_t *rt, const store_timer_t *t)
         sched_contains(rt->sched, t->execution_id, t->key, t->due_at_us))
         return;
     ex = rt_map_get(rt, t->execution_id);
+    if (ex == NULL && rt->ngone > 0 &&
+        bsearch(t->execution_id, rt->gone, rt->ngone, sizeof(*rt->gone), id_cmp) != NULL)
+        return;
     if (ex != NULL && !ex->loading && ex->bp != NULL && strcmp(t->key, "wake") != 0) {
         const st_timer_t *held = st_timer_find(&ex->st, t->key);
         if (held == NULL || held->due_us != t->due_at_us) return;
@@ -319,15 +345,15 @@ void rt_on_refilled(rt_t *rt, rt_refill_t *f)
 {
     int again = 0;
 
-    rt->refilling = 0;
     if (f->req.d.result_code == 0) {
+        if (rt->ngone > 1) qsort(rt->gone, rt->ngone, sizeof(*rt->gone), id_cmp);
         for (size_t i = 0; i < f->nnear; i++) note_timer(rt, &f->near[i]);
         for (size_t i = 0; i < f->n; i++) note_timer(rt, &f->timers[i]);
         /* The near query starts over each time unless it filled a page:
          * then the next one goes on after it (no hurry: what it finds was
          * mostly held already). */
         if (f->near_us > INT64_MIN) {
-            rt->near_paging = f->nnear == REFILL_LIMIT &&
+            rt->near_paging = f->nnear == NEAR_LIMIT &&
                               cursor_set(&rt->near, &f->near[f->nnear - 1]) == 0;
         }
         /* The window goes on after its last row while pages come back
@@ -342,6 +368,8 @@ void rt_on_refilled(rt_t *rt, rt_refill_t *f)
         rt->win_read = 1;
         rt_arm_fire(rt);
     }
+    rt->refilling = 0;
+    rt->ngone = 0;
     /* Unfinished, not in memory, nothing to wake them: load them, and the
      * load carries on with whatever they were doing. */
     for (size_t i = 0; i < f->nstranded && !rt->stopping; i++) {
