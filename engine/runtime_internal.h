@@ -93,17 +93,25 @@ typedef struct rt_decision {
     size_t nwaited;
 } rt_decision_t;
 
+/* One execution of a load batch, folded on the reader thread. */
+typedef struct rt_loaded {
+    st_exec_t st;              /* valid when rc is 0 */
+    const bp_blueprint_t *bp;
+    int rc;                    /* 0, CBM_ENOTFOUND (no such execution), or why
+                                  it cannot be folded (detail in why) */
+    char *why;
+} rt_loaded_t;
+
 /* A batch of executions to read from the store (wake-ups, reloads). */
 #define LOAD_BATCH 2000
 typedef struct rt_load {
     cm_req_t req;
     rt_t *rt;
     size_t n;
-    char (*ids)[37];
+    char (*ids)[37];           /* sorted */
     const char **idp;
-    store_unfinished_t u;
-    const bp_blueprint_t **bps;  /* per u.execs[i] */
-    cbm_error_t err;
+    rt_loaded_t *got;          /* per ids[i], when the batch was read */
+    cbm_error_t err;           /* why it was not */
 } rt_load_t;
 
 /* One refill (wake.c): the near query (what is due within NEAR_US, from

@@ -4,6 +4,7 @@
  * periodic refill from cbm_timers). See docs/architecture.md, "Time, people
  * and hibernation".
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,30 +14,75 @@
 
 /* ------------------------------------------------------------------ loads */
 
-/* On the committer thread: the executions' projections and histories (two
- * queries for the batch), and the blueprint versions this engine has not
- * seen. */
+/* The blueprint of x: this engine's copy, or the store's, parsed. */
+static const bp_blueprint_t *load_blueprint(store_t *s, rt_t *rt, const store_execution_t *x,
+                                            cbm_error_t *err)
+{
+    const bp_blueprint_t *bp = rt_find_blueprint(rt, x->blueprint, x->version);
+    char *v = NULL, *json = NULL;
+    bp_blueprint_t *parsed = NULL;
+
+    if (bp != NULL) return bp;
+    if (store_get_blueprint(s, x->blueprint, x->version, &v, &json, err) == 0 &&
+        bp_parse_json(json, strlen(json), &parsed, err) == 0) {
+        rt_add_blueprint(rt, &parsed, 0);
+        bp = rt_find_blueprint(rt, x->blueprint, x->version);
+    }
+    free(v);
+    free(json);
+    return bp;
+}
+
+/*
+ * On the reader thread: the executions' projections and histories (two
+ * queries for the batch), the blueprint versions this engine has not seen,
+ * and each state folded from its snapshot and events. Folding here (it is
+ * pure: the blueprint is immutable, the state new) keeps the loop free to
+ * fire timers while a batch is decoded; the loop only takes the states.
+ */
 void rt_job_load(store_t *s, cm_req_t *r)
 {
     rt_load_t *l = (rt_load_t *)r;
-    int rc = store_load_executions(s, l->idp, l->n, &l->u, &l->err);
-    if (rc == 0 && l->u.nexecs > 0 && (l->bps = calloc(l->u.nexecs, sizeof(*l->bps))) == NULL)
-        rc = CBM_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < l->u.nexecs; i++) {
-        const store_execution_t *x = &l->u.execs[i];
-        l->bps[i] = rt_find_blueprint(l->rt, x->blueprint, x->version);
-        if (l->bps[i] == NULL) {
-            char *v = NULL, *json = NULL;
-            bp_blueprint_t *parsed = NULL;
-            if (store_get_blueprint(s, x->blueprint, x->version, &v, &json, &l->err) == 0 &&
-                bp_parse_json(json, strlen(json), &parsed, &l->err) == 0) {
-                rt_add_blueprint(l->rt, &parsed, 0);
-                l->bps[i] = rt_find_blueprint(l->rt, x->blueprint, x->version);
-            }
-            free(v);
-            free(json);
+    store_unfinished_t u;
+    const bp_blueprint_t *bp = NULL;
+    size_t j = 0;
+    int rc = store_load_executions(s, l->idp, l->n, &u, &l->err);
+
+    if (rc == 0 && (l->got = calloc(l->n, sizeof(*l->got))) == NULL) {
+        store_unfinished_free(&u);
+        rc = cbm_error_set(&l->err, CBM_ENOMEM, "out of memory");
+    }
+    /* Both are in id order (UUID text order is their byte order): one walk
+     * pairs them. */
+    for (size_t i = 0; rc == 0 && i < l->n; i++) {
+        rt_loaded_t *g = &l->got[i];
+        const store_execution_t *x;
+        cbm_error_t err = {0};
+
+        while (j < u.nexecs && strcmp(u.execs[j].id, l->ids[i]) < 0) j++;
+        if (j == u.nexecs || strcmp(u.execs[j].id, l->ids[i]) != 0) {
+            g->rc = CBM_ENOTFOUND;
+            continue;
+        }
+        x = &u.execs[j];
+        if (bp == NULL || strcmp(bp->name, x->blueprint) != 0 || strcmp(bp->version, x->version) != 0)
+            bp = load_blueprint(s, l->rt, x, &err);
+        if (bp == NULL) {
+            char why[200];
+            snprintf(why, sizeof(why), "blueprint %.64s %.64s missing", x->blueprint, x->version);
+            g->rc = CBM_ENOTFOUND;
+            g->why = cbm_strdup(why);
+            continue;
+        }
+        g->rc = dec_fold(&g->st, x->id, bp, x->snapshot, u.events + u.first[j], u.count[j], &err);
+        if (g->rc != 0) {
+            st_finish(&g->st);
+            g->why = cbm_strdup(err.message);
+        } else {
+            g->bp = bp;
         }
     }
+    if (rc == 0) store_unfinished_free(&u);
     r->d.result_code = rc;
 }
 
@@ -108,17 +154,21 @@ int rt_fold(rt_exec_t *ex, const bp_blueprint_t *bp, const char *snapshot,
     return 0;
 }
 
-/* One execution of a load batch: x/evs/bp when found, x NULL when not. */
-static void loaded_one(rt_t *rt, rt_exec_t *ex, int rc, const store_execution_t *x,
-                       const store_event_t *evs, size_t n, const bp_blueprint_t *bp,
-                       cbm_error_t *err)
+/* One execution of a load batch: g its folded state, or NULL when the
+ * batch could not be read (rc and err say why). */
+static void loaded_one(rt_t *rt, rt_exec_t *ex, rt_loaded_t *g, int rc, const char *why)
 {
     ex->loading = 0;
-    if (rc == 0 && x == NULL) rc = CBM_ENOTFOUND;
-    if (rc == 0 && bp == NULL) rc = cbm_error_set(err, CBM_ENOTFOUND, "blueprint %s %s missing",
-                                                   x->blueprint, x->version);
-    if (rc == 0) rc = rt_fold(ex, bp, x->snapshot, evs, n, err);
+    if (ex->bp != NULL) st_finish(&ex->st);
+    ex->bp = NULL;
+    if (g != NULL && (rc = g->rc) != 0) why = g->why;
+    if (rc == 0 && ex->dispatched == NULL &&
+        (ex->dispatched = calloc(g->bp->nsteps ? g->bp->nsteps : 1, sizeof(*ex->dispatched))) == NULL)
+        rc = CBM_ENOMEM;
     if (rc == 0) {
+        ex->st = g->st; /* taken */
+        ex->bp = g->bp;
+        g->bp = NULL;
         atomic_fetch_add(&rt->woken, 1);
         if (st_terminal(&ex->st)) {
             /* Ended by a decision made elsewhere (an approval, a cancel from
@@ -127,15 +177,19 @@ static void loaded_one(rt_t *rt, rt_exec_t *ex, int rc, const store_execution_t 
             ex->dead = 1;
             rt_child_ended(rt, ex, 0);
         } else {
-            rt_process(rt, ex, 1);
+            /* A committed state has nothing left to decide until an input
+             * comes; one loaded only to be ready for its timer (prefetched,
+             * nothing pending) just settles. Any other load decides once
+             * more, as a resumed execution does. */
+            rt_process(rt, ex, ex->pins == 0 || ex->npend > 0);
         }
     } else {
         /* Unknown or unreadable: drop it from memory. Its timers stay in the
          * store and fire again on a later rt_refill, so a store outage delays a
          * wake-up and loses none. */
-        if (rc != CBM_ENOTFOUND) cbm_log_warn("execution %s: cannot load: %s", ex->id, err->message);
-        if (ex->bp != NULL) st_finish(&ex->st);
-        ex->bp = NULL;
+        if (rc != CBM_ENOTFOUND || why != NULL)
+            cbm_log_warn("execution %s: cannot load: %s", ex->id,
+                         why != NULL ? why : cbm_strerror(rc));
         ex->dead = 1;
     }
     rt_maybe_free(rt, ex);
@@ -144,26 +198,18 @@ static void loaded_one(rt_t *rt, rt_exec_t *ex, int rc, const store_execution_t 
 void rt_on_loaded(rt_t *rt, rt_load_t *l)
 {
     int rc = l->req.d.result_code;
-    size_t j = 0;
 
     rt->loads_in_flight--;
-    /* Both l->ids and u.execs are in id order (UUID text order is their
-     * byte order): one walk pairs them; ids the store does not know are
-     * skipped over. */
     for (size_t i = 0; i < l->n; i++) {
         rt_exec_t *ex = rt_map_get(rt, l->ids[i]);
-        const store_execution_t *x = NULL;
-        while (rc == 0 && j < l->u.nexecs && strcmp(l->u.execs[j].id, l->ids[i]) < 0) j++;
-        if (rc == 0 && j < l->u.nexecs && strcmp(l->u.execs[j].id, l->ids[i]) == 0)
-            x = &l->u.execs[j];
-        if (ex == NULL || !ex->loading) continue;
-        if (x != NULL)
-            loaded_one(rt, ex, 0, x, l->u.events + l->u.first[j], l->u.count[j], l->bps[j], &l->err);
-        else
-            loaded_one(rt, ex, rc, NULL, NULL, 0, NULL, &l->err);
+        rt_loaded_t *g = rc == 0 ? &l->got[i] : NULL;
+        if (ex != NULL && ex->loading) loaded_one(rt, ex, g, rc, rc != 0 ? l->err.message : NULL);
+        if (g != NULL) {
+            if (g->bp != NULL) st_finish(&g->st); /* not taken */
+            free(g->why);
+        }
     }
-    store_unfinished_free(&l->u);
-    free(l->bps);
+    free(l->got);
     free(l->ids);
     free(l->idp);
     free(l);
