@@ -34,6 +34,7 @@
 #define SWEEP_LIMIT 1000
 #define PREFETCH_US 300000             /* load hibernated executions this
                                           early, so they wake on time */
+#define PREFETCH_SLICE 256             /* prefetched per turn of the loop */
 
 /* What a handler produced; filled on a pool thread, read on the loop. */
 /* struct cbm_step_out: engine/step_out.h */
@@ -249,6 +250,7 @@ struct rt {
     size_t ngone, capgone;     /* flight (its rows of them may be stale) */
     size_t running_total;
     size_t loads_in_flight;
+    int hold_loads;            /* gathering a batch: do not send yet */
     rt_exec_t *loadq;          /* waiting for the next load batch */
     int stopping;
     int closed;

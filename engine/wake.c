@@ -99,7 +99,7 @@ static void rt_flush_loads(rt_t *rt)
 {
     rt_load_t *l;
     size_t n = 0;
-    if (rt->loads_in_flight > 0 || rt->loadq == NULL) return;
+    if (rt->loads_in_flight > 0 || rt->loadq == NULL || rt->hold_loads) return;
     if ((l = calloc(1, sizeof(*l))) == NULL) return;
     l->ids = calloc(LOAD_BATCH, sizeof(*l->ids));
     l->idp = calloc(LOAD_BATCH, sizeof(*l->idp));
@@ -242,25 +242,25 @@ static void fire(rt_t *rt, const sched_entry_t *e)
     if (!ex->committing && !ex->loading) rt_process(rt, ex, 0);
 }
 
+/*
+ * The fire timer: first every timer whose time has come fires (the late
+ * ones first, in due order), then a slice of those due within PREFETCH_US
+ * is prefetched: their executions are loaded now and kept in memory
+ * (pinned), so that each is decided the moment its timer comes due. The
+ * prefetch goes a slice at a time (the timer is re-armed at once while
+ * more are due soon), so a burst of thousands of timers entering the
+ * prefetch window never holds the loop for long, and the loads of a slice
+ * go out as one batch.
+ */
 static void on_fire(uv_timer_t *t)
 {
     rt_t *rt = t->data;
     int64_t now = clock_now_us(rt->clock);
     const sched_entry_t *top;
     sched_entry_t e;
+    size_t n = 0;
 
     if (rt->stopping) return;
-    /* Due soon: load the execution now and keep it in memory, so that when
-     * the timer comes due it is decided at once. */
-    while ((top = sched_peek(rt->sched)) != NULL && top->due_us - PREFETCH_US <= now) {
-        rt_exec_t *ex;
-        if (sched_pop(rt->sched, &e) != 0) break;
-        ex = rt_map_get(rt, e.id);
-        if (ex == NULL && (ex = rt_exec_new(rt, e.id)) != NULL) rt_start_load(rt, ex);
-        if (ex != NULL) ex->pins++;
-        sched_push(rt->ready, e.id, e.key, e.due_us);
-        free(e.key);
-    }
     while ((top = sched_peek(rt->ready)) != NULL && top->due_us <= now) {
         rt_exec_t *ex;
         if (sched_pop(rt->ready, &e) != 0) break;
@@ -272,6 +272,19 @@ static void on_fire(uv_timer_t *t)
             rt_maybe_free(rt, ex);
         }
     }
+    rt->hold_loads = 1;
+    while (n++ < PREFETCH_SLICE && (top = sched_peek(rt->sched)) != NULL &&
+           top->due_us - PREFETCH_US <= now) {
+        rt_exec_t *ex;
+        if (sched_pop(rt->sched, &e) != 0) break;
+        ex = rt_map_get(rt, e.id);
+        if (ex == NULL && (ex = rt_exec_new(rt, e.id)) != NULL) rt_start_load(rt, ex);
+        if (ex != NULL) ex->pins++;
+        sched_push(rt->ready, e.id, e.key, e.due_us);
+        free(e.key);
+    }
+    rt->hold_loads = 0;
+    rt_flush_loads(rt);
     rt_arm_fire(rt);
 }
 
