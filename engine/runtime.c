@@ -12,6 +12,7 @@
  */
 #include "engine/runtime.h"
 
+#include <assert.h>
 #include <cJSON.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -861,6 +862,12 @@ int rt_create(rt_t **out, const rt_opts_t *o)
     }
     *out = rt;
     return 0;
+}
+
+void rt_set_clock(rt_t *rt, const cbm_clock_t *clock)
+{
+    assert(!rt->started);
+    rt->clock = clock != NULL ? clock : &clock_system;
 }
 
 void rt_set_life(rt_t *rt, store_t **life, const char *engine_id, int64_t lock_key)

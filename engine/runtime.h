@@ -51,6 +51,9 @@ const bp_blueprint_t *rt_find_blueprint(rt_t *rt, const char *name, const char *
 /* CBM_EHANDLER if a local step of bp has no registered handler. */
 int rt_check_handlers(rt_t *rt, const bp_blueprint_t *bp, cbm_error_t *err);
 
+/* Before rt_start only: read time from clock (tests move a fake one). */
+void rt_set_clock(rt_t *rt, const cbm_clock_t *clock);
+
 /* Before rt_start only: this engine's incarnation (store_engine_register) and
  * its life connection, which the committer keeps. Takes ownership. */
 void rt_set_life(rt_t *rt, store_t **life, const char *engine_id, int64_t lock_key);

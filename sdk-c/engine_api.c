@@ -598,6 +598,14 @@ char *cbm__debug_state_json(cbm_engine_t *e, const char *id)
     return rt_debug_state_json(e->rt, id);
 }
 
+/* Internal, for tests (declared in tests): the engine's clock, before
+ * cbm_engine_start (decisions made outside the loop keep the system's). */
+void cbm__set_clock(cbm_engine_t *e, const cbm_clock_t *clock);
+void cbm__set_clock(cbm_engine_t *e, const cbm_clock_t *clock)
+{
+    rt_set_clock(e->rt, clock);
+}
+
 /* ------------------------------------------------ decisions from outside */
 
 /*
