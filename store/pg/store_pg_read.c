@@ -435,6 +435,10 @@ static int load_set(store_t *s, enum pg_stmt xid, const char *xsql, enum pg_stmt
     rc = fill_execs(res, &out->execs, &out->nexecs, err);
     PQclear(res);
     if (rc != 0) goto rollback;
+    if (out->nexecs == 0) { /* nothing to read the events of */
+        end_txn(s, "COMMIT");
+        return 0;
+    }
     res = query(s, eid, esql, 0, NULL, err, what, &rc);
     if (res == NULL) goto rollback;
     rc = fill_events(res, &out->events, &out->nevents, err);
