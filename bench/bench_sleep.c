@@ -15,9 +15,11 @@
  * the engine decided the wake-up), and durable, the projection's
  * updated_at (stamped by the commit that ended the execution) minus
  * until_us. Wake-ups committed per second against timers coming due per
- * second. The raw ceiling: multi-row inserts (rows/s), single-row commits
- * (per second, and the latency of one: durable lateness cannot be below
- * it).
+ * second (overall, and in the best second: the engine cannot wake before
+ * a timer is due, so only the best second shows how far above the arrival
+ * rate it can go). The raw ceiling: multi-row inserts (rows/s), single-row
+ * commits (per second, and the latency of one: durable lateness cannot be
+ * below it). BENCH_MAX_BATCH=N sets the engine's max_batch (512).
  *
  * Restart (the second form). A child process starts N executions of a
  * (a step) -> z (sleep SLEEP_MS, 90000) -> b (a step), waits until all
@@ -138,13 +140,14 @@ static int wake_main(const char *url, int n, int sleep_ms)
     char bp[256], (*ids)[37];
     double t0, t_started, t_done, t_first = 0, t_last = 0, p[6];
     long rss0, rss_asleep, rss_peak = 0, woke;
-    uint64_t d0;
+    uint64_t d0, win[11] = {0}, best = 0;
 
     bench_raw_ceiling(url, &raw);
     printf("raw PostgreSQL: multi-row insert %.0f rows/s; single-row commits %.0f/s, one takes "
            "p50 %.2f ms, p99 %.2f ms\n",
            raw.rows_s, raw.commits_s, raw.commit_p50_ms, raw.commit_p99_ms);
     o.database_url = url;
+    o.max_batch = getenv("BENCH_MAX_BATCH") != NULL ? atoi(getenv("BENCH_MAX_BATCH")) : 0;
     if (cbm_engine_create(&e, &o, &err) != 0 || cbm_engine_register_step(e, "noop", noop, NULL) != 0 ||
         cbm_engine_start(e, &err) != 0)
         return fail("start", &err);
@@ -178,6 +181,9 @@ static int wake_main(const char *url, int n, int sleep_ms)
         long kb = rss_kb();
         if (kb > rss_peak) rss_peak = kb;
         cbm_engine_get_stats(e, &st);
+        /* Decisions committed in the last second, every 100 ms. */
+        win[i % 11] = st.decisions;
+        if (i >= 10 && win[i % 11] - win[(i + 1) % 11] > best) best = win[i % 11] - win[(i + 1) % 11];
         if (t_first == 0 && st.decisions > d0) t_first = bench_now_s();
         if (t_last == 0 && st.decisions - d0 >= (uint64_t)n) t_last = bench_now_s();
         if (t_last != 0 && i % 10 == 0 && left(url, "sleepers") == 0) break;
@@ -186,10 +192,10 @@ static int wake_main(const char *url, int n, int sleep_ms)
     t_done = bench_now_s();
     lateness(url, "sleepers", &woke, p);
     printf("sleep: all %ld woke and completed %.2f s after the last start; %.0f wake-ups "
-           "committed/s from the first to the last (%.2f x the rate they came due); peak RSS "
-           "while waking %.1f MB\n",
-           woke, t_done - t_started, n / (t_last - t_first), (t_started - t0) / (t_last - t_first),
-           rss_peak / 1024.0);
+           "committed/s from the first to the last, %llu in the best second (%.2f x the %.0f/s "
+           "they came due); peak RSS while waking %.1f MB\n",
+           woke, t_done - t_started, n / (t_last - t_first), (unsigned long long)best,
+           best / (n / (t_started - t0)), n / (t_started - t0), rss_peak / 1024.0);
     printf("sleep: wake-up lateness, decided: p50 %.1f ms, p99 %.1f ms, max %.1f ms; durable "
            "(committed): p50 %.1f ms, p99 %.1f ms, max %.1f ms (raw single-row commit p99 %.2f ms)\n",
            p[0], p[1], p[2], p[3], p[4], p[5], raw.commit_p99_ms);
