@@ -4,7 +4,8 @@
 #   bench_engine: W1 (2,000 x 3 steps), W2 (10 sequential steps x 200), and
 #                 the raw PostgreSQL ceiling;
 #   bench_sleep:  100,000 executions asleep at once (RSS), and the lateness
-#                 of their wake-ups;
+#                 of their wake-ups; then a restart with 100,000 asleep:
+#                 process start -> ready, duplicate step runs;
 #   bench_remote: W1 and W2 with every step run by a worker over gRPC on
 #                 loopback (cerebelum serve + cerebelum/worker.h), and the
 #                 dispatch latency to the worker's handler;
@@ -16,7 +17,8 @@
 #   bench_trigger: NATS trigger -> execution started at 1, 100, 1000 msg/s
 #                 and one trigger's most starts/s (needs nats-server; built
 #                 with libnats only).
-# SLEEPERS=N and SLEEP_MS=M change the second one.
+# SLEEPERS=N and SLEEP_MS=M change the second one (RESTART_SLEEP_MS the
+# restart's sleeps, 90000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -27,9 +29,10 @@ ninja -C build-release bench/bench_engine bench/bench_sleep bench/bench_remote b
 tests/harness/with-postgres.sh tests/harness/with-nats.sh bash -c '
   base=${CEREBELUM_TEST_DATABASE_URL%/*}
   psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE bench" -c "CREATE DATABASE bench_sleep" \
-    -c "CREATE DATABASE bench_remote" -c "CREATE DATABASE bench_delib" -c "CREATE DATABASE bench_outbox" &&
+    -c "CREATE DATABASE bench_remote" -c "CREATE DATABASE bench_delib" -c "CREATE DATABASE bench_outbox" -c "CREATE DATABASE bench_restart" &&
   CEREBELUM_DATABASE_URL="$base/bench" build-release/bench/bench_engine &&
   CEREBELUM_DATABASE_URL="$base/bench_sleep" build-release/bench/bench_sleep "${SLEEPERS:-100000}" "${SLEEP_MS:-20000}" &&
+  CEREBELUM_DATABASE_URL="$base/bench_restart" build-release/bench/bench_sleep restart "${SLEEPERS:-100000}" "${RESTART_SLEEP_MS:-90000}" &&
   CEREBELUM_DATABASE_URL="$base/bench_remote" build-release/bench/bench_remote build-release/cli/cerebelum &&
   CEREBELUM_DATABASE_URL="$base/bench_delib" build-release/bench/bench_delib build-release/cli/cerebelum \
     build-release/workers/llm/cerebelum-llm-worker tests/llmstub/llmstub.py &&

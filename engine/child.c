@@ -20,6 +20,11 @@
  *     engine that runs the parent read the child's projection; terminal
  *     gives ChildCompleted, missing starts it (again);
  *   - on every load of the parent (a wake-up, resurrection) the same look.
+ *
+ * And the other way, a child whose parent ended without it (a crash cut the
+ * parent's cascade short) is cancelled when the engine resumes it
+ * (rt_parent_check), or, if it waits and so is not loaded at start, when
+ * the walk of rt_orphans_walk finds it.
  */
 #include <cJSON.h>
 #include <stdbool.h>
@@ -525,4 +530,47 @@ void rt_parent_check(rt_t *rt, rt_exec_t *ex)
     snprintf(j->parent, sizeof(j->parent), "%s", ex->st.parent_id);
     memcpy(j->child, ex->id, sizeof(j->child));
     cm_submit(rt->rd, &j->req);
+}
+
+/* ------------------------------------------------------------- orphans */
+
+/* A start no longer loads the executions that wait, so their parents are
+ * not checked as they resume: the walk looks at every unfinished execution
+ * in pages (store_orphans: its first event names its parent), after the
+ * engine is ready, one page in flight at a time so loads and refills keep
+ * their turn on the reader. */
+void rt_orphans_walk(rt_t *rt, const char *after)
+{
+    rt_orphans_t *o;
+    if (rt->stopping || rt->client_only || (o = calloc(1, sizeof(*o))) == NULL) return;
+    o->rt = rt;
+    snprintf(o->after, sizeof(o->after), "%s", after != NULL ? after : "");
+    o->req.owner = o;
+    o->req.job = rt_job_orphans;
+    cm_submit(rt->rd, &o->req);
+}
+
+void rt_job_orphans(store_t *s, cm_req_t *r)
+{
+    rt_orphans_t *o = (rt_orphans_t *)r;
+    cbm_error_t err = {0};
+    r->d.result_code = store_orphans(s, o->after[0] != '\0' ? o->after : NULL, ORPHAN_PAGE,
+                                     &o->found, &o->n, o->last, &err);
+    if (r->d.result_code != 0)
+        cbm_log_warn("looking for children of ended parents: %s", err.message);
+}
+
+void rt_on_orphans(rt_t *rt, rt_orphans_t *o)
+{
+    for (size_t i = 0; o->req.d.result_code == 0 && i < o->n; i++) {
+        eng_event_t ev;
+        cbm_log_info("execution %s: its parent %s has %s; cancelling it", o->found[i].id,
+                     o->found[i].parent, o->found[i].parent_status);
+        cancel_event(&ev, o->found[i].parent, o->found[i].parent_status);
+        if (ev.text != NULL) deliver(rt, o->found[i].id, &ev);
+    }
+    /* A failed page ends the walk (logged): the next start walks again. */
+    if (o->req.d.result_code == 0 && o->last[0] != '\0') rt_orphans_walk(rt, o->last);
+    free(o->found);
+    free(o);
 }

@@ -12,6 +12,7 @@
  */
 #include "engine/runtime.h"
 
+#include <assert.h>
 #include <cJSON.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -154,6 +155,7 @@ int rt_pend_push(rt_exec_t *ex, eng_event_t *ev)
 
 static void exec_free(rt_t *rt, rt_exec_t *ex)
 {
+    rt_note_gone(rt, ex->id);
     if (ex->prev != NULL) ex->prev->next = ex->next;
     else rt->active = ex->next;
     if (ex->next != NULL) ex->next->prev = ex->prev;
@@ -681,6 +683,7 @@ static void on_commit(cm_req_t *req, void *ctx)
     if (req->job == rt_job_load) rt_on_loaded(rt, req->owner);
     else if (req->job == rt_job_refill) rt_on_refilled(rt, req->owner);
     else if (req->job == rt_job_child) rt_on_child(rt, req->owner);
+    else if (req->job == rt_job_orphans) rt_on_orphans(rt, req->owner);
     else on_decision(rt, req->owner);
     maybe_quiesce(rt);
 }
@@ -831,6 +834,7 @@ static void do_resume(rt_t *rt, rt_call_t *c)
     if (!rt->client_only) {
         rt_refill(rt);
         uv_timer_start(&rt->refill_timer, rt_on_refill_timer, REFILL_MS, REFILL_MS);
+        rt_orphans_walk(rt, NULL);
     }
     call_complete(rt, c);
 }
@@ -862,6 +866,12 @@ int rt_create(rt_t **out, const rt_opts_t *o)
     }
     *out = rt;
     return 0;
+}
+
+void rt_set_clock(rt_t *rt, const cbm_clock_t *clock)
+{
+    assert(!rt->started);
+    rt->clock = clock != NULL ? clock : &clock_system;
 }
 
 void rt_set_life(rt_t *rt, store_t **life, const char *engine_id, int64_t lock_key)
@@ -985,6 +995,7 @@ void rt_destroy(rt_t *rt)
     if (rt->started) cbm_mailbox_finish(&rt->inbox);
     sched_destroy(rt->sched);
     sched_destroy(rt->ready);
+    rt_timers_finish(rt);
     free(rt->map);
     for (size_t i = 0; i < rt->nbps; i++) bp_destroy(rt->bps[i]);
     free(rt->bps);

@@ -54,12 +54,16 @@ const bp_blueprint_t *rt_find_blueprint(rt_t *rt, const char *name, const char *
 /* CBM_EHANDLER if a local step of bp has no registered handler. */
 int rt_check_handlers(rt_t *rt, const bp_blueprint_t *bp, cbm_error_t *err);
 
+/* Before rt_start only: read time from clock (tests move a fake one). */
+void rt_set_clock(rt_t *rt, const cbm_clock_t *clock);
+
 /* Before rt_start only: this engine's incarnation (store_engine_register) and
  * its life connection, which the committer keeps. Takes ownership. */
 void rt_set_life(rt_t *rt, store_t **life, const char *engine_id, int64_t lock_key);
 
-/* Rebuild the unfinished executions (their blueprints must have been added),
- * then start the loop thread, which resumes them. Takes ownership of *store
+/* Rebuild the executions of u (those that were running: store_load_running;
+ * their blueprints must have been added), then start the loop thread, which
+ * resumes them, reads the timer window and walks for orphaned children. Takes ownership of *store
  * (the committer's connection) and *reads (the loop's reads: wake-up loads
  * and timer refills, on a thread of their own). */
 int rt_start(rt_t *rt, store_t **store, store_t **reads, const store_unfinished_t *u,

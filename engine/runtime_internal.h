@@ -19,7 +19,14 @@
 
 #define REFILL_MS 1000                 /* store timer window poll period */
 #define WINDOW_US (60 * 1000000LL)     /* how far ahead the heap is filled */
-#define REFILL_LIMIT 20000
+#define REFILL_LIMIT 20000             /* rows per page of the window */
+#define NEAR_LIMIT 5000                /* rows per page of the near query */
+/* The near query reads again what is due this soon, for the timers other
+ * processes wrote behind the window's cursor: a row found there is
+ * prefetched in time. */
+#define NEAR_US (PREFETCH_US + REFILL_MS * 1000LL)
+/* The walk for children of ended parents at start: executions per page. */
+#define ORPHAN_PAGE 2000
 /* The safety net (issue 9): every SWEEP_EVERY refills, load executions that
  * nothing will move (store_stranded) untouched for SWEEP_AGE_US. */
 #define SWEEP_EVERY 30
@@ -27,6 +34,7 @@
 #define SWEEP_LIMIT 1000
 #define PREFETCH_US 300000             /* load hibernated executions this
                                           early, so they wake on time */
+#define PREFETCH_SLICE 256             /* prefetched per turn of the loop */
 
 /* What a handler produced; filled on a pool thread, read on the loop. */
 /* struct cbm_step_out: engine/step_out.h */
@@ -86,29 +94,52 @@ typedef struct rt_decision {
     size_t nwaited;
 } rt_decision_t;
 
+/* One execution of a load batch, folded on the reader thread. */
+typedef struct rt_loaded {
+    st_exec_t st;              /* valid when rc is 0 */
+    const bp_blueprint_t *bp;
+    int rc;                    /* 0, CBM_ENOTFOUND (no such execution), or why
+                                  it cannot be folded (detail in why) */
+    char *why;
+} rt_loaded_t;
+
 /* A batch of executions to read from the store (wake-ups, reloads). */
 #define LOAD_BATCH 2000
 typedef struct rt_load {
     cm_req_t req;
     rt_t *rt;
     size_t n;
-    char (*ids)[37];
+    char (*ids)[37];           /* sorted */
     const char **idp;
-    store_unfinished_t u;
-    const bp_blueprint_t **bps;  /* per u.execs[i] */
-    cbm_error_t err;
+    rt_loaded_t *got;          /* per ids[i], when the batch was read */
+    cbm_error_t err;           /* why it was not */
 } rt_load_t;
 
+/* One refill (wake.c): the near query (what is due within NEAR_US, from
+ * the start or after near_after) and the next page of the window (after
+ * win_after, up to until_us). */
 typedef struct rt_refill {
     cm_req_t req;
     rt_t *rt;
-    int64_t until_us;
-    store_timer_t *timers;
-    size_t n;
+    int64_t near_us, until_us;
+    int near_from, win_from;   /* the cursors below apply */
+    store_timer_t near_after, win_after; /* keys: copies, freed with this */
+    store_timer_t *near, *timers;
+    size_t nnear, n;
     int sweep;                 /* also look for stranded executions */
     char (*stranded)[37];
     size_t nstranded;
 } rt_refill_t;
+
+/* One page of the walk for children whose parent ended (store_orphans). */
+typedef struct rt_orphans {
+    cm_req_t req;
+    rt_t *rt;
+    char after[37];            /* "" from the first */
+    store_orphan_t *found;
+    size_t n;
+    char last[37];             /* "" when the walk is over */
+} rt_orphans_t;
 
 /* A sub-workflow job for the reader thread (child.c): look at a child
  * (its outcome if it ended; what to start it with if it does not exist),
@@ -212,8 +243,17 @@ struct rt {
     sched_t *ready;            /* timers due within PREFETCH_US, whose
                                   executions are loaded and pinned */
     int refilling;
+    /* The window's cursor: every timer row up to it was read into the heap
+     * (key NULL: every row due up to win.due_at_us). win_read: read once. */
+    store_timer_t win;
+    int win_read;
+    store_timer_t near;        /* the near query's cursor while it pages */
+    int near_paging;
+    char (*gone)[37];          /* executions freed while a refill was in */
+    size_t ngone, capgone;     /* flight (its rows of them may be stale) */
     size_t running_total;
     size_t loads_in_flight;
+    int hold_loads;            /* gathering a batch: do not send yet */
     rt_exec_t *loadq;          /* waiting for the next load batch */
     int stopping;
     int closed;
@@ -260,6 +300,9 @@ void rt_job_refill(store_t *s, cm_req_t *r);
 void rt_on_refilled(rt_t *rt, rt_refill_t *f);
 void rt_refill(rt_t *rt);
 void rt_on_refill_timer(uv_timer_t *t);
+void rt_timers_finish(rt_t *rt);
+/* ex leaves memory (runtime.c, exec_free). */
+void rt_note_gone(rt_t *rt, const char *id);
 
 /* child.c */
 /* A subworkflow step i of ex waits for its child: make sure the child
@@ -275,6 +318,12 @@ void rt_child_ended(rt_t *rt, rt_exec_t *ex, int cascade);
 void rt_child_orphans(rt_t *rt, rt_exec_t *ex, char *const *waited, size_t n);
 /* A resumed child: cancel it if its parent ended without it. */
 void rt_parent_check(rt_t *rt, rt_exec_t *ex);
+/* At a start: walk the unfinished executions for children whose parent
+ * ended without them (store_orphans), a page at a time on the reader, and
+ * cancel them as rt_parent_check would. */
+void rt_orphans_walk(rt_t *rt, const char *after);
+void rt_job_orphans(store_t *s, cm_req_t *r);
+void rt_on_orphans(rt_t *rt, rt_orphans_t *o);
 /* Inputs from a child name the child, not the step: find the step that
  * waits for it (ev->step stays -1 when none does). */
 void rt_child_resolve(const st_exec_t *st, eng_event_t *ev);

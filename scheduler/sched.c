@@ -134,6 +134,11 @@ int sched_push(sched_t *s, const char *id, const char *key, int64_t due_us)
     return 0;
 }
 
+int sched_contains(const sched_t *s, const char *id, const char *key, int64_t due_us)
+{
+    return *set_find((sched_t *)s, hash_of(id, key, due_us), id, key, due_us) != NULL;
+}
+
 const sched_entry_t *sched_peek(const sched_t *s)
 {
     return s->n > 0 ? &s->heap[0] : NULL;

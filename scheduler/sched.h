@@ -31,6 +31,9 @@ void sched_destroy(sched_t *s);
 /* Add a timer; a duplicate of one already held is ignored. 0 or CBM_ENOMEM. */
 int sched_push(sched_t *s, const char *id, const char *key, int64_t due_us);
 
+/* Whether this timer (execution, key, due) is held. */
+int sched_contains(const sched_t *s, const char *id, const char *key, int64_t due_us);
+
 /* The earliest entry, or NULL when empty. */
 const sched_entry_t *sched_peek(const sched_t *s);
 

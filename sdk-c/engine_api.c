@@ -152,32 +152,74 @@ static const bp_blueprint_t *load_blueprint(cbm_engine_t *e, const char *name,
  * fencing"): register it, then fence every dead one, waiting out a commit
  * of theirs still in PostgreSQL, before anything is read. Only then is the
  * set of unfinished executions final: a dead engine's late commit has
- * either landed already or can never land.
+ * either landed already or can never land. Takes *life (the connection
+ * that holds the incarnation's lock).
  */
-static int start_incarnation(cbm_engine_t *e, cbm_error_t *err)
+static int start_incarnation(cbm_engine_t *e, store_t **life, cbm_error_t *err)
 {
-    store_t *life = NULL;
     int64_t key = 0;
     size_t fenced = 0;
     int rc;
 
-    if ((rc = open_store(e, &life, err)) != 0) return rc;
-    store_set_role(life, "life");
-    if ((rc = store_engine_register(life, e->engine_id, &key, err)) != 0 ||
-        (rc = store_engine_fence_dead(life, e->engine_id, FENCE_GRACE_MS, &fenced, err)) != 0) {
-        store_close(life);
+    store_set_role(*life, "life");
+    if ((rc = store_engine_register(*life, e->engine_id, &key, err)) != 0 ||
+        (rc = store_engine_fence_dead(*life, e->engine_id, FENCE_GRACE_MS, &fenced, err)) != 0) {
+        store_close(*life);
+        *life = NULL;
         e->engine_id[0] = '\0';
         return rc;
     }
-    rt_set_life(e->rt, &life, e->engine_id, key);
+    rt_set_life(e->rt, life, e->engine_id, key);
+    return 0;
+}
+
+/* A connection opened on a thread of its own while the start does other
+ * work: each costs PostgreSQL a backend start, tens of milliseconds on a
+ * busy server, and a start needs four. */
+typedef struct opener {
+    cbm_engine_t *e;
+    store_t *s;
+    int rc;
+    int running;
+    cbm_error_t err;
+    uv_thread_t thread;
+} opener_t;
+
+static void opener_main(void *arg)
+{
+    opener_t *o = arg;
+    o->rc = open_store(o->e, &o->s, &o->err);
+}
+
+static void opener_start(opener_t *o, cbm_engine_t *e)
+{
+    memset(o, 0, sizeof(*o));
+    o->e = e;
+    o->running = uv_thread_create(&o->thread, opener_main, o) == 0;
+    if (!o->running) opener_main(o); /* no thread: open it here */
+}
+
+/* Wait for the connection; on success *out takes it. */
+static int opener_take(opener_t *o, store_t **out, cbm_error_t *err)
+{
+    if (o->running) uv_thread_join(&o->thread);
+    o->running = 0;
+    if (o->rc != 0) {
+        if (err != NULL) *err = o->err;
+        return o->rc;
+    }
+    *out = o->s;
+    o->s = NULL;
     return 0;
 }
 
 int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
 {
-    store_t *wr = NULL, *rdl = NULL;
+    enum { LIFE, COMMITTER, READER, NOPEN };
+    opener_t open[NOPEN];
+    store_t *life = NULL, *wr = NULL, *rdl = NULL;
     store_unfinished_t u = {0};
-    int rc;
+    int rc, nopen = 0;
     char threads[16];
 
     if (e == NULL) return CBM_EINVAL;
@@ -188,25 +230,37 @@ int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
     if (e->url == NULL) {
         if ((rc = pgembed_start(e->state_dir, &e->pg, &e->url, err)) != 0) return rc;
     }
-    if ((rc = open_store(e, &e->rd, err)) != 0) return rc;
-    if ((rc = store_migrate(e->rd, err)) != 0) return rc;
+    /* The other connections open while this one migrates (a client-only
+     * engine has no incarnation, so no life connection). */
+    memset(open, 0, sizeof(open));
+    for (; nopen < NOPEN; nopen++)
+        if (nopen != LIFE || !e->client_only) opener_start(&open[nopen], e);
+    if ((rc = open_store(e, &e->rd, err)) != 0 || (rc = store_migrate(e->rd, err)) != 0)
+        goto out;
     store_set_role(e->rd, "reads");
-    if (!e->client_only && (rc = start_incarnation(e, err)) != 0) return rc;
-    if ((rc = open_store(e, &wr, err)) != 0) return rc;
+    if (!e->client_only && ((rc = opener_take(&open[LIFE], &life, err)) != 0 ||
+                            (rc = start_incarnation(e, &life, err)) != 0))
+        goto out;
+    if ((rc = opener_take(&open[COMMITTER], &wr, err)) != 0) goto out;
     store_set_role(wr, "committer");
     store_set_fence(wr, e->engine_id[0] != '\0' ? e->engine_id : NULL);
-    if (!e->client_only && (rc = store_load_unfinished(e->rd, &u, err)) != 0) {
-        store_close(wr);
-        return rc;
-    }
+    /* Only what was running: what waits is brought in by its timer (the
+     * window the loop reads as time advances) or by a decision. */
+    if (!e->client_only && (rc = store_load_running(e->rd, &u, err)) != 0) goto out;
     for (size_t i = 0; i < u.nexecs; i++) {
         cbm_error_t e2;
         if (load_blueprint(e, u.execs[i].blueprint, u.execs[i].version, 0, &e2) == NULL)
             cbm_log_error("execution %s: cannot load blueprint %s/%s: %s", u.execs[i].id,
                           u.execs[i].blueprint, u.execs[i].version, e2.message);
     }
-    if ((rc = open_store(e, &rdl, err)) == 0) rc = rt_start(e->rt, &wr, &rdl, &u, err);
+    if ((rc = opener_take(&open[READER], &rdl, err)) == 0) rc = rt_start(e->rt, &wr, &rdl, &u, err);
+out:
+    for (int i = 0; i < nopen; i++) {
+        store_t *s = NULL;
+        if (opener_take(&open[i], &s, NULL) == 0) store_close(s);
+    }
     store_unfinished_free(&u);
+    store_close(life);
     store_close(wr);
     store_close(rdl);
     if (rc == 0) e->started = 1;
@@ -639,6 +693,14 @@ char *cbm__debug_state_json(cbm_engine_t *e, const char *id);
 char *cbm__debug_state_json(cbm_engine_t *e, const char *id)
 {
     return rt_debug_state_json(e->rt, id);
+}
+
+/* Internal, for tests (declared in tests): the engine's clock, before
+ * cbm_engine_start (decisions made outside the loop keep the system's). */
+void cbm__set_clock(cbm_engine_t *e, const cbm_clock_t *clock);
+void cbm__set_clock(cbm_engine_t *e, const cbm_clock_t *clock)
+{
+    rt_set_clock(e->rt, clock);
 }
 
 /* ------------------------------------------------ decisions from outside */

@@ -242,6 +242,12 @@ typedef struct store_unfinished {
     size_t *count;
 } store_unfinished_t;
 int store_load_unfinished(store_t *s, store_unfinished_t *out, cbm_error_t *err);
+/* The same for the executions whose projection is 'running' (a step is
+ * scheduled: a handler or a worker may be running it), and only those:
+ * what an engine must hold from its start. Executions that only wait
+ * (sleeping, awaiting_approval, awaiting_signal, awaiting_child) stay in the
+ * store until a timer or a decision brings them in. */
+int store_load_running(store_t *s, store_unfinished_t *out, cbm_error_t *err);
 /* The same for the executions whose ids are given (any status; ids that do
  * not exist are simply absent from out), from one snapshot, in two queries
  * whatever n is: how the engine wakes many hibernated executions at once. */
@@ -277,6 +283,17 @@ int store_load_execution(store_t *s, const char *id, store_execution_t **x,
  */
 int store_timers_due(store_t *s, int64_t until_us, size_t limit, store_timer_t **out, size_t *n,
                      cbm_error_t *err);
+/*
+ * The same range after a cursor, for a scheduler that pages through a
+ * window without reading it again: with after->key set, only timers whose
+ * (due_at, execution_id, key) come after (after->due_at_us,
+ * after->execution_id, after->key) (a keyset: one index range scan that
+ * starts there); with after->key NULL, only those with due_at >
+ * after->due_at_us (all of that time were read). after NULL is
+ * store_timers_due. after->due_at_us must be within +-2^53 (CBM_EINVAL).
+ */
+int store_timers_page(store_t *s, const store_timer_t *after, int64_t until_us, size_t limit,
+                      store_timer_t **out, size_t *n, cbm_error_t *err);
 void store_timers_free(store_timer_t *t, size_t n);
 
 /* The execution of blueprint started with idempotency key, as
@@ -532,6 +549,25 @@ int store_engine_relock(store_t *life, const char *self, int64_t key, cbm_error_
 
 /* Graceful stop: delete the incarnation's row. */
 int store_engine_unregister(store_t *life, const char *self, cbm_error_t *err);
+
+/* A sub-workflow's child whose parent has ended without it (a crash cut
+ * the parent's cascade short): id, its parent, the parent's status. */
+typedef struct store_orphan {
+    char id[37];
+    char parent[37];
+    char parent_status[16];
+} store_orphan_t;
+
+/* Of the unfinished executions with an id after after_id (NULL: from the
+ * first), in id order, look at the next `scan` of them (the partial index
+ * of unfinished executions) and return those that are children of an
+ * ended parent (*out, malloc'd, NULL when *n is 0; free with free()).
+ * *last receives the id of the last one looked at ("" when none was left:
+ * the walk is over), to pass as after_id for the next page. Each page
+ * reads at most `scan` first events, so a walk of many executions never
+ * holds the connection long. */
+int store_orphans(store_t *s, const char *after_id, size_t scan, store_orphan_t **out, size_t *n,
+                  char last[37], cbm_error_t *err);
 
 /* The safety net: unfinished executions ('running' or 'sleeping') with no
  * timer and no remote task, untouched for older_than_us: nothing will move

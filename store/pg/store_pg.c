@@ -8,6 +8,26 @@
  * time they are used: the tables do not exist before store_migrate(), and a
  * reconnect starts a new session with nothing prepared.
  *
+ * Every session plans with enable_seqscan and enable_bitmapscan off and
+ * plan_cache_mode = force_generic_plan. Each statement here reaches its rows
+ * by key or in index order, and is prepared once per connection; a generic
+ * plan is built from the statistics of the moment, and one built while a
+ * table was nearly empty (a young database, the first commits after a
+ * start) scanned the whole table once it had grown, until an autoanalyze
+ * happened to invalidate it: measured, the group commit of 512 wake-ups
+ * took 40 to 130 ms instead of 10, by a hash join over a sequential scan of
+ * 100k timers and of 100k projections (docs/store.md, "Plans"). Without
+ * sequential scans the generic plan is an index plan whatever the
+ * statistics said. Bitmap scans are no better for a few rows per key: the
+ * load of 2000 executions' events made one bitmap scan and one sort per
+ * execution (22 ms; 13 ms as ordered index scans). Forcing the generic plan
+ * saves planning each call (a custom plan of the append statement costs
+ * 0.8 ms, more than a one-decision commit). Lists, planned per call with
+ * their values, are unprepared statements and keep custom plans. JIT is off
+ * too: a statement that can only scan a table (a handful of engine rows)
+ * is costed above jit_above_cost once sequential scans are "disabled", and
+ * compiling it took 155 ms of every engine start.
+ *
  * Durability relies on the server's default synchronous_commit = on: a
  * statement that returned success is on disk. We do not SET it, so an
  * operator who turns it off for a benchmark does so knowingly.
@@ -155,7 +175,11 @@ static int check_server(store_t *s, cbm_error_t *err)
         return cbm_error_set(err, CBM_ESTORE, "PostgreSQL %d is too old: 14 or newer is required",
                              PQserverVersion(s->conn));
     PQsetNoticeReceiver(s->conn, notice_log, NULL);
-    return 0;
+    /* Plans that do not depend on when they were made (see the top of the
+     * file): every statement here reaches rows by key or in index order. */
+    return store_pg_exec_simple(s, "SET enable_seqscan = off; SET enable_bitmapscan = off;"
+                                   " SET plan_cache_mode = force_generic_plan; SET jit = off",
+                                err, "store_open: session settings");
 }
 
 int store_open(const char *url, store_t **out, cbm_error_t *err)

@@ -43,6 +43,12 @@
  * it, and finds keys claimed twice within the batch itself; those decisions
  * get CBM_EEXIST and the rest is sent again, like a stale seq.
  *
+ * The updates and deletes name the batch's ids with = ANY(array) beside the
+ * join on unnest, so the planner can fetch those rows with one bitmap scan of
+ * the key and hash them against the batch. With the session's settings
+ * (store_pg.c: no sequential scans, generic plans) the plan stays an index
+ * plan whatever the statistics were when it was prepared.
+ *
  * A decision's snapshot (store.h) is one more upsert (CTE sn) into
  * cbm_snapshots: at most one row per decision, so never a row twice, and
  * written under the projection's lock like everything else of the execution.
@@ -88,6 +94,11 @@ enum {
 };
 _Static_assert(NCOLS_ == APPEND_NCOLS, "APPEND_NCOLS matches the statement");
 
+/* One statement for a whole group commit; with the outbox's rows and the
+ * fence it is over the 4,095 bytes C99 promises for a literal: gcc and
+ * clang take far more, so the pedantic warning is off for it. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Woverlength-strings"
 static const char sql_append[] =
     "WITH ev AS ("
     " INSERT INTO cbm_events (execution_id, seq, type, payload, recorded_at)"
@@ -110,7 +121,7 @@ static const char sql_append[] =
     "  last_seq = u.last_seq, updated_at = clock_timestamp()"
     " FROM unnest($14::uuid[], $15::int8[], $16::text[], $17::jsonb[], $18::jsonb[], $19::int8[])"
     "  AS u(id, expected, status, result, error, last_seq)"
-    " WHERE e.id = u.id AND e.last_seq = u.expected"
+    " WHERE e.id = u.id AND e.last_seq = u.expected AND e.id = ANY ($14::uuid[])"
     "  AND (SELECT count(*) FROM lk) >= 0"  /* one-time filter: lk first, whole */
     " RETURNING 1"
     "), ts AS ("
@@ -120,7 +131,7 @@ static const char sql_append[] =
     " ON CONFLICT (execution_id, key) DO UPDATE SET kind = excluded.kind, due_at = excluded.due_at"
     "), tc AS ("
     " DELETE FROM cbm_timers t USING unnest($24::uuid[], $25::text[]) AS u(id, key)"
-    " WHERE t.execution_id = u.id AND t.key = u.key"
+    " WHERE t.execution_id = u.id AND t.key = u.key AND t.execution_id = ANY ($24::uuid[])"
     "), tk AS ("
     " INSERT INTO cbm_tasks (queue, execution_id, step, attempt, payload, handler, blueprint,"
     "  requires, lease_ms, timeout_ms)"
@@ -132,6 +143,7 @@ static const char sql_append[] =
     "), td AS ("
     " DELETE FROM cbm_tasks t USING unnest($40::uuid[], $41::text[], $42::int4[]) AS u(id, step, attempt)"
     " WHERE t.execution_id = u.id AND t.step = u.step AND t.attempt = u.attempt"
+    "  AND t.execution_id = ANY ($40::uuid[])"
     "), sn AS ("
     " INSERT INTO cbm_snapshots (execution_id, seq, state)"
     " SELECT u.id, u.seq, u.state FROM unnest($31::uuid[], $32::int8[], $33::json[]) AS u(id, seq, state)"
@@ -161,6 +173,7 @@ static const char sql_append[] =
     " SELECT cbm_expect_rows((SELECT count(*) FROM ux), cardinality($14::uuid[])),"
     "  cbm_fence($43::uuid),"  /* migration 006: refused once this engine is fenced */
     "  (SELECT count(pg_notify('cbm_outbox', '')) FROM (SELECT 1 FROM ob LIMIT 1) AS w)";
+#pragma GCC diagnostic pop
 
 /* Where each execution of the batch stands: projection last_seq (NULL when
  * the execution does not exist), the highest event seq, and whether another
@@ -172,7 +185,7 @@ static const char sql_conflicts[] =
     " EXISTS (SELECT 1 FROM cbm_executions k WHERE k.blueprint = u.bp"
     "  AND k.idempotency_key = u.key AND k.id <> u.id)"
     " FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(id, bp, key, i)"
-    " LEFT JOIN cbm_executions x ON x.id = u.id";
+    " LEFT JOIN cbm_executions x ON x.id = u.id AND x.id = ANY ($1::uuid[])";
 
 /* Invariants the engine guarantees; breaking one is a bug, not a failure. */
 static void check_decision(const store_decision_t *d)

@@ -23,6 +23,11 @@
  * when a whole host is lost); the starting engine waits grace_ms for it and
  * then leaves that engine alone. The periodic sweep (store_stranded) is the
  * safety net for what such a case could still strand.
+ *
+ * The walk for orphans (store_orphans) finds the children that a crash left
+ * running after their parent ended, at an engine's start; the engine then
+ * cancels them, as it did when it loaded every unfinished execution at
+ * start.
  */
 #include "store/pg/store_pg_internal.h"
 
@@ -270,6 +275,57 @@ int store_stranded(store_t *s, int64_t older_than_us, size_t limit, char (**ids)
             snprintf((*ids)[i], sizeof((*ids)[i]), "%s", PQgetvalue(res, i, 0));
         *n = (size_t)PQntuples(res);
     }
+    PQclear(res);
+    return 0;
+}
+
+/* A page of the walk: the next candidates by the partial index of
+ * unfinished executions, each with its first event (ExecutionStarted names
+ * a child's parent), and the parent's projection. The last row is the
+ * cursor: the last id looked at, with no parent (NULL when none was left). */
+static const char sql_orphans[] =
+    "WITH c AS (SELECT id FROM cbm_executions"
+    "  WHERE status NOT IN ('completed', 'failed', 'cancelled')"
+    "   AND id > coalesce($1::uuid, '00000000-0000-0000-0000-000000000000'::uuid)"
+    "  ORDER BY id LIMIT $2::int8)"
+    " SELECT c.id::text, p.id::text, p.status, 0 AS k FROM c"
+    "  JOIN cbm_events e ON e.execution_id = c.id AND e.seq = 1"
+    "  JOIN cbm_executions p ON p.id = (e.payload -> 'parent' ->> 'execution_id')::uuid"
+    "  WHERE p.status IN ('completed', 'failed', 'cancelled')"
+    " UNION ALL SELECT (SELECT id FROM c ORDER BY id DESC LIMIT 1)::text, NULL, NULL, 1"
+    " ORDER BY k";
+
+int store_orphans(store_t *s, const char *after_id, size_t scan, store_orphan_t **out, size_t *n,
+                  char last[37], cbm_error_t *err)
+{
+    char lim[24];
+    const char *vals[2] = {after_id, lim};
+    PGresult *res;
+    int rc, rows;
+
+    *out = NULL;
+    *n = 0;
+    last[0] = '\0';
+    snprintf(lim, sizeof(lim), "%zu", scan);
+    res = store_pg_exec(s, STMT_ORPHANS, sql_orphans, 2, vals);
+    if ((rc = tuples_ok(s, res, err, "store_orphans")) != 0) {
+        PQclear(res);
+        return rc;
+    }
+    rows = PQntuples(res);
+    if (rows > 1 && (*out = calloc((size_t)rows - 1, sizeof(**out))) == NULL) {
+        PQclear(res);
+        return cbm_error_set(err, CBM_ENOMEM, "store_orphans: out of memory");
+    }
+    for (int i = 0; i + 1 < rows; i++) {
+        snprintf((*out)[i].id, sizeof((*out)[i].id), "%s", PQgetvalue(res, i, 0));
+        snprintf((*out)[i].parent, sizeof((*out)[i].parent), "%s", PQgetvalue(res, i, 1));
+        snprintf((*out)[i].parent_status, sizeof((*out)[i].parent_status), "%s",
+                 PQgetvalue(res, i, 2));
+    }
+    *n = rows > 1 ? (size_t)rows - 1 : 0;
+    if (rows > 0 && !PQgetisnull(res, rows - 1, 0))
+        snprintf(last, 37, "%s", PQgetvalue(res, rows - 1, 0));
     PQclear(res);
     return 0;
 }

@@ -95,6 +95,11 @@ enum pg_stmt {
     STMT_TRIGGER_FAIL_LIST,
     STMT_TRIGGER_HEALTH_PUT,
     STMT_TRIGGER_HEALTH_LIST,
+    STMT_TIMERS_AFTER,
+    STMT_TIMERS_CURSOR,
+    STMT_RUNNING_EXECS,
+    STMT_RUNNING_EVENTS,
+    STMT_ORPHANS,
     STMT_COUNT_
 };
 _Static_assert(STMT_COUNT_ <= 64, "store_t.prepared has a bit per statement");

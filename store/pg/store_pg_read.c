@@ -58,6 +58,17 @@ const char store_pg_sql_unfinished_events[] =
     "  FROM cbm_events e WHERE e.execution_id = x.id AND e.seq > coalesce(sn.seq, 0)"
     "  ORDER BY e.seq OFFSET 0) v"
     " WHERE x." UNFINISHED " ORDER BY x.id, v.seq";
+/* store_load_running: the same two queries for the executions whose
+ * projection says 'running' (cbm_executions_status). */
+static const char sql_running_execs[] =
+    "SELECT " EXEC_SNAP_COLS EXEC_SNAP_FROM " WHERE x.status = 'running' ORDER BY x.id";
+static const char sql_running_events[] =
+    "SELECT v.execution_id, v.seq, v.type, v.payload, " PG_US("v.recorded_at")
+    EXEC_SNAP_FROM
+    " CROSS JOIN LATERAL (SELECT e.execution_id, e.seq, e.type, e.payload, e.recorded_at"
+    "  FROM cbm_events e WHERE e.execution_id = x.id AND e.seq > coalesce(sn.seq, 0)"
+    "  ORDER BY e.seq OFFSET 0) v"
+    " WHERE x.status = 'running' ORDER BY x.id, v.seq";
 /* store_load_executions: the same two queries for a given set of ids. */
 static const char sql_many_execs[] =
     "SELECT " EXEC_SNAP_COLS EXEC_SNAP_FROM " WHERE x.id = ANY($1::uuid[]) ORDER BY x.id";
@@ -78,6 +89,21 @@ const char store_pg_sql_timers_due[] =
     "SELECT execution_id, kind, key, " PG_US("due_at") " FROM cbm_timers"
     " WHERE due_at <= coalesce('epoch'::timestamptz + $1::int8 * interval '1 microsecond',"
     "  'infinity'::timestamptz)"
+    " ORDER BY due_at, execution_id, key LIMIT $2::int8";
+/* The same range after a cursor: due_at > $3 (every timer of that time
+ * already read), or (due_at, execution_id, key) > ($3, $4, $5), a row
+ * comparison that is an index condition of cbm_timers_due, so a page
+ * starts where the last one ended without reading it again. */
+#define PG_TS(p) "'epoch'::timestamptz + " p "::int8 * interval '1 microsecond'"
+static const char sql_timers_after[] =
+    "SELECT execution_id, kind, key, " PG_US("due_at") " FROM cbm_timers"
+    " WHERE due_at > " PG_TS("$3")
+    "  AND due_at <= coalesce(" PG_TS("$1") ", 'infinity'::timestamptz)"
+    " ORDER BY due_at, execution_id, key LIMIT $2::int8";
+static const char sql_timers_cursor[] =
+    "SELECT execution_id, kind, key, " PG_US("due_at") " FROM cbm_timers"
+    " WHERE (due_at, execution_id, key) > (" PG_TS("$3") ", $4::uuid, $5::text)"
+    "  AND due_at <= coalesce(" PG_TS("$1") ", 'infinity'::timestamptz)"
     " ORDER BY due_at, execution_id, key LIMIT $2::int8";
 static const char sql_bp_put[] =
     "INSERT INTO cbm_blueprints (name, version, definition) VALUES ($1, $2, $3::jsonb)"
@@ -365,23 +391,29 @@ static int begin_read(store_t *s, const char *what, cbm_error_t *err)
     return rc;
 }
 
-int store_load_unfinished(store_t *s, store_unfinished_t *out, cbm_error_t *err)
+/* Executions and their events (after their snapshots) from the two
+ * queries given, which both order by execution id, in one snapshot. */
+static int load_set(store_t *s, enum pg_stmt xid, const char *xsql, enum pg_stmt eid,
+                    const char *esql, const char *what, store_unfinished_t *out,
+                    cbm_error_t *err)
 {
     PGresult *res;
     int rc;
 
     memset(out, 0, sizeof(*out));
     /* One snapshot for both queries, so the events match the executions. */
-    rc = begin_read(s, "store_load_unfinished", err);
+    rc = begin_read(s, what, err);
     if (rc != 0) return rc;
-    res = store_pg_query(s, STMT_UNFINISHED_EXECS, sql_unfinished_execs, 0, NULL, err,
-                "store_load_unfinished", &rc);
+    res = store_pg_query(s, xid, xsql, 0, NULL, err, what, &rc);
     if (res == NULL) goto rollback;
     rc = fill_execs(res, &out->execs, &out->nexecs, err);
     PQclear(res);
     if (rc != 0) goto rollback;
-    res = store_pg_query(s, STMT_UNFINISHED_EVENTS, store_pg_sql_unfinished_events, 0, NULL, err,
-                "store_load_unfinished", &rc);
+    if (out->nexecs == 0) { /* nothing to read the events of */
+        end_txn(s, "COMMIT");
+        return 0;
+    }
+    res = store_pg_query(s, eid, esql, 0, NULL, err, what, &rc);
     if (res == NULL) goto rollback;
     rc = fill_events(res, &out->events, &out->nevents, err);
     PQclear(res);
@@ -395,6 +427,18 @@ rollback:
     end_txn(s, "ROLLBACK");
     store_unfinished_free(out);
     return rc;
+}
+
+int store_load_unfinished(store_t *s, store_unfinished_t *out, cbm_error_t *err)
+{
+    return load_set(s, STMT_UNFINISHED_EXECS, sql_unfinished_execs, STMT_UNFINISHED_EVENTS,
+                    store_pg_sql_unfinished_events, "store_load_unfinished", out, err);
+}
+
+int store_load_running(store_t *s, store_unfinished_t *out, cbm_error_t *err)
+{
+    return load_set(s, STMT_RUNNING_EXECS, sql_running_execs, STMT_RUNNING_EVENTS,
+                    sql_running_events, "store_load_running", out, err);
 }
 
 int store_load_executions(store_t *s, const char *const *ids, size_t n, store_unfinished_t *out,
@@ -516,11 +560,17 @@ cleanup:
 int store_timers_due(store_t *s, int64_t until_us, size_t limit, store_timer_t **out, size_t *n,
                      cbm_error_t *err)
 {
+    return store_timers_page(s, NULL, until_us, limit, out, n, err);
+}
+
+int store_timers_page(store_t *s, const store_timer_t *after, int64_t until_us, size_t limit,
+                      store_timer_t **out, size_t *n, cbm_error_t *err)
+{
     /* 'epoch' + us * interval goes through a double: exact below 2^53 (the
      * limit on every timestamp the store keeps), out of range far beyond. */
     const int64_t exact = INT64_C(1) << 53;
-    char until[24], lim[24];
-    const char *vals[2] = {until, lim};
+    char until[24], lim[24], from[24];
+    const char *vals[5] = {until, lim, from, NULL, NULL};
     store_timer_t *t;
     PGresult *res;
     size_t rows;
@@ -531,11 +581,30 @@ int store_timers_due(store_t *s, int64_t until_us, size_t limit, store_timer_t *
     *out = NULL;
     *n = 0;
     if (limit == 0 || until_us <= -exact) return 0;
+    if (after != NULL && (after->due_at_us >= exact || after->due_at_us <= -exact))
+        return cbm_error_set(err, CBM_EINVAL, "store_timers_page: cursor out of range");
+    if (after != NULL && after->key != NULL &&
+        (rc = check_id(after->execution_id, "store_timers_page", err)) != 0)
+        return rc;
     if (until_us >= exact) vals[0] = NULL; /* every timer */
     else snprintf(until, sizeof(until), "%lld", (long long)until_us);
     snprintf(lim, sizeof(lim), "%llu",
              (unsigned long long)(limit < (size_t)INT64_MAX ? limit : (size_t)INT64_MAX));
-    res = store_pg_query(s, STMT_TIMERS_DUE, store_pg_sql_timers_due, 2, vals, err, "store_timers_due", &rc);
+    if (after == NULL) {
+        res = store_pg_query(s, STMT_TIMERS_DUE, store_pg_sql_timers_due, 2, vals, err, "store_timers_due",
+                    &rc);
+    } else {
+        snprintf(from, sizeof(from), "%lld", (long long)after->due_at_us);
+        if (after->key == NULL) {
+            res = store_pg_query(s, STMT_TIMERS_AFTER, sql_timers_after, 3, vals, err, "store_timers_page",
+                        &rc);
+        } else {
+            vals[3] = after->execution_id;
+            vals[4] = after->key;
+            res = store_pg_query(s, STMT_TIMERS_CURSOR, sql_timers_cursor, 5, vals, err,
+                        "store_timers_page", &rc);
+        }
+    }
     if (res == NULL) return rc;
     rows = (size_t)PQntuples(res);
     if (rows == 0) {

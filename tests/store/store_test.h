@@ -92,6 +92,9 @@ void test_snapshot_batch(void **state);
 void test_load_execution(void **state);
 void test_load_inconsistent(void **state);
 void test_unfinished_plan(void **state);
+void test_append_plan(void **state);
+void test_load_running(void **state);
+void test_orphans(void **state);
 
 /* Tests in test_store_pg_tasks.c: the remote task queue. */
 void test_tasks_claim_order(void **state);

@@ -211,6 +211,40 @@ void test_timers_due_order(void **state)
     check_due(f, all, NE * NK, INT64_MAX, 0);              /* limit 0: none */
     check_due(f, all, NE * NK, 4102444800000000LL, SIZE_MAX);
 
+    /* Pages after a cursor (store_timers_page), 2 at a time, reading
+     * nothing twice: the same sequence, ties across pages included. */
+    {
+        store_timer_t cur = {{0}, NULL, NULL, 0};
+        char ckey[8] = "";
+        size_t got = 0, want = 0;
+
+        for (size_t i = 0; i < NE * NK; i++) want += all[i].due <= 3000;
+        for (int first = 1;; first = 0) {
+            if (store_timers_page(f->s, first ? NULL : &cur, 3000, 2, &t, &n, &err) != 0)
+                fail_msg("page: %s", err.message);
+            if (n == 0) break;
+            for (size_t i = 0; i < n; i++, got++) {
+                assert_string_equal(t[i].execution_id, all[got].id);
+                assert_string_equal(t[i].key, all[got].key);
+            }
+            memcpy(cur.execution_id, t[n - 1].execution_id, 37);
+            snprintf(ckey, sizeof(ckey), "%s", t[n - 1].key);
+            cur.key = ckey;
+            cur.due_at_us = t[n - 1].due_at_us;
+            store_timers_free(t, n);
+        }
+        assert_int_equal(got, want);
+        /* With no key, the cursor is a time: everything due after it. */
+        cur.key = NULL;
+        cur.due_at_us = 1000;
+        if (store_timers_page(f->s, &cur, 3000, 100, &t, &n, &err) != 0) fail_msg("page: %s", err.message);
+        got = 0;
+        for (size_t i = 0; i < NE * NK; i++) got += all[i].due > 1000 && all[i].due <= 3000;
+        assert_int_equal(n, got);
+        for (size_t i = 0; i < n; i++) assert_true(t[i].due_at_us > 1000);
+        store_timers_free(t, n);
+    }
+
     /* Page through what is due at 3000, 4 at a time, firing each page: every
      * timer comes exactly once, in due order across pages. */
     for (;;) {
@@ -607,4 +641,139 @@ void test_unfinished_plan(void **state)
         assert_int_equal(u.nevents, want);
         store_unfinished_free(&u);
     }
+}
+
+/*
+ * The append statement is prepared once per connection and keeps its generic
+ * plan, built from the statistics of the moment. Built while the tables were
+ * empty, it used to join the batch to cbm_executions and cbm_timers by hash
+ * over sequential scans, and kept doing so once they held 100k rows (512
+ * wake-ups took 40 to 130 ms to commit instead of about 10). The session
+ * settings of store_open keep it an index plan whatever the statistics said.
+ */
+void test_append_plan(void **state)
+{
+    fixture_t *f = *state;
+    char q[512], *plan = NULL;
+    size_t len;
+    PGresult *r;
+
+    /* Built on empty tables: a few decisions that set and clear timers. */
+    for (int i = 0; i < 6; i++) {
+        char id[37];
+        tdec_t t;
+        store_timer_t tm = {{0}, "sleep", "sleep:z", 1700000000000000LL};
+        char *clear[1] = {"sleep:z"};
+        cbm_error_t err = {0};
+
+        new_id(id);
+        tdec_init(&t, id, 0, 2, true, "sleeping");
+        t.d.timers_set = &tm;
+        t.d.ntimers_set = 1;
+        if (append1(f, &t, &err) != 0) fail_msg("create: %s", err.message);
+        tdec_init(&t, id, 2, 1, false, "completed");
+        t.d.timers_cleared = clear;
+        t.d.ntimers_cleared = 1;
+        if (append1(f, &t, &err) != 0) fail_msg("update: %s", err.message);
+    }
+    /* Then they grow, with no ANALYZE (an autoanalyze comes when it comes). */
+    sql_exec(f, "INSERT INTO cbm_executions (id, blueprint, version, status, inputs, last_seq)"
+                " SELECT md5('x' || i)::uuid, 'bp', 'v1', 'sleeping', '{}'::jsonb, 2"
+                " FROM generate_series(1, 100000) i");
+    sql_exec(f, "INSERT INTO cbm_timers (execution_id, key, kind, due_at)"
+                " SELECT md5('x' || i)::uuid, 'sleep:z', 'sleep', now() FROM generate_series(1, 100000) i");
+    sql_exec(f, "INSERT INTO cbm_tasks (queue, execution_id, step, attempt, payload)"
+                " SELECT 'q', md5('x' || i)::uuid, 's', 1, '{}' FROM generate_series(1, 20000) i");
+    /* The plan the store's own session runs (the statement is cbm_0). */
+    len = (size_t)snprintf(q, sizeof(q), "EXPLAIN EXECUTE cbm_%d(", (int)STMT_APPEND);
+    for (int i = 1; i <= APPEND_NCOLS; i++) len += (size_t)snprintf(q + len, sizeof(q) - len, "'{}', ");
+    snprintf(q + len, sizeof(q) - len, "NULL)");
+    r = PQexec(f->s->conn, q);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) fail_msg("%s: %s", q, PQerrorMessage(f->s->conn));
+    for (int i = 0, at = 0; i < PQntuples(r); i++) {
+        const char *line = PQgetvalue(r, i, 0);
+        plan = realloc(plan, (size_t)at + strlen(line) + 2);
+        assert_non_null(plan);
+        at += sprintf(plan + at, "%s\n", line);
+    }
+    PQclear(r);
+    if (strstr(plan, "Seq Scan on cbm_executions") != NULL || strstr(plan, "Seq Scan on cbm_timers") != NULL ||
+        strstr(plan, "Seq Scan on cbm_tasks") != NULL || strstr(plan, "cbm_executions_pkey") == NULL)
+        fail_msg("append plan after the tables grew:\n%s", plan);
+    free(plan);
+}
+
+/* store_load_running loads the executions whose projection is 'running'
+ * and nothing else: those that only wait stay in the store. */
+void test_load_running(void **state)
+{
+    fixture_t *f = *state;
+    static const char *const statuses[] = {"running", "sleeping", "awaiting_approval",
+                                           "awaiting_signal", "awaiting_child", "completed",
+                                           "running"};
+    char ids[7][37];
+    store_unfinished_t u;
+    cbm_error_t err = {0};
+
+    for (int i = 0; i < 7; i++) {
+        new_id(ids[i]);
+        create_exec(f, ids[i], 3, statuses[i]);
+    }
+    assert_code(store_load_running(f->s, &u, &err), 0);
+    assert_int_equal(u.nexecs, 2);
+    assert_int_equal(u.nevents, 6);
+    for (size_t i = 0; i < u.nexecs; i++) {
+        assert_string_equal(u.execs[i].status, "running");
+        assert_true(strcmp(u.execs[i].id, ids[0]) == 0 || strcmp(u.execs[i].id, ids[6]) == 0);
+        assert_int_equal(u.count[i], 3);
+    }
+    store_unfinished_free(&u);
+}
+
+/* store_orphans walks the unfinished executions a page at a time and
+ * names the children whose parent has ended. */
+void test_orphans(void **state)
+{
+    fixture_t *f = *state;
+    char parents[2][37], kids[4][37], other[37], after[37] = "", last[37];
+    store_orphan_t *o;
+    size_t n, found = 0, pages = 0;
+    cbm_error_t err = {0};
+
+    new_id(parents[0]);
+    new_id(parents[1]);
+    create_exec(f, parents[0], 2, "cancelled");
+    create_exec(f, parents[1], 2, "awaiting_child");
+    for (int i = 0; i < 4; i++) {
+        tdec_t t;
+        char payload[160];
+
+        new_id(kids[i]);
+        tdec_init(&t, kids[i], 0, 2, true, i == 3 ? "completed" : "sleeping");
+        t.ev[0].type = (char *)"ExecutionStarted";
+        snprintf(payload, sizeof(payload),
+                 "{\"blueprint\":\"bp\",\"inputs\":{},\"parent\":{\"execution_id\":\"%s\","
+                 "\"step\":\"s\",\"attempt\":1}}", parents[i == 1]);
+        t.ev[0].payload = payload;
+        if (append1(f, &t, &err) != 0) fail_msg("child: %s", err.message);
+    }
+    new_id(other);
+    create_exec(f, other, 2, "sleeping");
+    /* kids 0 and 2: unfinished, parent cancelled; kid 1: parent running;
+     * kid 3: finished. Pages of 2 over 5 unfinished executions. */
+    for (;;) {
+        assert_code(store_orphans(f->s, after[0] ? after : NULL, 2, &o, &n, last, &err), 0);
+        pages++;
+        for (size_t i = 0; i < n; i++, found++) {
+            assert_true(strcmp(o[i].id, kids[0]) == 0 || strcmp(o[i].id, kids[2]) == 0);
+            assert_string_equal(o[i].parent, parents[0]);
+            assert_string_equal(o[i].parent_status, "cancelled");
+        }
+        free(o);
+        if (last[0] == '\0') break;
+        assert_true(after[0] == '\0' || strcmp(last, after) > 0);
+        memcpy(after, last, sizeof(after));
+    }
+    assert_int_equal(found, 2);
+    assert_int_equal(pages, 4); /* 2 + 2 + 1 candidates, then none */
 }

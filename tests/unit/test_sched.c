@@ -47,8 +47,12 @@ static void test_duplicates_held_once(void **state)
     sched_push(s, "00000000-0000-4000-8000-000000000001", "sleep:a", 100); /* same: ignored */
     sched_push(s, "00000000-0000-4000-8000-000000000001", "sleep:a", 200); /* re-set: kept */
     assert_int_equal(sched_size(s), 2);
+    assert_true(sched_contains(s, "00000000-0000-4000-8000-000000000001", "sleep:a", 200));
+    assert_false(sched_contains(s, "00000000-0000-4000-8000-000000000001", "sleep:a", 300));
+    assert_false(sched_contains(s, "00000000-0000-4000-8000-000000000001", "sleep:b", 100));
     assert_int_equal(sched_pop(s, &e), 0);
     free(e.key);
+    assert_false(sched_contains(s, "00000000-0000-4000-8000-000000000001", "sleep:a", 100));
     /* Once popped it may be pushed again (a refill after a fire). */
     sched_push(s, "00000000-0000-4000-8000-000000000001", "sleep:a", 100);
     assert_int_equal(sched_size(s), 2);

@@ -173,8 +173,11 @@ CBM_EXTERN int cbm_engine_register_step(cbm_engine_t *e, const char *name, cbm_s
 
 /**
  * Connect to the store (retrying with back-off up to connect_timeout_ms),
- * apply schema migrations, load every unfinished execution and resume it, and
- * start the engine's threads. Blueprints that unfinished executions use are
+ * apply schema migrations, load every execution that was running (a step
+ * scheduled) and resume it, and start the engine's threads. Executions that
+ * only wait (a sleep, an approval, a signal, a child) stay in the store: the
+ * engine's timer window and the decisions made for them bring each in when
+ * it has something to do. Blueprints that the resumed executions use are
  * loaded from the store. Returns CBM_EUNAVAIL (with the database's message in
  * @p err) if the store stays unreachable.
  */
