@@ -90,6 +90,52 @@ static bool data_error(int rc)
     return rc == CBM_EJSON || rc == CBM_EINVAL;
 }
 
+/* Do job j: start with its key (created or existing), or make the
+ * decision. A decision refused because it was made already ("already"
+ * in CBM_ESTATE's message: approved, rejected, cancelled or finished; what
+ * a redelivery after a crash between commit and ack finds) counts as
+ * existing; another CBM_ESTATE (the step is not waiting yet) is returned.
+ * Signals have no key: a redelivered signal is delivered again (at least
+ * once). */
+static int act(runner_t *r, const trig_job_t *j, bool *created, cbm_error_t *err)
+{
+    cbm_engine_t *e = r->bus->engine;
+    char who[96];
+    int rc;
+
+    snprintf(who, sizeof(who), "trigger:%s", r->t->name);
+    *created = true;
+    switch (r->t->act) {
+    case TRIG_ACT_START: {
+        cbm_start_opts_t so = {.idempotency_key = j->key};
+        char id[37];
+        return cbm_execution_start_opts(e, r->t->blueprint, j->inputs, &so, id, created, err);
+    }
+    case TRIG_ACT_SIGNAL: rc = cbm_execution_signal(e, j->execution, j->signal, j->inputs, err); break;
+    case TRIG_ACT_APPROVE:
+        rc = cbm_execution_approve(e, j->execution, j->step, j->inputs, who, err);
+        break;
+    case TRIG_ACT_REJECT:
+        rc = cbm_execution_reject(e, j->execution, j->step,
+                                  j->reason != NULL ? j->reason : "rejected by a NATS trigger", who,
+                                  err);
+        break;
+    default:
+        rc = cbm_execution_cancel(e, j->execution,
+                                  j->reason != NULL ? j->reason : "cancelled by a NATS trigger", err);
+        break;
+    }
+    if (rc == CBM_ESTATE && strstr(err->message, "already") != NULL) {
+        *created = false;
+        return 0;
+    }
+    return rc;
+}
+
+/* A decision that does not apply yet is nak'ed this many times (with the
+ * delay), then refused as bad data. */
+#define NOT_YET_TRIES 10
+
 static void handle(runner_t *r, natsMsg *m)
 {
     jsMsgMetaData *md = NULL;
@@ -134,25 +180,23 @@ static void handle(runner_t *r, natsMsg *m)
         goto done;
     }
     for (size_t i = 0; i < njobs; i++) {
-        cbm_start_opts_t so = {.idempotency_key = jobs[i].key};
         cbm_error_t err = {0};
-        char id[37];
         bool created = false;
 
-        rc = cbm_execution_start_opts(r->bus->engine, r->t->blueprint, jobs[i].inputs, &so, id,
-                                      &created, &err);
+        rc = act(r, &jobs[i], &created, &err);
         if (rc == 0) {
             atomic_fetch_add(created ? &r->started : &r->existing, 1);
             continue;
         }
-        if (data_error(rc)) {
-            snprintf(reason, sizeof(reason), "start %.64s (key %.200s): %.300s", r->t->blueprint,
+        if (data_error(rc) || (rc == CBM_ENOTFOUND && r->t->act != TRIG_ACT_START) ||
+            (rc == CBM_ESTATE && md->NumDelivered >= NOT_YET_TRIES)) {
+            snprintf(reason, sizeof(reason), "%s %.64s (key %.200s): %.300s", r->t->action,
+                     r->t->act == TRIG_ACT_START ? r->t->blueprint : jobs[i].execution,
                      jobs[i].key, err.message);
             refuse(r, m, &v, reason);
         } else {
-            cbm_log_warn("bus: trigger %s: start %s (key %s): %s; nak, again in %d ms",
-                         r->t->name, r->t->blueprint, jobs[i].key, err.message,
-                         r->t->nak_delay_ms);
+            cbm_log_warn("bus: trigger %s: %s (key %s): %s; nak, again in %d ms", r->t->name,
+                         r->t->action, jobs[i].key, err.message, r->t->nak_delay_ms);
             bus_set_state(r, "fetching", err.message);
             nak(r, m);
         }
