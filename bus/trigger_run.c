@@ -3,7 +3,8 @@
  *
  * Loop: Fetch a small batch from the durable pull consumer (it returns
  * NATS_TIMEOUT after wait_ms when there is nothing, which is normal), and
- * for each message (the messages of a batch in parallel, handle_batch):
+ * for each message (handled by a pool of worker threads, in no particular
+ * order, while the runner fetches the next batch):
  *
  *   1. trigger_eval: the idempotency keys and inputs. Bad data: a row in
  *      cbm_trigger_failures, then Term (never redelivered). If that row
@@ -217,53 +218,81 @@ done:
     jsMsgMetaData_Destroy(md);
 }
 
-/* A fetched batch, handled by up to CONCURRENCY threads at once: each
- * start waits for its commit (a few ms), and the engine's committer puts
- * concurrent starts into one transaction, so a batch handled in parallel
- * costs about one commit instead of one per message. Messages of a batch
- * are therefore started in no particular order (each is acked after its
- * own starts). */
+/* Fetched messages go to a queue that CONCURRENCY worker threads take
+ * them from, and the runner fetches again at once (at most QCAP messages
+ * wait): each start waits for its commit (a few ms) and the engine's
+ * committer puts concurrent starts into one transaction, so parallel
+ * handling and the next Fetch overlapping the current batch's commits and
+ * acks are what make one trigger take more than a few hundred messages a
+ * second. Messages are therefore started in no particular order; each is
+ * acked after its own starts. */
 #define CONCURRENCY 16
-
-typedef struct batch {
-    runner_t *r;
-    natsMsgList *list;
-    atomic_int next;
-} batch_t;
+#define QCAP 512
 
 static void *work(void *arg)
 {
-    batch_t *b = arg;
-    int i;
+    runner_t *r = arg;
 
-    while ((i = atomic_fetch_add(&b->next, 1)) < b->list->Count) {
-        if (atomic_load(&b->r->stop))
-            natsMsg_Nak(b->list->Msgs[i], NULL); /* someone else's, at once */
+    for (;;) {
+        natsMsg *m;
+        pthread_mutex_lock(&r->qmu);
+        while (r->qlen == 0 && !r->qclose) pthread_cond_wait(&r->qcv, &r->qmu);
+        if (r->qlen == 0) {
+            pthread_mutex_unlock(&r->qmu);
+            break;
+        }
+        m = r->q[r->qhead];
+        r->qhead = (r->qhead + 1) % QCAP;
+        r->qlen--;
+        pthread_cond_signal(&r->qspace);
+        pthread_mutex_unlock(&r->qmu);
+        if (atomic_load(&r->stop))
+            natsMsg_Nak(m, NULL); /* someone else's, at once */
         else
-            handle(b->r, b->list->Msgs[i]);
+            handle(r, m);
+        natsMsg_Destroy(m);
     }
-    return NULL;
-}
-
-static void *work_thread(void *arg)
-{
-    work(arg);
     nats_ReleaseThreadMemory();
     return NULL;
 }
 
-static void handle_batch(runner_t *r, natsMsgList *list)
+/* Hand the list's messages to the workers (the list keeps none). */
+static void enqueue(runner_t *r, natsMsgList *list, int cap)
 {
-    batch_t b = {.r = r, .list = list};
-    pthread_t th[CONCURRENCY];
-    int n = 0;
+    for (int i = 0; i < list->Count; i++) {
+        pthread_mutex_lock(&r->qmu);
+        while (r->qlen >= cap) pthread_cond_wait(&r->qspace, &r->qmu);
+        r->q[(r->qhead + r->qlen) % QCAP] = list->Msgs[i];
+        r->qlen++;
+        pthread_cond_signal(&r->qcv);
+        pthread_mutex_unlock(&r->qmu);
+        list->Msgs[i] = NULL;
+    }
+}
 
-    atomic_init(&b.next, 0);
-    while (n < CONCURRENCY - 1 && n < list->Count - 1 &&
-           pthread_create(&th[n], NULL, work_thread, &b) == 0)
-        n++;
-    work(&b); /* this thread too (alone if no thread could start) */
-    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+static int start_workers(runner_t *r)
+{
+    pthread_mutex_init(&r->qmu, NULL);
+    pthread_cond_init(&r->qcv, NULL);
+    pthread_cond_init(&r->qspace, NULL);
+    if ((r->q = calloc(QCAP, sizeof(*r->q))) == NULL) return CBM_ENOMEM;
+    for (r->nworkers = 0; r->nworkers < CONCURRENCY; r->nworkers++)
+        if (pthread_create(&r->workers[r->nworkers], NULL, work, r) != 0) break;
+    return r->nworkers > 0 ? 0 : CBM_ENOMEM;
+}
+
+/* Let the workers finish what is queued (nak'ed: stop is set) and end. */
+static void stop_workers(runner_t *r)
+{
+    pthread_mutex_lock(&r->qmu);
+    r->qclose = true;
+    pthread_cond_broadcast(&r->qcv);
+    pthread_mutex_unlock(&r->qmu);
+    for (int i = 0; i < r->nworkers; i++) pthread_join(r->workers[i], NULL);
+    free(r->q);
+    pthread_cond_destroy(&r->qspace);
+    pthread_cond_destroy(&r->qcv);
+    pthread_mutex_destroy(&r->qmu);
 }
 
 static void *run(void *arg)
@@ -272,7 +301,12 @@ static void *run(void *arg)
     natsSubscription *sub = NULL;
     char msg[256];
     bool erred = false;
+    int cap = r->t->batch * 2 < QCAP ? r->t->batch * 2 : QCAP;
 
+    if (start_workers(r) != 0) {
+        bus_set_state(r, "error", "cannot start worker threads");
+        atomic_store(&r->stop, true);
+    }
     while (!atomic_load(&r->stop)) {
         natsMsgList list = {0};
         jsErrCode jerr = 0;
@@ -309,9 +343,10 @@ static void *run(void *arg)
             nap(r, 250);
             continue;
         }
-        handle_batch(r, &list);
-        natsMsgList_Destroy(&list);
+        enqueue(r, &list, cap);
+        natsMsgList_Destroy(&list); /* the array; the messages are the workers' */
     }
+    stop_workers(r);
     natsSubscription_Destroy(sub);
     nats_ReleaseThreadMemory();
     return NULL;
