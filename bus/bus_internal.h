@@ -31,6 +31,14 @@ typedef struct runner {
     atomic_bool stop;
     atomic_int_least64_t last_fetch_us; /* when a Fetch last returned (or the start) */
     atomic_uint_least64_t messages, started, existing, failures, naks, acks;
+    /* the queue of fetched messages and the worker threads (trigger_run.c) */
+    pthread_t workers[16];
+    int nworkers;
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv, qspace;
+    natsMsg **q;
+    int qhead, qlen;
+    bool qclose;
     /* under bus->mu */
     char state[16];                     /* "starting", "fetching", "error" */
     char error[256];

@@ -210,7 +210,11 @@ static int build_canonical(trigger_t *t, cbm_error_t *err)
     if (rc == 0) rc = add(o, "consumer", cJSON_CreateString(t->consumer));
     if (rc == 0) rc = add(o, "subject", cJSON_CreateString(t->subject));
     if (rc == 0) rc = add(o, "action", cJSON_CreateString(t->action));
-    if (rc == 0) rc = add(o, "blueprint", cJSON_CreateString(t->blueprint));
+    if (rc == 0 && t->blueprint != NULL) rc = add(o, "blueprint", cJSON_CreateString(t->blueprint));
+    if (rc == 0 && t->execution != NULL) rc = add(o, "execution", cJSON_CreateString(t->execution));
+    if (rc == 0 && t->step != NULL) rc = add(o, "step", cJSON_CreateString(t->step));
+    if (rc == 0 && t->signal != NULL) rc = add(o, "signal", cJSON_CreateString(t->signal));
+    if (rc == 0 && t->reason != NULL) rc = add(o, "reason", cJSON_CreateString(t->reason));
     if (rc == 0) rc = add(o, "inputs", cJSON_Duplicate(t->inputs, true));
     if (rc == 0 && t->for_each != NULL) rc = add(o, "for_each", cJSON_CreateString(t->for_each));
     if (rc == 0)
@@ -228,11 +232,49 @@ static int build_canonical(trigger_t *t, cbm_error_t *err)
     return rc == 0 ? 0 : cbm_error_set(err, rc, "trigger: out of memory");
 }
 
+/* A template string field (a path, checked, or a literal). */
+static int get_tmpl(ctx_t *c, const cJSON *in, const char *field, char **out)
+{
+    int rc;
+    if ((rc = get_str(c, in, field, NULL, out)) != 0) return rc;
+    return is_path(*out) ? check_path(c, field, *out) : 0;
+}
+
+/* What each action needs, and nothing another action uses. */
+static int parse_action(ctx_t *c, const cJSON *in, trigger_t *t)
+{
+    static const char *const fields[] = {"blueprint", "execution", "step", "signal", "reason"};
+    /* per action: 2 required, 1 optional, 0 refused (the order of fields) */
+    static const int need[5][5] = {
+        {2, 0, 0, 0, 0}, {0, 2, 0, 2, 0}, {0, 2, 2, 0, 0}, {0, 2, 2, 0, 1}, {0, 2, 0, 0, 1},
+    };
+    char **dst[5] = {&t->blueprint, &t->execution, &t->step, &t->signal, &t->reason};
+    int rc;
+
+    for (int i = 0; i < 5; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(in, fields[i]);
+        if (need[t->act][i] == 0) {
+            if (v != NULL) return bad(c, fields[i], "does not apply to action %s", t->action);
+            continue;
+        }
+        if (v == NULL && need[t->act][i] == 2)
+            return bad(c, fields[i], "is required for action %s", t->action);
+        if (v == NULL) continue;
+        if (i == 0) {
+            if ((rc = get_str(c, in, fields[i], NULL, dst[i])) != 0) return rc;
+        } else if ((rc = get_tmpl(c, in, fields[i], dst[i])) != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static int parse_fields(ctx_t *c, const cJSON *in, trigger_t *t)
 {
     static const char *const known[] = {"name", "stream", "stream_subjects", "consumer",
-        "subject", "action", "blueprint", "inputs", "for_each", "key", "batch", "wait_ms",
-        "ack_wait_ms", "nak_delay_ms", NULL};
+        "subject", "action", "blueprint", "execution", "step", "signal", "reason", "inputs",
+        "for_each", "key", "batch", "wait_ms", "ack_wait_ms", "nak_delay_ms", NULL};
+    static const char *const acts[] = {"start", "signal", "approve", "reject", "cancel", NULL};
     const cJSON *v;
     int64_t n;
     int rc;
@@ -252,9 +294,10 @@ static int parse_fields(ctx_t *c, const cJSON *in, trigger_t *t)
     if (!name_ok(t->consumer, 64) || strchr(t->consumer, '.') != NULL)
         return bad(c, "consumer", "letters, digits, - and _ only (1-64)");
     if (strpbrk(t->subject, " \t\r\n") != NULL) return bad(c, "subject", "holds white space");
-    if (strcmp(t->action, "start") != 0)
-        return bad(c, "action", "'%s' is not supported (only \"start\")", t->action);
-    if ((rc = get_str(c, in, "blueprint", NULL, &t->blueprint)) != 0) return rc;
+    for (t->act = 0; acts[t->act] != NULL && strcmp(acts[t->act], t->action) != 0; t->act++) {}
+    if (acts[t->act] == NULL)
+        return bad(c, "action", "'%s' is not one of start, signal, approve, reject, cancel",
+                   t->action);
     if ((v = cJSON_GetObjectItemCaseSensitive(in, "stream_subjects")) != NULL) {
         int cnt = cJSON_GetArraySize(v);
         if (!cJSON_IsArray(v) || cnt == 0)
@@ -296,6 +339,7 @@ static int parse_fields(ctx_t *c, const cJSON *in, trigger_t *t)
         }
     }
     if (t->inputs == NULL) return cbm_error_set(c->err, CBM_ENOMEM, "trigger: out of memory");
+    if ((rc = parse_action(c, in, t)) != 0) return rc;
     v = cJSON_GetObjectItemCaseSensitive(in, "key");
     if (v == NULL || (cJSON_IsString(v) && strcmp(v->valuestring, "msg_id") == 0)) {
         t->key_kind = TRIG_KEY_MSG_ID;
@@ -371,6 +415,10 @@ void trigger_destroy(trigger_t *t)
     free(t->subject);
     free(t->action);
     free(t->blueprint);
+    free(t->execution);
+    free(t->step);
+    free(t->signal);
+    free(t->reason);
     if (t->stream_subjects != NULL)
         for (size_t i = 0; t->stream_subjects[i] != NULL; i++) free(t->stream_subjects[i]);
     free(t->stream_subjects);
@@ -533,14 +581,45 @@ void trig_jobs_free(trig_job_t *jobs, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(jobs[i].key);
         free(jobs[i].inputs);
+        free(jobs[i].execution);
+        free(jobs[i].step);
+        free(jobs[i].signal);
+        free(jobs[i].reason);
     }
     free(jobs);
 }
 
+/* A template string field for one job: the text of what a path names (a
+ * string, or a number printed), or the literal; NULL template: NULL. */
+static int expand_str(ectx_t *e, const char *field, const char *tmpl, char **out)
+{
+    cJSON *v;
+    *out = NULL;
+    if (tmpl == NULL) return 0;
+    if (!is_path(tmpl)) return (*out = strdup(tmpl)) == NULL ? CBM_ENOMEM : 0;
+    if ((v = resolve(e, tmpl)) == NULL) return e->oom ? CBM_ENOMEM : CBM_EINVAL;
+    if (cJSON_IsString(v) && v->valuestring[0] != '\0')
+        *out = strdup(v->valuestring);
+    else if (cJSON_IsNumber(v))
+        *out = cJSON_PrintUnformatted(v);
+    else
+        poison(e, "%s %s: must be a non-empty string or a number", field, tmpl);
+    cJSON_Delete(v);
+    if (*out == NULL) return e->reason[0] != '\0' ? CBM_EINVAL : CBM_ENOMEM;
+    return 0;
+}
+
 static int make_job(const trigger_t *t, ectx_t *e, const char *k, int index, trig_job_t *j)
 {
-    cJSON *in = expand(e, t->inputs);
-    if (in == NULL) return e->oom ? CBM_ENOMEM : CBM_EINVAL;
+    cJSON *in;
+    int rc;
+
+    if ((rc = expand_str(e, "execution", t->execution, &j->execution)) != 0 ||
+        (rc = expand_str(e, "step", t->step, &j->step)) != 0 ||
+        (rc = expand_str(e, "signal", t->signal, &j->signal)) != 0 ||
+        (rc = expand_str(e, "reason", t->reason, &j->reason)) != 0)
+        return rc;
+    if ((in = expand(e, t->inputs)) == NULL) return e->oom ? CBM_ENOMEM : CBM_EINVAL;
     j->inputs = cJSON_PrintUnformatted(in);
     cJSON_Delete(in);
     j->key = full_key(t->name, k, index);

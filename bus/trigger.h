@@ -13,8 +13,12 @@
  *    "stream_subjects": ["planning.>"],      optional: create the stream if absent
  *    "consumer": "cbm-fleet-roles",          durable pull consumer (created if absent)
  *    "subject": "planning.plan.approved",    its filter subject
- *    "action": "start",                      only "start" for now
- *    "blueprint": "deliberate",
+ *    "action": "start",                      start | signal | approve | reject | cancel
+ *    "blueprint": "deliberate",              start: what to start
+ *    "execution": "$.msg.data.execution_id", the others: which execution (a path or an id)
+ *    "step": "sign_off",                     approve, reject: the step waiting (path or name)
+ *    "signal": "go",                         signal: its name (path or name)
+ *    "reason": "$.msg.data.reason",          reject, cancel (path or text)
  *    "inputs": {"role": "$.item", "story": "$.msg.data.payload.story_id"},
  *    "for_each": "$.msg.data.payload.roles", optional: one execution per item
  *    "key": "$.msg.data.idempotency_key",    "msg_id" (default) | "stream_seq" | a path
@@ -37,9 +41,12 @@
 #include "cerebelum/error.h"
 
 enum { TRIG_KEY_MSG_ID, TRIG_KEY_STREAM_SEQ, TRIG_KEY_PATH };
+enum { TRIG_ACT_START, TRIG_ACT_SIGNAL, TRIG_ACT_APPROVE, TRIG_ACT_REJECT, TRIG_ACT_CANCEL };
 
 typedef struct trigger {
     char *name, *stream, *consumer, *subject, *action, *blueprint;
+    int act;                   /* TRIG_ACT_* */
+    char *execution, *step, *signal, *reason;  /* templates: a path or a literal */
     char **stream_subjects;    /* NULL-terminated, or NULL */
     cJSON *inputs;             /* the template (a JSON object) */
     char *for_each;            /* a path, or NULL */
@@ -71,10 +78,14 @@ typedef struct trig_msg {
     size_t nhdr;
 } trig_msg_t;
 
-/* One execution to start: idempotency key and inputs (JSON object text). */
+/* One execution to start (idempotency key and inputs, JSON object text),
+ * or one decision: execution, step, signal, reason (those the action
+ * uses; NULL otherwise) and inputs as the signal's payload or the
+ * approval's response. */
 typedef struct trig_job {
     char *key;
     char *inputs;
+    char *execution, *step, *signal, *reason;
 } trig_job_t;
 
 void trig_jobs_free(trig_job_t *jobs, size_t n);

@@ -3,7 +3,8 @@
  *
  * Loop: Fetch a small batch from the durable pull consumer (it returns
  * NATS_TIMEOUT after wait_ms when there is nothing, which is normal), and
- * for each message (the messages of a batch in parallel, handle_batch):
+ * for each message (handled by a pool of worker threads, in no particular
+ * order, while the runner fetches the next batch):
  *
  *   1. trigger_eval: the idempotency keys and inputs. Bad data: a row in
  *      cbm_trigger_failures, then Term (never redelivered). If that row
@@ -90,6 +91,52 @@ static bool data_error(int rc)
     return rc == CBM_EJSON || rc == CBM_EINVAL;
 }
 
+/* Do job j: start with its key (created or existing), or make the
+ * decision. A decision refused because it was made already ("already"
+ * in CBM_ESTATE's message: approved, rejected, cancelled or finished; what
+ * a redelivery after a crash between commit and ack finds) counts as
+ * existing; another CBM_ESTATE (the step is not waiting yet) is returned.
+ * Signals have no key: a redelivered signal is delivered again (at least
+ * once). */
+static int act(runner_t *r, const trig_job_t *j, bool *created, cbm_error_t *err)
+{
+    cbm_engine_t *e = r->bus->engine;
+    char who[96];
+    int rc;
+
+    snprintf(who, sizeof(who), "trigger:%s", r->t->name);
+    *created = true;
+    switch (r->t->act) {
+    case TRIG_ACT_START: {
+        cbm_start_opts_t so = {.idempotency_key = j->key};
+        char id[37];
+        return cbm_execution_start_opts(e, r->t->blueprint, j->inputs, &so, id, created, err);
+    }
+    case TRIG_ACT_SIGNAL: rc = cbm_execution_signal(e, j->execution, j->signal, j->inputs, err); break;
+    case TRIG_ACT_APPROVE:
+        rc = cbm_execution_approve(e, j->execution, j->step, j->inputs, who, err);
+        break;
+    case TRIG_ACT_REJECT:
+        rc = cbm_execution_reject(e, j->execution, j->step,
+                                  j->reason != NULL ? j->reason : "rejected by a NATS trigger", who,
+                                  err);
+        break;
+    default:
+        rc = cbm_execution_cancel(e, j->execution,
+                                  j->reason != NULL ? j->reason : "cancelled by a NATS trigger", err);
+        break;
+    }
+    if (rc == CBM_ESTATE && strstr(err->message, "already") != NULL) {
+        *created = false;
+        return 0;
+    }
+    return rc;
+}
+
+/* A decision that does not apply yet is nak'ed this many times (with the
+ * delay), then refused as bad data. */
+#define NOT_YET_TRIES 10
+
 static void handle(runner_t *r, natsMsg *m)
 {
     jsMsgMetaData *md = NULL;
@@ -134,25 +181,23 @@ static void handle(runner_t *r, natsMsg *m)
         goto done;
     }
     for (size_t i = 0; i < njobs; i++) {
-        cbm_start_opts_t so = {.idempotency_key = jobs[i].key};
         cbm_error_t err = {0};
-        char id[37];
         bool created = false;
 
-        rc = cbm_execution_start_opts(r->bus->engine, r->t->blueprint, jobs[i].inputs, &so, id,
-                                      &created, &err);
+        rc = act(r, &jobs[i], &created, &err);
         if (rc == 0) {
             atomic_fetch_add(created ? &r->started : &r->existing, 1);
             continue;
         }
-        if (data_error(rc)) {
-            snprintf(reason, sizeof(reason), "start %.64s (key %.200s): %.300s", r->t->blueprint,
+        if (data_error(rc) || (rc == CBM_ENOTFOUND && r->t->act != TRIG_ACT_START) ||
+            (rc == CBM_ESTATE && md->NumDelivered >= NOT_YET_TRIES)) {
+            snprintf(reason, sizeof(reason), "%s %.64s (key %.200s): %.300s", r->t->action,
+                     r->t->act == TRIG_ACT_START ? r->t->blueprint : jobs[i].execution,
                      jobs[i].key, err.message);
             refuse(r, m, &v, reason);
         } else {
-            cbm_log_warn("bus: trigger %s: start %s (key %s): %s; nak, again in %d ms",
-                         r->t->name, r->t->blueprint, jobs[i].key, err.message,
-                         r->t->nak_delay_ms);
+            cbm_log_warn("bus: trigger %s: %s (key %s): %s; nak, again in %d ms", r->t->name,
+                         r->t->action, jobs[i].key, err.message, r->t->nak_delay_ms);
             bus_set_state(r, "fetching", err.message);
             nak(r, m);
         }
@@ -173,53 +218,81 @@ done:
     jsMsgMetaData_Destroy(md);
 }
 
-/* A fetched batch, handled by up to CONCURRENCY threads at once: each
- * start waits for its commit (a few ms), and the engine's committer puts
- * concurrent starts into one transaction, so a batch handled in parallel
- * costs about one commit instead of one per message. Messages of a batch
- * are therefore started in no particular order (each is acked after its
- * own starts). */
+/* Fetched messages go to a queue that CONCURRENCY worker threads take
+ * them from, and the runner fetches again at once (at most QCAP messages
+ * wait): each start waits for its commit (a few ms) and the engine's
+ * committer puts concurrent starts into one transaction, so parallel
+ * handling and the next Fetch overlapping the current batch's commits and
+ * acks are what make one trigger take more than a few hundred messages a
+ * second. Messages are therefore started in no particular order; each is
+ * acked after its own starts. */
 #define CONCURRENCY 16
-
-typedef struct batch {
-    runner_t *r;
-    natsMsgList *list;
-    atomic_int next;
-} batch_t;
+#define QCAP 512
 
 static void *work(void *arg)
 {
-    batch_t *b = arg;
-    int i;
+    runner_t *r = arg;
 
-    while ((i = atomic_fetch_add(&b->next, 1)) < b->list->Count) {
-        if (atomic_load(&b->r->stop))
-            natsMsg_Nak(b->list->Msgs[i], NULL); /* someone else's, at once */
+    for (;;) {
+        natsMsg *m;
+        pthread_mutex_lock(&r->qmu);
+        while (r->qlen == 0 && !r->qclose) pthread_cond_wait(&r->qcv, &r->qmu);
+        if (r->qlen == 0) {
+            pthread_mutex_unlock(&r->qmu);
+            break;
+        }
+        m = r->q[r->qhead];
+        r->qhead = (r->qhead + 1) % QCAP;
+        r->qlen--;
+        pthread_cond_signal(&r->qspace);
+        pthread_mutex_unlock(&r->qmu);
+        if (atomic_load(&r->stop))
+            natsMsg_Nak(m, NULL); /* someone else's, at once */
         else
-            handle(b->r, b->list->Msgs[i]);
+            handle(r, m);
+        natsMsg_Destroy(m);
     }
-    return NULL;
-}
-
-static void *work_thread(void *arg)
-{
-    work(arg);
     nats_ReleaseThreadMemory();
     return NULL;
 }
 
-static void handle_batch(runner_t *r, natsMsgList *list)
+/* Hand the list's messages to the workers (the list keeps none). */
+static void enqueue(runner_t *r, natsMsgList *list, int cap)
 {
-    batch_t b = {.r = r, .list = list};
-    pthread_t th[CONCURRENCY];
-    int n = 0;
+    for (int i = 0; i < list->Count; i++) {
+        pthread_mutex_lock(&r->qmu);
+        while (r->qlen >= cap) pthread_cond_wait(&r->qspace, &r->qmu);
+        r->q[(r->qhead + r->qlen) % QCAP] = list->Msgs[i];
+        r->qlen++;
+        pthread_cond_signal(&r->qcv);
+        pthread_mutex_unlock(&r->qmu);
+        list->Msgs[i] = NULL;
+    }
+}
 
-    atomic_init(&b.next, 0);
-    while (n < CONCURRENCY - 1 && n < list->Count - 1 &&
-           pthread_create(&th[n], NULL, work_thread, &b) == 0)
-        n++;
-    work(&b); /* this thread too (alone if no thread could start) */
-    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+static int start_workers(runner_t *r)
+{
+    pthread_mutex_init(&r->qmu, NULL);
+    pthread_cond_init(&r->qcv, NULL);
+    pthread_cond_init(&r->qspace, NULL);
+    if ((r->q = calloc(QCAP, sizeof(*r->q))) == NULL) return CBM_ENOMEM;
+    for (r->nworkers = 0; r->nworkers < CONCURRENCY; r->nworkers++)
+        if (pthread_create(&r->workers[r->nworkers], NULL, work, r) != 0) break;
+    return r->nworkers > 0 ? 0 : CBM_ENOMEM;
+}
+
+/* Let the workers finish what is queued (nak'ed: stop is set) and end. */
+static void stop_workers(runner_t *r)
+{
+    pthread_mutex_lock(&r->qmu);
+    r->qclose = true;
+    pthread_cond_broadcast(&r->qcv);
+    pthread_mutex_unlock(&r->qmu);
+    for (int i = 0; i < r->nworkers; i++) pthread_join(r->workers[i], NULL);
+    free(r->q);
+    pthread_cond_destroy(&r->qspace);
+    pthread_cond_destroy(&r->qcv);
+    pthread_mutex_destroy(&r->qmu);
 }
 
 static void *run(void *arg)
@@ -228,7 +301,12 @@ static void *run(void *arg)
     natsSubscription *sub = NULL;
     char msg[256];
     bool erred = false;
+    int cap = r->t->batch * 2 < QCAP ? r->t->batch * 2 : QCAP;
 
+    if (start_workers(r) != 0) {
+        bus_set_state(r, "error", "cannot start worker threads");
+        atomic_store(&r->stop, true);
+    }
     while (!atomic_load(&r->stop)) {
         natsMsgList list = {0};
         jsErrCode jerr = 0;
@@ -265,9 +343,10 @@ static void *run(void *arg)
             nap(r, 250);
             continue;
         }
-        handle_batch(r, &list);
-        natsMsgList_Destroy(&list);
+        enqueue(r, &list, cap);
+        natsMsgList_Destroy(&list); /* the array; the messages are the workers' */
     }
+    stop_workers(r);
     natsSubscription_Destroy(sub);
     nats_ReleaseThreadMemory();
     return NULL;

@@ -11,6 +11,8 @@
 #   restart, and the message is acked; kill -9 during a burst of 500
 #   messages: executions = distinct keys; `cerebelum bus` shows the killed
 #   serve's triggers stale (no fetch for three fetch waits) and exits 1;
+#   approve and signal triggers reach executions waiting (hibernated), a
+#   second approval counts as done, not refused;
 #   with PostgreSQL stopped a message is nak'ed (with a delay, the serve
 #   stays up) and starts its execution once the store is back.
 # Skips (77) without CEREBELUM_TEST_NATS_URL or CEREBELUM_TEST_DATABASE_URL.
@@ -68,19 +70,42 @@ cat >"$tmp/roles.json" <<EOF2
  "wait_ms": 200, "ack_wait_ms": 2000}
 EOF2
 
+cat >"$tmp/appr_bp.json" <<'EOF2'
+{"name": "trig_appr", "steps": [{"name": "sign_off", "kind": "approval", "approval_type": "plan"}]}
+EOF2
+cat >"$tmp/sig_bp.json" <<'EOF2'
+{"name": "trig_sig", "steps": [{"name": "go", "kind": "signal", "signal": "go"}]}
+EOF2
+cat >"$tmp/appr.json" <<EOF2
+{"name": "appr", "stream": "$S", "consumer": "appr", "subject": "$sub.approve",
+ "action": "approve", "execution": "\$.msg.data.execution", "step": "sign_off",
+ "inputs": {"by": "\$.msg.data.by"}, "wait_ms": 200, "ack_wait_ms": 2000}
+EOF2
+cat >"$tmp/sig.json" <<EOF2
+{"name": "sig", "stream": "$S", "consumer": "sig", "subject": "$sub.signal",
+ "action": "signal", "execution": "\$.msg.data.execution", "signal": "go",
+ "inputs": {"v": "\$.msg.data.v"}, "wait_ms": 200, "ack_wait_ms": 2000}
+EOF2
+
 check 2 "serve --nats needs a value" serve --nats
 check 0 "trigger put" trigger put "$tmp/one.json" && match out '^[0-9a-f]{64}$' "put prints the version"
 check 0 "trigger put again" trigger put "$tmp/one.json" && match out ' \(unchanged\)$' "unchanged"
 check 0 "trigger put roles (stdin)" trigger put - <"$tmp/roles.json"
 echo '{"name": "bad", "stream": "S"}' >"$tmp/bad.json"
 check 1 "an invalid trigger" trigger put "$tmp/bad.json" && match err "trigger 'bad': consumer: is required" "why"
+check 0 "trigger put appr" trigger put "$tmp/appr.json"
+check 0 "trigger put sig" trigger put "$tmp/sig.json"
 check 0 "trigger list" trigger list && match out "^one +$S +one +$sub.one +trig_echo" "list"
 
 start_server main --listen 127.0.0.1:0 --nats "$CEREBELUM_NATS_URL" || exit 1
 export CEREBELUM_SERVER=$addr
 check 0 "register" blueprint register "$tmp/bp.json"
+check 0 "register trig_appr" blueprint register "$tmp/appr_bp.json"
+check 0 "register trig_sig" blueprint register "$tmp/sig_bp.json"
 consumer_idle one
 consumer_idle roles
+consumer_idle appr
+consumer_idle sig
 sleep 2.2  # a health report from the serve
 check 0 "bus: healthy" bus && match out "^one +$S +one +0 +0 +[0-9]+ +[0-9.]+s .* fetching$" "bus line"
 
@@ -117,6 +142,25 @@ roles=$(psql -qtA "$CEREBELUM_DATABASE_URL" -c "SELECT string_agg(inputs::jsonb-
 [ "$roles" = "dev,qa,arch" ] || fail "roles: $roles"
 consumer_idle roles
 
+# ---- approval and signal triggers reach waiting (hibernated) executions ------------
+check 0 "start trig_appr" start trig_appr && appr_id=$out
+check 0 "start trig_sig" start trig_sig && sig_id=$out
+wait_status "$appr_id" awaiting_approval
+check 0 "publish an approval" publish "$sub.approve" --data "{\"execution\": \"$appr_id\", \"by\": \"po\"}" --msg-id a1
+wait_status "$appr_id" completed
+check 0 "show the approved" show "$appr_id" --json &&
+  py "the response from the message" "j['result'] == {'sign_off': {'by': 'po'}}"
+check 0 "the approval again, a new Msg-Id" publish "$sub.approve" --data "{\"execution\": \"$appr_id\", \"by\": \"po\"}" --msg-id a2
+check 0 "publish a signal" publish "$sub.signal" --data "{\"execution\": \"$sig_id\", \"v\": 7}" --msg-id s1
+wait_status "$sig_id" completed
+check 0 "show the signalled" show "$sig_id" --json &&
+  py "the payload from the message" "j['result'] == {'go': {'v': 7}}"
+consumer_idle appr
+consumer_idle sig
+sleep 2.2
+check 0 "bus --json" bus --json &&
+  py "the second approval counted as existing, not refused" "[t for t in j if t['trigger'] == 'appr'][0]['existing'] == 1 and [t for t in j if t['trigger'] == 'appr'][0]['failures'] == 0"
+
 # ---- _exit between the commit and the ack -----------------------------------------
 stop_server "$pid" TERM main
 CEREBELUM_TEST_EXIT_BEFORE_ACK=1 "$exe" serve --listen 127.0.0.1:0 --nats "$CEREBELUM_NATS_URL" \
@@ -136,10 +180,16 @@ consumer_idle one   # redelivered after ack_wait, landed on the execution, acked
 wait_count "trig:one:kx" 1
 
 # ---- kill -9 during a burst of 500 --------------------------------------------------
-check 0 "burst" publish "$sub.one" --count 500 --data '{"idempotency_key": "b{n}", "x": {n}}' --msg-id 'burst-{n}'
-sleep 0.3
+"$exe" publish "$sub.one" --count 500 --data '{"idempotency_key": "b{n}", "x": {n}}' \
+  --msg-id 'burst-{n}' >"$tmp/burst.out" 2>&1 &
+bpid=$!
+for i in $(seq 500); do  # kill it once the first executions are in
+  [ "$(count trig:one:b)" -ge 20 ] && break
+  sleep 0.01
+done
 kill -KILL "$pid"
 wait "$pid" 2>/dev/null
+wait "$bpid" || fail "burst publish: $(cat "$tmp/burst.out")"
 before=$(count "trig:one:b")
 for i in $(seq 100); do  # no report for three report periods (6 s)
   run bus
@@ -155,6 +205,7 @@ consumer_idle one
 sleep 2.5
 wait_count "trig:one:b" 500
 echo "burst: $before executions when killed, 500 after the restart"
+[ "$before" -lt 500 ] || fail "the burst was done before the kill: nothing tested"
 
 # ---- the store down: nak'ed with a delay, started once it is back -----------------
 as_pg=()

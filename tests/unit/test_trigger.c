@@ -75,7 +75,11 @@ static void test_refusals(void **state)
     expect_refusal("{\"name\": \"t\", \"consumer\": \"c\", \"subject\": \"a\", \"blueprint\": \"b\"}",
                    "trigger 't': stream: is required");
     expect_refusal("{\"name\": \"t\", \"stream\": \"S\", \"consumer\": \"c\", \"subject\": \"a\","
-                   " \"blueprint\": \"b\", \"action\": \"signal\"}", "action: 'signal' is not supported");
+                   " \"blueprint\": \"b\", \"action\": \"signal\"}", "blueprint: does not apply to action signal");
+    expect_refusal("{\"name\": \"t\", \"stream\": \"S\", \"consumer\": \"c\", \"subject\": \"a\","
+                   " \"action\": \"approve\", \"execution\": \"$.msg.data.id\"}", "step: is required for action approve");
+    expect_refusal("{\"name\": \"t\", \"stream\": \"S\", \"consumer\": \"c\", \"subject\": \"a\","
+                   " \"action\": \"pause\"}", "action: 'pause' is not one of");
     expect_refusal("{\"name\": \"t\", \"stream\": \"S\", \"consumer\": \"c\", \"subject\": \"a\","
                    " \"blueprint\": \"b\", \"inputs\": {\"r\": \"$.item\"}}", "inputs: '$.item' needs for_each");
     expect_refusal("{\"name\": \"t\", \"stream\": \"S\", \"consumer\": \"c\", \"subject\": \"a\","
@@ -195,12 +199,36 @@ static void test_keys(void **state)
     trigger_destroy(p);
 }
 
+static void test_decision(void **state)
+{
+    trigger_t *t = parse_ok("{\"name\": \"ap\", \"stream\": \"S\", \"consumer\": \"c\","
+                            " \"subject\": \"a.b\", \"action\": \"approve\","
+                            " \"execution\": \"$.msg.data.exec\", \"step\": \"sign_off\","
+                            " \"inputs\": {\"ok\": \"$.msg.data.ok\"}}");
+    trig_msg_t m = msg("{\"exec\": \"e-1\", \"ok\": true}");
+    trig_job_t *jobs;
+    size_t n;
+    char reason[200];
+    (void)state;
+    assert_int_equal(t->act, TRIG_ACT_APPROVE);
+    assert_int_equal(trigger_eval(t, &m, &jobs, &n, reason, sizeof(reason)), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(jobs[0].execution, "e-1");
+    assert_string_equal(jobs[0].step, "sign_off");
+    assert_null(jobs[0].signal);
+    assert_string_equal(jobs[0].inputs, "{\"ok\":true}");
+    trig_jobs_free(jobs, n);
+    expect_poison(t, msg("{\"ok\": true}"), "$.msg.data.exec: not found");
+    expect_poison(t, msg("{\"exec\": {}, \"ok\": true}"), "execution $.msg.data.exec: must be");
+    trigger_destroy(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_canonical), cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_for_each),  cmocka_unit_test(test_poison),
-        cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_keys),      cmocka_unit_test(test_decision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
