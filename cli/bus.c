@@ -26,8 +26,10 @@
 #include <nats/nats.h>
 #endif
 
+#include "bus/outbox.h"
 #include "cerebelum/bus.h"
 #include "cli.h"
+#include "sdk-c/engine_internal.h"
 
 /* A client-only engine on the database; an exit code. */
 static int open_db(const cli_opts_t *o, cbm_engine_t **e)
@@ -372,8 +374,22 @@ static bool bus_line(const cli_opts_t *o, jsCtx *js, const cbm_trigger_info_t *t
     return ok;
 }
 
+/* The outbox's health line (bus_outbox_health), on the engine's read
+ * connection. Stale: its oldest row waits longer than a minute. */
+typedef struct outbox_health {
+    char line[512];
+    bool stale;
+} outbox_health_t;
+
+static int outbox_line(store_t *s, void *arg, cbm_error_t *err)
+{
+    outbox_health_t *h = arg;
+    return bus_outbox_health(s, 60000, h->line, sizeof(h->line), &h->stale, err);
+}
+
 int cli_cmd_bus(const cli_opts_t *o)
 {
+    outbox_health_t oh = {0};
     cbm_trigger_info_t *ts = NULL;
     cbm_trigger_health_t *hs = NULL;
     cbm_engine_t *e = NULL;
@@ -403,6 +419,14 @@ int cli_cmd_bus(const cli_opts_t *o)
         if (s != NULL) printf("%s\n", s);
         free(s);
         cJSON_Delete(arr);
+    }
+    /* The outbox, after the triggers (text only: --json keeps its array). */
+    if (cbm__engine_read(e, outbox_line, &oh, &err) != 0) {
+        cli_errorf("outbox: %s", err.message);
+        bad++;
+    } else {
+        if (!o->json) printf("%s\n", oh.line);
+        if (oh.stale) bad++;
     }
     rc = bad > 0 ? CLI_REFUSED : CLI_OK;
 done:
