@@ -148,6 +148,14 @@ typedef struct store_decision {
     const char *snapshot;
     int64_t snapshot_seq;
 
+    /* Shard fencing (migration 010): > 0, the token of the execution's
+     * shard lease this engine loaded (or created) it under; the commit is
+     * refused for this decision alone (result_code CBM_EFENCED, the rest of
+     * the batch commits) unless the store's fence engine (store_set_fence)
+     * still holds the shard with that token. 0: no lease needed (outside
+     * decisions, starts of executions another engine will run). */
+    int64_t shard_token;
+
     /* Out: 0 if committed, CBM_ECONFLICT if (execution_id, seq) already
      * existed or the projection's last_seq was not expected_seq (stale
      * expected_seq; also is_new for an execution that exists),
@@ -549,6 +557,72 @@ int store_engine_relock(store_t *life, const char *self, int64_t key, cbm_error_
 
 /* Graceful stop: delete the incarnation's row. */
 int store_engine_unregister(store_t *life, const char *self, cbm_error_t *err);
+
+/* ---- Shards (migration 010; store_pg_shards.c) ---------------------------
+ *
+ * Every execution belongs to shard cbm_shard_of(id) of S (fixed when the
+ * database was created: $CEREBELUM_SHARDS at the first migration, else 256).
+ * cbm_shard_leases holds one row per shard: owner, expiry, and a fencing
+ * token that grows at every change of owner. An engine runs only the
+ * executions of the shards it holds (engine/shards.c), and its commits
+ * check each decision's shard_token (store_decision_t). Expiry is judged by
+ * the database's clock alone, so engines' clocks do not matter.
+ */
+
+/* S of this database. */
+int store_shard_count(store_t *s, int *out, cbm_error_t *err);
+
+/* The shard of an execution id: the same hash as cbm_shard_of (the last 32
+ * bits of the UUID, modulo nshards). -1 for a malformed id. */
+int store_shard_of(const char *id, int nshards);
+
+/* Restrict this connection's store_load_running, store_timers_due/page,
+ * store_orphans and store_stranded to executions of shards[0..n) (copied).
+ * shards NULL: no restriction (the default). n 0 with shards non-NULL:
+ * nothing at all. */
+int store_set_shards(store_t *s, const int *shards, size_t n);
+
+/* One lease this engine holds. */
+typedef struct store_lease {
+    int shard;
+    int64_t token;
+} store_lease_t;
+
+/*
+ * One round of an engine's lease manager, in one transaction:
+ *   - renew every lease engine holds (expires = now + lease_ms) and mark
+ *     the engine seen (cbm_engines.seen_at);
+ *   - count the live engines (seen within lease_ms; this one included);
+ *   - take up to `want` free or expired shards (FOR UPDATE SKIP LOCKED:
+ *     a shard whose previous owner's commit still holds its row is left
+ *     for a later round), each with token + 1.
+ * want < 0: take none. *held (malloc'd, NULL when *nheld is 0; free())
+ * receives every lease engine holds afterwards, by shard; *live the live
+ * engines. CBM_EFENCED when engine's row is gone (it was found dead).
+ */
+int store_leases_round(store_t *s, const char *engine, int64_t lease_ms, int want,
+                       store_lease_t **held, size_t *nheld, int *live, cbm_error_t *err);
+
+/* Give up shards[0..n) if engine holds them (owner NULL, expired now; the
+ * token stays, the next owner adds one). Waits for engine's own commits
+ * holding those rows. */
+int store_leases_release(store_t *s, const char *engine, const int *shards, size_t n,
+                         cbm_error_t *err);
+
+/* A live or dead engine as `cerebelum engines` lists it. */
+typedef struct store_engine_row {
+    char id[37];
+    char *host;
+    int pid;
+    int64_t started_at_us;
+    int64_t seen_ms_ago;
+    int nshards;              /* leases held and not expired */
+    char *shards;             /* their numbers, "0-3,9" (ranges) */
+} store_engine_row_t;
+
+/* Every registered engine, oldest first, with the shards it holds. */
+int store_engines_list(store_t *s, store_engine_row_t **out, size_t *n, cbm_error_t *err);
+void store_engine_rows_free(store_engine_row_t *r, size_t n);
 
 /* A sub-workflow's child whose parent has ended without it (a crash cut
  * the parent's cascade short): id, its parent, the parent's status. */

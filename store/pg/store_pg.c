@@ -222,6 +222,7 @@ void store_close(store_t *s)
     if (s->conn != NULL) PQfinish(s->conn);
     for (size_t i = 0; i < APPEND_NCOLS; i++) store_pg_array_free(&s->cols[i]);
     free(s->sorted);
+    free(s->shards);
     free(s);
 }
 

@@ -90,6 +90,7 @@ enum {
     NX_KEY,                                                                    /* $34 */
     TK_HANDLER, TK_BLUEPRINT, TK_REQUIRES, TK_LEASE, TK_TIMEOUT,               /* $35-$39 */
     TD_ID, TD_STEP, TD_ATTEMPT,                                                /* $40-$42 */
+    FS_ID, FS_TOKEN,                                                           /* $43-$44 */
     NCOLS_
 };
 _Static_assert(NCOLS_ == APPEND_NCOLS, "APPEND_NCOLS matches the statement");
@@ -171,7 +172,8 @@ static const char sql_append[] =
     " RETURNING 1"
     ")"
     " SELECT cbm_expect_rows((SELECT count(*) FROM ux), cardinality($14::uuid[])),"
-    "  cbm_fence($43::uuid),"  /* migration 006: refused once this engine is fenced */
+    "  cbm_fence($45::uuid),"  /* migration 006: refused once this engine is fenced */
+    "  cbm_fence_shards($45::uuid, $43::uuid[], $44::int8[]),"  /* 010: shard leases */
     "  (SELECT count(pg_notify('cbm_outbox', '')) FROM (SELECT 1 FROM ob LIMIT 1) AS w)";
 #pragma GCC diagnostic pop
 
@@ -263,6 +265,10 @@ static void add_decision(store_t *s, const store_decision_t *d)
         store_pg_array_add_text(&c[UX_RESULT], d->result);
         store_pg_array_add_text(&c[UX_ERROR], d->error);
         store_pg_array_add_int(&c[UX_LAST_SEQ], last);
+    }
+    if (d->shard_token > 0) {
+        store_pg_array_add_text(&c[FS_ID], d->execution_id);
+        store_pg_array_add_int(&c[FS_TOKEN], d->shard_token);
     }
     add_timers(s, d);
     if (d->snapshot != NULL) {
@@ -428,22 +434,82 @@ static int classify(store_t *s, store_decision_t *const *ds, size_t n, cbm_error
     return marked;
 }
 
+/* The batch was refused by cbm_fence_shards (CB003): which pending
+ * decisions' shards this engine no longer holds with their token? Marks
+ * each CBM_EFENCED; returns how many (>= 0), or a CBM_E* code. */
+static const char sql_lost_shards[] =
+    "SELECT u.i FROM unnest($1::uuid[], $2::int8[]) WITH ORDINALITY AS u(id, tok, i)"
+    " LEFT JOIN cbm_shard_leases l ON l.shard = cbm_shard_of(u.id)"
+    " WHERE u.tok > 0 AND (l.owner IS DISTINCT FROM $3::uuid OR l.token IS DISTINCT FROM u.tok)";
+
+static int classify_shards(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t *err)
+{
+    pg_array_t *ids = &s->cols[EV_ID], *toks = &s->cols[EV_SEQ];
+    store_decision_t **pending = malloc(n * sizeof(*pending));
+    const char *vals[3];
+    PGresult *res;
+    size_t np = 0;
+    int marked = 0;
+
+    if (pending == NULL) return cbm_error_set(err, CBM_ENOMEM, "store_append: out of memory");
+    store_pg_array_reset(ids);
+    store_pg_array_reset(toks);
+    for (size_t i = 0; i < n; i++) {
+        if (ds[i]->result_code != 0) continue;
+        pending[np++] = ds[i];
+        store_pg_array_add_text(ids, ds[i]->execution_id);
+        store_pg_array_add_int(toks, ds[i]->shard_token);
+    }
+    vals[0] = store_pg_array_finish(ids);
+    vals[1] = store_pg_array_finish(toks);
+    vals[2] = s->fence;
+    if (vals[0] == NULL || vals[1] == NULL) {
+        free(pending);
+        return cbm_error_set(err, CBM_ENOMEM, "store_append: out of memory");
+    }
+    res = PQexecParams(s->conn, sql_lost_shards, 3, NULL, vals, NULL, NULL, 0);
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        int rc = store_pg_fail(s, res, err, "store_append: shard check");
+        PQclear(res);
+        free(pending);
+        return rc;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        int64_t i = store_pg_int(res, r, 0) - 1;
+        assert(i >= 0 && (size_t)i < np);
+        pending[i]->result_code = CBM_EFENCED;
+        marked++;
+        cbm_log_debug("store: decision for %s refused: its shard is no longer held with token %lld",
+                      pending[i]->execution_id, (long long)pending[i]->shard_token);
+    }
+    PQclear(res);
+    free(pending);
+    return marked;
+}
+
 /* After every round: 0, or which individual rejection to report. */
 static int summarize(store_decision_t *const *ds, size_t n, cbm_error_t *err)
 {
-    size_t conflicts = 0, missing = 0, taken = 0, refused = 0, committed = 0;
+    size_t conflicts = 0, missing = 0, taken = 0, refused = 0, committed = 0, lost = 0;
 
     for (size_t i = 0; i < n; i++) {
         if (ds[i]->result_code == 0) committed++;
+        else if (ds[i]->result_code == CBM_EFENCED) lost++;
         else if (ds[i]->result_code == CBM_ECONFLICT) conflicts++;
         else if (ds[i]->result_code == CBM_ENOTFOUND) missing++;
         else if (ds[i]->result_code == CBM_EEXIST) taken++;
         else if (ds[i]->result_code == CBM_EINVAL) refused++;
     }
-    if (conflicts == 0 && missing == 0 && taken == 0 && refused == 0) {
+    if (conflicts == 0 && missing == 0 && taken == 0 && refused == 0 && lost == 0) {
         cbm_error_clear(err); /* a retried round may have filled it */
         return 0;
     }
+    if (lost > 0 && conflicts == 0 && missing == 0 && taken == 0 && refused == 0)
+        return cbm_error_set(err, CBM_EFENCED,
+                             "store_append: %zu of %zu decisions committed; %zu refused: their "
+                             "shards are no longer this engine's with the token they were "
+                             "loaded under",
+                             committed, n, lost);
     return cbm_error_set(err,
                          refused > 0     ? CBM_EINVAL
                          : conflicts > 0 ? CBM_ECONFLICT
@@ -504,7 +570,7 @@ static int isolate(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_
 
 int store_append(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t *err)
 {
-    const char *vals[NCOLS_ + 1]; /* the columns, then $43: the fence */
+    const char *vals[NCOLS_ + 1]; /* the columns, then $45: the fence */
     int serialization_retries = 0;
 
     assert(s != NULL && (ds != NULL || n == 0));
@@ -542,6 +608,16 @@ int store_append(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t 
                                  "store_append: engine %s was fenced by another engine that "
                                  "found it dead; nothing of this batch was written",
                                  s->fence);
+        }
+        if (rc == CBM_ESTORE && strcmp(st, "CB003") == 0) {
+            PQclear(res);
+            marked = classify_shards(s, ds, n, err);
+            if (marked > 0) continue;
+            /* Nothing stale by now (cannot happen: a shard's token only
+             * grows): refuse them all rather than loop. */
+            mark_pending(ds, n, marked < 0 ? marked : CBM_EFENCED);
+            return cbm_error_set(err, marked < 0 ? marked : CBM_EFENCED,
+                                 "store_append: refused by the shard fence");
         }
         if (rc == CBM_ESTORE && (strcmp(st, "23505") == 0 || strcmp(st, "CB001") == 0)) {
             PQclear(res);

@@ -116,7 +116,14 @@ static int fence_one(store_t *life, const char *id, cbm_error_t *err)
         PGresult *res;
         if ((rc = store_pg_exec_simple(life, "SET lock_timeout = '5s'", err, "store_engine_fence")) != 0)
             return rc;
-        res = params(life, "DELETE FROM cbm_engines WHERE id = $1", 1, vals);
+        /* Its shard leases go free with it (migration 010): once its row is
+         * gone none of its commits can land, so the shards may be taken now
+         * rather than when the leases run out. */
+        res = params(life,
+                     "WITH d AS (DELETE FROM cbm_engines WHERE id = $1 RETURNING id)"
+                     " UPDATE cbm_shard_leases SET owner = NULL, expires_at = '-infinity'"
+                     " WHERE owner = $1 AND EXISTS (SELECT 1 FROM d)",
+                     1, vals);
         rc = tuples_ok(life, res, err, "store_engine_fence");
         if (rc != 0 && strcmp(store_pg_sqlstate(res), "55P03") == 0) {
             PQclear(res);
@@ -247,13 +254,14 @@ static const char sql_stranded[] =
     "  AND e.updated_at < clock_timestamp() - $1::int8 * interval '1 microsecond'"
     "  AND NOT EXISTS (SELECT 1 FROM cbm_timers t WHERE t.execution_id = e.id)"
     "  AND NOT EXISTS (SELECT 1 FROM cbm_tasks k WHERE k.execution_id = e.id)"
+    "  AND ($3::int[] IS NULL OR e.shard = ANY ($3::int[]))"
     " ORDER BY e.updated_at LIMIT $2";
 
 int store_stranded(store_t *s, int64_t older_than_us, size_t limit, char (**ids)[37], size_t *n,
                    cbm_error_t *err)
 {
     char age[24], lim[24];
-    const char *vals[2] = {age, lim};
+    const char *vals[3] = {age, lim, s->shards};
     PGresult *res;
     int rc;
 
@@ -261,7 +269,7 @@ int store_stranded(store_t *s, int64_t older_than_us, size_t limit, char (**ids)
     *n = 0;
     snprintf(age, sizeof(age), "%" PRId64, older_than_us);
     snprintf(lim, sizeof(lim), "%zu", limit);
-    res = store_pg_exec(s, STMT_STRANDED, sql_stranded, 2, vals);
+    res = store_pg_exec(s, STMT_STRANDED, sql_stranded, 3, vals);
     if ((rc = tuples_ok(s, res, err, "store_stranded")) != 0) {
         PQclear(res);
         return rc;
@@ -287,6 +295,7 @@ static const char sql_orphans[] =
     "WITH c AS (SELECT id FROM cbm_executions"
     "  WHERE status NOT IN ('completed', 'failed', 'cancelled')"
     "   AND id > coalesce($1::uuid, '00000000-0000-0000-0000-000000000000'::uuid)"
+    "   AND ($3::int[] IS NULL OR shard = ANY ($3::int[]))"
     "  ORDER BY id LIMIT $2::int8)"
     " SELECT c.id::text, p.id::text, p.status, 0 AS k FROM c"
     "  JOIN cbm_events e ON e.execution_id = c.id AND e.seq = 1"
@@ -299,7 +308,7 @@ int store_orphans(store_t *s, const char *after_id, size_t scan, store_orphan_t 
                   char last[37], cbm_error_t *err)
 {
     char lim[24];
-    const char *vals[2] = {after_id, lim};
+    const char *vals[3] = {after_id, lim, s->shards};
     PGresult *res;
     int rc, rows;
 
@@ -307,7 +316,7 @@ int store_orphans(store_t *s, const char *after_id, size_t scan, store_orphan_t 
     *n = 0;
     last[0] = '\0';
     snprintf(lim, sizeof(lim), "%zu", scan);
-    res = store_pg_exec(s, STMT_ORPHANS, sql_orphans, 2, vals);
+    res = store_pg_exec(s, STMT_ORPHANS, sql_orphans, 3, vals);
     if ((rc = tuples_ok(s, res, err, "store_orphans")) != 0) {
         PQclear(res);
         return rc;

@@ -100,12 +100,17 @@ enum pg_stmt {
     STMT_RUNNING_EXECS,
     STMT_RUNNING_EVENTS,
     STMT_ORPHANS,
+    STMT_TIMERS_DUE_SH,
+    STMT_TIMERS_AFTER_SH,
+    STMT_TIMERS_CURSOR_SH,
+    STMT_RUNNING_EXECS_SH,
+    STMT_RUNNING_EVENTS_SH,
     STMT_COUNT_
 };
 _Static_assert(STMT_COUNT_ <= 64, "store_t.prepared has a bit per statement");
 
 /* Number of array columns the append statement takes (see store_pg_append.c). */
-#define APPEND_NCOLS 42
+#define APPEND_NCOLS 44
 
 struct store {
     PGconn *conn;
@@ -116,6 +121,10 @@ struct store {
     char fence[37];                 /* engine id store_append commits under
                                        ("" = not fenced: outside decisions) */
     char role[48];                  /* application_name suffix ("" = none) */
+    char *shards;                   /* the shard filter of loads, timers,
+                                       orphans and the sweep: an int[]
+                                       literal, NULL = every shard
+                                       (store_set_shards) */
 };
 
 /* Execute statement id (whose text is sql) with text parameters, preparing

@@ -95,6 +95,18 @@ int store_migrate(store_t *s, cbm_error_t *err)
     if (rc != 0) return rc;
     rc = store_pg_exec_simple(s, sql_version_table, err, "migrate: cbm_schema_version");
     if (rc != 0) goto unlock;
+    {
+        /* Migration 010 fixes the number of shards from this setting. */
+        const char *sh = getenv("CEREBELUM_SHARDS");
+        char sql[64];
+        int n = sh != NULL ? atoi(sh) : 0;
+        if (sh != NULL && *sh != '\0' && (n < 1 || n > 65536)) {
+            rc = cbm_error_set(err, CBM_EINVAL, "CEREBELUM_SHARDS must be 1 to 65536");
+            goto unlock;
+        }
+        snprintf(sql, sizeof(sql), "SET cerebelum.shards = '%d'", n > 0 ? n : 256);
+        if ((rc = store_pg_exec_simple(s, sql, err, "migrate: shards")) != 0) goto unlock;
+    }
 
     applied = PQexec(s->conn, "SELECT version FROM cbm_schema_version");
     if (applied == NULL || PQresultStatus(applied) != PGRES_TUPLES_OK) {

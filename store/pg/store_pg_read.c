@@ -69,6 +69,19 @@ static const char sql_running_events[] =
     "  FROM cbm_events e WHERE e.execution_id = x.id AND e.seq > coalesce(sn.seq, 0)"
     "  ORDER BY e.seq OFFSET 0) v"
     " WHERE x.status = 'running' ORDER BY x.id, v.seq";
+/* The same for the shards of store_set_shards ($1), with the partial index
+ * of unfinished executions by shard (migration 010). */
+static const char sql_running_execs_sh[] =
+    "SELECT " EXEC_SNAP_COLS EXEC_SNAP_FROM " WHERE x.status = 'running'"
+    " AND x.shard = ANY ($1::int[]) AND x." UNFINISHED " ORDER BY x.id";
+static const char sql_running_events_sh[] =
+    "SELECT v.execution_id, v.seq, v.type, v.payload, " PG_US("v.recorded_at")
+    EXEC_SNAP_FROM
+    " CROSS JOIN LATERAL (SELECT e.execution_id, e.seq, e.type, e.payload, e.recorded_at"
+    "  FROM cbm_events e WHERE e.execution_id = x.id AND e.seq > coalesce(sn.seq, 0)"
+    "  ORDER BY e.seq OFFSET 0) v"
+    " WHERE x.status = 'running' AND x.shard = ANY ($1::int[]) AND x." UNFINISHED
+    " ORDER BY x.id, v.seq";
 /* store_load_executions: the same two queries for a given set of ids. */
 static const char sql_many_execs[] =
     "SELECT " EXEC_SNAP_COLS EXEC_SNAP_FROM " WHERE x.id = ANY($1::uuid[]) ORDER BY x.id";
@@ -104,6 +117,26 @@ static const char sql_timers_cursor[] =
     "SELECT execution_id, kind, key, " PG_US("due_at") " FROM cbm_timers"
     " WHERE (due_at, execution_id, key) > (" PG_TS("$3") ", $4::uuid, $5::text)"
     "  AND due_at <= coalesce(" PG_TS("$1") ", 'infinity'::timestamptz)"
+    " ORDER BY due_at, execution_id, key LIMIT $2::int8";
+/* The three with the shard filter of store_set_shards ($6): the same index
+ * range, rows of other shards filtered out as it is read. */
+#define SHARD_FILTER " AND cbm_shard_of(execution_id) = ANY ($6::int[])"
+static const char sql_timers_due_sh[] =
+    "SELECT execution_id, kind, key, " PG_US("due_at") " FROM cbm_timers"
+    " WHERE due_at <= coalesce('epoch'::timestamptz + $1::int8 * interval '1 microsecond',"
+    "  'infinity'::timestamptz) AND $3::text IS NULL AND $4::text IS NULL AND $5::text IS NULL"
+    SHARD_FILTER
+    " ORDER BY due_at, execution_id, key LIMIT $2::int8";
+static const char sql_timers_after_sh[] =
+    "SELECT execution_id, kind, key, " PG_US("due_at") " FROM cbm_timers"
+    " WHERE due_at > " PG_TS("$3")
+    "  AND due_at <= coalesce(" PG_TS("$1") ", 'infinity'::timestamptz)"
+    "  AND $4::text IS NULL AND $5::text IS NULL" SHARD_FILTER
+    " ORDER BY due_at, execution_id, key LIMIT $2::int8";
+static const char sql_timers_cursor_sh[] =
+    "SELECT execution_id, kind, key, " PG_US("due_at") " FROM cbm_timers"
+    " WHERE (due_at, execution_id, key) > (" PG_TS("$3") ", $4::uuid, $5::text)"
+    "  AND due_at <= coalesce(" PG_TS("$1") ", 'infinity'::timestamptz)" SHARD_FILTER
     " ORDER BY due_at, execution_id, key LIMIT $2::int8";
 static const char sql_bp_put[] =
     "INSERT INTO cbm_blueprints (name, version, definition) VALUES ($1, $2, $3::jsonb)"
@@ -397,6 +430,7 @@ static int load_set(store_t *s, enum pg_stmt xid, const char *xsql, enum pg_stmt
                     const char *esql, const char *what, store_unfinished_t *out,
                     cbm_error_t *err)
 {
+    const char *pv[1] = {s->shards}; /* the _SH statements' $1 */
     PGresult *res;
     int rc;
 
@@ -404,7 +438,7 @@ static int load_set(store_t *s, enum pg_stmt xid, const char *xsql, enum pg_stmt
     /* One snapshot for both queries, so the events match the executions. */
     rc = begin_read(s, what, err);
     if (rc != 0) return rc;
-    res = store_pg_query(s, xid, xsql, 0, NULL, err, what, &rc);
+    res = store_pg_query(s, xid, xsql, xid == STMT_RUNNING_EXECS_SH, pv, err, what, &rc);
     if (res == NULL) goto rollback;
     rc = fill_execs(res, &out->execs, &out->nexecs, err);
     PQclear(res);
@@ -413,7 +447,7 @@ static int load_set(store_t *s, enum pg_stmt xid, const char *xsql, enum pg_stmt
         end_txn(s, "COMMIT");
         return 0;
     }
-    res = store_pg_query(s, eid, esql, 0, NULL, err, what, &rc);
+    res = store_pg_query(s, eid, esql, eid == STMT_RUNNING_EVENTS_SH, pv, err, what, &rc);
     if (res == NULL) goto rollback;
     rc = fill_events(res, &out->events, &out->nevents, err);
     PQclear(res);
@@ -437,6 +471,9 @@ int store_load_unfinished(store_t *s, store_unfinished_t *out, cbm_error_t *err)
 
 int store_load_running(store_t *s, store_unfinished_t *out, cbm_error_t *err)
 {
+    if (s->shards != NULL)
+        return load_set(s, STMT_RUNNING_EXECS_SH, sql_running_execs_sh, STMT_RUNNING_EVENTS_SH,
+                        sql_running_events_sh, "store_load_running", out, err);
     return load_set(s, STMT_RUNNING_EXECS, sql_running_execs, STMT_RUNNING_EVENTS,
                     sql_running_events, "store_load_running", out, err);
 }
@@ -570,7 +607,7 @@ int store_timers_page(store_t *s, const store_timer_t *after, int64_t until_us, 
      * limit on every timestamp the store keeps), out of range far beyond. */
     const int64_t exact = INT64_C(1) << 53;
     char until[24], lim[24], from[24];
-    const char *vals[5] = {until, lim, from, NULL, NULL};
+    const char *vals[6] = {until, lim, from, NULL, NULL, s->shards};
     store_timer_t *t;
     PGresult *res;
     size_t rows;
@@ -590,7 +627,26 @@ int store_timers_page(store_t *s, const store_timer_t *after, int64_t until_us, 
     else snprintf(until, sizeof(until), "%lld", (long long)until_us);
     snprintf(lim, sizeof(lim), "%llu",
              (unsigned long long)(limit < (size_t)INT64_MAX ? limit : (size_t)INT64_MAX));
-    if (after == NULL) {
+    if (s->shards != NULL) {
+        /* One of the filtered statements, with all six parameters. */
+        enum pg_stmt id = STMT_TIMERS_DUE_SH;
+        const char *sql = sql_timers_due_sh;
+        if (after == NULL) {
+            vals[2] = NULL;
+        } else {
+            snprintf(from, sizeof(from), "%lld", (long long)after->due_at_us);
+            if (after->key == NULL) {
+                id = STMT_TIMERS_AFTER_SH;
+                sql = sql_timers_after_sh;
+            } else {
+                id = STMT_TIMERS_CURSOR_SH;
+                sql = sql_timers_cursor_sh;
+                vals[3] = after->execution_id;
+                vals[4] = after->key;
+            }
+        }
+        res = store_pg_query(s, id, sql, 6, vals, err, "store_timers_page", &rc);
+    } else if (after == NULL) {
         res = store_pg_query(s, STMT_TIMERS_DUE, store_pg_sql_timers_due, 2, vals, err, "store_timers_due",
                     &rc);
     } else {

@@ -74,9 +74,9 @@ static void test_migrate_twice(void **state)
 
     /* setup() migrated once. */
     applied = strdup(sql_text(f, "SELECT string_agg(version || ':' || name || '@' || applied_at, ',' ORDER BY version) FROM cbm_schema_version"));
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 9);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 10);
     assert_string_equal(sql_text(f, "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM cbm_schema_version"),
-                        "1:001_init,2:002_append_check,3:003_snapshots,4:004_idempotency,5:005_tasks,6:006_engines,7:007_councils,8:008_triggers,9:009_outbox");
+                        "1:001_init,2:002_append_check,3:003_snapshots,4:004_idempotency,5:005_tasks,6:006_engines,7:007_councils,8:008_triggers,9:009_outbox,10:010_shards");
     assert_code(store_migrate(f->s, &err), 0);
     assert_code(store_migrate(f->s, &err), 0);
     /* Nothing re-applied: same rows, same applied_at. */
@@ -92,10 +92,10 @@ static void test_migrate_twice(void **state)
     PQclear(PQexec(f->pg, "DROP TABLE cbm_snapshots; DROP INDEX cbm_executions_idempotency;"
                           " ALTER TABLE cbm_executions DROP COLUMN idempotency_key;"
                           " DELETE FROM cbm_schema_version WHERE version IN (3, 4)"));
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 7);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_schema_version"), 8);
     if (store_migrate(f->s, &err) != 0) fail_msg("migrate: %s", err.message);
     assert_string_equal(sql_text(f, "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM cbm_schema_version"),
-                        "1:001_init,2:002_append_check,3:003_snapshots,4:004_idempotency,5:005_tasks,6:006_engines,7:007_councils,8:008_triggers,9:009_outbox");
+                        "1:001_init,2:002_append_check,3:003_snapshots,4:004_idempotency,5:005_tasks,6:006_engines,7:007_councils,8:008_triggers,9:009_outbox,10:010_shards");
     assert_int_equal(sql_int(f, "SELECT count(*) FROM cbm_executions WHERE idempotency_key IS NULL"), 1);
     {
         store_unfinished_t u;

@@ -61,8 +61,8 @@ void test_migrate_concurrent(void **state)
         c = PQconnectdb(url);
         r = PQexec(c, "SELECT count(*), (SELECT count(*) FROM pg_tables WHERE tablename LIKE 'cbm_%') FROM cbm_schema_version");
         assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-        assert_string_equal(PQgetvalue(r, 0, 0), "9");
-        assert_string_equal(PQgetvalue(r, 0, 1), "15");
+        assert_string_equal(PQgetvalue(r, 0, 0), "10");
+        assert_string_equal(PQgetvalue(r, 0, 1), "16");
         PQclear(r);
         PQfinish(c);
         testdb_drop(url);
