@@ -545,6 +545,17 @@ void rt_orphans_walk(rt_t *rt, const char *after)
     if (rt->stopping || rt->client_only || (o = calloc(1, sizeof(*o))) == NULL) return;
     o->rt = rt;
     snprintf(o->after, sizeof(o->after), "%s", after != NULL ? after : "");
+    {
+        /* Only the shards this engine holds now (a walk goes on with the
+         * shards it started with; one it lost meanwhile costs a cancel that
+         * the new owner would make too). */
+        int oom = 0;
+        o->shards = rt_owned_list(rt, &o->nshards, &oom);
+        if (oom) {
+            free(o);
+            return;
+        }
+    }
     o->req.owner = o;
     o->req.job = rt_job_orphans;
     cm_submit(rt->rd, &o->req);
@@ -554,6 +565,7 @@ void rt_job_orphans(store_t *s, cm_req_t *r)
 {
     rt_orphans_t *o = (rt_orphans_t *)r;
     cbm_error_t err = {0};
+    store_set_shards(s, o->shards, o->nshards);
     r->d.result_code = store_orphans(s, o->after[0] != '\0' ? o->after : NULL, ORPHAN_PAGE,
                                      &o->found, &o->n, o->last, &err);
     if (r->d.result_code != 0)
@@ -572,5 +584,6 @@ void rt_on_orphans(rt_t *rt, rt_orphans_t *o)
     /* A failed page ends the walk (logged): the next start walks again. */
     if (o->req.d.result_code == 0 && o->last[0] != '\0') rt_orphans_walk(rt, o->last);
     free(o->found);
+    free(o->shards);
     free(o);
 }

@@ -87,6 +87,8 @@ rt_exec_t *rt_exec_new(rt_t *rt, const char *id)
     rt_exec_t *ex = calloc(1, sizeof(*ex));
     if (ex == NULL) return NULL;
     snprintf(ex->id, sizeof(ex->id), "%s", id);
+    ex->shard = rt_shard_of(rt, id);
+    ex->token = rt_token_of(rt, id);
     if (map_put(rt, ex) != 0) {
         free(ex);
         return NULL;
@@ -479,10 +481,12 @@ void rt_process(rt_t *rt, rt_exec_t *ex, int force)
     rc = dec_build(&ex->st, in, nin, clock_now_us(rt->clock), &d->req.d, &d->sched, &d->nsched);
     for (size_t i = 0; i < nin; i++) ev_finish(&in[i]);
     if (rc == 0 && wake) rc = dec_clear_timer(&d->req.d, "wake");
-    /* A client-only process runs nothing: whatever it schedules is for the
-     * engine that runs executions, which the "wake" row calls. */
-    if (rc == 0 && rt->client_only && d->nsched > 0 && !st_terminal(&ex->st))
+    /* A client-only process runs nothing, and an engine runs only the
+     * executions of its shards: whatever it schedules for another's is for
+     * the engine that holds that shard, which the "wake" row calls. */
+    if (rc == 0 && (rt->client_only || ex->token == 0) && d->nsched > 0 && !st_terminal(&ex->st))
         rc = dec_add_timer(&d->req.d, "wake", "wake", clock_now_us(rt->clock));
+    d->req.d.shard_token = ex->token;
     if (rc != 0) goto fail;
     d->ex = ex;
     d->nin = nin;
@@ -535,7 +539,8 @@ fail:
 void rt_settle(rt_t *rt, rt_exec_t *ex)
 {
     if (ex->dead || ex->committing || ex->loading || ex->bp == NULL) return;
-    if (st_terminal(&ex->st) || rt->client_only) {
+    if (st_terminal(&ex->st) || rt->client_only || ex->token == 0) {
+        /* Ended, or not this engine's to run (another holds its shard). */
         ex->dead = 1;
         return;
     }
@@ -633,6 +638,15 @@ static void on_decision(rt_t *rt, rt_decision_t *d)
         for (size_t i = 0; i < d->nin; i++)
             if (d->calls[i] != NULL) rt_answer_result(rt, d->calls[i], rc);
         refused(rt, ex);
+    } else if (rc == CBM_EFENCED && d->req.d.shard_token > 0) {
+        /* Another engine holds its shard now (this one was paused, or its
+         * lease ran out): drop the shard's executions and look at the
+         * leases again. Nothing of this decision was written. */
+        answer_start(rt, d->start, rc);
+        d->start = NULL;
+        for (size_t i = 0; i < d->nin; i++)
+            if (d->calls[i] != NULL) rt_answer_result(rt, d->calls[i], rc);
+        rt_shard_refused(rt, ex);
     } else if (rc == CBM_ECONFLICT && d->req.d.is_new && ex->st.parent_id != NULL) {
         /* A child started again (after a crash, or by two engines): it
          * exists, and its parent hears of it through the store. */
@@ -684,6 +698,7 @@ static void on_commit(cm_req_t *req, void *ctx)
     else if (req->job == rt_job_refill) rt_on_refilled(rt, req->owner);
     else if (req->job == rt_job_child) rt_on_child(rt, req->owner);
     else if (req->job == rt_job_orphans) rt_on_orphans(rt, req->owner);
+    else if (req->job == rt_job_take) rt_on_taken(rt, req->owner);
     else on_decision(rt, req->owner);
     maybe_quiesce(rt);
 }
@@ -801,7 +816,9 @@ static void do_refresh(rt_t *rt, rt_call_t *c)
 {
     rt_exec_t *ex = rt_map_get(rt, c->id);
     if (!rt->stopping) {
-        if (ex == NULL) {
+        if (ex == NULL && rt->nshards > 0 && rt_token_of(rt, c->id) == 0) {
+            /* Another engine runs it; the decision's "wake" row calls it. */
+        } else if (ex == NULL) {
             if ((ex = rt_exec_new(rt, c->id)) != NULL) rt_start_load(rt, ex);
         } else if (!ex->dead) {
             if (ex->committing || ex->loading) ex->reload = 1;
@@ -1002,6 +1019,8 @@ void rt_destroy(rt_t *rt)
     for (size_t i = 0; i < rt->nhandlers; i++) free(rt->handlers[i].name);
     free(rt->handlers);
     store_close(rt->life); /* rt_start never ran */
+    free(rt->tok);
+    free((void *)rt->otok);
     uv_mutex_destroy(&rt->mu);
     free(rt->url);
     free(rt);

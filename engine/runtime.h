@@ -18,6 +18,7 @@
 #ifndef CBM_ENGINE_RUNTIME_H
 #define CBM_ENGINE_RUNTIME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,25 @@ typedef struct rt_opts {
 } rt_opts_t;
 
 int rt_create(rt_t **out, const rt_opts_t *o);
+
+/* Shards (engine/shards.c). Before rt_start: this engine runs only the
+ * executions of the shards it holds, of nshards (the database's S). */
+int rt_shards_init(rt_t *rt, int nshards);
+/* Before rt_start: called (on the loop thread) when a commit was refused
+ * because a shard moved to another engine, so the leases are read again. */
+void rt_set_on_fenced(rt_t *rt, void (*fn)(void *arg), void *arg);
+/* Any thread but the loop's, after rt_start: the engine now holds shard s
+ * with tokens[s] (0: not held; nshards entries, read before it returns).
+ * Blocks until the loop has applied it: lost shards' executions dropped,
+ * taken shards' running executions being read. Returns how many handlers
+ * still run for executions of shards not held (a graceful hand-over waits
+ * for 0 before it releases them). With wait_loaded, it also waits until
+ * the running executions of the shards taken are in memory (an engine's
+ * start, so that it returns with them resumed). */
+size_t rt_shards_set(rt_t *rt, const int64_t *tokens, int wait_loaded);
+/* Thread-safe: does this engine run execution id (it is started, not
+ * client-only, and holds its shard)? */
+bool rt_runs(rt_t *rt, const char *id);
 
 /* Before rt_start only. */
 int rt_register_handler(rt_t *rt, const char *name, cbm_step_fn fn, void *arg);

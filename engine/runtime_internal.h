@@ -70,6 +70,10 @@ struct rt_exec {
     int pins;                  /* timers due soon: stay in memory */
     int dead;                  /* terminal or dropped: free when idle */
     int refused;               /* the store refused a decision's data: failing */
+    int shard;                 /* its shard (-1: this engine has no shards) */
+    int64_t token;             /* the lease token of its shard it was loaded
+                                  or created under; 0: not this engine's
+                                  (committed without a lease, then left) */
     int *dispatched;           /* per step: the attempt last dispatched here,
                                   so no attempt runs twice (attempts keep
                                   growing across loop iterations) */
@@ -127,14 +131,33 @@ typedef struct rt_refill {
     store_timer_t *near, *timers;
     size_t nnear, n;
     int sweep;                 /* also look for stranded executions */
+    int *shards;               /* owned shards when sent (NULL: all) */
+    size_t nshards;
+    unsigned gen;              /* rt->win_gen when sent */
     char (*stranded)[37];
     size_t nstranded;
 } rt_refill_t;
+
+/* A reader job that loads the running executions of shards just taken
+ * (engine/shards.c). */
+typedef struct rt_take {
+    cm_req_t req;
+    rt_t *rt;
+    int *shards;               /* taken, with the tokens they were taken with */
+    int64_t *tokens;
+    size_t n;
+    char (*ids)[37];           /* what was read: ids, folded states */
+    rt_loaded_t *got;
+    size_t nids;
+    cbm_error_t err;
+} rt_take_t;
 
 /* One page of the walk for children whose parent ended (store_orphans). */
 typedef struct rt_orphans {
     cm_req_t req;
     rt_t *rt;
+    int *shards;               /* the shards walked (NULL: all) */
+    size_t nshards;
     char after[37];            /* "" from the first */
     store_orphan_t *found;
     size_t n;
@@ -247,6 +270,8 @@ struct rt {
      * (key NULL: every row due up to win.due_at_us). win_read: read once. */
     store_timer_t win;
     int win_read;
+    unsigned win_gen;          /* grows when shards are taken: the window
+                                  is read again from its first row */
     store_timer_t near;        /* the near query's cursor while it pages */
     int near_paging;
     char (*gone)[37];          /* executions freed while a refill was in */
@@ -257,6 +282,18 @@ struct rt {
     rt_exec_t *loadq;          /* waiting for the next load batch */
     int stopping;
     int closed;
+
+    /* Shards (engine/shards.c). nshards 0: none (client-only). tok[s] is
+     * the token this engine holds shard s with (0: not held), loop thread
+     * only; otok is the same for other threads (relaxed atomics). */
+    int nshards;
+    int64_t *tok;
+    _Atomic int64_t *otok;
+    void (*on_fenced)(void *arg); /* a commit was refused by the shard fence */
+    void *on_fenced_arg;
+    _Atomic uint64_t shard_refusals;
+    size_t takes_in_flight;    /* rt_job_take jobs not back yet */
+    rt_call_t *take_waiter;    /* rt_shards_set waiting for them */
 
     int started;
     int client_only;
@@ -303,6 +340,25 @@ void rt_on_refill_timer(uv_timer_t *t);
 void rt_timers_finish(rt_t *rt);
 /* ex leaves memory (runtime.c, exec_free). */
 void rt_note_gone(rt_t *rt, const char *id);
+
+/* shards.c */
+/* Loop thread: the shard of id and the token this engine holds it with
+ * (0: not held, or no shards). */
+int rt_shard_of(rt_t *rt, const char *id);
+int64_t rt_token_of(rt_t *rt, const char *id);
+/* The shards held now, as a malloc'd list for a reader job's filter
+ * (store_set_shards): NULL with *n 0 when the engine has no shards (no
+ * filter), a non-NULL list with *n 0 when it holds none. *oom on failure. */
+int *rt_owned_list(rt_t *rt, size_t *n, int *oom);
+void rt_job_take(store_t *s, cm_req_t *r);
+void rt_on_taken(rt_t *rt, rt_take_t *t);
+/* A commit of ex was refused by the shard fence: drop its shard. */
+void rt_shard_refused(rt_t *rt, rt_exec_t *ex);
+
+/* wake.c, for shards.c */
+void rt_loaded_one(rt_t *rt, rt_exec_t *ex, rt_loaded_t *g, int rc, const char *why);
+const bp_blueprint_t *rt_load_blueprint(store_t *s, rt_t *rt, const store_execution_t *x,
+                                        cbm_error_t *err);
 
 /* child.c */
 /* A subworkflow step i of ex waits for its child: make sure the child

@@ -15,8 +15,8 @@
 /* ------------------------------------------------------------------ loads */
 
 /* The blueprint of x: this engine's copy, or the store's, parsed. */
-static const bp_blueprint_t *load_blueprint(store_t *s, rt_t *rt, const store_execution_t *x,
-                                            cbm_error_t *err)
+const bp_blueprint_t *rt_load_blueprint(store_t *s, rt_t *rt, const store_execution_t *x,
+                                        cbm_error_t *err)
 {
     const bp_blueprint_t *bp = rt_find_blueprint(rt, x->blueprint, x->version);
     char *v = NULL, *json = NULL;
@@ -66,7 +66,7 @@ void rt_job_load(store_t *s, cm_req_t *r)
         }
         x = &u.execs[j];
         if (bp == NULL || strcmp(bp->name, x->blueprint) != 0 || strcmp(bp->version, x->version) != 0)
-            bp = load_blueprint(s, l->rt, x, &err);
+            bp = rt_load_blueprint(s, l->rt, x, &err);
         if (bp == NULL) {
             char why[200];
             snprintf(why, sizeof(why), "blueprint %.64s %.64s missing", x->blueprint, x->version);
@@ -156,9 +156,15 @@ int rt_fold(rt_exec_t *ex, const bp_blueprint_t *bp, const char *snapshot,
 
 /* One execution of a load batch: g its folded state, or NULL when the
  * batch could not be read (rc and err say why). */
-static void loaded_one(rt_t *rt, rt_exec_t *ex, rt_loaded_t *g, int rc, const char *why)
+void rt_loaded_one(rt_t *rt, rt_exec_t *ex, rt_loaded_t *g, int rc, const char *why)
 {
     ex->loading = 0;
+    if (ex->dead) {
+        /* Dropped while it loaded (its shard was lost): the state is not
+         * taken (the caller frees it). */
+        rt_maybe_free(rt, ex);
+        return;
+    }
     if (ex->bp != NULL) st_finish(&ex->st);
     ex->bp = NULL;
     if (g != NULL && (rc = g->rc) != 0) why = g->why;
@@ -203,7 +209,7 @@ void rt_on_loaded(rt_t *rt, rt_load_t *l)
     for (size_t i = 0; i < l->n; i++) {
         rt_exec_t *ex = rt_map_get(rt, l->ids[i]);
         rt_loaded_t *g = rc == 0 ? &l->got[i] : NULL;
-        if (ex != NULL && ex->loading) loaded_one(rt, ex, g, rc, rc != 0 ? l->err.message : NULL);
+        if (ex != NULL && ex->loading) rt_loaded_one(rt, ex, g, rc, rc != 0 ? l->err.message : NULL);
         if (g != NULL) {
             if (g->bp != NULL) st_finish(&g->st); /* not taken */
             free(g->why);
@@ -224,6 +230,7 @@ static void fire(rt_t *rt, const sched_entry_t *e)
     eng_event_t ev = {0};
 
     if (ex != NULL && ex->dead) return; /* finished or dropped meanwhile */
+    if (ex == NULL && rt->nshards > 0 && rt_token_of(rt, e->id) == 0) return; /* not ours */
     atomic_fetch_add(&rt->timers_fired, 1);
     ev.type = EV_TIMER_FIRED;
     ev.step = -1;
@@ -278,6 +285,10 @@ static void on_fire(uv_timer_t *t)
         rt_exec_t *ex;
         if (sched_pop(rt->sched, &e) != 0) break;
         ex = rt_map_get(rt, e.id);
+        if (ex == NULL && rt->nshards > 0 && rt_token_of(rt, e.id) == 0) {
+            free(e.key); /* a shard this engine no longer holds */
+            continue;
+        }
         if (ex == NULL && (ex = rt_exec_new(rt, e.id)) != NULL) rt_start_load(rt, ex);
         if (ex != NULL) ex->pins++;
         sched_push(rt->ready, e.id, e.key, e.due_us);
@@ -345,9 +356,9 @@ void rt_note_gone(rt_t *rt, const char *id)
 void rt_job_refill(store_t *s, cm_req_t *r)
 {
     rt_refill_t *f = (rt_refill_t *)r;
-    int rc = 0;
+    int rc = store_set_shards(s, f->shards, f->nshards);
 
-    if (f->near_us > INT64_MIN)
+    if (rc == 0 && f->near_us > INT64_MIN)
         rc = store_timers_page(s, f->near_from ? &f->near_after : NULL, f->near_us, NEAR_LIMIT,
                                &f->near, &f->nnear, NULL);
     if (rc == 0)
@@ -380,6 +391,7 @@ static void note_timer(rt_t *rt, const store_timer_t *t)
         sched_contains(rt->sched, t->execution_id, t->key, t->due_at_us))
         return;
     ex = rt_map_get(rt, t->execution_id);
+    if (ex == NULL && rt->nshards > 0 && rt_token_of(rt, t->execution_id) == 0) return;
     if (ex == NULL && rt->ngone > 0 &&
         bsearch(t->execution_id, rt->gone, rt->ngone, sizeof(*rt->gone), id_cmp) != NULL)
         return;
@@ -395,6 +407,7 @@ static void refill_free(rt_refill_t *f)
     free(f->near_after.key);
     free(f->win_after.key);
     free(f->stranded);
+    free(f->shards);
     store_timers_free(f->near, f->nnear);
     store_timers_free(f->timers, f->n);
     free(f);
@@ -418,13 +431,20 @@ void rt_on_refilled(rt_t *rt, rt_refill_t *f)
         /* The window goes on after its last row while pages come back
          * full (a start with a backlog: page after page at once), else
          * every row due up to until_us has been read. */
-        if (f->n == REFILL_LIMIT) {
+        if (f->gen != rt->win_gen) {
+            /* Shards were taken while it was in flight: their rows may lie
+             * behind this cursor. Read the window again from its start. */
+            rt->win_read = 0;
+            rt->near_paging = 0;
+            again = 1;
+        } else if (f->n == REFILL_LIMIT) {
             again = cursor_set(&rt->win, &f->timers[f->n - 1]) == 0;
+            rt->win_read = 1;
         } else {
             store_timer_t upto = {{0}, NULL, NULL, f->until_us};
             cursor_set(&rt->win, &upto);
+            rt->win_read = 1;
         }
-        rt->win_read = 1;
         rt_arm_fire(rt);
     }
     rt->refilling = 0;
@@ -470,6 +490,15 @@ void rt_refill(rt_t *rt)
         return;
     }
     f->sweep = !rt->client_only && ++rt->refills % SWEEP_EVERY == 0;
+    f->gen = rt->win_gen;
+    {
+        int oom = 0;
+        f->shards = rt_owned_list(rt, &f->nshards, &oom);
+        if (oom) {
+            refill_free(f);
+            return;
+        }
+    }
     f->req.owner = f;
     f->req.job = rt_job_refill;
     rt->refilling = 1;

@@ -17,6 +17,7 @@
 #include "engine/decision.h"
 #include "engine/event.h"
 #include "engine/json_text.h"
+#include "engine/lease.h"
 #include "engine/runtime.h"
 #include "engine/runtime_internal.h"
 #include "engine/state.h"
@@ -38,7 +39,14 @@ struct cbm_engine {
     uv_mutex_t rd_mu;         /* guards rd */
     store_t *rd;              /* reads and blueprint writes */
     char engine_id[37];       /* this incarnation ("" for client-only) */
+    int64_t lease_ms;         /* shard lease time */
+    lm_t *lm;                 /* the lease manager (not client-only) */
 };
+
+static void lm_poke_cb(void *arg)
+{
+    lm_poke(arg);
+}
 
 /* How long a starting engine waits for another's lock before taking it for
  * alive: a killed engine's session ends within milliseconds on a local
@@ -78,6 +86,11 @@ int cbm_engine_create(cbm_engine_t **out, const cbm_engine_opts_t *opts, cbm_err
     }
     e->connect_timeout_ms = opts->connect_timeout_ms != 0 ? opts->connect_timeout_ms : 30000;
     e->threads = opts->threads > 0 ? opts->threads : 4;
+    e->lease_ms = opts->lease_ms;
+    if (e->lease_ms <= 0 && getenv("CEREBELUM_LEASE_MS") != NULL)
+        e->lease_ms = atoll(getenv("CEREBELUM_LEASE_MS"));
+    if (e->lease_ms <= 0) e->lease_ms = 5000;
+    if (e->lease_ms < 100) e->lease_ms = 100;
     uv_mutex_init(&e->rd_mu);
     ro.max_batch = opts->max_batch;
     ro.client_only = opts->client_only;
@@ -215,9 +228,9 @@ static int opener_take(opener_t *o, store_t **out, cbm_error_t *err)
 
 int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
 {
-    enum { LIFE, COMMITTER, READER, NOPEN };
+    enum { LIFE, COMMITTER, READER, LEASES, NOPEN };
     opener_t open[NOPEN];
-    store_t *life = NULL, *wr = NULL, *rdl = NULL;
+    store_t *life = NULL, *wr = NULL, *rdl = NULL, *ls = NULL;
     store_unfinished_t u = {0};
     int rc, nopen = 0;
     char threads[16];
@@ -234,7 +247,7 @@ int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
      * engine has no incarnation, so no life connection). */
     memset(open, 0, sizeof(open));
     for (; nopen < NOPEN; nopen++)
-        if (nopen != LIFE || !e->client_only) opener_start(&open[nopen], e);
+        if ((nopen != LIFE && nopen != LEASES) || !e->client_only) opener_start(&open[nopen], e);
     if ((rc = open_store(e, &e->rd, err)) != 0 || (rc = store_migrate(e->rd, err)) != 0)
         goto out;
     store_set_role(e->rd, "reads");
@@ -244,9 +257,26 @@ int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
     if ((rc = opener_take(&open[COMMITTER], &wr, err)) != 0) goto out;
     store_set_role(wr, "committer");
     store_set_fence(wr, e->engine_id[0] != '\0' ? e->engine_id : NULL);
-    /* Only what was running: what waits is brought in by its timer (the
+    /* An engine runs the executions of the shards it leases (docs/
+     * architecture.md, "Shards"): nothing is read here; the lease manager's
+     * first round, once the loop runs, takes shards and the loop reads
+     * their running executions. What waits is brought in by its timer (the
      * window the loop reads as time advances) or by a decision. */
-    if (!e->client_only && (rc = store_load_running(e->rd, &u, err)) != 0) goto out;
+    if (!e->client_only) {
+        int nshards = 0;
+        if ((rc = store_shard_count(e->rd, &nshards, err)) != 0) goto out;
+        if ((rc = rt_shards_init(e->rt, nshards)) != 0) {
+            rc = cbm_error_set(err, rc, "out of memory");
+            goto out;
+        }
+        if ((rc = opener_take(&open[LEASES], &ls, err)) != 0) goto out;
+        store_set_role(ls, "leases");
+        if ((rc = lm_create(&e->lm, e->rt, &ls, e->engine_id, nshards, e->lease_ms)) != 0) {
+            rc = cbm_error_set(err, rc, "out of memory");
+            goto out;
+        }
+        rt_set_on_fenced(e->rt, lm_poke_cb, e->lm);
+    }
     for (size_t i = 0; i < u.nexecs; i++) {
         cbm_error_t e2;
         if (load_blueprint(e, u.execs[i].blueprint, u.execs[i].version, 0, &e2) == NULL)
@@ -254,6 +284,14 @@ int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
                           u.execs[i].blueprint, u.execs[i].version, e2.message);
     }
     if ((rc = opener_take(&open[READER], &rdl, err)) == 0) rc = rt_start(e->rt, &wr, &rdl, &u, err);
+    if (rc == 0 && e->lm != NULL) {
+        /* The first round now: a lone engine holds every shard (and is
+         * reading their running executions) when its start returns. */
+        cbm_error_t e2 = {0};
+        if (lm_round(e->lm, &e2) != 0)
+            cbm_log_warn("engine %s: first lease round: %s (retried)", e->engine_id, e2.message);
+        if (lm_start(e->lm) != 0) rc = cbm_error_set(err, CBM_ENOMEM, "cannot start the lease manager");
+    }
 out:
     for (int i = 0; i < nopen; i++) {
         store_t *s = NULL;
@@ -263,6 +301,7 @@ out:
     store_close(life);
     store_close(wr);
     store_close(rdl);
+    store_close(ls);
     if (rc == 0) e->started = 1;
     return rc;
 }
@@ -270,7 +309,13 @@ out:
 void cbm_engine_destroy(cbm_engine_t *e)
 {
     if (e == NULL) return;
+    /* No lease round after this; the loop drains and commits what it has,
+     * the incarnation is unregistered, then the shards are given up so the
+     * other engines take them at their next round. */
+    lm_stop(e->lm);
     rt_destroy(e->rt);
+    if (e->started) lm_release_all(e->lm);
+    lm_destroy(e->lm);
     store_close(e->rd);
     pgembed_stop(e->pg);
     uv_mutex_destroy(&e->rd_mu);
@@ -849,8 +894,9 @@ static int ext_try(cbm_engine_t *e, const char *id, const ext_cmd_t *c, ext_kids
         goto out;
     /* An engine that runs executions loads it at once itself (rt_refresh,
      * after the commit; a crash in between resumes it at the next start);
-     * a client-only one leaves a "wake" row for the engine that runs it. */
-    if (nsched > 0 && !st_terminal(&st) && e->client_only &&
+     * a client-only one, or one that does not hold its shard, leaves a
+     * "wake" row for the engine that runs it. */
+    if (nsched > 0 && !st_terminal(&st) && (e->client_only || !rt_runs(e->rt, id)) &&
         (rc = dec_add_timer(&d, "wake", "wake", clock_now_us(&clock_system))) != 0)
         goto out;
     rc = store_append(e->rd, &dp, 1, err);

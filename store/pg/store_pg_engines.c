@@ -194,7 +194,7 @@ int store_engine_fence_dead(store_t *life, const char *self, int grace_ms, size_
         if (left == 0 || waited >= grace_ms) break;
         uv_sleep(50);
     }
-    if (rc == 0 && left > 0)
+    if (rc == 0 && left > 0 && grace_ms > 0) /* 0: a lease manager's look, quiet */
         cbm_log_info("%zu other engine(s) alive on this database (their sessions hold their locks)",
                      left);
     free(ids);
