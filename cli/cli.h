@@ -8,6 +8,7 @@
  *   deliberation.c  `deliberation show`: the LLM calls of deliberations
  *   serve.c     `cerebelum serve`: the engine, the gRPC server, signals
  *   bus.c       `trigger put|list|rm|failures`, `bus`, `publish` (NATS)
+ *   engines.c   `engines`: the engines on a database and their shards
  *   service.c   the WorkflowService handlers of the server
  */
 #ifndef CBM_CLI_H
@@ -127,6 +128,8 @@ int cli_cmd_trigger_rm(const cli_opts_t *o);
 int cli_cmd_trigger_failures(const cli_opts_t *o);
 int cli_cmd_bus(const cli_opts_t *o);
 int cli_cmd_publish(const cli_opts_t *o);
+/* engines.c: the engines on a database and their shards */
+int cli_cmd_engines(const cli_opts_t *o);
 
 /* `cerebelum serve`; returns the exit code. */
 int cli_serve(const cli_opts_t *o);

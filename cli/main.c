@@ -139,6 +139,8 @@ static const command_t commands[] = {
      "trigger failures [--limit N] [--database-url URL]",
      "messages the triggers refused as bad data (and terminated), newest first",
      {O_DATABASE_URL, O_JSON, O_LIMIT}, 0},
+    {"engines", 0, cli_cmd_engines, "engines [--database-url URL]",
+     "the engines on the database, each with the shards it holds", {O_DATABASE_URL, O_JSON}, 0},
     {"bus", 0, cli_cmd_bus, "bus [--nats URL] [--database-url URL]",
      "each trigger: last fetch, counters, its consumer on NATS; exit 1 if one is stale or failing",
      {O_DATABASE_URL, O_JSON, O_NATS}, 0},

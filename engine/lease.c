@@ -57,7 +57,8 @@ static size_t post(lm_t *m, const store_lease_t *held, size_t n, const int *skip
         if (!skipped && held[i].shard >= 0 && held[i].shard < m->nshards)
             view[held[i].shard] = held[i].token;
     }
-    if (m->posted && memcmp(view, m->tok, (size_t)m->nshards * sizeof(*view)) == 0 && nskip == 0) {
+    if (m->posted && memcmp(view, m->tok, (size_t)m->nshards * sizeof(*view)) == 0 && nskip == 0 &&
+        !rt_held_back(m->rt)) {
         free(view);
         return 0; /* nothing changed */
     }
@@ -91,13 +92,18 @@ int lm_round(lm_t *m, cbm_error_t *err)
     store_lease_t *held = NULL;
     size_t nheld = 0, fenced = 0;
     int live = 0, target, rc;
+    int64_t t0;
 
     if (m->fenced) return CBM_EFENCED;
     if (!store_ok(m->s) && (rc = store_reconnect(m->s, err)) != 0) return rc;
     /* Engines whose sessions are gone (a kill -9): fenced now, their
      * leases freed, so their shards move at once, not when they expire. */
     if ((rc = store_engine_fence_dead(m->s, m->engine, 0, &fenced, err)) != 0) return rc;
+    t0 = clock_mono_us();
     rc = store_leases_round(m->s, m->engine, m->lease_ms, -1, &held, &nheld, &live, err);
+    /* Renewed from a moment after t0: surely ours until t0 + lease, less a
+     * tenth for the clocks' drift and the time to act on it. */
+    if (rc == 0) rt_lease_until(m->rt, t0 + m->lease_ms * 900);
     if (rc == CBM_EFENCED) {
         cbm_log_error("engine %s: %s; it runs nothing from now on", m->engine, err->message);
         m->fenced = 1;

@@ -131,10 +131,14 @@ static void pend_clear(rt_t *rt, rt_exec_t *ex)
 /* Queue an input for the next decision; takes ev's contents. */
 int rt_pend_push(rt_exec_t *ex, eng_event_t *ev)
 {
-    /* The same timer twice (a refill raced its commit) is one input. */
-    if (ev->type == EV_TIMER_FIRED) {
+    /* The same timer twice (a refill raced its commit) is one input; so is
+     * one child's end heard twice (from its engine and from the parent's
+     * own look at it): the second would no longer apply once the first
+     * did, and both are judged against the state before either. */
+    if (ev->type == EV_TIMER_FIRED || ev->type == EV_CHILD_COMPLETED) {
         for (size_t i = 0; i < ex->npend; i++) {
-            if (ex->pend[i].type == EV_TIMER_FIRED && strcmp(ex->pend[i].name, ev->name) == 0) {
+            if (ex->pend[i].type == ev->type && ex->pend[i].name != NULL && ev->name != NULL &&
+                strcmp(ex->pend[i].name, ev->name) == 0) {
                 ev_finish(ev);
                 return 0;
             }
@@ -217,6 +221,12 @@ static void work_cb(uv_work_t *req)
     const rt_handler_t *h = rt_find_handler(w->rt, w->handler_name);
     cbm_step_call_t call = {w->exec_id, w->step_name, w->attempt, w->input};
 
+    /* Queued before, started now: if the leases went stale meanwhile (the
+     * process was paused), another engine may run this step; do not. */
+    if (w->rt->nshards > 0 && clock_mono_us() > atomic_load(&w->rt->lease_until_us)) {
+        w->skipped = 1;
+        return;
+    }
     if (h == NULL) cbm_step_fail(&w->out, "no_handler", "no handler registered", false);
     else h->fn(&call, &w->out, h->arg);
     if (w->out.kind == CBM_OUT_NONE) cbm_step_fail(&w->out, "no_result", "handler returned no outcome", false);
@@ -282,6 +292,15 @@ static void after_work(uv_work_t *req, int status)
     /* dispatched[step] keeps the attempt: its outcome may wait for the commit
      * in flight, and the step must not be dispatched again meanwhile. */
     if (ex->dead) {
+        work_free(w);
+        rt_maybe_free(rt, ex);
+        maybe_quiesce(rt);
+        return;
+    }
+    if (w->skipped) {
+        /* Dispatched again once the leases are renewed (rt_shards_set). */
+        ex->dispatched[w->step] = 0;
+        atomic_store(&rt->held_back, 1);
         work_free(w);
         rt_maybe_free(rt, ex);
         maybe_quiesce(rt);
@@ -525,6 +544,8 @@ fail:
     }
     if (d != NULL) {
         free(d->calls);
+        for (size_t i = 0; i < d->nwaited; i++) free(d->waited[i]);
+        free(d->waited);
         answer_start(rt, d->start, rc);
         d->start = NULL;
         free(d);
@@ -545,11 +566,16 @@ void rt_settle(rt_t *rt, rt_exec_t *ex)
         return;
     }
     if (!rt->stopping) {
+        /* Leases not renewed in time (this process was paused, the
+         * database unreachable): start nothing until they are. */
+        int stale = rt->nshards > 0 && clock_mono_us() > atomic_load(&rt->lease_until_us);
         for (size_t i = 0; i < ex->bp->nsteps && !ex->dead; i++) {
             const st_step_t *s = &ex->st.steps[i];
             if (s->status == SS_SCHEDULED && ex->bp->steps[i].kind == BP_TASK &&
-                !bp_step_remote(&ex->bp->steps[i]) && ex->dispatched[i] != s->attempt)
-                dispatch(rt, ex, i);
+                !bp_step_remote(&ex->bp->steps[i]) && ex->dispatched[i] != s->attempt) {
+                if (stale) atomic_store(&rt->held_back, 1);
+                else dispatch(rt, ex, i);
+            }
             else if (s->status == SS_WAITING && s->wait == SW_CHILD &&
                      ex->dispatched[i] != s->attempt)
                 rt_child_ensure(rt, ex, i);
@@ -987,6 +1013,9 @@ void rt_get_stats(rt_t *rt, cbm_engine_stats_t *out)
     out->hibernated = atomic_load(&rt->hibernated);
     out->woken = atomic_load(&rt->woken);
     out->timers_fired = atomic_load(&rt->timers_fired);
+    out->shard_refusals = atomic_load(&rt->shard_refusals);
+    for (int i = 0; i < rt->nshards; i++)
+        if (atomic_load_explicit(&rt->otok[i], memory_order_relaxed) > 0) out->shards_held++;
 }
 
 void rt_destroy(rt_t *rt)

@@ -53,6 +53,11 @@ void rt_set_on_fenced(rt_t *rt, void (*fn)(void *arg), void *arg);
  * the running executions of the shards taken are in memory (an engine's
  * start, so that it returns with them resumed). */
 size_t rt_shards_set(rt_t *rt, const int64_t *tokens, int wait_loaded);
+/* Any thread: the leases are surely held until mono_us (clock_mono_us);
+ * past it the loop dispatches no handler. rt_held_back: it held one back
+ * since (rt_shards_set then dispatches them). */
+void rt_lease_until(rt_t *rt, int64_t mono_us);
+bool rt_held_back(rt_t *rt);
 /* Thread-safe: does this engine run execution id (it is started, not
  * client-only, and holds its shard)? */
 bool rt_runs(rt_t *rt, const char *id);

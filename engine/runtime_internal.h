@@ -51,6 +51,8 @@ typedef struct rt_work {
     char exec_id[37];
     const char *step_name;
     const char *handler_name;
+    int skipped;               /* not run: the leases were stale when a
+                                  pool thread took it (work_cb) */
     struct cbm_step_out out;
 } rt_work_t;
 
@@ -292,6 +294,13 @@ struct rt {
     void (*on_fenced)(void *arg); /* a commit was refused by the shard fence */
     void *on_fenced_arg;
     _Atomic uint64_t shard_refusals;
+    /* Until when (clock_mono_us) the leases are surely still ours: set by
+     * the lease manager after each renewal, a margin before they can
+     * expire. Past it no handler is dispatched (held_back is set) until
+     * the next renewal says which shards are still held: a paused or cut
+     * off engine never starts a step another engine may run meanwhile. */
+    _Atomic int64_t lease_until_us;
+    _Atomic int held_back;
     size_t takes_in_flight;    /* rt_job_take jobs not back yet */
     rt_call_t *take_waiter;    /* rt_shards_set waiting for them */
 

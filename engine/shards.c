@@ -64,6 +64,11 @@ int64_t rt_token_of(rt_t *rt, const char *id)
     return s >= 0 ? rt->tok[s] : 0;
 }
 
+bool rt_held_back(rt_t *rt)
+{
+    return atomic_load(&rt->held_back) != 0;
+}
+
 bool rt_runs(rt_t *rt, const char *id)
 {
     int s;
@@ -87,8 +92,9 @@ int *rt_owned_list(rt_t *rt, size_t *n, int *oom)
     return l;
 }
 
-/* Drop from memory every execution of a shard not held with its token. */
-static void drop_lost(rt_t *rt)
+/* Drop from memory every execution of a shard not held with its token
+ * (keep, which the caller is still using, is only marked). */
+static void drop_lost(rt_t *rt, rt_exec_t *keep)
 {
     rt_exec_t *ex = rt->active, *next;
     for (; ex != NULL; ex = next) {
@@ -96,7 +102,7 @@ static void drop_lost(rt_t *rt)
         if (ex->shard < 0 || ex->token == 0 || rt->tok[ex->shard] == ex->token) continue;
         ex->token = 0;
         ex->dead = 1;
-        rt_maybe_free(rt, ex);
+        if (ex != keep) rt_maybe_free(rt, ex);
     }
 }
 
@@ -133,6 +139,7 @@ typedef struct shards_call {
     rt_call_t c;
     const int64_t *tokens;
     int wait_loaded;
+    int resettle;              /* dispatch what was held back */
     size_t running;
 } shards_call_t;
 
@@ -157,7 +164,7 @@ static void do_shards(rt_t *rt, rt_call_t *c)
                 gtok[ng++] = t;
             }
         }
-        if (lost) drop_lost(rt);
+        if (lost) drop_lost(rt, NULL);
         if (ng > 0) {
             cbm_log_info("engine %s: took %zu shard(s)", rt->engine_id, ng);
             take(rt, gained, gtok, ng);
@@ -170,6 +177,14 @@ static void do_shards(rt_t *rt, rt_call_t *c)
     }
     free(gained);
     free(gtok);
+    if (sc->resettle && !rt->stopping) {
+        rt_exec_t *ex = rt->active, *next;
+        for (; ex != NULL; ex = next) {
+            next = ex->next;
+            rt_settle(rt, ex);
+            rt_maybe_free(rt, ex);
+        }
+    }
     sc->running = running_lost(rt);
     if (sc->wait_loaded && rt->takes_in_flight > 0 && rt->take_waiter == NULL)
         rt->take_waiter = c; /* answered by rt_on_taken */
@@ -177,10 +192,16 @@ static void do_shards(rt_t *rt, rt_call_t *c)
         rt_answer_result(rt, c, 0);
 }
 
+void rt_lease_until(rt_t *rt, int64_t mono_us)
+{
+    atomic_store(&rt->lease_until_us, mono_us);
+}
+
 size_t rt_shards_set(rt_t *rt, const int64_t *tokens, int wait_loaded)
 {
     shards_call_t sc;
     memset(&sc, 0, sizeof(sc));
+    sc.resettle = atomic_exchange(&rt->held_back, 0);
     sc.c.fn = do_shards;
     sc.tokens = tokens;
     sc.wait_loaded = wait_loaded;
@@ -196,7 +217,7 @@ void rt_shard_refused(rt_t *rt, rt_exec_t *ex)
                      rt->engine_id, ex->shard);
         rt->tok[ex->shard] = 0;
         atomic_store_explicit(&rt->otok[ex->shard], 0, memory_order_relaxed);
-        drop_lost(rt);
+        drop_lost(rt, ex);
         if (rt->on_fenced != NULL) rt->on_fenced(rt->on_fenced_arg);
     }
     ex->token = 0;

@@ -334,6 +334,56 @@ void cbm_engine_destroy(cbm_engine_t *e)
         uv_mutex_unlock(&(e)->rd_mu);                                      \
     } while (0)
 
+typedef struct engines_read {
+    store_engine_row_t *rows;
+    size_t n;
+} engines_read_t;
+
+static int read_engines(store_t *s, void *arg, cbm_error_t *err)
+{
+    engines_read_t *r = arg;
+    return store_engines_list(s, &r->rows, &r->n, err);
+}
+
+int cbm_engine_list_engines(cbm_engine_t *e, cbm_engine_info_t **out, size_t *n, cbm_error_t *err)
+{
+    engines_read_t r = {0};
+    int rc;
+
+    if (out == NULL || n == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL out");
+    *out = NULL;
+    *n = 0;
+    if ((rc = cbm__engine_read(e, read_engines, &r, err)) != 0) return rc;
+    if (r.n > 0 && (*out = calloc(r.n, sizeof(**out))) == NULL) {
+        store_engine_rows_free(r.rows, r.n);
+        return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < r.n; i++) {
+        cbm_engine_info_t *x = &(*out)[i];
+        memcpy(x->id, r.rows[i].id, sizeof(x->id));
+        x->host = r.rows[i].host; /* taken */
+        x->shards = r.rows[i].shards;
+        r.rows[i].host = r.rows[i].shards = NULL;
+        x->pid = r.rows[i].pid;
+        x->started_at_us = r.rows[i].started_at_us;
+        x->seen_ms_ago = r.rows[i].seen_ms_ago;
+        x->nshards = r.rows[i].nshards;
+    }
+    *n = r.n;
+    store_engine_rows_free(r.rows, r.n);
+    return 0;
+}
+
+void cbm_engine_infos_free(cbm_engine_info_t *info, size_t n)
+{
+    if (info == NULL) return;
+    for (size_t i = 0; i < n; i++) {
+        free(info[i].host);
+        free(info[i].shards);
+    }
+    free(info);
+}
+
 int cbm__engine_read(cbm_engine_t *e, cbm__read_fn fn, void *arg, cbm_error_t *err)
 {
     int rc;

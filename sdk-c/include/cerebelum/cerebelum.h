@@ -447,9 +447,33 @@ typedef struct cbm_engine_stats {
     uint64_t hibernated;     /**< times an execution left memory to wait */
     uint64_t woken;          /**< times one was loaded back from the store */
     uint64_t timers_fired;   /**< durable timers that came due here */
+    uint64_t shard_refusals; /**< decisions refused because their shard had
+                                  moved to another engine (the shard was then
+                                  dropped; docs/architecture.md, "Shards") */
+    uint64_t shards_held;    /**< shards this engine holds now */
 } cbm_engine_stats_t;
 
 CBM_EXTERN void cbm_engine_get_stats(cbm_engine_t *e, cbm_engine_stats_t *out);
+
+/** An engine registered on the database (docs/architecture.md, "Shards"). */
+typedef struct cbm_engine_info {
+    char id[37];             /**< the incarnation, new at each start */
+    char *host;              /**< where it runs */
+    int pid;
+    int64_t started_at_us;   /**< microseconds since the Unix epoch */
+    int64_t seen_ms_ago;     /**< since its lease manager last renewed */
+    int nshards;             /**< shard leases it holds, unexpired */
+    char *shards;            /**< their numbers as ranges, "0-85,200" */
+} cbm_engine_info_t;
+
+/** Every engine registered on @p e's database, oldest first, with the
+ *  shards each holds; also on a client-only engine (`cerebelum engines`).
+ *  An engine killed a moment ago is listed until another fences it (at its
+ *  next lease round). *out is owned by the caller: cbm_engine_infos_free.
+ *  Any thread. */
+CBM_EXTERN int cbm_engine_list_engines(cbm_engine_t *e, cbm_engine_info_t **out, size_t *n,
+                                       cbm_error_t *err);
+CBM_EXTERN void cbm_engine_infos_free(cbm_engine_info_t *info, size_t n);
 
 #ifdef __cplusplus
 }
