@@ -180,6 +180,7 @@ static void stop(pid_t pid, unsigned long long *refusals)
     char stats[128];
     FILE *f;
     int i = (int)(proc_of(pid) - procs);
+    fprintf(stderr, "%lld stopping %d\n", (long long)(now_us() / 1000), (int)pid);
     kill(pid, SIGTERM);
     waitpid(pid, &status, 0);
     proc_of(pid)->killed_at = -1; /* gone (not killed: its runs all ended) */
@@ -289,8 +290,12 @@ static bool approve_and_check(cbm_engine_t *cl)
 
 static void wait_all_done(cbm_engine_t *cl, int seconds)
 {
+    fprintf(stderr, "%lld waiting for the executions\n", (long long)(now_us() / 1000));
     for (int i = 0; i < seconds * 5; i++) {
-        if (approve_and_check(cl)) return;
+        if (approve_and_check(cl)) {
+            fprintf(stderr, "%lld done\n", (long long)(now_us() / 1000));
+            return;
+        }
         uv_sleep(200);
     }
     fail_msg("executions still unfinished after %d s: %lld", seconds,
@@ -640,9 +645,9 @@ static void test_stop_and_join(void **state)
     uv_sleep(300);
     c = spawn();
     a = spawn();
-    for (int i = 0; i < 3000 && q_int("SELECT count(DISTINCT owner) = 3 AND count(owner) = 256 AND"
+    for (int i = 0; i < 3000 && q_int("SELECT (count(DISTINCT owner) = 3 AND count(owner) = 256 AND"
                                       " (SELECT min(n) FROM (SELECT count(*) AS n FROM cbm_shard_leases"
-                                      " GROUP BY owner) s) >= 84 FROM cbm_shard_leases") == 0; i++)
+                                      " GROUP BY owner) s) >= 84)::int FROM cbm_shard_leases") == 0; i++)
         uv_sleep(10);
     assert_int_equal(q_int("SELECT count(DISTINCT owner) FROM cbm_shard_leases"), 3);
     assert_true(q_int("SELECT min(n) FROM (SELECT count(*) AS n FROM cbm_shard_leases GROUP BY owner) s") >= 84);
