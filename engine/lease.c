@@ -1,6 +1,7 @@
 /* lease.c - see lease.h. */
 #include "engine/lease.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -22,6 +23,11 @@ struct lm {
     uv_cond_t cv;
     int stop, poke;            /* guarded by mu */
     int fenced;                /* our engine row is gone: hold nothing */
+    /* The wake-up listener (lm_listen). */
+    store_t *ls;
+    uv_thread_t lthread;
+    int lthread_started;
+    _Atomic int lstop;
 };
 
 int lm_create(lm_t **out, rt_t *rt, store_t **s, const char *engine, int nshards,
@@ -175,6 +181,11 @@ void lm_poke(lm_t *m)
 
 void lm_stop(lm_t *m)
 {
+    if (m != NULL && m->lthread_started) {
+        atomic_store(&m->lstop, 1);
+        uv_thread_join(&m->lthread);
+        m->lthread_started = 0;
+    }
     if (m == NULL || !m->thread_started) return;
     uv_mutex_lock(&m->mu);
     m->stop = 1;
@@ -182,6 +193,48 @@ void lm_stop(lm_t *m)
     uv_mutex_unlock(&m->mu);
     uv_thread_join(&m->thread);
     m->thread_started = 0;
+}
+
+/* ------------------------------------------------ wake-ups by NOTIFY */
+
+static void on_wake(const char *id, void *arg)
+{
+    lm_t *m = arg;
+    rt_wake(m->rt, id);
+}
+
+/* LISTEN cbm_wake; hand each id to the loop. Waits a fifth of a second at
+ * a time, so a stop is seen soon; a broken connection is opened again. */
+static void listen_main(void *arg)
+{
+    lm_t *m = arg;
+    int listening = 0;
+
+    while (!atomic_load(&m->lstop)) {
+        cbm_error_t err = {0};
+        if (!listening) {
+            if ((!store_ok(m->ls) && store_reconnect(m->ls, &err) != 0) ||
+                store_wake_listen(m->ls, &err) != 0) {
+                uv_sleep(200);
+                continue;
+            }
+            listening = 1;
+        }
+        if (store_wake_wait(m->ls, 200, on_wake, m, &err) != 0) {
+            cbm_log_warn("engine %s: wake-up listener: %s (the refill still finds its rows)",
+                         m->engine, err.message);
+            listening = 0;
+        }
+    }
+}
+
+int lm_listen(lm_t *m, store_t **s)
+{
+    m->ls = *s;
+    *s = NULL;
+    if (uv_thread_create(&m->lthread, listen_main, m) != 0) return CBM_ENOMEM;
+    m->lthread_started = 1;
+    return 0;
 }
 
 void lm_release_all(lm_t *m)
@@ -198,6 +251,7 @@ void lm_destroy(lm_t *m)
     if (m == NULL) return;
     lm_stop(m);
     store_close(m->s);
+    store_close(m->ls);
     uv_cond_destroy(&m->cv);
     uv_mutex_destroy(&m->mu);
     free(m->tok);

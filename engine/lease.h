@@ -28,9 +28,12 @@ int lm_create(lm_t **out, rt_t *rt, store_t **s, const char *engine, int nshards
  * every shard when its start returns). */
 int lm_round(lm_t *m, cbm_error_t *err);
 int lm_start(lm_t *m);
+/* After lm_start: a thread that LISTENs for wake-ups (store_wake_listen)
+ * on *s (taken) and wakes the executions this engine holds (rt_wake). */
+int lm_listen(lm_t *m, store_t **s);
 /* Any thread: run a round now. */
 void lm_poke(lm_t *m);
-/* Stop and join the thread (no round runs after it returns). */
+/* Stop and join the threads (no round runs after it returns). */
 void lm_stop(lm_t *m);
 /* After the engine's loop and committer have stopped: give up every lease,
  * so other engines take the shards at their next round. */

@@ -876,7 +876,11 @@ static void do_resume(rt_t *rt, rt_call_t *c)
     }
     if (!rt->client_only) {
         rt_refill(rt);
-        uv_timer_start(&rt->refill_timer, rt_on_refill_timer, REFILL_MS, REFILL_MS);
+        /* $CEREBELUM_REFILL_MS: a test's knob, to show that wake-ups do
+         * not wait for the refill (test_shards). */
+        const char *env = getenv("CEREBELUM_REFILL_MS");
+        uint64_t every = env != NULL && atoll(env) > 0 ? (uint64_t)atoll(env) : REFILL_MS;
+        uv_timer_start(&rt->refill_timer, rt_on_refill_timer, every, every);
         rt_orphans_walk(rt, NULL);
     }
     call_complete(rt, c);

@@ -58,6 +58,10 @@ size_t rt_shards_set(rt_t *rt, const int64_t *tokens, int wait_loaded);
  * since (rt_shards_set then dispatches them). */
 void rt_lease_until(rt_t *rt, int64_t mono_us);
 bool rt_held_back(rt_t *rt);
+/* Thread-safe: another process committed a decision for id that leaves
+ * work here (its "wake" row, announced by NOTIFY): wake it now if this
+ * engine holds its shard. */
+void rt_wake(rt_t *rt, const char *id);
 /* Thread-safe: does this engine run execution id (it is started, not
  * client-only, and holds its shard)? */
 bool rt_runs(rt_t *rt, const char *id);

@@ -509,3 +509,34 @@ void rt_on_refill_timer(uv_timer_t *t)
 {
     rt_refill(t->data);
 }
+
+/* ---------------------------------------------------- wake-ups by NOTIFY */
+
+static void do_wake(rt_t *rt, rt_call_t *c)
+{
+    sched_entry_t e;
+    rt_exec_t *ex;
+
+    memset(&e, 0, sizeof(e));
+    memcpy(e.id, c->id, sizeof(e.id));
+    e.key = (char *)"wake";
+    e.due_us = clock_now_us(rt->clock);
+    if (!rt->stopping) {
+        /* As if its "wake" row had come due: TimerFired(wake), whose
+         * decision clears the row (a refill that reads it meanwhile only
+         * repeats a wake-up). */
+        fire(rt, &e);
+        if ((ex = rt_map_get(rt, c->id)) != NULL) rt_maybe_free(rt, ex);
+    }
+    free(c);
+}
+
+void rt_wake(rt_t *rt, const char *id)
+{
+    rt_call_t *c;
+    if (!rt->started || rt->client_only || !rt_runs(rt, id) || (c = calloc(1, sizeof(*c))) == NULL)
+        return;
+    c->fn = do_wake;
+    snprintf(c->id, sizeof(c->id), "%s", id);
+    cbm_mailbox_post(&rt->inbox, &c->mail);
+}

@@ -228,9 +228,9 @@ static int opener_take(opener_t *o, store_t **out, cbm_error_t *err)
 
 int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
 {
-    enum { LIFE, COMMITTER, READER, LEASES, NOPEN };
+    enum { LIFE, COMMITTER, READER, LEASES, WAKES, NOPEN };
     opener_t open[NOPEN];
-    store_t *life = NULL, *wr = NULL, *rdl = NULL, *ls = NULL;
+    store_t *life = NULL, *wr = NULL, *rdl = NULL, *ls = NULL, *wk = NULL;
     store_unfinished_t u = {0};
     int rc, nopen = 0;
     char threads[16];
@@ -247,7 +247,8 @@ int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
      * engine has no incarnation, so no life connection). */
     memset(open, 0, sizeof(open));
     for (; nopen < NOPEN; nopen++)
-        if ((nopen != LIFE && nopen != LEASES) || !e->client_only) opener_start(&open[nopen], e);
+        if ((nopen != LIFE && nopen != LEASES && nopen != WAKES) || !e->client_only)
+            opener_start(&open[nopen], e);
     if ((rc = open_store(e, &e->rd, err)) != 0 || (rc = store_migrate(e->rd, err)) != 0)
         goto out;
     store_set_role(e->rd, "reads");
@@ -291,6 +292,13 @@ int cbm_engine_start(cbm_engine_t *e, cbm_error_t *err)
         if (lm_round(e->lm, &e2) != 0)
             cbm_log_warn("engine %s: first lease round: %s (retried)", e->engine_id, e2.message);
         if (lm_start(e->lm) != 0) rc = cbm_error_set(err, CBM_ENOMEM, "cannot start the lease manager");
+        /* Wake-ups from other processes (NOTIFY cbm_wake) on a connection
+         * of their own; the 1 s refill stays the safety net. */
+        if (rc == 0 && (rc = opener_take(&open[WAKES], &wk, err)) == 0) {
+            store_set_role(wk, "wake-ups");
+            if (lm_listen(e->lm, &wk) != 0)
+                rc = cbm_error_set(err, CBM_ENOMEM, "cannot start the wake-up listener");
+        }
     }
 out:
     for (int i = 0; i < nopen; i++) {
@@ -302,6 +310,7 @@ out:
     store_close(wr);
     store_close(rdl);
     store_close(ls);
+    store_close(wk);
     if (rc == 0) e->started = 1;
     return rc;
 }
@@ -946,7 +955,8 @@ static int ext_try(cbm_engine_t *e, const char *id, const ext_cmd_t *c, ext_kids
      * after the commit; a crash in between resumes it at the next start);
      * a client-only one, or one that does not hold its shard, leaves a
      * "wake" row for the engine that runs it. */
-    if (nsched > 0 && !st_terminal(&st) && (e->client_only || !rt_runs(e->rt, id)) &&
+    if ((nsched > 0 || !rt_runs(e->rt, id)) && !st_terminal(&st) &&
+        (e->client_only || !rt_runs(e->rt, id)) &&
         (rc = dec_add_timer(&d, "wake", "wake", clock_now_us(&clock_system))) != 0)
         goto out;
     rc = store_append(e->rd, &dp, 1, err);

@@ -609,6 +609,17 @@ int store_leases_round(store_t *s, const char *engine, int64_t lease_ms, int wan
 int store_leases_release(store_t *s, const char *engine, const int *shards, size_t n,
                          cbm_error_t *err);
 
+/* Wake-ups across processes: every commit that sets a "wake" timer row (a
+ * decision for an execution made by a process that does not hold its
+ * shard: a start, an approval, a signal, a child's end) notifies channel
+ * cbm_wake with the execution id, at commit. An engine LISTENs on a
+ * connection of its own (store_wake_listen), and store_wake_wait calls cb
+ * with each id received, waiting at most timeout_ms for the first.
+ * CBM_EUNAVAIL when the connection broke (reconnect, LISTEN again). */
+int store_wake_listen(store_t *s, cbm_error_t *err);
+int store_wake_wait(store_t *s, int64_t timeout_ms, void (*cb)(const char *id, void *arg),
+                    void *arg, cbm_error_t *err);
+
 /* A live or dead engine as `cerebelum engines` lists it. */
 typedef struct store_engine_row {
     char id[37];

@@ -174,7 +174,11 @@ static const char sql_append[] =
     " SELECT cbm_expect_rows((SELECT count(*) FROM ux), cardinality($14::uuid[])),"
     "  cbm_fence($45::uuid),"  /* migration 006: refused once this engine is fenced */
     "  cbm_fence_shards($45::uuid, $43::uuid[], $44::int8[]),"  /* 010: shard leases */
-    "  (SELECT count(pg_notify('cbm_outbox', '')) FROM (SELECT 1 FROM ob LIMIT 1) AS w)";
+    "  (SELECT count(pg_notify('cbm_outbox', '')) FROM (SELECT 1 FROM ob LIMIT 1) AS w),"
+    /* 010: a "wake" row calls the engine that holds the execution's shard
+     * at once (it LISTENs; store.h, store_wake_listen), sent at commit. */
+    "  (SELECT count(pg_notify('cbm_wake', w.id::text)) FROM unnest($20::uuid[], $21::text[])"
+    "   AS w(id, key) WHERE w.key = 'wake')";
 #pragma GCC diagnostic pop
 
 /* Where each execution of the batch stands: projection last_seq (NULL when

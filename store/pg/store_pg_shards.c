@@ -19,6 +19,7 @@
 #include "store/pg/store_pg_internal.h"
 
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,4 +259,33 @@ void store_engine_rows_free(store_engine_row_t *r, size_t n)
         free(r[i].shards);
     }
     free(r);
+}
+
+int store_wake_listen(store_t *s, cbm_error_t *err)
+{
+    return store_pg_exec_simple(s, "LISTEN cbm_wake", err, "store_wake_listen");
+}
+
+int store_wake_wait(store_t *s, int64_t timeout_ms, void (*cb)(const char *id, void *arg),
+                    void *arg, cbm_error_t *err)
+{
+    struct pollfd p;
+    PGnotify *n;
+
+    if (PQconsumeInput(s->conn) == 0 || PQsocket(s->conn) < 0)
+        return store_pg_fail(s, NULL, err, "store_wake_wait");
+    if ((n = PQnotifies(s->conn)) == NULL) {
+        p.fd = PQsocket(s->conn);
+        p.events = POLLIN;
+        p.revents = 0;
+        if (poll(&p, 1, timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms) <= 0) return 0;
+        if (PQconsumeInput(s->conn) == 0) return store_pg_fail(s, NULL, err, "store_wake_wait");
+        n = PQnotifies(s->conn);
+    }
+    while (n != NULL) {
+        cb(n->extra, arg);
+        PQfreemem(n);
+        n = PQnotifies(s->conn);
+    }
+    return 0;
 }

@@ -558,6 +558,64 @@ static void test_fence_refuses(void **state)
     cleanup();
 }
 
+/* Approve, signal and cancel from a process that runs nothing (a
+ * client-only engine) reach the engine that holds each execution at once:
+ * the engines' refill runs every ten minutes here, so only the NOTIFY of
+ * the decision's "wake" row can bring them in within the test's time. */
+static void test_wakeups(void **state)
+{
+    cbm_engine_t *cl;
+    cbm_error_t err = {0};
+    pid_t a, b;
+    char ap[20][37], sg[20][37], cx[5][37];
+    (void)state;
+
+    fresh();
+    cl = client();
+    if (cbm_engine_register_blueprint(cl, "{\"name\":\"sh_ap\",\"timeline\":[{\"name\":\"p\","
+                                          "\"kind\":\"approval\"},{\"name\":\"b\",\"handler\":\"w\"}]}",
+                                      NULL, &err) != 0 ||
+        cbm_engine_register_blueprint(cl, "{\"name\":\"sh_sg\",\"timeline\":[{\"name\":\"go\","
+                                          "\"kind\":\"signal\",\"signal\":\"go\"},{\"name\":\"b\","
+                                          "\"handler\":\"w\"}]}",
+                                      NULL, &err) != 0)
+        fail_msg("register: %s", err.message);
+    setenv("CEREBELUM_REFILL_MS", "600000", 1);
+    a = spawn();
+    wait_engines(1);
+    b = spawn();
+    for (int i = 0; i < 1000 && q_int("SELECT count(DISTINCT owner) FROM cbm_shard_leases") < 2; i++)
+        uv_sleep(10);
+    unsetenv("CEREBELUM_REFILL_MS");
+    for (int i = 0; i < 20; i++) {
+        if (cbm_execution_start(cl, "sh_ap", NULL, ap[i], &err) != 0 ||
+            cbm_execution_start(cl, "sh_sg", NULL, sg[i], &err) != 0)
+            fail_msg("start: %s", err.message);
+    }
+    for (int i = 0; i < 5; i++)
+        if (cbm_execution_start(cl, "sh_ap", NULL, cx[i], &err) != 0) fail_msg("start: %s", err.message);
+    uv_sleep(300);
+    for (int i = 0; i < 20; i++) {
+        if (cbm_execution_approve(cl, ap[i], "p", "{}", "t", &err) != 0 ||
+            cbm_execution_signal(cl, sg[i], "go", "{}", &err) != 0)
+            fail_msg("decide: %s", err.message);
+    }
+    for (int i = 0; i < 5; i++)
+        if (cbm_execution_cancel(cl, cx[i], "no", &err) != 0) fail_msg("cancel: %s", err.message);
+    /* Well within the ten minutes: the wake-ups did it. */
+    for (int i = 0; i < 150 && q_int("SELECT count(*) FROM cbm_executions WHERE status NOT IN"
+                                     " ('completed', 'cancelled')") > 0; i++)
+        uv_sleep(100);
+    assert_int_equal(q_int("SELECT count(*) FROM cbm_executions WHERE status = 'completed'"), 40);
+    assert_int_equal(q_int("SELECT count(*) FROM cbm_executions WHERE status = 'cancelled'"), 5);
+    /* Both engines ran some: the executions were spread over their shards. */
+    stop(a, NULL);
+    stop(b, NULL);
+    check_runs(true);
+    cbm_engine_destroy(cl);
+    cleanup();
+}
+
 /* SIGSTOP one engine of two past its lease: the other takes its shards;
  * after SIGCONT its decisions are refused by the fence and it drops them. */
 static void test_paused_engine(void **state)
@@ -666,6 +724,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_fence_refuses, reap),
+        cmocka_unit_test_teardown(test_wakeups, reap),
         cmocka_unit_test_teardown(test_chaos, reap),
         cmocka_unit_test_teardown(test_paused_engine, reap),
         cmocka_unit_test_teardown(test_stop_and_join, reap),
