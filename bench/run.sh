@@ -17,13 +17,15 @@
 #   bench_trigger: NATS trigger -> execution started at 1, 100, 1000 msg/s
 #                 and one trigger's most starts/s (needs nats-server; built
 #                 with libnats only).
+#   bench_shards: W1 with 1, 2, 3 engine processes, cross-process wake-up,
+#                 takeover after kill -9 of one engine of three (issue 13)
 # SLEEPERS=N and SLEEP_MS=M change the second one (RESTART_SLEEP_MS the
 # restart's sleeps, 90000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 [ -d build-release ] || meson setup build-release --buildtype=release -Dtests=false >/dev/null
-ninja -C build-release bench/bench_engine bench/bench_sleep bench/bench_remote bench/bench_delib bench/bench_outbox \
+ninja -C build-release bench/bench_engine bench/bench_shards bench/bench_sleep bench/bench_remote bench/bench_delib bench/bench_outbox \
   cli/cerebelum workers/llm/cerebelum-llm-worker >/dev/null
 [ -x build-release/bench/bench_trigger ] || ninja -C build-release bench/bench_trigger >/dev/null 2>&1 || true
 tests/harness/with-postgres.sh tests/harness/with-nats.sh bash -c '
@@ -36,7 +38,8 @@ tests/harness/with-postgres.sh tests/harness/with-nats.sh bash -c '
   CEREBELUM_DATABASE_URL="$base/bench_remote" build-release/bench/bench_remote build-release/cli/cerebelum &&
   CEREBELUM_DATABASE_URL="$base/bench_delib" build-release/bench/bench_delib build-release/cli/cerebelum \
     build-release/workers/llm/cerebelum-llm-worker tests/llmstub/llmstub.py &&
-  NATS_URL="$CEREBELUM_TEST_NATS_URL" CEREBELUM_DATABASE_URL="$base/bench_outbox" build-release/bench/bench_outbox'
+  NATS_URL="$CEREBELUM_TEST_NATS_URL" CEREBELUM_DATABASE_URL="$base/bench_outbox" build-release/bench/bench_outbox &&
+  build-release/bench/bench_shards "$CEREBELUM_TEST_DATABASE_URL"'
 if [ -x build-release/bench/bench_trigger ]; then
   tests/harness/with-postgres.sh tests/harness/with-nats.sh bash -c '
     psql -q "$CEREBELUM_TEST_DATABASE_URL" -c "CREATE DATABASE bench_trigger" &&
