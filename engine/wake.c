@@ -161,7 +161,8 @@ void rt_loaded_one(rt_t *rt, rt_exec_t *ex, rt_loaded_t *g, int rc, const char *
     ex->loading = 0;
     if (ex->dead) {
         /* Dropped while it loaded (its shard was lost): the state is not
-         * taken (the caller frees it). */
+         * taken (the caller frees it); results that waited are answered. */
+        rt_results_resume(rt, ex);
         rt_maybe_free(rt, ex);
         return;
     }
