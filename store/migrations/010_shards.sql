@@ -1,28 +1,16 @@
 -- 010_shards: several engines on one database (issue 13; docs/architecture.md,
--- "Shards"). Every execution belongs to one of S shards, a stable hash of its
--- id; an engine runs the executions of the shards it leases, and only those.
---
---   S          fixed when this migration runs: the setting cerebelum.shards
---              of the migrating session if set (store_migrate sets it from
---              $CEREBELUM_SHARDS), else 256. It is the number of rows of
---              cbm_shard_leases and a constant in cbm_shard_of's body, so it
---              never changes for a database.
---   cbm_shard_of(id)  the last 32 bits of the id (random in v4 and v8 ids)
---              modulo S; engine/shards.c computes the same in C.
---   cbm_executions.shard  that value, stored (a generated column).
---   cbm_shard_leases  one row per shard: the engine that holds it (NULL:
---              free), until when, and a fencing token that grows at every
---              change of owner.
---   cbm_engines.seen_at  renewed by each engine's lease manager: the live
---              engines an equal share is counted over.
---
--- Fencing: an engine's commit passes cbm_fence_shards(engine, ids, tokens),
--- which locks the lease rows of the batch's shards FOR SHARE in the commit's
--- own transaction and refuses (SQLSTATE CB003) a decision whose shard is no
--- longer held by that engine with the token it loaded the execution under.
--- Taking a shard is an UPDATE of its row, which waits for such a commit to
--- end: once the new owner's UPDATE has committed, no commit of the previous
--- owner can land, so it may load the shard.
+-- "Shards"). Every execution belongs to one of S shards, cbm_shard_of(id):
+-- the last 32 bits of its id modulo S (engine: store_shard_of). S is fixed
+-- here: the session's cerebelum.shards (store_migrate sets it from
+-- $CEREBELUM_SHARDS), else 256; it is the number of rows of cbm_shard_leases
+-- and a constant in cbm_shard_of. A lease row: the engine that holds the
+-- shard (NULL: free), until when, and a fencing token that grows at every
+-- change of owner. cbm_engines.seen_at: renewed by each lease manager.
+-- Fencing: a commit locks its shards' lease rows FOR SHARE and is refused
+-- (CB003) unless this engine still holds each with the token it loaded the
+-- execution under; a take is an UPDATE of the row, which waits for (or
+-- skips) such a commit, so once it has committed no commit of the previous
+-- owner can land and the new owner may load the shard.
 DO $$
 DECLARE
     s int := coalesce(nullif(current_setting('cerebelum.shards', true), '')::int, 256);
@@ -67,6 +55,18 @@ BEGIN
                WHERE u.tok > 0 AND (l.owner IS DISTINCT FROM engine OR l.token <> u.tok)) THEN
         RAISE EXCEPTION 'engine % no longer holds a shard of this batch with the token it loaded under',
             engine USING ERRCODE = 'CB003';
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- The group commit locks and counts the matching rows itself; this compares.
+CREATE FUNCTION cbm_shards_held(got bigint, want bigint) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF got <> want THEN
+        RAISE EXCEPTION 'this engine no longer holds a shard of this batch with the token it loaded under'
+            USING ERRCODE = 'CB003';
     END IF;
     RETURN true;
 END

@@ -173,7 +173,16 @@ static const char sql_append[] =
     ")"
     " SELECT cbm_expect_rows((SELECT count(*) FROM ux), cardinality($14::uuid[])),"
     "  cbm_fence($45::uuid),"  /* migration 006: refused once this engine is fenced */
-    "  cbm_fence_shards($45::uuid, $43::uuid[], $44::int8[]),"  /* 010: shard leases */
+    /* 010: shard leases. The (shard, token) pairs of the batch; the lease
+     * rows that still match, locked FOR SHARE in shard order (a take waits
+     * for them, or skips them) and counted; a row taken meanwhile is
+     * re-checked after the lock and no longer counts. */
+    "  cbm_shards_held((SELECT count(*) FROM (SELECT 1 FROM cbm_shard_leases l"
+    "   JOIN (SELECT DISTINCT cbm_shard_of(u.id) AS shard, u.tok"
+    "    FROM unnest($43::uuid[], $44::int8[]) AS u(id, tok)) AS p ON l.shard = p.shard"
+    "   WHERE l.owner = $45::uuid AND l.token = p.tok ORDER BY l.shard FOR SHARE OF l) AS h),"
+    "   (SELECT count(DISTINCT (cbm_shard_of(u.id), u.tok))"
+    "    FROM unnest($43::uuid[], $44::int8[]) AS u(id, tok))),"
     "  (SELECT count(pg_notify('cbm_outbox', '')) FROM (SELECT 1 FROM ob LIMIT 1) AS w),"
     /* 010: a "wake" row calls the engine that holds the execution's shard
      * at once (it LISTENs; store.h, store_wake_listen), sent at commit. */

@@ -6,7 +6,7 @@
  * every lease/3 on a connection of its own: one transaction renews what it
  * holds, counts the live engines and takes free or expired shards. Locks on
  * lease rows are always taken in shard order (renewal FOR UPDATE ORDER BY
- * shard, takes with SKIP LOCKED, commits' fence FOR SHARE ORDER BY shard),
+ * shard, takes with SKIP LOCKED, commits' rows FOR SHARE ORDER BY shard),
  * so a round and a commit never wait for each other in a cycle.
  *
  * A take is an UPDATE of the row, token + 1: it cannot happen while a
