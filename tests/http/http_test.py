@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -166,6 +167,7 @@ def main():
                                    "--id", "w-http"], stderr=subprocess.DEVNULL, env=env)
         api = Api(hport)
         run_checks(api, hport, env)
+        run_tls(tmp, env)
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
@@ -182,6 +184,55 @@ def main():
             fail("serve did not stop within 60 s of SIGTERM")
         check_json_log(errpath)
         subprocess.run(["psql", "-q", PG_URL, "-c", "DROP DATABASE IF EXISTS %s WITH (FORCE)" % db])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_tls(tmp, env):
+    """A second server with --tls-cert/--tls-key: HTTP is HTTPS, same certificate."""
+    import ssl
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hport = free_port()
+    errpath = os.path.join(tmp, "tls.err")
+    srv = subprocess.Popen([EXE, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:%d" % hport,
+                            "--token", TOKEN, "--tls-cert", cert, "--tls-key", key],
+                           stderr=open(errpath, "w"), env=env)
+    try:
+        for _ in range(600):
+            if "serving on" in open(errpath).read() or srv.poll() is not None:
+                break
+            time.sleep(0.1)
+        check("HTTP on 127.0.0.1:%d" % hport in open(errpath).read(), "TLS serve started: " + open(errpath).read())
+        ctx = ssl.create_default_context(cafile=cert)
+        c = http.client.HTTPSConnection("127.0.0.1", hport, context=ctx, timeout=10)
+        c.request("GET", "/api/v1/executions", headers={"Authorization": "Bearer " + TOKEN})
+        r = c.getresponse()
+        body = r.read()
+        check(r.status == 200 and b"executions" in body, "https list: %d %r" % (r.status, body[:200]))
+        c.close()
+        c = http.client.HTTPSConnection("127.0.0.1", hport, context=ctx, timeout=10)
+        c.request("GET", "/api/v1/executions")
+        r = c.getresponse()
+        r.read()
+        check(r.status == 401, "https without the token: %d" % r.status)
+        c.close()
+        plain_ok = True
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", hport, timeout=5)
+            c.request("GET", "/healthz")
+            plain_ok = c.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            plain_ok = False
+        check(not plain_ok, "plain HTTP is refused on the TLS port")
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        try:
+            check(srv.wait(60) == 0, "TLS serve exit status")
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            fail("TLS serve did not stop")
 
 
 def check_json_log(path):
