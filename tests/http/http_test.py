@@ -519,6 +519,18 @@ def run_checks(api, hport, env):
     api.expect("outside the api", 404, "GET", "/nothing", token=None)
     api.expect("healthz 405", 405, "POST", "/healthz", token=None)
 
+    # ---- the console's files (served without the token; the page asks for it)
+    st, _, text, r = api.req("GET", "/", token=None)
+    check(st == 200 and r.getheader("Content-Type", "").startswith("text/html") and '/console/app.js' in text
+          and "default-src 'self'" in (r.getheader("Content-Security-Policy") or ""), "console index: %d" % st)
+    for name, ctype in (("app.js", "text/javascript"), ("style.css", "text/css"), ("index.html", "text/html")):
+        st, _, text, r = api.req("GET", "/console/" + name, token=None)
+        src = open(os.path.join(ROOT, "server", "console", name), encoding="utf-8").read()
+        check(st == 200 and r.getheader("Content-Type", "").startswith(ctype) and text == src,
+              "console %s served as embedded (%d, %s)" % (name, st, r.getheader("Content-Type")))
+    api.expect("console unknown file", 404, "GET", "/console/nope.js", token=None)
+    api.expect("console 405", 405, "POST", "/console/app.js", {}, token=None)
+
     # ---- /readyz follows PostgreSQL
     pgdata, pgbin = os.environ.get("CEREBELUM_TEST_PGDATA"), os.environ.get("CEREBELUM_TEST_PGBIN")
     if not check(pgdata and pgbin, "the harness's CEREBELUM_TEST_PGDATA/PGBIN are set"):
