@@ -101,9 +101,9 @@ async function listPage(q) {
     if (trail.length) n.set("trail", trail.join(",")); else n.delete("trail");
     location.hash = "#/executions?" + n;
   }
-  main.replaceChildren(el("h2", {}, "Executions"), form,
+  main.replaceChildren(...[el("h2", {}, "Executions"), form,
     el("table", {}, el("thead", {}, el("tr", {}, ["Id", "Blueprint", "Status", "Started", "Updated", "Key"].map((h) => el("th", { scope: "col" }, h)))), tbody),
-    pager);
+    pager].filter(Boolean));
   if (!cursors.length) {
     const sp = new URLSearchParams();
     for (const k of ["status", "blueprint"]) if (q.get(k)) sp.set(k, q.get(k));
@@ -130,7 +130,7 @@ function dag(bp, steps) {
   const W = 150, H = 34, GX = 60, GY = 18;
   for (const [c, ns] of Object.entries(cols)) ns.forEach((n, i) => { pos[n] = { x: 10 + c * (W + GX), y: 10 + i * (H + GY) }; });
   const width = 20 + (Object.keys(cols).length) * (W + GX), height = 20 + Math.max(...Object.values(cols).map((c) => c.length)) * (H + GY);
-  const g = svg("svg", { width, height, role: "img", "aria-label": "Blueprint graph with step states" });
+  const g = svg("svg", { width, height, viewBox: "0 0 " + width + " " + height, role: "img", "aria-label": "Blueprint graph with step states" });
   g.append(svg("title", {}, "Steps of " + bp.name + " and their states"));
   for (const n of order) for (const p of deps[n]) if (pos[p]) {
     g.append(svg("line", { x1: pos[p].x + W, y1: pos[p].y + H / 2, x2: pos[n].x, y2: pos[n].y + H / 2, stroke: "#8a939e" }));
@@ -163,7 +163,7 @@ function timeline(events) {
   if (!bars.length) return el("p", {}, "No step has been scheduled yet.");
   const now = Date.now(), t0 = Math.min(...bars.map((b) => b.from)), t1 = Math.max(...bars.map((b) => b.to || now), t0 + 1);
   const W = 700, L = 170, RH = 20, scale = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - 10);
-  const g = svg("svg", { width: W, height: 30 + bars.length * RH, role: "img", "aria-label": "Timeline of step attempts" });
+  const g = svg("svg", { width: W, height: 30 + bars.length * RH, viewBox: "0 0 " + W + " " + (30 + bars.length * RH), role: "img", "aria-label": "Timeline of step attempts" });
   g.append(svg("title", {}, "Step attempts over time, " + ((t1 - t0) / 1000).toFixed(3) + " s in all"));
   const fill = { completed: "#3f9a58", failed: "#c8453c", retry: "#c98a1b", running: "#4a86c7" };
   bars.forEach((b, i) => {
@@ -200,7 +200,7 @@ async function executionPage(id) {
     const children = Object.entries(steps).filter(([, s]) => s.child).map(([n, s]) => el("li", {}, n + ": ", el("a", { href: "#/execution/" + s.child }, el("code", {}, s.child))));
     const waiting = Object.entries(steps).filter(([, s]) => s.status === "approval_requested").map(([n]) => n);
     const final = ["completed", "failed", "cancelled"].includes(ex.status);
-    root.replaceChildren(
+    root.replaceChildren(...[
       el("h2", {}, "Execution ", el("code", {}, ex.execution_id)),
       el("dl", { class: "kv" },
         el("dt", {}, "Status"), el("dd", {}, stat(ex.status)),
@@ -234,7 +234,7 @@ async function executionPage(id) {
       el("section", {}, el("h3", {}, "History"), el("table", {},
         el("thead", {}, el("tr", {}, ["Seq", "Type", "Recorded", "Payload"].map((t) => el("th", { scope: "col" }, t)))),
         el("tbody", {}, events.map((e) => el("tr", {}, el("td", {}, e.seq), el("td", {}, e.type), el("td", {}, time(e.recorded_at_ms)),
-          el("td", {}, el("details", {}, el("summary", {}, JSON.stringify(e.payload).slice(0, 80)), el("pre", {}, pretty(e.payload))))))))));
+          el("td", {}, el("details", {}, el("summary", {}, JSON.stringify(e.payload).slice(0, 80)), el("pre", {}, pretty(e.payload)))))))))].filter(Boolean));
   }
   render();
   main.replaceChildren(root);
@@ -308,7 +308,7 @@ async function route() {
     else if (parts[0] === "councils") await councilsPage(parts[1]);
     else if (parts[0] === "triggers") await triggersPage();
     else await listPage(q);
-    main.focus();
+    main.focus({ preventScroll: true });
   } catch (e) {
     say(e.message);
   }
