@@ -48,6 +48,11 @@ typedef struct cbm_commit_metrics {
     cbm_hist_t batch;                    /* decisions per transaction */
     cbm_hist_t duration_us;              /* store_append, send to answer */
     _Atomic uint64_t events[CBM_EV_TYPES]; /* committed events by type */
+    /* LLM calls: completed steps whose result carries one call's "usage"
+     * (docs/deliberation.md section 4; a deliberation's own result sums
+     * its calls' usage with a "calls" count and is not counted again). */
+    _Atomic uint64_t llm_calls;
+    _Atomic uint64_t llm_prompt_tokens, llm_completion_tokens, llm_cached_tokens;
 } cbm_commit_metrics_t;
 
 /* Copies, for readers. */
@@ -61,12 +66,15 @@ typedef struct cbm_metrics_snap {
     cbm_hist_snap_t commit_us;      /* microseconds */
     cbm_hist_snap_t lateness_us;    /* microseconds */
     uint64_t events[CBM_EV_TYPES];  /* by ev_type_t */
+    uint64_t llm_calls, llm_prompt_tokens, llm_completion_tokens, llm_cached_tokens;
     uint64_t timers_fired;
 } cbm_metrics_snap_t;
 
 void cbm_hist_snap(cbm_hist_t *h, cbm_hist_snap_t *out);
 
-/* Count a committed decision's events by type (committer thread). */
+/* Count a committed decision's events by type, and the LLM usage of the
+ * StepCompleted ones (committer thread). Only payloads that name
+ * "prompt_tokens" are parsed, so other steps cost a substring scan. */
 void cbm_commit_metrics_events(cbm_commit_metrics_t *m, const store_event_t *evs, size_t n);
 
 #endif

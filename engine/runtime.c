@@ -993,6 +993,10 @@ void rt_get_metrics(rt_t *rt, cbm_metrics_snap_t *out)
     for (size_t i = 0; i < CBM_EV_TYPES; i++)
         out->events[i] = atomic_load_explicit(&rt->cmstats.m.events[i], memory_order_relaxed);
     out->timers_fired = atomic_load(&rt->timers_fired);
+    out->llm_calls = atomic_load(&rt->cmstats.m.llm_calls);
+    out->llm_prompt_tokens = atomic_load(&rt->cmstats.m.llm_prompt_tokens);
+    out->llm_completion_tokens = atomic_load(&rt->cmstats.m.llm_completion_tokens);
+    out->llm_cached_tokens = atomic_load(&rt->cmstats.m.llm_cached_tokens);
 }
 
 /* A ping: the call (freed by call_complete, as it is not waited) and a box

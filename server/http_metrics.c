@@ -335,6 +335,15 @@ int http_metrics(const http_req_t *r, http_reply_t *rp, char **out)
         tprintf(&t, "cerebelum_leases_expired_total %" PRIu64 "\n",
                 wsvc_leases_expired(http_workers_of(r->srv)->ws));
     }
+    head(&t, "cerebelum_llm_calls_total", "counter",
+         "LLM calls completed (steps whose result carries one call's usage), by this process.");
+    tprintf(&t, "cerebelum_llm_calls_total %" PRIu64 "\n", m.llm_calls);
+    head(&t, "cerebelum_llm_tokens_total", "counter",
+         "Tokens of the completed LLM calls, by kind, as the model server reported them.");
+    tprintf(&t, "cerebelum_llm_tokens_total{kind=\"prompt\"} %" PRIu64 "\n", m.llm_prompt_tokens);
+    tprintf(&t, "cerebelum_llm_tokens_total{kind=\"completion\"} %" PRIu64 "\n",
+            m.llm_completion_tokens);
+    tprintf(&t, "cerebelum_llm_tokens_total{kind=\"cached\"} %" PRIu64 "\n", m.llm_cached_tokens);
     if ((rss = rss_bytes()) >= 0) {
         head(&t, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
         tprintf(&t, "process_resident_memory_bytes %lld\n", rss);

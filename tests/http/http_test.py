@@ -375,6 +375,9 @@ def run_checks(api, hport, env):
     check(sample("cerebelum_leases_expired", "_total") == 0, "leases expired 0")
     check("cerebelum_task_queue_depth" in fams and "cerebelum_task_queue_oldest_age_seconds" in fams, "queue gauges")
     check((sample("process_resident_memory_bytes") or 0) > 1 << 20, "rss")
+    # no LLM step ran: the counters exist and are 0 (tests/unit/test_metrics.c counts usage)
+    check(sample("cerebelum_llm_calls", "_total") == 0, "llm calls 0")
+    check(sample("cerebelum_llm_tokens", "_total", kind="prompt") == 0, "llm prompt tokens 0")
 
     # ---- executions: list, get, history
     j = api.expect("list", 200, "GET", "/api/v1/executions?blueprint=pipeline&limit=2")
