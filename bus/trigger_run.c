@@ -96,8 +96,9 @@ static bool data_error(int rc)
  * in CBM_ESTATE's message: approved, rejected, cancelled or finished; what
  * a redelivery after a crash between commit and ack finds) counts as
  * existing; another CBM_ESTATE (the step is not waiting yet) is returned.
- * Signals have no key: a redelivered signal is delivered again (at least
- * once). */
+ * A signal carries the job's key (cbm_execution_signal_key): one found
+ * delivered already counts as existing, so a redelivered message does not
+ * signal twice. */
 static int act(runner_t *r, const trig_job_t *j, bool *created, cbm_error_t *err)
 {
     cbm_engine_t *e = r->bus->engine;
@@ -112,7 +113,15 @@ static int act(runner_t *r, const trig_job_t *j, bool *created, cbm_error_t *err
         char id[37];
         return cbm_execution_start_opts(e, r->t->blueprint, j->inputs, &so, id, created, err);
     }
-    case TRIG_ACT_SIGNAL: rc = cbm_execution_signal(e, j->execution, j->signal, j->inputs, err); break;
+    case TRIG_ACT_SIGNAL: {
+        /* The message's key goes with the signal: a redelivery finds it
+         * delivered (exactly once, like a start). */
+        bool delivered = false;
+        rc = cbm_execution_signal_key(e, j->execution, j->signal, j->inputs, j->key, &delivered,
+                                      err);
+        if (rc == 0) *created = delivered;
+        break;
+    }
     case TRIG_ACT_APPROVE:
         rc = cbm_execution_approve(e, j->execution, j->step, j->inputs, who, err);
         break;
