@@ -115,6 +115,8 @@ consumer_idle appr
 consumer_idle sig
 sleep 2.2  # a health report from the serve
 check 0 "bus: healthy" bus && match out "^one +$S +one +0 +0 +[0-9]+ +[0-9.]+s .* fetching$" "bus line"
+check 0 "health (GetHealth)" health && match out "^OK +trigger one +fetching, " "health: trigger" &&
+  match out "^OK +outbox +on, " "health: the outbox is on (serve --nats)"
 
 # ---- one message, one execution; redelivery and republish: none more -------------
 check 0 "publish" publish "$sub.one" --data '{"idempotency_key": "k1", "x": 1}' --msg-id m1 &&
@@ -240,6 +242,11 @@ for i in $(seq 100); do  # no report for three report periods (6 s)
 done
 check 1 "bus: the killed serve's trigger is stale" bus &&
   match out "^one .*STALE: no fetch for [0-9.]+ s \(3 waits are 0.6 s\); no report from " "stale line"
+# The health answer of a server without --nats on the same database says so too.
+CEREBELUM_NATS_URL= start_server plain --listen 127.0.0.1:0 || exit 1
+check 1 "health: the killed serve's trigger" health --server "${addr%,}" &&
+  match out "^NOT OK +trigger one +stale: no report for [0-9.]+ s from " "health: stale trigger"
+stop_server "$pid" TERM plain
 start_server main3 --listen 127.0.0.1:0 --nats "$CEREBELUM_NATS_URL" || exit 1
 export CEREBELUM_SERVER=$addr
 wait_count "trig:one:b" 500 60
