@@ -499,6 +499,46 @@ int cbm_execution_start_opts(cbm_engine_t *e, const char *blueprint, const char 
     return 0;
 }
 
+/* For the NATS triggers (engine_internal.h): n keyed starts of one
+ * blueprint in one call: the blueprint's version resolved once, no read of
+ * the keys first (a trigger's message is new far more often than it is
+ * redelivered), the starts committed together; a key taken already
+ * (CBM_EEXIST from the unique index) is then looked up. */
+int cbm__execution_start_keyed(cbm_engine_t *e, const char *blueprint, const char *const *inputs,
+                               const char *const *keys, size_t n, char (*ids)[37], bool *created,
+                               cbm_error_t *err)
+{
+    int *codes;
+    int rc;
+
+    if (e == NULL || blueprint == NULL || keys == NULL || ids == NULL || created == NULL)
+        return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    for (size_t i = 0; i < n; i++) {
+        created[i] = false;
+        if (keys[i] == NULL || keys[i][0] == '\0' || strlen(keys[i]) > MAX_KEY_BYTES)
+            return cbm_error_set(err, CBM_EINVAL, "idempotency key must be 1 to %d bytes",
+                                 MAX_KEY_BYTES);
+        if ((rc = cbm_str_check(keys[i], "idempotency key", err)) != 0) return rc;
+    }
+    if (n == 0) return 0;
+    if ((codes = calloc(n, sizeof(*codes))) == NULL)
+        return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+    rc = start_common(e, blueprint, NULL, inputs, keys, n, ids, codes, err);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (codes[i] != CBM_EEXIST) {
+            created[i] = true;
+            continue;
+        }
+        /* Started before (a redelivery), or by a concurrent start. */
+        rc = find_by_key(e, blueprint, keys[i], ids[i], err);
+        if (rc == CBM_ENOTFOUND)
+            rc = cbm_error_set(err, CBM_ESTORE, "idempotency key '%s' was taken, but no "
+                                                "execution holds it now", keys[i]);
+    }
+    free(codes);
+    return rc;
+}
+
 static int info_from(store_execution_t *x, cbm_execution_info_t *info)
 {
     memcpy(info->id, x->id, sizeof(info->id));
