@@ -18,6 +18,7 @@ import sys
 def connect(url):
     host, port = url.replace("nats://", "").rsplit(":", 1)
     s = socket.create_connection((host, int(port)), 5)
+    s.settimeout(None)
     f = s.makefile("rb")
     f.readline()  # INFO {...}
     s.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,'

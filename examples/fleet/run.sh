@@ -150,7 +150,7 @@ roles = []
 for m in msgs:
     assert m["event"] == "completed" and m["blueprint"] == "fleet_role", m
     result = m["payload"]["result"]
-    (role,) = [r for r in ("developer", "qa", "architect") if r in result]
+    (role,) = [r for r in ("developer", "qa", "architect") if result.get(r)]
     roles.append(role)
     print("agent.deliberation.completed  %s  role %-9s winner %s" % (
         m["execution_id"], role, result[role]["winner"]["agent"]))
