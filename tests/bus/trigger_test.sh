@@ -62,7 +62,7 @@ cat >"$tmp/one.json" <<EOF2
 {"name": "one", "stream": "$S", "stream_subjects": ["$sub.>"], "consumer": "one",
  "subject": "$sub.one", "blueprint": "trig_echo", "key": "\$.msg.data.idempotency_key",
  "inputs": {"x": "\$.msg.data.x", "subject": "\$.msg.subject"},
- "wait_ms": 200, "ack_wait_ms": 2000, "nak_delay_ms": 200}
+ "wait_ms": 200, "ack_wait_ms": 2000, "nak_delay_ms": 200, "batch": 1}
 EOF2
 cat >"$tmp/roles.json" <<EOF2
 {"name": "roles", "stream": "$S", "stream_subjects": ["$sub.>"], "consumer": "roles",
@@ -224,6 +224,9 @@ check 0 "show trig_sig2" show "$sig2_id" --json &&
   py "each wait took one message" "j['result'] == {'second': {'v': 2}} and j['state']['steps']['first']['result'] == {'v': 1}"
 
 # ---- kill -9 during a burst of 500 --------------------------------------------------
+# Trigger one fetches one message at a time (batch 1): with batches of 10 a
+# burst of 500 is started within a few hundred ms, before a poll of the
+# database can see it begin and the kill land.
 "$exe" publish "$sub.one" --count 500 --data '{"idempotency_key": "b{n}", "x": {n}}' \
   --msg-id 'burst-{n}' >"$tmp/burst.out" 2>&1 &
 bpid=$!
