@@ -316,6 +316,10 @@ static void handle_batch(runner_t *r, natsMsg **ms, int k)
     } else if (n == 0) {
         rc = 0; /* nothing to start (empty for_each arrays): ack them */
     }
+    if (rc != 0)
+        cbm_log_info("bus: trigger %s: a batch of %zu starts failed (%s); one message at a time",
+                     r->t->name, n, rc == CBM_EINVAL && n > MAX_BATCH_STARTS ? "too many"
+                                                                            : err.message);
     at = 0;
     for (int i = 0; i < k; i++) {
         if (p[i].m == NULL) continue;
@@ -392,18 +396,25 @@ static void *work(void *arg)
     return NULL;
 }
 
-/* Hand the list's messages to the workers (the list keeps none). */
+/* Hand the list's messages to the workers (the list keeps none), all at
+ * once when they fit, so that one worker takes the fetched batch whole. */
 static void enqueue(runner_t *r, natsMsgList *list, int cap)
 {
+    pthread_mutex_lock(&r->qmu);
     for (int i = 0; i < list->Count; i++) {
-        pthread_mutex_lock(&r->qmu);
-        while (r->qlen >= cap) pthread_cond_wait(&r->qspace, &r->qmu);
+        while (r->qlen >= cap) {
+            pthread_cond_broadcast(&r->qcv);
+            pthread_cond_wait(&r->qspace, &r->qmu);
+        }
         r->q[(r->qhead + r->qlen) % QCAP] = list->Msgs[i];
         r->qlen++;
-        pthread_cond_signal(&r->qcv);
-        pthread_mutex_unlock(&r->qmu);
         list->Msgs[i] = NULL;
     }
+    if (r->qlen > TAKE_MAX || r->t->act != TRIG_ACT_START)
+        pthread_cond_broadcast(&r->qcv);
+    else
+        pthread_cond_signal(&r->qcv);
+    pthread_mutex_unlock(&r->qmu);
 }
 
 static int start_workers(runner_t *r)

@@ -7,7 +7,9 @@
  * test lets it go, beside a signal step and an approval step; the signal
  * and the approval arrive on NATS while the handler runs. Also: the same
  * signal again with the trigger's key of that message (what its
- * redelivery would carry) is found delivered and delivers nothing.
+ * redelivery would carry) is found delivered and delivers nothing. And a
+ * batch of starts with one input the blueprint refuses: the others start,
+ * the bad one is recorded and terminated (the runner's fallback).
  */
 #include <nats/nats.h>
 #include <pthread.h>
@@ -184,13 +186,114 @@ static void test_signal_and_approval_reach_a_loaded_execution(void **state)
     natsConnection_Destroy(nc);
     cbm_bus_destroy(bus);
     cbm_engine_destroy(e);
-    nats_Close();
+}
+
+static int count_keys(cbm_engine_t *e, const char *prefix)
+{
+    cbm_execution_info_t *xs = NULL;
+    cbm_list_opts_t lo = {0};
+    cbm_error_t err = {0};
+    size_t n = 0;
+    int k = 0;
+    lo.blueprint = "needs";
+    lo.limit = 100;
+    if (cbm_execution_list(e, &lo, &xs, &n, &err) != 0) fail_msg("list: %s", err.message);
+    for (size_t i = 0; i < n; i++)
+        k += xs[i].idempotency_key != NULL &&
+             strncmp(xs[i].idempotency_key, prefix, strlen(prefix)) == 0;
+    cbm_execution_infos_free(xs, n);
+    return k;
+}
+
+/* A batch of starts with one input the blueprint refuses: the batch's one
+ * start call fails, the messages are done one by one, the bad one is
+ * recorded and terminated, the others start once each. The messages wait
+ * in the stream before the bus starts, so the first Fetch takes them all
+ * and one worker takes the fetched batch whole. */
+static void test_a_bad_input_in_a_batch(void **state)
+{
+    cbm_engine_t *e = NULL;
+    cbm_engine_opts_t eo = {0};
+    cbm_bus_t *bus = NULL;
+    cbm_bus_opts_t bo = {0};
+    cbm_error_t err = {0};
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsStreamConfig sc;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    cbm_trigger_failure_t *f = NULL;
+    size_t nf = 0;
+    char trig[512], stream[32], subj[64], subjects[64];
+    const char *subjp = subjects;
+    static const char *const ns[] = {"1", "2", "\"x\"", "4", "5"};
+    int pid = (int)getpid();
+    (void)state;
+
+    eo.database_url = url;
+    assert_int_equal(cbm_engine_create(&e, &eo, &err), 0);
+    assert_int_equal(cbm_engine_register_step(e, "noop", h_noop, NULL), 0);
+    if (cbm_engine_start(e, &err) != 0) fail_msg("start: %s", err.message);
+    if (cbm_engine_register_blueprint(
+            e,
+            "{\"name\": \"needs\", \"inputs\": {\"n\": {\"type\": \"number\", \"required\": true}},"
+            " \"steps\": [{\"name\": \"a\", \"handler\": \"noop\"}]}",
+            NULL, &err) != 0)
+        fail_msg("register: %s", err.message);
+    snprintf(stream, sizeof(stream), "B%d", pid);
+    snprintf(subjects, sizeof(subjects), "b%d.>", pid);
+    snprintf(subj, sizeof(subj), "b%d.go", pid);
+    if (natsConnection_ConnectTo(&nc, nats_url) != NATS_OK ||
+        natsConnection_JetStream(&js, nc, NULL) != NATS_OK)
+        fail_msg("nats: %s", nats_url);
+    jsStreamConfig_Init(&sc);
+    sc.Name = stream;
+    sc.Subjects = &subjp;
+    sc.SubjectsLen = 1;
+    if (js_AddStream(&si, js, &sc, NULL, &jerr) != NATS_OK) fail_msg("stream: %d", (int)jerr);
+    jsStreamInfo_Destroy(si);
+    for (int i = 0; i < 5; i++) {
+        char data[128], id[16];
+        snprintf(data, sizeof(data), "{\"k\": \"a%d\", \"n\": %s}", i, ns[i]);
+        snprintf(id, sizeof(id), "b-%d", i);
+        publish(js, subj, data, id);
+    }
+    snprintf(trig, sizeof(trig),
+             "{\"name\": \"batchy\", \"stream\": \"%s\", \"consumer\": \"batchy\","
+             " \"subject\": \"%s\", \"blueprint\": \"needs\", \"key\": \"$.msg.data.k\","
+             " \"inputs\": {\"n\": \"$.msg.data.n\"}, \"wait_ms\": 100, \"ack_wait_ms\": 2000}",
+             stream, subj);
+    if (cbm_trigger_put(e, trig, NULL, NULL, &err) != 0) fail_msg("put: %s", err.message);
+    bo.url = nats_url;
+    if (cbm_bus_create(&bus, e, &bo, &err) != 0) fail_msg("bus: %s", err.message);
+    for (int i = 0; i < 1000 && (count_keys(e, "trig:batchy:") < 4 || nf < 1); i++) {
+        cbm_trigger_failures_free(f, nf);
+        f = NULL;
+        nf = 0;
+        if (cbm_trigger_failures(e, "batchy", 0, &f, &nf, &err) != 0)
+            fail_msg("failures: %s", err.message);
+        usleep(10 * 1000);
+    }
+    sleep(3); /* past ack_wait: nothing comes back */
+    assert_int_equal(count_keys(e, "trig:batchy:"), 4);
+    assert_int_equal(count_keys(e, "trig:batchy:a2"), 0);
+    cbm_trigger_failures_free(f, nf);
+    assert_int_equal(cbm_trigger_failures(e, "batchy", 0, &f, &nf, &err), 0);
+    assert_int_equal(nf, 1);
+    if (strstr(f[0].data, "\"x\"") == NULL) fail_msg("the refused message: %s", f[0].data);
+    printf("# refused: %s\n", f[0].reason);
+    cbm_trigger_failures_free(f, nf);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    cbm_bus_destroy(bus);
+    cbm_engine_destroy(e);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signal_and_approval_reach_a_loaded_execution),
+        cmocka_unit_test(test_a_bad_input_in_a_batch),
     };
     int rc;
 
@@ -204,6 +307,7 @@ int main(void)
         return TESTDB_SKIP;
     }
     rc = cmocka_run_group_tests(tests, NULL, NULL);
+    nats_Close();
     testdb_drop(url);
     return rc;
 }
