@@ -18,6 +18,7 @@
  * /readyz and /metrics without a token, everything under /api/ with it.
  */
 #include "http.h"
+#include "http_console.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -249,6 +250,10 @@ static enum MHD_Result dispatch(http_srv_t *h, struct MHD_Connection *c, const c
         }
         http_api(&r, &rp);
         return send_reply(c, &rp);
+    }
+    {   /* the web console's files (http_console.c, docs/console.md) */
+        enum MHD_Result done;
+        if (http_console(c, url, method, &done)) return done;
     }
     http_error(&rp, 404, "no such path: %s", url);
     return send_reply(c, &rp);
