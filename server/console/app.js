@@ -370,7 +370,12 @@ async function listPage(view, query, seq) {
   view.append(h('h1', {}, 'Executions'), form, h('div', { class: 'scroll' }, table),
     h('nav', { class: 'pager', 'aria-label': 'Pages' }, prevBtn, h('span', { class: 'muted', id: 'page-no' }, 'page ' + (trail.length + 1)), nextBtn));
 
-  /* Live: rows change in place; new ones appear on the first page. */
+  /* Live: rows change in place; on the first page, executions started
+   * after the newest one shown (and matching the filters) are added on top.
+   * The stream's first poll sends the newest 100, most of them older. */
+  const newest = rows.reduce((m, y) => Math.max(m, y.started_at_ms), 0);
+  const matches = (x) => (!q.status || x.status === q.status) && (!q.blueprint || x.blueprint === q.blueprint) &&
+    x.started_at_ms >= cutoff && x.started_at_ms > newest;
   const sp = new URLSearchParams();
   if (q.status) sp.set('status', q.status);
   if (q.blueprint) sp.set('blueprint', q.blueprint);
@@ -379,8 +384,7 @@ async function listPage(view, query, seq) {
     execution: (x) => {
       const row = tbody.querySelector('tr[data-id="' + x.execution_id + '"]');
       if (row) { row.replaceWith(execRow(x)); return; }
-      if (!q.after && x.started_at_ms >= cutoff && !rows.some((y) => y.execution_id === x.execution_id)) {
-        if (rows.length > 0 && x.started_at_ms < rows[0].started_at_ms) return; /* older: another page */
+      if (!q.after && matches(x) && !rows.some((y) => y.execution_id === x.execution_id)) {
         tbody.prepend(execRow(x));
         rows.unshift(x);
         if (tbody.children.length > PAGE_SIZE) tbody.lastElementChild.remove();
@@ -548,10 +552,11 @@ function timelineSvg(events, finishedAt) {
       s('text', { x: 4, y: y + 13 }, (b.step.length > 20 ? b.step.slice(0, 19) + '…' : b.step) + ' #' + b.attempt +
         (b.outcome === 'ok' ? ' ✓' : b.outcome === 'bad' ? ' ✗' : ' …')));
     for (const sg of b.segs) {
-      const cls = sg.kind === 'run' && b.outcome && sg === b.segs[b.segs.length - 1] ? b.outcome : sg.kind;
-      g.append(s('rect', { class: 'bar ' + cls, x: x(sg.from), y: y + 3, height: RH - 8,
+      g.append(s('rect', { class: 'bar ' + sg.kind, x: x(sg.from), y: y + 3, height: RH - 8,
         width: Math.max(2, x(sg.to) - x(sg.from)) }));
     }
+    /* How it ended: a mark at the end (and ✓/✗ in the label). */
+    if (b.outcome) g.append(s('rect', { class: 'bar end ' + b.outcome, x: x(b.end) - 4, y: y + 1, width: 5, height: RH - 4 }));
     svg.append(g);
   });
   return svg;
@@ -559,8 +564,8 @@ function timelineSvg(events, finishedAt) {
 
 function timelineLegend() {
   return h('div', { class: 'legend', 'aria-hidden': 'true' },
-    h('span', { class: 'queued' }, 'scheduled, waiting for a worker'), h('span', { class: 'run' }, 'running'),
-    h('span', { class: 'ok' }, 'ran, completed'), h('span', { class: 'bad' }, 'ran, failed'),
+    h('span', { class: 'queued' }, 'scheduled or running'), h('span', { class: 'run' }, 'running (started)'),
+    h('span', { class: 'ok' }, 'end: completed ✓'), h('span', { class: 'bad' }, 'end: failed ✗'),
     h('span', { class: 'sleep' }, 'sleeping'), h('span', { class: 'wait' }, 'waiting (approval, signal, child)'),
     h('span', { class: 'retry' }, 'waiting to retry'));
 }
