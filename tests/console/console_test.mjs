@@ -69,6 +69,7 @@ async function until(what, fn) {
 async function reaches(id, status) { await until(`${id} is ${status}`, async () => (await statusOf(id)) === status); }
 
 async function shot(page, name) {
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: path.join(SHOTS, name + '.png') });
 }
 

@@ -68,6 +68,7 @@ fi
 pids+=($!)
 
 mkdir -p "$shots"
+rm -f "$shots"/*.png
 CONSOLE_URL="http://$http" CONSOLE_TOKEN="$token" CONSOLE_SHOTS="$shots" CHROMIUM="$chromium" \
   PIPELINE_JSON="$here/../../examples/remote/pipeline.json" \
   node "$here/console_test.mjs"
