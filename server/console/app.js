@@ -235,6 +235,8 @@ async function route() {
   }
   if (seq !== renderSeq) return;
   main.replaceChildren(view);
+  /* Which fragment the page now shows (tests wait for it after navigating). */
+  main.dataset.rendered = location.hash || '#/executions';
   document.getElementById('logout').hidden = !getToken();
 }
 
@@ -249,6 +251,7 @@ function showLogin(message) {
   renderSeq++;
   closeStream();
   const main = document.getElementById('main');
+  main.dataset.rendered = 'login';
   const input = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'current-password', required: true });
   const form = h('form', {
     onsubmit: (ev) => {

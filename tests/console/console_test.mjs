@@ -116,6 +116,17 @@ async function login(page) {
   await page.waitForSelector('#executions', { timeout: WAIT });
 }
 
+// Wait until the page has drawn the fragment it is at (app.js sets
+// main[data-rendered] once a view is complete).
+async function rendered(page) {
+  await page.waitForFunction(() => document.querySelector('main').dataset.rendered === (location.hash || '#/executions'), null, { timeout: WAIT });
+}
+
+async function open(page, hash) {
+  await page.goto(BASE + '/' + hash);
+  await rendered(page);
+}
+
 const rowIds = (page) => page.$$eval('#executions tbody tr', (rs) => rs.map((r) => r.dataset.id));
 const cellTexts = (page, col) => page.$$eval(`#executions tbody tr td:nth-child(${col})`, (cs) => cs.map((c) => c.textContent));
 
@@ -137,7 +148,8 @@ async function listAndPaging(page, d) {
   // Filter by blueprint, with the keyboard.
   await page.fill('#f-blueprint', 'demo');
   await page.press('#f-blueprint', 'Enter');
-  await page.waitForFunction(() => location.hash.includes('blueprint=demo') && document.querySelector('#executions'), null, { timeout: WAIT });
+  await page.waitForFunction(() => location.hash.includes('blueprint=demo'), null, { timeout: WAIT });
+  await rendered(page);
   const api1 = (await ok('GET', '/executions?blueprint=demo&limit=20')).executions.map((x) => x.execution_id);
   const page1 = await rowIds(page);
   eq(page1, api1, 'blueprint=demo, page 1: the newest 20 demo executions, newest first');
@@ -162,7 +174,7 @@ async function listAndPaging(page, d) {
   await page.selectOption('#f-status', 'awaiting_approval');
   await page.click('form.filters button[type=submit]');
   await page.waitForFunction(() => location.hash.includes('status=awaiting_approval'), null, { timeout: WAIT });
-  await page.waitForSelector('#executions', { timeout: WAIT });
+  await rendered(page);
   eq((await rowIds(page)).sort(), [...d.gates].sort(), 'status=awaiting_approval lists exactly the 4 gates');
   check((await page.$$eval('#executions td.status .badge', (bs) => bs.map((b) => b.textContent))).every((t) => t.includes('awaiting approval')),
     'the status column says "awaiting approval" in words');
@@ -170,32 +182,29 @@ async function listAndPaging(page, d) {
   await page.selectOption('#f-since', '1h');
   await page.click('form.filters button[type=submit]');
   await page.waitForFunction(() => location.hash.includes('since=1h'), null, { timeout: WAIT });
-  await page.waitForSelector('#executions', { timeout: WAIT });
+  await rendered(page);
   eq((await rowIds(page)).length, 4, 'status=awaiting_approval, started in the last hour: 4');
 
   // Search by idempotency key and by id.
-  await page.goto(BASE + '/#/executions');
-  await page.waitForSelector('#executions', { timeout: WAIT });
+  await open(page, '#/executions');
   await page.fill('#f-q', 'order-42');
   await page.press('#f-q', 'Enter');
   await page.waitForFunction((id) => location.hash === '#/executions/' + id, d.demos[7], { timeout: WAIT });
   await page.waitForSelector('#exec-id', { timeout: WAIT });
   eq(await page.textContent('#exec-id'), d.demos[7], 'search by idempotency key opens that execution');
-  await page.goto(BASE + '/#/executions');
-  await page.waitForSelector('#executions', { timeout: WAIT });
+  await open(page, '#/executions');
   await page.fill('#f-q', d.demos[3]);
   await page.press('#f-q', 'Enter');
   await page.waitForSelector('#exec-id', { timeout: WAIT });
   eq(await page.textContent('#exec-id'), d.demos[3], 'search by id opens that execution');
-  await page.goto(BASE + '/#/executions');
-  await page.waitForSelector('#executions', { timeout: WAIT });
+  await open(page, '#/executions');
   await page.fill('#f-q', 'no-such-key');
   await page.press('#f-q', 'Enter');
   await page.waitForFunction(() => document.querySelector('#notice').textContent.includes('No execution'), null, { timeout: WAIT });
 }
 
 async function graphAndTimeline(page, d) {
-  await page.goto(BASE + '/#/executions/' + d.diamond);
+  await open(page, '#/executions/' + d.diamond);
   await page.waitForSelector('#dag g.node', { timeout: WAIT });
   const nodes = await page.$$eval('#dag g.node', (gs) => gs.map((g) => {
     const m = g.getAttribute('transform').match(/translate\(([\d.]+),([\d.]+)\)/);
@@ -228,7 +237,7 @@ async function graphAndTimeline(page, d) {
   await shot(page, 'execution');
 
   // Parent and child link each other.
-  await page.goto(BASE + '/#/executions/' + d.parent);
+  await open(page, '#/executions/' + d.parent);
   await page.waitForSelector('#children a', { timeout: WAIT });
   const child = await page.textContent('#children a');
   await page.click('#children a');
@@ -239,7 +248,7 @@ async function graphAndTimeline(page, d) {
 
 async function approve(page, d) {
   const id = d.gates[0];
-  await page.goto(BASE + '/#/executions/' + id);
+  await open(page, '#/executions/' + id);
   await page.waitForSelector('form.approve[data-step="ok"]', { timeout: WAIT });
   eq(await page.getAttribute('#dag g.node[data-step="ok"]', 'data-state'), 'approval_requested', 'the graph shows the approval waiting');
   await shot(page, 'approval');
@@ -262,7 +271,7 @@ async function approve(page, d) {
 
 async function cancel(page, d) {
   const id = d.gates[1];
-  await page.goto(BASE + '/#/executions/' + id);
+  await open(page, '#/executions/' + id);
   await page.waitForSelector('#cancel-btn', { timeout: WAIT });
   await page.fill('#cancel-reason', 'from the console test');
   // Keyboard: focus the button and press Enter; then go back.
@@ -284,7 +293,7 @@ async function cancel(page, d) {
 
 async function refusedWithoutToken(browser, page, d) {
   const id = d.gates[2];
-  await page.goto(BASE + '/#/executions/' + id);
+  await open(page, '#/executions/' + id);
   await page.waitForSelector('#cancel-btn', { timeout: WAIT });
   // Stop the page's stream first: with the cookie gone its next refresh
   // would get the 401 before the click does.
@@ -312,7 +321,7 @@ async function refusedWithoutToken(browser, page, d) {
 async function liveUpdate(page) {
   const id = await start('wait', { live: true });
   await reaches(id, 'awaiting_signal');
-  await page.goto(BASE + '/#/executions/' + id);
+  await open(page, '#/executions/' + id);
   await page.waitForSelector('#dag g.node[data-step="after"]', { timeout: WAIT });
   await page.waitForFunction(() => document.querySelector('#live').classList.contains('on'), null, { timeout: WAIT });
   check((await page.getAttribute('#dag g.node[data-step="after"]', 'data-state')) === 'pending', 'before the signal: after is pending');
@@ -327,7 +336,7 @@ async function liveUpdate(page) {
   const hist = (await ok('GET', `/executions/${id}/history`)).events;
   check(rows > histRows && rows === hist.length, 'the history grew to every event', `rows ${histRows} -> ${rows}, API ${hist.length}`);
   // The list updates itself too: a new execution appears on page 1.
-  await page.goto(BASE + '/#/executions?blueprint=wait');
+  await open(page, '#/executions?blueprint=wait');
   await page.waitForSelector('#executions', { timeout: WAIT });
   await page.waitForFunction(() => document.querySelector('#live').classList.contains('on'), null, { timeout: WAIT });
   await page.evaluate(() => { window.__noReload = 'list'; });
@@ -338,13 +347,13 @@ async function liveUpdate(page) {
 }
 
 async function otherPages(page, d) {
-  await page.goto(BASE + '/#/workers');
+  await open(page, '#/workers');
   await page.waitForSelector('#workers tr[data-worker="console-worker"]', { timeout: WAIT });
   const w = await page.textContent('#workers tr[data-worker="console-worker"]');
   check(w.includes('default, gpu') && w.includes('gpu=true') && w.includes('alive') && w.includes('of 2'),
     'the workers page shows the worker\'s queues, capabilities, state and concurrency', w);
   await shot(page, 'workers');
-  await page.goto(BASE + '/#/blueprints');
+  await open(page, '#/blueprints');
   await page.waitForSelector('#blueprints', { timeout: WAIT });
   const names = await page.$$eval('#blueprints tbody tr td:first-child', (cs) => cs.map((c) => c.textContent));
   eq(names, ['demo', 'diamond', 'gate', 'leaf', 'parent', 'pipeline', 'wait'], 'the blueprints page lists every blueprint by name');
@@ -354,15 +363,14 @@ async function otherPages(page, d) {
   await page.waitForSelector('#dag g.node', { timeout: WAIT });
   eq(await page.$$eval('#dag g.node', (gs) => gs.length), 4, 'a blueprint version page draws its graph');
   await shot(page, 'blueprint');
-  await page.goto(BASE + '/#/councils');
+  await open(page, '#/councils');
   await page.waitForFunction(() => document.querySelector('#view h1')?.textContent === 'Councils', null, { timeout: WAIT });
-  await page.goto(BASE + '/#/triggers');
+  await open(page, '#/triggers');
   await page.waitForFunction(() => document.querySelector('#view h1')?.textContent === 'Triggers', null, { timeout: WAIT });
   // Keyboard: the skip link and the navigation are reachable with Tab (a
   // fresh load: a hash change alone keeps the focus where it was).
   await page.goto('about:blank');
-  await page.goto(BASE + '/#/executions');
-  await page.waitForSelector('#executions', { timeout: WAIT });
+  await open(page, '#/executions');
   await page.keyboard.press('Tab');
   eq(await page.evaluate(() => document.activeElement.textContent), 'Skip to content', 'the first Tab reaches the skip link');
   await page.keyboard.press('Tab');
