@@ -20,7 +20,7 @@ const API = '/api/v1';
 const FINAL = new Set(['completed', 'failed', 'cancelled']);
 const EXEC_STATUSES = ['running', 'sleeping', 'awaiting_approval', 'awaiting_signal',
   'awaiting_child', 'completed', 'failed', 'cancelled'];
-const SYMBOL = { completed: '✓', failed: '✗', cancelled: '⊘', running: '▶', waiting: '⏸',
+const SYMBOL = { completed: '✓', failed: '✗', cancelled: '⊘', running: '▶', waiting: '◔',
   pending: '○', skipped: '↷', sleeping: '☾' };
 const PAGE_SIZE = 20;
 
@@ -91,6 +91,12 @@ function badge(status, cls) {
 }
 function jsonBlock(v, label) {
   return h('pre', { class: 'json', tabindex: 0, 'aria-label': label || 'JSON' }, pretty(v));
+}
+/* A value shown at once when short, folded behind its size when long. */
+function foldedJson(v, label) {
+  const text = JSON.stringify(v);
+  if (text.length <= 400) return jsonBlock(v, label);
+  return h('details', {}, h('summary', {}, label + ' (' + text.length + ' bytes)'), jsonBlock(v, label));
 }
 
 /* ---- notices ------------------------------------------------------------ */
@@ -469,12 +475,13 @@ function dagSvg(bp, stepState) {
     const status = ss ? ss.status : 'pending';
     const cls = stepClass(ss && ss.status);
     const kind = st.kind || 'task';
-    const label = st.name.length > 22 ? st.name.slice(0, 21) + '…' : st.name;
+    const title = st.name + (kind !== 'task' ? ' · ' + kind : '');
+    const label = title.length > 24 ? title.slice(0, 23) + '…' : title;
     svg.append(s('g', { class: 'node s-' + cls, 'data-step': st.name, 'data-state': status, transform: `translate(${p.x},${p.y})` },
       s('title', {}, `${st.name} (${kind}): ${status}${ss && ss.attempt ? ', attempt ' + ss.attempt : ''}`),
       s('rect', { width: W, height: H, rx: 6 }),
       s('text', { x: 8, y: 18, 'font-weight': 600 }, label),
-      s('text', { x: 8, y: 36, class: 'state' }, (SYMBOL[cls] || '') + ' ' + status.replace(/_/g, ' ') + (kind !== 'task' ? ' · ' + kind : ''))));
+      s('text', { x: 8, y: 36, class: 'state' }, (SYMBOL[cls] || '') + ' ' + status.replace(/_/g, ' '))));
   }
   return svg;
 }
@@ -684,14 +691,23 @@ function deliberationView(st, result) {
   const names = Object.keys(steps).sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
   const sel = (result && (result.select || result.finish)) || (steps.select && steps.select.result) || null;
   const agents = new Map();
-  let tokens = { prompt: 0, completion: 0, calls: 0 };
+  const tokens = { prompt: 0, completion: 0, calls: 0 };
   const rows = [];
+  /* Agent i's name, from its own calls (gen.<i>, rev.<r>.<i>); a score call's
+   * result names the judge, and score.<i> scores agent i. */
+  const nameOf = new Map();
+  for (const n of names) {
+    const m = n.match(/^(gen|rev)\.(?:\d+\.)?(\d+)$/);
+    const r = steps[n].result;
+    if (m && r && typeof r.agent === 'string') nameOf.set(m[2], r.agent);
+  }
   for (const n of names) {
     const v = steps[n];
     const m = n.match(/^(gen|crit|rev|score)\.(.*)$/);
     if (!m) continue;
     const r = v.result || {};
-    const who = r.agent || ('agent ' + m[2].split('.').pop());
+    const idx = m[1] === 'crit' ? m[2].split('.')[1] : m[2].split('.').pop();
+    const who = nameOf.get(idx) || (m[1] !== 'score' && r.agent) || ('agent ' + idx);
     if (!agents.has(who)) agents.set(who, { proposals: 0, critiques: 0, score: null });
     const a = agents.get(who);
     if (m[1] === 'gen' || m[1] === 'rev') a.proposals++;
@@ -701,7 +717,8 @@ function deliberationView(st, result) {
       tokens.completion += r.usage.completion_tokens || 0;
       tokens.calls++;
     }
-    const phase = { gen: 'proposal', rev: 'revision', crit: 'critique', score: 'score' }[m[1]];
+    const phase = { gen: 'proposal', rev: 'revision', crit: 'critique', score: 'score' }[m[1]] +
+      (m[1] === 'score' && r.agent ? ' (by ' + r.agent + ')' : '');
     let body;
     if (v.error) body = h('span', { class: 's-failed' }, '✗ ' + (v.error.kind || 'failed') + ': ' + (v.error.message || ''));
     else if (m[1] === 'score' && r.content_json) body = h('div', {}, jsonBlock(r.content_json, 'score of ' + n));
@@ -710,14 +727,15 @@ function deliberationView(st, result) {
     rows.push(h('tr', { 'data-step': n }, h('td', { class: 'mono' }, n), h('td', {}, phase), h('td', {}, who), h('td', {}, body),
       h('td', {}, r.usage ? `${r.usage.prompt_tokens || 0} in / ${r.usage.completion_tokens || 0} out` : '')));
   }
-  if (sel && sel.usage) tokens = { prompt: sel.usage.prompt_tokens || 0, completion: sel.usage.completion_tokens || 0, calls: sel.usage.calls || tokens.calls };
   const ranking = (sel && sel.ranking) || [];
   for (const rk of ranking) if (agents.has(rk.agent)) agents.get(rk.agent).score = rk.score;
   return h('section', { id: 'deliberation', 'aria-labelledby': 'delib-h' },
     h('h2', { id: 'delib-h' }, 'Deliberation'),
     h('dl', { class: 'facts' },
-      h('dt', {}, 'Winner'), h('dd', { id: 'winner' }, sel && sel.winner ? `🏆 ${sel.winner.agent} (${sel.winner.step}, score ${sel.winner.score})` : 'not decided yet'),
-      h('dt', {}, 'Tokens'), h('dd', { id: 'tokens' }, `${tokens.prompt} prompt, ${tokens.completion} completion in ${tokens.calls} calls`),
+      h('dt', {}, 'Winner'), h('dd', { id: 'winner' }, sel && sel.winner ? `★ ${sel.winner.agent} (${sel.winner.step}, score ${sel.winner.score})` : 'not decided yet'),
+      h('dt', {}, 'Tokens'), h('dd', { id: 'tokens' },
+        sel && sel.usage ? `${sel.usage.prompt_tokens || 0} prompt, ${sel.usage.completion_tokens || 0} completion in ${sel.usage.calls || 0} calls (the result's usage); ` : '',
+        `${tokens.prompt} prompt, ${tokens.completion} completion in ${tokens.calls} calls (every call below)`),
       sel && sel.council ? [h('dt', {}, 'Council'), h('dd', {}, h('a', { href: '#/councils/' + encodeURIComponent(sel.council.name) }, sel.council.name))] : null),
     h('h3', {}, 'Agents'),
     h('table', { id: 'agents' }, h('thead', {}, h('tr', {}, ['Agent', 'Proposals', 'Critiques written', 'Score'].map((t) => h('th', { scope: 'col' }, t)))),
@@ -772,9 +790,9 @@ async function executionPage(view, id, seq) {
         x.idempotency_key ? [h('dt', {}, 'Idempotency key'), h('dd', { class: 'mono' }, x.idempotency_key)] : null,
         parent ? [h('dt', {}, 'Parent'), h('dd', {}, h('a', { id: 'parent-link', href: '#/executions/' + parent.execution_id, class: 'mono' }, parent.execution_id),
           ` (step ${parent.step}, attempt ${parent.attempt})`)] : null,
-        h('dt', {}, 'Inputs'), h('dd', {}, jsonBlock(x.inputs, 'inputs')),
-        x.result !== null && x.result !== undefined ? [h('dt', {}, 'Result'), h('dd', {}, jsonBlock(x.result, 'result'))] : null,
-        x.error ? [h('dt', {}, 'Error'), h('dd', {}, jsonBlock(x.error, 'error'))] : null));
+        h('dt', {}, 'Inputs'), h('dd', {}, foldedJson(x.inputs, 'inputs')),
+        x.result !== null && x.result !== undefined ? [h('dt', {}, 'Result'), h('dd', {}, foldedJson(x.result, 'result'))] : null,
+        x.error ? [h('dt', {}, 'Error'), h('dd', {}, foldedJson(x.error, 'error'))] : null));
     dagBox.replaceChildren(bp ? dagSvg(bp, st.steps || {}) : h('p', { class: 'muted' }, 'The blueprint version could not be read.'));
     tlBox.replaceChildren(timelineSvg(events, x.finished_at_ms));
     const kids = children();
@@ -805,11 +823,10 @@ async function executionPage(view, id, seq) {
     } finally { refreshing = false; }
   }
   draw();
-  view.append(head,
+  view.append(head, delibBox,
     h('section', { 'aria-labelledby': 'dec-h' }, h('h2', { id: 'dec-h' }, 'Decisions'), actBox),
     h('section', { 'aria-labelledby': 'dag-h' }, h('h2', { id: 'dag-h' }, 'Graph'), dagBox),
     h('section', { 'aria-labelledby': 'tl-h' }, h('h2', { id: 'tl-h' }, 'Timeline'), timelineLegend(), tlBox),
-    delibBox,
     h('section', { 'aria-labelledby': 'kids-h' }, h('h2', { id: 'kids-h' }, 'Children'), kidsBox),
     h('section', { 'aria-labelledby': 'hist-h' }, h('h2', { id: 'hist-h' }, 'History'), histBox));
   if (!FINAL.has(x.status)) {

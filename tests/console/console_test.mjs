@@ -68,8 +68,9 @@ async function until(what, fn) {
 }
 async function reaches(id, status) { await until(`${id} is ${status}`, async () => (await statusOf(id)) === status); }
 
-async function shot(page, name) {
+async function shot(page, name, at) {
   await page.evaluate(() => window.scrollTo(0, 0));
+  if (at) await page.evaluate((sel) => document.querySelector(sel).scrollIntoView(), at);
   await page.screenshot({ path: path.join(SHOTS, name + '.png') });
 }
 
@@ -387,6 +388,52 @@ async function otherPages(page, d) {
   eq((await fetch(BASE + '/console/../etc/passwd')).status, 404, 'a path outside the files is a 404');
 }
 
+async function deliberation(page) {
+  const council = JSON.parse(readFileSync(process.env.COUNCIL_JSON, 'utf8'));
+  await ok('POST', '/councils', council);
+  await ok('POST', '/blueprints', { name: 'review', steps: [
+    { name: 'debate', kind: 'deliberation', council: council.name, task: '$.inputs.task', context: {},
+      agents: 3, rounds: 1, topology: 'ring', scoring: { mode: 'judge' },
+      selection: { rule: 'top_score', top_k: 3, min_proposals: 2 },
+      call: { timeout_ms: 60000, retry: { max_attempts: 3, initial_ms: 100, max_ms: 1000 } },
+      budget: { max_calls: 36, max_completion_tokens: 20000, timeout_ms: 600000 } }] });
+  const id = await start('review', { task: 'Add rate limiting to the orders API.' });
+  await reaches(id, 'completed');
+  const x = (await ok('GET', '/executions/' + id)).execution;
+  const want = x.result.debate;
+  await open(page, '#/executions/' + id);
+  await page.waitForSelector('#children a', { timeout: WAIT });
+  await page.click('#children a');
+  await page.waitForSelector('#deliberation', { timeout: WAIT });
+  await rendered(page);
+  const winner = await page.textContent('#winner');
+  check(winner.includes(want.winner.agent) && winner.includes(want.winner.step), 'the deliberation view names the winner and its step', winner + ' vs ' + JSON.stringify(want.winner));
+  const tokens = await page.textContent('#tokens');
+  check(tokens.includes(`${want.usage.prompt_tokens} prompt, ${want.usage.completion_tokens} completion in ${want.usage.calls} calls`),
+    'the deliberation view shows select\'s token usage', tokens + ' vs ' + JSON.stringify(want.usage));
+  const agents = await page.$$eval('#agents tbody tr', (rs) => rs.map((r) => [...r.cells].map((c) => c.textContent)));
+  eq(agents.map((a) => a[0]).sort(), want.ranking.map((r) => r.agent).sort(), 'the agents table has the three agents');
+  for (const rk of want.ranking) {
+    const row = agents.find((a) => a[0] === rk.agent);
+    check(row && row[1] === '2' && row[2] === '1' && row[3] === String(rk.score), `agent ${rk.agent}: 2 proposals, 1 critique, its score`, JSON.stringify(row));
+  }
+  const steps = await page.$$eval('#delib-steps tbody tr', (rs) => rs.map((r) => [r.dataset.step, r.cells[1].textContent.split(' ')[0], r.cells[3].textContent]));
+  eq(steps.map((r) => r[1]).sort(), ['critique', 'critique', 'critique', 'proposal', 'proposal', 'proposal', 'revision', 'revision', 'revision', 'score', 'score', 'score'],
+    'the calls table has the 12 calls: 3 proposals, 3 critiques, 3 revisions, 3 scores');
+  check(steps.every((r) => r[2].trim().length > 0), 'every call shows its content');
+  // Every call's tokens, summed by the page, against the calls' results.
+  let prompt = 0, completion = 0, calls = 0;
+  const child = (await ok('GET', '/executions/' + (await page.textContent('#exec-id')))).state.steps;
+  for (const [n, v] of Object.entries(child)) {
+    if (/^(gen|crit|rev|score)\./.test(n) && v.result && v.result.usage) {
+      prompt += v.result.usage.prompt_tokens; completion += v.result.usage.completion_tokens; calls++;
+    }
+  }
+  check(calls === 12 && tokens.includes(`${prompt} prompt, ${completion} completion in 12 calls (every call below)`),
+    'the deliberation view sums every call\'s tokens', tokens);
+  await shot(page, 'deliberation');
+}
+
 // ---- main ---------------------------------------------------------------------------
 
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM, headless: true,
@@ -407,6 +454,8 @@ try {
     ['live update', () => liveUpdate(page)],
     ['workers, blueprints, councils, triggers', () => otherPages(page, d)],
   ];
+  if (process.env.COUNCIL_JSON) scenarios.push(['deliberation', () => deliberation(page)]);
+  else console.log('# no LLM worker in this build: the deliberation view is not tested');
   for (const [name, fn] of scenarios) {
     const before = failures;
     try {

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# console_test.sh CEREBELUM REMOTE_WORKER SCREENSHOT_DIR - the web console
-# (docs/console.md) in headless Chromium.
+# console_test.sh CEREBELUM REMOTE_WORKER SCREENSHOT_DIR [LLM_WORKER] - the
+# web console (docs/console.md) in headless Chromium.
 #
 # Starts a real `cerebelum serve --demo-handlers --http 127.0.0.1:0 --token T`
 # on a fresh database of the test PostgreSQL and a real remote worker
 # (examples/remote/remote_worker.c) against it, then runs console_test.mjs:
 # Debian's chromium driven by playwright-core (tests/console/node_modules,
 # installed by scripts/setup.sh) clicks through the pages and asserts on
-# their DOM. Screenshots of the main pages go to SCREENSHOT_DIR. Skips (77)
+# their DOM. With LLM_WORKER (cerebelum-llm-worker, built when libcurl is
+# found) it also runs a deliberation against the model-server stub
+# (tests/llmstub/llmstub.py) for the deliberation view. Screenshots of the main pages go to SCREENSHOT_DIR. Skips (77)
 # without CEREBELUM_TEST_DATABASE_URL (tests/harness/with-postgres.sh), or
 # without chromium, node or playwright-core (scripts/setup.sh installs them).
 set -u
 exe=$1
 worker_exe=$2
 shots=$3
+llm_exe=${4:-}
 here=$(cd "$(dirname "$0")" && pwd)
 [ -n "${CEREBELUM_TEST_DATABASE_URL:-}" ] || { echo "CEREBELUM_TEST_DATABASE_URL unset: skipped"; exit 77; }
 chromium=${CHROMIUM:-$(command -v chromium || true)}
@@ -67,10 +70,25 @@ fi
   --token "$token" 2>"$tmp/worker.err" &
 pids+=($!)
 
+# A deliberation: the model-server stub and an LLM worker on queue "llm".
+delib=""
+if [ -n "$llm_exe" ]; then
+  python3 "$here/../llmstub/llmstub.py" --port 0 --port-file "$tmp/stub.port" --models stub-model \
+    >"$tmp/stub.out" 2>"$tmp/stub.err" &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$tmp/stub.port" ] && break; sleep 0.1; done
+  [ -s "$tmp/stub.port" ] || { echo "FAIL: the LLM stub did not start" >&2; cat "$tmp/stub.err" >&2; exit 1; }
+  "$llm_exe" --server "$grpc" --token "$token" --base-url "http://127.0.0.1:$(cat "$tmp/stub.port")/v1" \
+    --model stub-model --queue llm --capability gpu=true --concurrency 8 --worker-id console-llm \
+    2>"$tmp/llm.err" &
+  pids+=($!)
+  delib="$here/../../examples/deliberation/councils/developer.json"
+fi
+
 mkdir -p "$shots"
 rm -f "$shots"/*.png
 CONSOLE_URL="http://$http" CONSOLE_TOKEN="$token" CONSOLE_SHOTS="$shots" CHROMIUM="$chromium" \
-  PIPELINE_JSON="$here/../../examples/remote/pipeline.json" \
+  PIPELINE_JSON="$here/../../examples/remote/pipeline.json" COUNCIL_JSON="$delib" \
   node "$here/console_test.mjs"
 rc=$?
 if [ "$rc" != 0 ]; then
@@ -78,5 +96,6 @@ if [ "$rc" != 0 ]; then
   tail -n 40 "$tmp/serve.err" >&2
   echo "--- worker's stderr (last 20 lines)" >&2
   tail -n 20 "$tmp/worker.err" >&2
+  [ -f "$tmp/llm.err" ] && { echo "--- the LLM worker's stderr (last 20 lines)" >&2; tail -n 20 "$tmp/llm.err" >&2; }
 fi
 exit "$rc"
