@@ -4,11 +4,13 @@
  * of this process (cerebelum/worker.h) and a client (cerebelum/client.h).
  * Prints figures; asserts nothing about speed.
  *
- *   CEREBELUM_DATABASE_URL=... bench_remote CEREBELUM [W1_EXECUTIONS] [W2_RUNS]
+ *   CEREBELUM_DATABASE_URL=... bench_remote CEREBELUM [W1_EXECUTIONS] [W2_RUNS] [W1B_EXECUTIONS]
  *
  *   W1: W1_EXECUTIONS (1000) executions of 3 sequential no-op steps on one
  *       queue, started by 8 client threads, run by one worker with 32 polls
  *       out: steps/s from the first start to the last step's handler;
+ *   W1 batch: the same with W1B_EXECUTIONS (2000) executions started by one
+ *       client thread with StartExecutions, 500 a call (the issue's form);
  *   W2: one execution of 10 sequential no-op steps, W2_RUNS (100) times in a
  *       row: start call to completion seen by the client, p50/p99;
  *   dispatch: in W2, (a) start returned -> first step's handler starts (the
@@ -56,6 +58,8 @@ static double pct(double *v, size_t n, double p)
 
 static atomic_long w1_last;           /* W1 last steps run */
 static double w1_end;
+static atomic_long w1b_last;          /* W1 batch: last steps run */
+static double w1b_end;
 static uv_mutex_t mu;
 static uv_cond_t cv;
 /* W2: per step, when its handler started and returned (this run). */
@@ -69,6 +73,15 @@ static void w1_step(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
     if (strcmp(call->step, "c") == 0) {
         long n = atomic_fetch_add(&w1_last, 1) + 1;
         if (n == (long)(intptr_t)arg) w1_end = now_s();
+    }
+}
+
+static void w1b_step(const cbm_step_call_t *call, cbm_step_out_t *out, void *arg)
+{
+    cbm_step_ok(out, "{\"ok\":true}");
+    if (strcmp(call->step, "c") == 0) {
+        long n = atomic_fetch_add(&w1b_last, 1) + 1;
+        if (n == (long)(intptr_t)arg) w1b_end = now_s();
     }
 }
 
@@ -156,6 +169,7 @@ static void start_thread(void *arg)
 int main(int argc, char **argv)
 {
     int w1n = argc > 2 ? atoi(argv[2]) : 1000, w2n = argc > 3 ? atoi(argv[3]) : 100;
+    int w1bn = argc > 4 ? atoi(argv[4]) : 2000;
     const char *queues[] = {"bench"};
     cbm_worker_opts_t wo = {0};
     cbm_worker_t *w = NULL;
@@ -167,7 +181,7 @@ int main(int argc, char **argv)
     pid_t pid;
 
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_remote CEREBELUM [W1_EXECUTIONS] [W2_RUNS]\n");
+        fprintf(stderr, "usage: bench_remote CEREBELUM [W1_EXECUTIONS] [W2_RUNS] [W1B_EXECUTIONS]\n");
         return 2;
     }
     uv_mutex_init(&mu);
@@ -181,6 +195,13 @@ int main(int argc, char **argv)
                  "{\"name\":\"c\",\"queue\":\"bench\",\"handler\":\"w1\"}]}",
               NULL, &err),
           &err, "register w1");
+    check(cbm_client_register_blueprint(
+              c, "{\"name\":\"w1b\",\"timeline\":["
+                 "{\"name\":\"a\",\"queue\":\"bench\",\"handler\":\"w1b\"},"
+                 "{\"name\":\"b\",\"queue\":\"bench\",\"handler\":\"w1b\"},"
+                 "{\"name\":\"c\",\"queue\":\"bench\",\"handler\":\"w1b\"}]}",
+              NULL, &err),
+          &err, "register w1b");
     {
         char bp[2048];
         int len = snprintf(bp, sizeof(bp), "{\"name\":\"w2\",\"timeline\":[");
@@ -197,6 +218,7 @@ int main(int argc, char **argv)
     wo.concurrency = 32;
     check(cbm_worker_create(&w, &wo, &err), &err, "worker");
     cbm_worker_register_handler(w, "w1", w1_step, (void *)(intptr_t)w1n);
+    cbm_worker_register_handler(w, "w1b", w1b_step, (void *)(intptr_t)w1bn);
     cbm_worker_register_handler(w, "w2", w2_step, NULL);
     check(cbm_worker_start(w, &err), &err, "worker start");
     usleep(300000); /* registered, polls parked */
@@ -218,6 +240,31 @@ int main(int argc, char **argv)
         printf("remote W1: %d executions x 3 steps: %.0f steps/s, %.0f executions/s "
                "(starts alone: %.0f/s over 8 client threads)\n",
                w1n, 3.0 * w1n / (w1_end - t0), w1n / (w1_end - t0), w1n / (started - t0));
+    }
+
+    /* W1 with batch starts: one client thread, StartExecutions of 500 */
+    if (w1bn > 0) {
+        enum { B = 500 };
+        cbm_client_start_item_t items[B];
+        cbm_client_start_result_t *res = calloc(B, sizeof(*res));
+        double started;
+        t0 = now_s();
+        for (int i = 0; i < w1bn; i += B) {
+            int n = w1bn - i < B ? w1bn - i : B;
+            for (int k = 0; k < n; k++) items[k] = (cbm_client_start_item_t){.blueprint = "w1b"};
+            check(cbm_client_start_many(c, items, (size_t)n, res, &err), &err, "start many w1b");
+            for (int k = 0; k < n; k++)
+                if (res[k].code != 0) {
+                    fprintf(stderr, "bench: start w1b item %d: %s\n", k, res[k].message);
+                    exit(1);
+                }
+        }
+        started = now_s();
+        free(res);
+        while (atomic_load(&w1b_last) < w1bn) usleep(1000);
+        printf("remote W1, batch starts: %d executions x 3 steps: %.0f steps/s, %.0f executions/s "
+               "(starts alone: %.0f/s, StartExecutions of %d from one thread)\n",
+               w1bn, 3.0 * w1bn / (w1b_end - t0), w1bn / (w1b_end - t0), w1bn / (started - t0), B);
     }
 
     /* W2 */

@@ -8,6 +8,8 @@ PKGS=(build-essential meson ninja-build pkg-config python3
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
       libcurl4-openssl-dev     # cerebelum-llm-worker (workers/llm)
       libnats-dev nats-server  # bus/ (NATS JetStream triggers and outbox) and its tests
+      libmicrohttpd-dev        # HTTP in the server: JSON API, /metrics, health (docs/http.md)
+      python3-prometheus-client  # the http suite parses /metrics with it
       python3-grpcio openssl postgresql postgresql-client
       clang libclang-rt-dev    # the fuzz suite: clang and libFuzzer (tests/fuzz)
       chromium nodejs)         # the console suite: headless Chromium driven by playwright-core (tests/console)

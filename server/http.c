@@ -18,7 +18,6 @@
  * /readyz and /metrics without a token, everything under /api/ with it.
  */
 #include "http.h"
-#include "http_console.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -192,6 +191,26 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, http_reply_t *rp)
     return ok;
 }
 
+/* A console file: no token (the page asks for it and sends it to the
+ * API); a policy that lets the page load only its own files. */
+static enum MHD_Result send_asset(struct MHD_Connection *c, const http_asset_t *a)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(a->len, (void *)a->body, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ok;
+
+    if (r == NULL) return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'self'; style-src 'self'; img-src 'self' data:; "
+                            "frame-ancestors 'none'");
+    ok = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *msg)
 {
     http_reply_t rp = {0};
@@ -237,6 +256,19 @@ static enum MHD_Result dispatch(http_srv_t *h, struct MHD_Connection *c, const c
         if (http_metrics(&r, &rp, &text) != 0 || text == NULL) return send_reply(c, &rp);
         return send_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, NULL, false);
     }
+    if (strcmp(url, "/") == 0 || strncmp(url, "/console/", 9) == 0) {
+        const char *want = strcmp(url, "/") == 0 ? "/console/index.html" : url;
+        for (size_t i = 0; i < http_console_nassets; i++) {
+            const http_asset_t *a = &http_console_assets[i];
+            if (strcmp(a->path, want) != 0) continue;
+            if (!get) {
+                rp.allow = "GET, HEAD";
+                http_error(&rp, 405, "%s %s: use GET", method, url);
+                return send_reply(c, &rp);
+            }
+            return send_asset(c, a);
+        }
+    }
     if (strncmp(url, "/api/", 5) == 0 || strcmp(url, "/api") == 0) {
         if (!authorised(h, c)) {
             http_error(&rp, 401, "%s", h->token != NULL ? "a valid token is required "
@@ -250,10 +282,6 @@ static enum MHD_Result dispatch(http_srv_t *h, struct MHD_Connection *c, const c
         }
         http_api(&r, &rp);
         return send_reply(c, &rp);
-    }
-    {   /* the web console's files (http_console.c, docs/console.md) */
-        enum MHD_Result done;
-        if (http_console(c, url, method, &done)) return done;
     }
     http_error(&rp, 404, "no such path: %s", url);
     return send_reply(c, &rp);

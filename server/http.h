@@ -139,6 +139,17 @@ typedef int (*http_db_fn)(void *conn, void *arg, char *msg, size_t cap);
 int http_db_run(http_db_t *db, http_db_fn fn, void *arg, char *msg, size_t cap);
 int http_metrics(const http_req_t *r, http_reply_t *rp, char **text);
 int http_readyz(const http_req_t *r, http_reply_t *rp);
+/* The console's files (server/console/, embedded by console/embed.py):
+ * served at /console/<name>, index.html also at /. */
+typedef struct http_asset {
+    const char *path;
+    const char *type;
+    const unsigned char *body;
+    size_t len;
+} http_asset_t;
+extern const http_asset_t http_console_assets[];
+extern const size_t http_console_nassets;
+
 /* The blueprint routes (http_metrics.c, beside the other SQL). */
 int http_blueprints(const http_req_t *r, const char *name, const char *version,
                     http_reply_t *rp);

@@ -285,14 +285,32 @@ void test_tasks_concurrent_claims(void **state)
 }
 
 /* The claim reads the ready index, never the whole backlog, under custom
- * and generic plans, for one queue or several. */
+ * and generic plans, for one queue or several; and locks what it found
+ * through the primary key. */
 void test_tasks_claim_plan(void **state)
 {
     fixture_t *f = *state;
     static const char *const modes[] = {"force_custom_plan", "force_generic_plan"};
     static const char *const args[] = {"'w', '{q1}', '{}', 1000",
                                        "'w', '{q0,q1,q2}', '{\"gpu\":\"true\"}', 1000"};
-    char *prep;
+    char *prep, *plan;
+
+    /* Prepared on an empty table under the store's session settings, as the
+     * server's claim connections are: the generic plan must still lock each
+     * candidate through the primary key, not by walking cbm_tasks_ready with
+     * id (its third column) as the only condition. */
+    sql_exec(f, "SET enable_seqscan = off; SET enable_bitmapscan = off;"
+                " SET plan_cache_mode = force_generic_plan; SET jit = off");
+    assert_true(asprintf(&prep, "PREPARE claim0(text, text[], jsonb, int8) AS %s",
+                         store_pg_sql_task_claim) > 0);
+    sql_exec(f, "%s", prep);
+    free(prep);
+    plan = sql_explain(f, "EXECUTE claim0('w', '{q1}', '{}', 1000)");
+    if (strstr(plan, "Index Scan using cbm_tasks_pkey on cbm_tasks c") == NULL)
+        fail_msg("the claim prepared on an empty table locks its candidates without the"
+                 " primary key:\n%s", plan);
+    free(plan);
+    sql_exec(f, "RESET ALL");
 
     sql_exec(f, "INSERT INTO cbm_tasks (queue, execution_id, step, attempt, payload)"
                 " SELECT 'q' || (g %% 3), gen_random_uuid(), 's', 1, '{}'"
