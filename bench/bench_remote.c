@@ -215,7 +215,7 @@ int main(int argc, char **argv)
     wo.server = addr;
     wo.queues = queues;
     wo.nqueues = 1;
-    wo.concurrency = 32;
+    wo.concurrency = getenv("BENCH_SLOTS") ? atoi(getenv("BENCH_SLOTS")) : 32;
     check(cbm_worker_create(&w, &wo, &err), &err, "worker");
     cbm_worker_register_handler(w, "w1", w1_step, (void *)(intptr_t)w1n);
     cbm_worker_register_handler(w, "w1b", w1b_step, (void *)(intptr_t)w1bn);

@@ -156,6 +156,13 @@ int rt_pend_push(rt_exec_t *ex, eng_event_t *ev)
 static void exec_free(rt_t *rt, rt_exec_t *ex)
 {
     rt_note_gone(rt, ex->id);
+    /* Results waiting for a load that will not come (a stop): their senders
+     * try again. */
+    while (ex->rwait != NULL) {
+        rt_call_t *c = ex->rwait;
+        ex->rwait = c->rnext;
+        rt_answer_result(rt, c, CBM_EUNAVAIL);
+    }
     if (ex->prev != NULL) ex->prev->next = ex->next;
     else rt->active = ex->next;
     if (ex->next != NULL) ex->next->prev = ex->prev;
@@ -191,6 +198,11 @@ static void call_complete(rt_t *rt, rt_call_t *c)
     /* Read before done is set: a waited call lives on its caller's stack
      * and is gone as soon as the caller sees done. */
     int waited = c->waited;
+    if (!waited && c->on_done != NULL) {
+        c->on_done(c->done_arg, c->rc, c->accepted, c->accepted ? "" : c->reason);
+        rt_call_free(c);
+        return;
+    }
     uv_mutex_lock(&rt->mu);
     c->done = 1;
     if (waited) uv_cond_signal(&c->cv);
@@ -1069,7 +1081,12 @@ void rt_destroy(rt_t *rt)
             rt_call_t *c = CBM_MAIL_OWNER(m, rt_call_t, mail);
             m = m->next;
             if (c->fn == do_ping) ping_release(((ping_call_t *)c)->box);
-            if (!c->waited) free(c);
+            if (c->on_done != NULL) {
+                c->on_done(c->done_arg, CBM_ESHUTDOWN, 0, "");
+                rt_call_free(c);
+            } else if (!c->waited) {
+                free(c);
+            }
         }
     }
     if (uv_loop_close(&rt->loop) != 0) cbm_log_error("engine loop closed with live handles");

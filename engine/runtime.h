@@ -130,14 +130,37 @@ void rt_clear_tasks_hook(rt_t *rt);
  * and reason (cap bytes) when it no longer applies (a later attempt runs, the
  * step finished, the execution ended): with from_worker the execution's
  * history then records a ResultIgnored event (unless it has ended).
- * CBM_ENOTFOUND: the execution is not in memory here (finished, unknown,
- * or still loading: see engine_api.c); CBM_ESHUTDOWN, CBM_ECONFLICT (decided
- * elsewhere meanwhile: try again), or a commit failure otherwise.
+ * An execution that is not in memory (hibernated, or not yet read back after
+ * a restart) is loaded by the loop first and the outcome decided then.
+ * CBM_ENOTFOUND: the execution is not held here and the store has no
+ * unfinished execution of that id (finished, or unknown: the caller asks the
+ * store which); CBM_EUNAVAIL: it could not be decided now (the store is
+ * down, the execution was dropped from memory meanwhile: try again);
+ * CBM_ESHUTDOWN: the runtime stops; CBM_ECONFLICT (decided elsewhere
+ * meanwhile: try again), or a commit failure otherwise.
  * Thread-safe; not on the loop thread.
  */
 int rt_task_result(rt_t *rt, const char *id, const char *step, int attempt,
                    struct cbm_step_out *out, int from_worker, int *accepted, char *reason,
                    size_t cap);
+
+/* The answer of rt_task_result_async, on the loop thread: rc, accepted and
+ * reason as rt_task_result returns them. Must be quick (hand it to another
+ * loop); reason is valid during the call only. */
+typedef void (*rt_result_fn)(void *arg, int rc, int accepted, const char *reason);
+
+/*
+ * rt_task_result without waiting: the outcome is decided on the loop and
+ * on_done(arg, ...) is called there once it is durable (or refused). Takes
+ * id, step and the strings of *out by copy, so the caller may free them on
+ * return. Returns 0 (on_done will be called exactly once), or CBM_ENOMEM /
+ * CBM_ESTATE (not started) with on_done never called. A runtime that stops
+ * answers the calls it holds with CBM_ESHUTDOWN.
+ * Thread-safe; not on the loop thread.
+ */
+int rt_task_result_async(rt_t *rt, const char *id, const char *step, int attempt,
+                         const struct cbm_step_out *out, int from_worker, rt_result_fn on_done,
+                         void *arg);
 
 /* Stop: finish running handlers and in-flight commits, stop the loop thread.
  * Then free everything. rt_destroy(NULL) is a no-op. */

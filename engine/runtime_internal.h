@@ -77,6 +77,9 @@ struct rt_exec {
     size_t npend, cappend;
     rt_call_t *start;          /* start request to answer, if any */
     size_t start_i;            /* and this execution's index in it */
+    rt_call_t *rwait;          /* remote results that came while it was not
+                                  held or still loading: decided once it is
+                                  loaded (c->rnext chains them) */
 };
 
 typedef struct rt_decision {
@@ -198,6 +201,14 @@ struct rt_call {
     int from_worker;
     int accepted;
     char reason[160];
+    rt_call_t *rnext;          /* rt_exec_t.rwait */
+    /* An asynchronous call (rt_task_result_async): not waited for; on_done
+     * runs on the loop when it is answered, then the runtime frees the call
+     * and what it owns. */
+    rt_result_fn on_done;
+    void *done_arg;
+    char *own_step;
+    struct cbm_step_out *own_out;
 };
 
 struct rt_waiter {
@@ -272,6 +283,10 @@ struct rt {
 void rt_outcome_event(rt_t *rt, int step, int attempt, struct cbm_step_out *out,
                       eng_event_t *ev);
 void rt_answer_result(rt_t *rt, rt_call_t *c, int rc);
+/* Free an asynchronous call (rt_task_result_async) and what it owns. */
+void rt_call_free(rt_call_t *c);
+/* The results parked on ex->rwait, decided now that its load ended. */
+void rt_results_resume(rt_t *rt, rt_exec_t *ex);
 void rt_post_and_wait(rt_t *rt, rt_call_t *c);
 
 /* waiters.c */

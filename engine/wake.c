@@ -181,6 +181,10 @@ static void loaded_one(rt_t *rt, rt_exec_t *ex, rt_loaded_t *g, int rc, const ch
              * comes; one loaded only to be ready for its timer (prefetched,
              * nothing pending) just settles. Any other load decides once
              * more, as a resumed execution does. */
+            /* Results that waited for this load go into this decision;
+             * otherwise a state with nothing to do would hibernate again
+             * before they are heard. */
+            rt_results_resume(rt, ex);
             rt_process(rt, ex, ex->pins == 0 || ex->npend > 0);
         }
     } else {
@@ -192,6 +196,9 @@ static void loaded_one(rt_t *rt, rt_exec_t *ex, rt_loaded_t *g, int rc, const ch
                          why != NULL ? why : cbm_strerror(rc));
         ex->dead = 1;
     }
+    /* Results that waited for this load: decided now (a dead execution
+     * answers them as ended or gone). */
+    rt_results_resume(rt, ex);
     rt_maybe_free(rt, ex);
 }
 

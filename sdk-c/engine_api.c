@@ -1056,3 +1056,11 @@ int cbm__engine_task_result(cbm_engine_t *e, const char *id, const char *step, i
     rt_refresh(e->rt, id);
     return cbm_error_set(err, CBM_EUNAVAIL, "execution %s is being loaded; try again", id);
 }
+
+int cbm__engine_task_result_async(cbm_engine_t *e, const char *id, const char *step, int attempt,
+                                  const cbm_step_out_t *out, int from_worker, cbm__result_fn done,
+                                  void *arg)
+{
+    if (!e->started) return CBM_ESTATE;
+    return rt_task_result_async(e->rt, id, step, attempt, out, from_worker, done, arg);
+}

@@ -40,4 +40,20 @@ int cbm__engine_task_result(cbm_engine_t *e, const char *id, const char *step, i
                             cbm_step_out_t *out, int from_worker, int *accepted, char *reason,
                             size_t cap, cbm_error_t *err);
 
+/*
+ * cbm__engine_task_result without a thread waiting: the outcome enters the
+ * engine's inbox (the engine loads a hibernated execution itself) and
+ * done(arg, rc, accepted, reason) is called on the ENGINE's thread once the
+ * decision is durable or refused; it must only hand the answer over (e.g.
+ * post to another loop). rc: 0 with accepted/reason; CBM_ENOTFOUND when the
+ * store holds no unfinished execution of that id (ask
+ * cbm__engine_task_result, which reads the store for the reason);
+ * CBM_EUNAVAIL, CBM_ECONFLICT: try again; CBM_ESHUTDOWN. *out is copied.
+ * Returns 0 (done will be called once) or CBM_ESTATE / CBM_ENOMEM (never).
+ */
+typedef void (*cbm__result_fn)(void *arg, int rc, int accepted, const char *reason);
+int cbm__engine_task_result_async(cbm_engine_t *e, const char *id, const char *step, int attempt,
+                                  const cbm_step_out_t *out, int from_worker, cbm__result_fn done,
+                                  void *arg);
+
 #endif

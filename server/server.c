@@ -6,10 +6,12 @@
  * parsing and signals (cli/serve.c).
  *
  * Two loops. The engine runs its loop on its own thread; the server's loop
- * reaches the engine only through the public API, from the thread pool.
- * Keeping them apart means a slow RPC can never stall the engine's loop, at
- * the price of a thread hop per call (issue 10 moves the services onto the
- * engine's loop; this file is where that happens).
+ * reaches the engine through the public API, from the thread pool, except
+ * for SubmitResult, which is posted into the engine's inbox and answered
+ * from the commit through a mailbox (worker_service.c, on_results), with no
+ * thread waiting. Keeping the loops apart means a slow RPC can never stall
+ * the engine's loop, at the price of a thread hop per call (issue 10 moves
+ * the services onto the engine's loop; this file is where that happens).
  *
  * Stopping (cbm_server_stop, from any other thread): a uv_async asks the
  * loop to drain: new calls are answered UNAVAILABLE, parked polls answered,

@@ -112,6 +112,15 @@ wjob_t *job_new(wsvc_t *ws, wjob_fn work, wjob_done done)
     return j;
 }
 
+/* j is in flight for call (NULL: none): the server's stop waits for it, and
+ * a call that goes away first is forgotten. */
+static void job_hold(wjob_t *j, rpc_call_t *call)
+{
+    j->call = call;
+    if (call != NULL) rpc_call_on_cancel(call, on_job_call_gone, j);
+    svc_job_begin(j->ws->svc);
+}
+
 /* Queue j; with call, the call is answered by done (or forgotten if it goes
  * away first). On failure j is freed and call answered. */
 int job_queue(wjob_t *j, rpc_call_t *call)
@@ -123,10 +132,21 @@ int job_queue(wjob_t *j, rpc_call_t *call)
         job_free(j);
         return -1;
     }
-    j->call = call;
-    if (call != NULL) rpc_call_on_cancel(call, on_job_call_gone, j);
-    svc_job_begin(j->ws->svc);
+    job_hold(j, call);
     return 0;
+}
+
+/* A held job (job_hold) run on the pool after all; on failure it is done. */
+static void job_requeue(wjob_t *j)
+{
+    int rc = uv_queue_work(j->ws->loop, &j->req, job_work, job_after);
+    if (rc != 0) {
+        j->rc = cbm_error_set(&j->err, CBM_EIO, "cannot queue the work: %s", uv_strerror(rc));
+        svc_t *svc = j->ws->svc;
+        j->done(j);
+        job_free(j);
+        svc_job_end(svc);
+    }
 }
 
 static void fail_call(rpc_call_t *call, int rc, const cbm_error_t *err)
@@ -394,6 +414,39 @@ static void result_done(wjob_t *j)
     rpc_call_reply(j->call, &rp.base);
 }
 
+/* Engine thread: the outcome is decided (or could not be, here). */
+static void result_decided(void *arg, int rc, int accepted, const char *reason)
+{
+    wjob_t *j = arg;
+    j->rc = rc;
+    j->accepted = accepted;
+    snprintf(j->reason, sizeof(j->reason), "%s", reason != NULL ? reason : "");
+    cbm_mailbox_post(&j->ws->results, &j->mail);
+}
+
+/* Server loop: answer the SubmitResults the engine decided. One it could not
+ * decide in memory (an execution the store no longer holds as unfinished,
+ * or one dropped meanwhile) goes to the pool, where cbm__engine_task_result
+ * reads the store for the reason or tries again. */
+static void on_results(cbm_mailbox_t *mb, cbm_mail_t *mail)
+{
+    (void)mb;
+    while (mail != NULL) {
+        wjob_t *j = CBM_MAIL_OWNER(mail, wjob_t, mail);
+        svc_t *svc = j->ws->svc;
+        mail = mail->next;
+        if (j->rc == CBM_ENOTFOUND || j->rc == CBM_EUNAVAIL || j->rc == CBM_ECONFLICT) {
+            j->rc = 0;
+            job_requeue(j);
+            continue;
+        }
+        if (j->rc != 0) cbm_error_set(&j->err, j->rc, "%s", cbm_strerror(j->rc));
+        result_done(j);
+        job_free(j);
+        svc_job_end(svc);
+    }
+}
+
 /* task_id "<row>:<execution>:<attempt>:<step>" -> its parts. */
 static int parse_task_id(const char *tid, char exec[37], int *attempt, const char **step)
 {
@@ -519,7 +572,12 @@ static void on_submit(rpc_call_t *call, const Cerebelum__V1__SubmitResultRequest
      * offered to parked polls) before this call returns: prefer this worker
      * from now on. */
     sticky_set(ws, exec, rq->worker_id);
-    job_queue(j, call);
+    /* Into the engine's inbox; answered from the commit (result_decided),
+     * with no thread waiting. */
+    job_hold(j, call);
+    if (cbm__engine_task_result_async(ws->engine, exec, step, attempt, out, 1, result_decided, j) !=
+        0)
+        job_requeue(j); /* the blocking way, which reports the error */
     return;
 bad:
     cbm__step_out_free(out);
@@ -750,6 +808,14 @@ int wsvc_create(uv_loop_t *loop, cbm_engine_t *engine, svc_t *svc, const wsvc_op
         free(ws);
         return cbm_error_set(err, CBM_ENOMEM, "cannot create the task notes' mailbox");
     }
+    if (cbm_mailbox_init(&ws->results, loop, on_results, ws) != 0) {
+        cbm_mailbox_close(&ws->notes, NULL);
+        uv_run(loop, UV_RUN_NOWAIT); /* its close callback */
+        cbm_mailbox_finish(&ws->notes);
+        free(ws->pool);
+        free(ws);
+        return cbm_error_set(err, CBM_ENOMEM, "cannot create the results' mailbox");
+    }
     uv_mutex_init(&ws->pool_mu);
     uv_cond_init(&ws->pool_cv);
     uv_timer_init(loop, &ws->reap_timer);
@@ -808,6 +874,9 @@ void wsvc_close(wsvc_t *ws)
     /* Engine hooks may still fire until the engine stops; after this they
      * only queue notes, freed by wsvc_destroy. */
     cbm_mailbox_close(&ws->notes, NULL);
+    /* Every SubmitResult was answered (the server closes once none is in
+     * flight): nothing more comes here. */
+    cbm_mailbox_close(&ws->results, NULL);
     uv_close((uv_handle_t *)&ws->reap_timer, NULL);
     uv_close((uv_handle_t *)&ws->sweep_timer, NULL);
 }
@@ -833,5 +902,6 @@ void wsvc_destroy(wsvc_t *ws)
     uv_mutex_destroy(&ws->pool_mu);
     uv_cond_destroy(&ws->pool_cv);
     cbm_mailbox_finish(&ws->notes);
+    cbm_mailbox_finish(&ws->results);
     free(ws);
 }

@@ -91,6 +91,8 @@ struct wsvc {
     poll_t *polls;
     cbm_mailbox_t notes;   /* note_t from the engine's thread; after
                               wsvc_close they wait for wsvc_destroy */
+    cbm_mailbox_t results; /* wjob_t of SubmitResult, answered by the
+                              engine's thread once decided (on_submit) */
     uv_timer_t reap_timer, sweep_timer;
     int reaping;
     int graced;        /* the start's lease grace is done (store_task_grace; reap jobs only) */
@@ -106,6 +108,7 @@ typedef void (*wjob_done)(wjob_t *j);
 
 struct wjob {
     uv_work_t req;
+    cbm_mail_t mail;       /* ws->results */
     wsvc_t *ws;
     wjob_fn work;
     wjob_done done;

@@ -99,6 +99,11 @@ EOF
 cat >"$tmp/once.json" <<'EOF'
 {"name": "once", "steps": [{"name": "only", "queue": "solo", "handler": "echo"}]}
 EOF
+cat >"$tmp/hib.json" <<'EOF'
+{"name": "hib", "steps": [
+  {"name": "a", "queue": "hq", "handler": "echo"},
+  {"name": "b", "kind": "approval", "depends_on": ["a"]}]}
+EOF
 cat >"$tmp/load.json" <<'EOF'
 {"name": "load", "steps": [
   {"name": "a", "queue": "q", "handler": "slow", "retry": {"max_attempts": 5, "initial_ms": 10}},
@@ -107,7 +112,7 @@ cat >"$tmp/load.json" <<'EOF'
   {"name": "c", "queue": "q", "handler": "slow", "depends_on": ["b"],
    "retry": {"max_attempts": 5, "initial_ms": 10}}]}
 EOF
-for b in two lease once load; do cli blueprint register "$tmp/$b.json" >/dev/null || fail "register $b: $(cat "$tmp/cli.err")"; done
+for b in two lease once load hib; do cli blueprint register "$tmp/$b.json" >/dev/null || fail "register $b: $(cat "$tmp/cli.err")"; done
 
 # ---- protocol errors --------------------------------------------------------------
 w register "" default;            expect "register without id" "^error INVALID_ARGUMENT"
@@ -146,6 +151,21 @@ wait_status "$id" completed
   && ok "one StepCompleted" || fail "StepCompleted count: $(events "$id")"
 [ "$(sql "SELECT result::text FROM cbm_executions WHERE id = '$id'")" = '{"only": {"n": 1}}' ] \
   && ok "the first result counts" || fail "result: $(sql "SELECT result FROM cbm_executions WHERE id = '$id'")"
+
+# A result for an execution that is not in memory (hibernated while it
+# waits for a person): the engine loads it and decides on it at once — the
+# late duplicate is recorded as ignored with the step's reason.
+w register h1 hq
+id=$(start hib)
+w poll h1 5000; expect "the hib task is polled" "^task "
+tid=$(awk '{print $2}' <<<"$out")
+w submit h1 "$tid" ok '{"n":1}';  expect "hib: the result is accepted" "^accepted$"
+wait_status "$id" awaiting_approval
+w submit h1 "$tid" ok '{"n":2}';  expect "a result for a hibernated execution is decided on: ignored" "^ignored: already completed"
+[ "$(sql "SELECT count(*) FROM cbm_events WHERE execution_id = '$id' AND type = 'ResultIgnored'")" = 1 ] \
+  && ok "the hibernated execution recorded one ResultIgnored" || fail "hib events: $(events "$id")"
+[ "$(status_of "$id")" = awaiting_approval ] && ok "and still awaits its approval" \
+  || fail "hib status: $(status_of "$id")"
 
 # A poller killed while parked: the task goes to the next poll, none lost.
 "$wprobe" "$addr" poll s1 30000 >"$tmp/killed.out" 2>&1 &
