@@ -390,6 +390,9 @@ async function listPage(view, query, seq) {
   if (q.blueprint) sp.set('blueprint', q.blueprint);
   openStream('/stream/executions' + (sp.toString() ? '?' + sp : ''), {
     what: 'executions',
+    /* A refused stream (401) does not reconnect: ask the API, whose 401
+     * brings the sign-in form. */
+    onclosed: () => { api('GET', '/executions?limit=1').catch(() => {}); },
     execution: (x) => {
       const row = tbody.querySelector('tr[data-id="' + x.execution_id + '"]');
       if (row) { row.replaceWith(execRow(x)); return; }
