@@ -579,7 +579,7 @@ function timelineLegend() {
   return h('div', { class: 'legend', 'aria-hidden': 'true' },
     h('span', { class: 'queued' }, 'scheduled or running'), h('span', { class: 'run' }, 'running (started)'),
     h('span', { class: 'ok' }, 'end: completed ✓'), h('span', { class: 'bad' }, 'end: failed ✗'),
-    h('span', { class: 'sleep' }, 'sleeping'), h('span', { class: 'wait' }, 'waiting (approval, signal, child)'),
+    h('span', { class: 'sleep' }, 'sleeping'), h('span', { class: 'wait' }, 'waiting (approval, child)'),
     h('span', { class: 'retry' }, 'waiting to retry'));
 }
 
