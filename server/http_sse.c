@@ -110,10 +110,14 @@ static void warn(stream_t *s, int rc, const char *msg)
 {
     char line[400];
     if (s->warned++) return; /* once per outage */
-    snprintf(line, sizeof(line), ": %s: %s\n\n", cbm_strerror(rc), msg);
-    for (char *p = line + 1; p[2] != '\0'; p++)
+    line[0] = ':';
+    line[1] = ' ';
+    /* gRPC's wording: a server error gets a reference, its detail the log */
+    svc_error_text(rc, msg, line + 2, sizeof(line) - 2);
+    for (char *p = line; *p != '\0'; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
-    put(s, line);
+    /* a comment line, then the blank line that ends it */
+    if (put(s, line) == 0) put(s, "\n\n");
 }
 
 static void poll_execution(stream_t *s)

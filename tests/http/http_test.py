@@ -531,6 +531,29 @@ def run_checks(api, hport, env):
     api.expect("console unknown file", 404, "GET", "/console/nope.js", token=None)
     api.expect("console 405", 405, "POST", "/console/app.js", {}, token=None)
 
+    # ---- timers: a sleep's lateness is observed, nothing stays pending
+    def scrape():
+        st, _, text, _ = api.req("GET", "/metrics", token=None)
+        check(st == 200, "metrics: %d" % st)
+        out = {}
+        for f in text_string_to_metric_families(text):
+            for s in f.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+    m0 = scrape()
+    api.expect("register nap", 201, "POST", "/api/v1/blueprints",
+               {"name": "nap", "steps": [{"name": "z", "kind": "sleep", "duration_ms": 300},
+                                         {"name": "after", "handler": "echo", "depends_on": ["z"]}]})
+    n = api.expect("start nap", 201, "POST", "/api/v1/executions", {"blueprint": "nap"})["execution_id"]
+    check(wait_status(api, n, ("completed", "failed")) == "completed", "nap completed")
+    m1 = scrape()
+    fired = m1.get(("cerebelum_timers_fired_total", ())) - m0.get(("cerebelum_timers_fired_total", ()))
+    late = m1.get(("cerebelum_timer_lateness_seconds_count", ())) - m0.get(("cerebelum_timer_lateness_seconds_count", ()))
+    check(fired == 1 and late == 1, "one timer fired (%r) and one lateness observed (%r)" % (fired, late))
+    check(m1.get(("cerebelum_timer_lateness_seconds_sum", ())) >= 0, "lateness sum >= 0")
+    check(m1.get(("cerebelum_timers_pending", ())) == 0, "no timer pending after the nap")
+    check(m1.get(("cerebelum_executions_started_total", (("blueprint", "nap"),))) == 1, "nap started 1")
+
     # ---- /readyz follows PostgreSQL
     pgdata, pgbin = os.environ.get("CEREBELUM_TEST_PGDATA"), os.environ.get("CEREBELUM_TEST_PGBIN")
     if not check(pgdata and pgbin, "the harness's CEREBELUM_TEST_PGDATA/PGBIN are set"):
