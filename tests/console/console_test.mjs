@@ -85,6 +85,7 @@ const BLUEPRINTS = [
     { name: 'price', handler: 'echo', depends_on: ['fetch'] },
     { name: 'nap', kind: 'sleep', duration_ms: 30, depends_on: ['fetch'] },
     { name: 'ship', handler: 'echo', depends_on: ['price', 'nap'] }] },
+  { name: 'boom', steps: [{ name: 'explode', handler: 'fail' }, { name: 'never', handler: 'echo', depends_on: ['explode'] }] },
   { name: 'leaf', steps: [{ name: 'only', handler: 'echo' }] },
   { name: 'parent', steps: [{ name: 'kid', kind: 'subworkflow', blueprint: 'leaf' }] },
 ];
@@ -237,6 +238,19 @@ async function graphAndTimeline(page, d) {
   check(payload.includes('\n') && JSON.stringify(JSON.parse(payload)) === JSON.stringify(hist[0].payload), 'the first event\'s payload is pretty JSON, equal to the API\'s');
   await shot(page, 'execution');
 
+  // A failed step: the graph, the timeline and the error say so in words.
+  const boom = await start('boom', {});
+  await reaches(boom, 'failed');
+  await open(page, '#/executions/' + boom);
+  await page.waitForSelector('#dag g.node', { timeout: WAIT });
+  eq(await page.getAttribute('#dag g.node[data-step="explode"]', 'data-state'), 'failed', 'the failed step is failed in the graph');
+  check((await page.textContent('#dag g.node[data-step="explode"]')).includes('✗ failed'), 'the failed step says "✗ failed"');
+  eq(await page.getAttribute('#dag g.node[data-step="never"]', 'data-state'), 'pending', 'the step after it never ran');
+  eq(await page.getAttribute('#timeline g.attempt[data-step="explode"]', 'data-outcome'), 'failed', 'the timeline\'s attempt ended failed');
+  check((await page.$$('#timeline g.attempt[data-step="explode"] rect.bar.end.bad')).length === 1, 'the attempt has the failed end mark');
+  check((await page.textContent('#exec-status')).includes('failed'), 'the execution says failed');
+  check((await page.textContent('#view')).includes('the demo handler \'fail\' always fails'), 'the error message is shown');
+
   // Parent and child link each other.
   await open(page, '#/executions/' + d.parent);
   await page.waitForSelector('#children a', { timeout: WAIT });
@@ -357,7 +371,7 @@ async function otherPages(page, d) {
   await open(page, '#/blueprints');
   await page.waitForSelector('#blueprints', { timeout: WAIT });
   const names = await page.$$eval('#blueprints tbody tr td:first-child', (cs) => cs.map((c) => c.textContent));
-  eq(names, ['demo', 'diamond', 'gate', 'leaf', 'parent', 'pipeline', 'wait'], 'the blueprints page lists every blueprint by name');
+  eq(names, ['boom', 'demo', 'diamond', 'gate', 'leaf', 'parent', 'pipeline', 'wait'], 'the blueprints page lists every blueprint by name');
   await page.click('#blueprints a:text-is("diamond")');
   await page.waitForSelector('#versions a', { timeout: WAIT });
   await page.click('#versions a');
