@@ -20,7 +20,7 @@ llm_exe=${4:-}
 here=$(cd "$(dirname "$0")" && pwd)
 [ -n "${CEREBELUM_TEST_DATABASE_URL:-}" ] || { echo "CEREBELUM_TEST_DATABASE_URL unset: skipped"; exit 77; }
 chromium=${CHROMIUM:-$(command -v chromium || true)}
-[ -n "$chromium" ] || { echo "no chromium (scripts/setup.sh installs Debian's): skipped"; exit 77; }
+[ -n "$chromium" ] && [ -x "$chromium" ] || { echo "no chromium (scripts/setup.sh installs Debian's): skipped"; exit 77; }
 command -v node >/dev/null || { echo "no node (scripts/setup.sh installs it): skipped"; exit 77; }
 [ -d "$here/node_modules/playwright-core" ] ||
   { echo "no tests/console/node_modules/playwright-core (scripts/setup.sh installs it): skipped"; exit 77; }
