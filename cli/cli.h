@@ -67,6 +67,8 @@ typedef struct cli_opts {
     size_t max_message_bytes;
     bool demo_handlers;
     const char *nats_url;     /* serve, publish, bus: --nats (else $CEREBELUM_NATS_URL) */
+    const char *http_listen;  /* serve: --http (else $CEREBELUM_HTTP) */
+    const char *log_format;   /* serve: --log-format (else $CEREBELUM_LOG_FORMAT) */
     /* publish */
     const char *data;
     const char *msg_id;

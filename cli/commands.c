@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cbm_internal.h"
 #include "cli.h"
 
 
@@ -40,7 +41,9 @@ void cli_errorf(const char *fmt, ...)
     while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == '\r')) msg[--len] = '\0';
     for (char *p = msg; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
-    if (len > ERROR_MAX)
+    if (cbm_log_is_json()) /* serve --log-format json: every line is JSON */
+        cbm_log_write(CBM_LOG_ERROR, "cli", NULL, NULL, msg);
+    else if (len > ERROR_MAX)
         fprintf(stderr, "cerebelum: %.*s... (%zu bytes in all)\n", ERROR_MAX, msg, len);
     else
         fprintf(stderr, "cerebelum: %s\n", msg);

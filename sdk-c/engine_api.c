@@ -21,6 +21,7 @@
 #include "engine/runtime_internal.h"
 #include "engine/state.h"
 #include "engine_internal.h"
+#include "engine/metrics.h"
 #include "engine_remote.h"
 #include "pgembed.h"
 #include "scheduler/clock.h"
@@ -726,6 +727,18 @@ void cbm_engine_get_stats(cbm_engine_t *e, cbm_engine_stats_t *out)
 {
     if (e == NULL || out == NULL) return;
     rt_get_stats(e->rt, out);
+}
+
+void cbm__engine_metrics(cbm_engine_t *e, cbm_engine_stats_t *stats, cbm_metrics_snap_t *m)
+{
+    rt_get_stats(e->rt, stats);
+    rt_get_metrics(e->rt, m);
+}
+
+int cbm__engine_ping(cbm_engine_t *e, int timeout_ms)
+{
+    if (e == NULL || e->rt == NULL) return CBM_EINVAL;
+    return rt_ping(e->rt, timeout_ms);
 }
 
 /* Internal, for tests (declared in tests): live state of an execution. */

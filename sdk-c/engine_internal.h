@@ -41,4 +41,15 @@ int cbm__trigger_health_put(cbm_engine_t *e, const store_trigger_health_t *h, cb
  * from, instead of a second reading of events. */
 int cbm__engine_state(cbm_engine_t *e, const char *id, char **json, cbm_error_t *err);
 
+/* /metrics (server/http_metrics.c): the engine's counters (as
+ * cbm_engine_get_stats) and its histograms and committed events by type
+ * (engine/metrics.h). Any thread; cheap (atomic loads). */
+struct cbm_metrics_snap;
+void cbm__engine_metrics(cbm_engine_t *e, cbm_engine_stats_t *stats,
+                         struct cbm_metrics_snap *m);
+
+/* /readyz: does the engine's loop run a no-op posted to its inbox within
+ * timeout_ms? 0, CBM_ETIMEDOUT, CBM_ESTATE (not started). Any thread. */
+int cbm__engine_ping(cbm_engine_t *e, int timeout_ms);
+
 #endif

@@ -708,6 +708,27 @@ static void work_cb(uv_work_t *req)
     }
 }
 
+int svc_run(cbm_engine_t *e, rpc_method_t m, const ProtobufCMessage *in, ProtobufCMessage **out,
+            cbm_error_t *err)
+{
+    svc_t svc = {0};
+    job_t j = {0};
+
+    svc.engine = e;
+    j.svc = &svc;
+    j.method = m;
+    j.in = (ProtobufCMessage *)in; /* read only: the work never changes it */
+    work_cb(&j.req);
+    if (j.rc == 0 && j.out == NULL) fail(&j, CBM_ESTORE, "no reply was built");
+    if (j.rc != 0) {
+        if (j.out != NULL) protobuf_c_message_free_unpacked(j.out, NULL);
+        j.out = NULL;
+        if (err != NULL) *err = j.err;
+    }
+    *out = j.out;
+    return j.rc;
+}
+
 static void job_free(job_t *j)
 {
     if (j->out != NULL) protobuf_c_message_free_unpacked(j->out, NULL);
