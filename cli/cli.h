@@ -118,6 +118,7 @@ int cli_cmd_reject(const cli_opts_t *o);
 int cli_cmd_signal(const cli_opts_t *o);
 int cli_cmd_cancel(const cli_opts_t *o);
 int cli_cmd_workers(const cli_opts_t *o);
+int cli_cmd_health(const cli_opts_t *o);
 int cli_cmd_council_put(const cli_opts_t *o);
 int cli_cmd_council_list(const cli_opts_t *o);
 int cli_cmd_council_show(const cli_opts_t *o);

@@ -708,6 +708,46 @@ int cli_cmd_workers(const cli_opts_t *o)
     return rc;
 }
 
+/* The server's health (GetHealth): a line per check, OK or NOT OK with
+ * why; exit 1 (CLI_REFUSED) when one is not ok, so a probe can use it. */
+int cli_cmd_health(const cli_opts_t *o)
+{
+    cbm_health_t *h = NULL;
+    cbm_error_t err = {0};
+    cli_conn_t c;
+    int rc;
+
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cbm_client_health(c.client, 0, &h, &err)) != 0) {
+        rc = cli_report(&c, rc, &err);
+        cli_conn_close(&c);
+        return rc;
+    }
+    if (o->json) {
+        cJSON *doc = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(doc, "checks");
+        char *text;
+        cJSON_AddBoolToObject(doc, "ok", h->ok);
+        for (size_t i = 0; arr != NULL && i < h->n; i++) {
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddItemToArray(arr, x);
+            cJSON_AddStringToObject(x, "name", h->checks[i].name);
+            cJSON_AddBoolToObject(x, "ok", h->checks[i].ok);
+            cJSON_AddStringToObject(x, "detail", h->checks[i].detail);
+        }
+        if ((text = cJSON_Print(doc)) != NULL) printf("%s\n", text);
+        free(text);
+        cJSON_Delete(doc);
+    } else {
+        for (size_t i = 0; i < h->n; i++)
+            printf("%-6s %-28s %s\n", h->checks[i].ok ? "OK" : "NOT OK", h->checks[i].name,
+                   h->checks[i].detail);
+    }
+    rc = h->ok ? CLI_OK : CLI_REFUSED;
+    cbm_health_free(h);
+    cli_conn_close(&c);
+    return rc;
+}
+
 /* ---- councils ---------------------------------------------------------------- */
 
 int cli_cmd_council_put(const cli_opts_t *o)

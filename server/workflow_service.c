@@ -703,6 +703,7 @@ static void work_cb(uv_work_t *req)
     case RPC_DELETE_COUNCIL:
         j->rc = svc_council(j->svc->engine, j->method, j->in, &j->out, &j->err);
         break;
+    case RPC_GET_HEALTH: j->rc = svc_health(j->svc->engine, j->in, &j->out, &j->err); break;
     default: fail(j, CBM_EINVAL, "method not served"); break;
     }
 }
@@ -911,6 +912,7 @@ void svc_install(svc_t *svc, rpc_server_options_t *opts)
     opts->handlers[RPC_GET_COUNCIL] = on_call;
     opts->handlers[RPC_LIST_COUNCILS] = on_call;
     opts->handlers[RPC_DELETE_COUNCIL] = on_call;
+    opts->handlers[RPC_GET_HEALTH] = on_call;
     opts->user_data = svc;
 }
 

@@ -69,6 +69,13 @@ int svc_set_str(char **field, const char *s);
 int svc_council(cbm_engine_t *e, rpc_method_t m, const ProtobufCMessage *rq,
                 ProtobufCMessage **out, cbm_error_t *err);
 
+/* The work of GetHealth (workflow_health.c; thread pool): the server's
+ * health (server/health.h) as a GetHealthResponse into *out (malloc'd
+ * pieces only). 0, or CBM_ENOMEM/CBM_ESTATE with err filled and *out NULL;
+ * a store that does not answer is a check that is not ok, not an error. */
+int svc_health(cbm_engine_t *e, const ProtobufCMessage *in, ProtobufCMessage **out,
+               cbm_error_t *err);
+
 /* One WorkflowService method's work, synchronously on the calling thread
  * (the HTTP API's threads, http_api.c: the same code path as gRPC's): @p in
  * is a request of method @p m (borrowed), *out its reply (free it with

@@ -310,6 +310,16 @@ void on_notify(cbm_mailbox_t *mb, cbm_mail_t *mail)
             if (mine->parked) poll_claim(mine);
             else mine->again = 1;
         } else if (pick != NULL) {
+            /* Claimed by its key too (the primary key's row, no walk of the
+             * queue's window and no SKIP LOCKED race with other polls); if
+             * another poll took it meanwhile, the claim falls back to the
+             * queue. */
+            if (pick->want.step == NULL) {
+                memcpy(pick->want.execution_id, n->execution_id, 37);
+                pick->want.step = n->step;
+                pick->want.attempt = n->attempt;
+                n->step = NULL;
+            }
             poll_claim(pick);
         } else {
             /* No parked poll: a claim in flight may have started before
