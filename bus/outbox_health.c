@@ -24,7 +24,7 @@ int bus_outbox_health(store_t *s, int64_t threshold_ms, char *line, size_t len, 
         old = threshold_ms >= 0 && st.rows > 0 && st.oldest_age_ms > threshold_ms;
         if (old)
             snprintf(line, len,
-                     "outbox: STALE: %lld rows waiting, oldest %.1f s (threshold %.0f s): is a "
+                     "outbox: STALE: %lld rows waiting, oldest %.1f s (threshold %g s): is a "
                      "publisher (serve --nats) running and NATS reachable?",
                      (long long)st.rows, (double)st.oldest_age_ms / 1000.0,
                      (double)threshold_ms / 1000.0);

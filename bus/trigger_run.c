@@ -19,6 +19,13 @@
  *      ack that is lost, means a redelivery, which lands on the existing
  *      executions (step 2 again): no duplicate, and the message is acked.
  *
+ * Starts (action start) are done a batch at a time: a worker takes every
+ * queued message (up to TAKE_MAX), evaluates each, starts all their jobs in
+ * one cbm__execution_start_keyed call (one commit), then acks them all
+ * back to back (natsMsg_Ack, pipelined) and waits for one flush (the server
+ * has read them); a batch that fails as a whole is done again message by
+ * message (the steps above), which isolates a bad message.
+ *
  * CEREBELUM_TEST_EXIT_BEFORE_ACK=1 (read at cbm_bus_create; for the tests
  * only) makes the process _exit(3) after the first message's starts
  * committed and before its ack: the crash of step 3.
@@ -34,6 +41,10 @@
 #include "engine_internal.h"
 
 #define EXCERPT 1024
+/* A worker takes at most this many queued messages at once (starts). */
+#define TAKE_MAX 64
+/* A batch of more starts than this is done message by message. */
+#define MAX_BATCH_STARTS 1024
 
 /* Sleep ms in small steps, waking early on stop. */
 static void nap(runner_t *r, int ms)
@@ -96,8 +107,9 @@ static bool data_error(int rc)
  * in CBM_ESTATE's message: approved, rejected, cancelled or finished; what
  * a redelivery after a crash between commit and ack finds) counts as
  * existing; another CBM_ESTATE (the step is not waiting yet) is returned.
- * Signals have no key: a redelivered signal is delivered again (at least
- * once). */
+ * A signal carries the job's key (cbm_execution_signal_key): one found
+ * delivered already counts as existing, so a redelivered message does not
+ * signal twice. */
 static int act(runner_t *r, const trig_job_t *j, bool *created, cbm_error_t *err)
 {
     cbm_engine_t *e = r->bus->engine;
@@ -112,7 +124,15 @@ static int act(runner_t *r, const trig_job_t *j, bool *created, cbm_error_t *err
         char id[37];
         return cbm_execution_start_opts(e, r->t->blueprint, j->inputs, &so, id, created, err);
     }
-    case TRIG_ACT_SIGNAL: rc = cbm_execution_signal(e, j->execution, j->signal, j->inputs, err); break;
+    case TRIG_ACT_SIGNAL: {
+        /* The message's key goes with the signal: a redelivery finds it
+         * delivered (exactly once, like a start). */
+        bool delivered = false;
+        rc = cbm_execution_signal_key(e, j->execution, j->signal, j->inputs, j->key, &delivered,
+                                      err);
+        if (rc == 0) *created = delivered;
+        break;
+    }
     case TRIG_ACT_APPROVE:
         rc = cbm_execution_approve(e, j->execution, j->step, j->inputs, who, err);
         break;
@@ -137,85 +157,197 @@ static int act(runner_t *r, const trig_job_t *j, bool *created, cbm_error_t *err
  * delay), then refused as bad data. */
 #define NOT_YET_TRIES 10
 
-static void handle(runner_t *r, natsMsg *m)
+/* A message being handled: its view for trigger_eval and its jobs. */
+typedef struct pmsg {
+    natsMsg *m;
+    jsMsgMetaData *md;
+    const char **keys, **vals;
+    trig_msg_t v;
+    trig_job_t *jobs;
+    size_t njobs;
+} pmsg_t;
+
+static void pmsg_free(pmsg_t *p)
 {
-    jsMsgMetaData *md = NULL;
-    const char **keys = NULL, **vals = NULL;
-    int nkeys = 0;
-    trig_msg_t v = {0};
-    trig_job_t *jobs = NULL;
-    size_t njobs = 0;
+    trig_jobs_free(p->jobs, p->njobs);
+    free(p->vals);
+    free((void *)p->keys);
+    jsMsgMetaData_Destroy(p->md);
+}
+
+/* Read message p->m and compute its jobs: 0 when they are ready to be
+ * done, 1 when the message was dealt with here (refused or nak'ed). */
+static int prepare(runner_t *r, pmsg_t *p)
+{
+    natsMsg *m = p->m;
+    int nkeys = 0, rc;
     char reason[640];
-    jsErrCode jerr = 0;
-    int rc;
 
     atomic_fetch_add(&r->messages, 1);
-    v.subject = natsMsg_GetSubject(m);
-    v.data = natsMsg_GetData(m);
-    v.len = (size_t)natsMsg_GetDataLength(m);
-    if (natsMsg_GetMetaData(&md, m) == NATS_OK) {
-        v.stream = md->Stream;
-        v.seq = md->Sequence.Stream;
+    p->v.subject = natsMsg_GetSubject(m);
+    p->v.data = natsMsg_GetData(m);
+    p->v.len = (size_t)natsMsg_GetDataLength(m);
+    if (natsMsg_GetMetaData(&p->md, m) == NATS_OK) {
+        p->v.stream = p->md->Stream;
+        p->v.seq = p->md->Sequence.Stream;
     }
-    if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v.msg_id) != NATS_OK) v.msg_id = NULL;
-    if (natsMsgHeader_Keys(m, &keys, &nkeys) == NATS_OK && nkeys > 0 &&
-        (vals = calloc((size_t)nkeys, sizeof(*vals))) != NULL) {
+    if (natsMsgHeader_Get(m, "Nats-Msg-Id", &p->v.msg_id) != NATS_OK) p->v.msg_id = NULL;
+    if (natsMsgHeader_Keys(m, &p->keys, &nkeys) == NATS_OK && nkeys > 0 &&
+        (p->vals = calloc((size_t)nkeys, sizeof(*p->vals))) != NULL) {
         for (int i = 0; i < nkeys; i++)
-            if (natsMsgHeader_Get(m, keys[i], &vals[i]) != NATS_OK) vals[i] = "";
-        v.hdr_keys = keys;
-        v.hdr_vals = vals;
-        v.nhdr = (size_t)nkeys;
+            if (natsMsgHeader_Get(m, p->keys[i], &p->vals[i]) != NATS_OK) p->vals[i] = "";
+        p->v.hdr_keys = p->keys;
+        p->v.hdr_vals = p->vals;
+        p->v.nhdr = (size_t)nkeys;
     }
-    if (md == NULL) {
+    if (p->md == NULL) {
         /* Not a JetStream message (cannot be, from a pull consumer). */
         nak(r, m);
-        goto done;
+        return 1;
     }
-    rc = trigger_eval(r->t, &v, &jobs, &njobs, reason, sizeof(reason));
+    rc = trigger_eval(r->t, &p->v, &p->jobs, &p->njobs, reason, sizeof(reason));
     if (rc == CBM_EINVAL) {
-        refuse(r, m, &v, reason);
-        goto done;
+        refuse(r, m, &p->v, reason);
+        return 1;
     }
     if (rc != 0) {
         nak(r, m);
-        goto done;
+        return 1;
     }
-    for (size_t i = 0; i < njobs; i++) {
+    return 0;
+}
+
+/* Its jobs are durable: ack (a synchronous ack: the server has it). */
+static void ack(runner_t *r, pmsg_t *p)
+{
+    jsErrCode jerr = 0;
+
+    if (r->bus->exit_before_ack) _exit(3); /* the test hook: committed, not acked */
+    if (natsMsg_AckSync(p->m, NULL, &jerr) == NATS_OK) {
+        atomic_fetch_add(&r->acks, 1);
+    } else {
+        /* Redelivered after AckWait: it lands on what exists. */
+        cbm_log_warn("bus: trigger %s: ack of %s:%llu failed (JetStream error %d)", r->t->name,
+                     p->v.stream, (unsigned long long)p->v.seq, (int)jerr);
+    }
+}
+
+/* Do p's jobs one by one, then ack; on a failure refuse or nak instead. */
+static void act_and_ack(runner_t *r, pmsg_t *p)
+{
+    char reason[640];
+    int rc;
+
+    for (size_t i = 0; i < p->njobs; i++) {
         cbm_error_t err = {0};
         bool created = false;
 
-        rc = act(r, &jobs[i], &created, &err);
+        rc = act(r, &p->jobs[i], &created, &err);
         if (rc == 0) {
             atomic_fetch_add(created ? &r->started : &r->existing, 1);
             continue;
         }
         if (data_error(rc) || (rc == CBM_ENOTFOUND && r->t->act != TRIG_ACT_START) ||
-            (rc == CBM_ESTATE && md->NumDelivered >= NOT_YET_TRIES)) {
+            (rc == CBM_ESTATE && p->md->NumDelivered >= NOT_YET_TRIES)) {
             snprintf(reason, sizeof(reason), "%s %.64s (key %.200s): %.300s", r->t->action,
-                     r->t->act == TRIG_ACT_START ? r->t->blueprint : jobs[i].execution,
-                     jobs[i].key, err.message);
-            refuse(r, m, &v, reason);
+                     r->t->act == TRIG_ACT_START ? r->t->blueprint : p->jobs[i].execution,
+                     p->jobs[i].key, err.message);
+            refuse(r, p->m, &p->v, reason);
         } else {
             cbm_log_warn("bus: trigger %s: %s (key %s): %s; nak, again in %d ms", r->t->name,
-                         r->t->action, jobs[i].key, err.message, r->t->nak_delay_ms);
+                         r->t->action, p->jobs[i].key, err.message, r->t->nak_delay_ms);
             bus_set_state(r, "fetching", err.message);
-            nak(r, m);
+            nak(r, p->m);
         }
-        goto done;
+        return;
     }
-    if (r->bus->exit_before_ack) _exit(3); /* the test hook: committed, not acked */
-    if (natsMsg_AckSync(m, NULL, &jerr) == NATS_OK) {
-        atomic_fetch_add(&r->acks, 1);
-    } else {
-        /* Redelivered after AckWait: it lands on what exists. */
-        cbm_log_warn("bus: trigger %s: ack of %s:%llu failed (JetStream error %d)", r->t->name,
-                     v.stream, (unsigned long long)v.seq, (int)jerr);
+    ack(r, p);
+}
+
+static void handle(runner_t *r, natsMsg *m)
+{
+    pmsg_t p = {.m = m};
+    if (prepare(r, &p) == 0) act_and_ack(r, &p);
+    pmsg_free(&p);
+}
+
+/* The starts of several messages at once (action start): every job of
+ * every message in one cbm__execution_start_keyed call, so the batch costs
+ * one blueprint lookup and one commit instead of a read, a lookup and a
+ * share of a commit per message; then each message is acked. If the call
+ * fails (a bad input among them, the store down), each message is done on
+ * its own (act_and_ack), which finds the culprit and refuses or naks it;
+ * what the batch did start is found there by its keys. */
+static void handle_batch(runner_t *r, natsMsg **ms, int k)
+{
+    pmsg_t *p = calloc((size_t)k, sizeof(*p));
+    const char **inputs = NULL, **keys = NULL;
+    char (*ids)[37] = NULL;
+    bool *created = NULL;
+    size_t n = 0, at = 0;
+    cbm_error_t err = {0};
+    int rc = CBM_ENOMEM;
+
+    if (p == NULL) {
+        for (int i = 0; i < k; i++) handle(r, ms[i]);
+        return;
     }
-done:
-    trig_jobs_free(jobs, njobs);
-    free(vals);
-    free((void *)keys);
-    jsMsgMetaData_Destroy(md);
+    for (int i = 0; i < k; i++) {
+        p[i].m = ms[i];
+        if (prepare(r, &p[i]) != 0) {
+            pmsg_free(&p[i]);
+            memset(&p[i], 0, sizeof(p[i])); /* done with */
+            continue;
+        }
+        n += p[i].njobs;
+    }
+    if (n > MAX_BATCH_STARTS) {
+        rc = CBM_EINVAL; /* big for_each arrays: message by message */
+    } else if (n > 0 && (inputs = calloc(n, sizeof(*inputs))) != NULL &&
+        (keys = calloc(n, sizeof(*keys))) != NULL && (ids = calloc(n, sizeof(*ids))) != NULL &&
+        (created = calloc(n, sizeof(*created))) != NULL) {
+        for (int i = 0; i < k; i++)
+            for (size_t j = 0; p[i].m != NULL && j < p[i].njobs; j++, at++) {
+                inputs[at] = p[i].jobs[j].inputs;
+                keys[at] = p[i].jobs[j].key;
+            }
+        rc = cbm__execution_start_keyed(r->bus->engine, r->t->blueprint, inputs, keys, n, ids,
+                                        created, &err);
+    } else if (n == 0) {
+        rc = 0; /* nothing to start (empty for_each arrays): ack them */
+    }
+    if (rc != 0)
+        cbm_log_info("bus: trigger %s: a batch of %zu starts failed (%s); one message at a time",
+                     r->t->name, n, rc == CBM_EINVAL && n > MAX_BATCH_STARTS ? "too many"
+                                                                            : err.message);
+    at = 0;
+    for (int i = 0; i < k; i++) {
+        if (p[i].m == NULL) continue;
+        if (rc == 0) {
+            for (size_t j = 0; j < p[i].njobs; j++, at++)
+                atomic_fetch_add(created[at] ? &r->started : &r->existing, 1);
+            /* Committed: the acks go out back to back (pipelined), and one
+             * flush below waits until the server has read them all. */
+            if (r->bus->exit_before_ack) _exit(3); /* the test hook */
+            if (natsMsg_Ack(p[i].m, NULL) == NATS_OK)
+                atomic_fetch_add(&r->acks, 1);
+            else
+                cbm_log_warn("bus: trigger %s: ack of %s:%llu failed", r->t->name, p[i].v.stream,
+                             (unsigned long long)p[i].v.seq);
+        } else {
+            act_and_ack(r, &p[i]);
+        }
+        pmsg_free(&p[i]);
+    }
+    /* A lost ack only means a redelivery, which lands on what exists. */
+    if (rc == 0 && natsConnection_FlushTimeout(r->bus->nc, 5000) != NATS_OK)
+        cbm_log_warn("bus: trigger %s: the acks of a batch were not confirmed by a flush",
+                     r->t->name);
+    free(created);
+    free(ids);
+    free(keys);
+    free(inputs);
+    free(p);
 }
 
 /* Fetched messages go to a queue that CONCURRENCY worker threads take
@@ -232,42 +364,57 @@ done:
 static void *work(void *arg)
 {
     runner_t *r = arg;
+    natsMsg *ms[TAKE_MAX];
 
     for (;;) {
-        natsMsg *m;
+        int k = 0, take;
         pthread_mutex_lock(&r->qmu);
         while (r->qlen == 0 && !r->qclose) pthread_cond_wait(&r->qcv, &r->qmu);
         if (r->qlen == 0) {
             pthread_mutex_unlock(&r->qmu);
             break;
         }
-        m = r->q[r->qhead];
-        r->qhead = (r->qhead + 1) % QCAP;
-        r->qlen--;
-        pthread_cond_signal(&r->qspace);
+        /* Starts are done in batches: what waits, up to TAKE_MAX. */
+        take = r->t->act == TRIG_ACT_START ? (r->qlen < TAKE_MAX ? r->qlen : TAKE_MAX) : 1;
+        for (; k < take; k++) {
+            ms[k] = r->q[r->qhead];
+            r->qhead = (r->qhead + 1) % QCAP;
+            r->qlen--;
+        }
+        pthread_cond_broadcast(&r->qspace);
         pthread_mutex_unlock(&r->qmu);
-        if (atomic_load(&r->stop))
-            natsMsg_Nak(m, NULL); /* someone else's, at once */
-        else
-            handle(r, m);
-        natsMsg_Destroy(m);
+        if (atomic_load(&r->stop)) {
+            for (int i = 0; i < k; i++) natsMsg_Nak(ms[i], NULL); /* someone else's, at once */
+        } else if (k == 1) {
+            handle(r, ms[0]);
+        } else {
+            handle_batch(r, ms, k);
+        }
+        for (int i = 0; i < k; i++) natsMsg_Destroy(ms[i]);
     }
     nats_ReleaseThreadMemory();
     return NULL;
 }
 
-/* Hand the list's messages to the workers (the list keeps none). */
+/* Hand the list's messages to the workers (the list keeps none), all at
+ * once when they fit, so that one worker takes the fetched batch whole. */
 static void enqueue(runner_t *r, natsMsgList *list, int cap)
 {
+    pthread_mutex_lock(&r->qmu);
     for (int i = 0; i < list->Count; i++) {
-        pthread_mutex_lock(&r->qmu);
-        while (r->qlen >= cap) pthread_cond_wait(&r->qspace, &r->qmu);
+        while (r->qlen >= cap) {
+            pthread_cond_broadcast(&r->qcv);
+            pthread_cond_wait(&r->qspace, &r->qmu);
+        }
         r->q[(r->qhead + r->qlen) % QCAP] = list->Msgs[i];
         r->qlen++;
-        pthread_cond_signal(&r->qcv);
-        pthread_mutex_unlock(&r->qmu);
         list->Msgs[i] = NULL;
     }
+    if (r->qlen > TAKE_MAX || r->t->act != TRIG_ACT_START)
+        pthread_cond_broadcast(&r->qcv);
+    else
+        pthread_cond_signal(&r->qcv);
+    pthread_mutex_unlock(&r->qmu);
 }
 
 static int start_workers(runner_t *r)

@@ -68,6 +68,8 @@ typedef struct cli_opts {
     size_t max_message_bytes;
     bool demo_handlers;
     const char *nats_url;     /* serve, publish, bus: --nats (else $CEREBELUM_NATS_URL) */
+    const char *http_listen;  /* serve: --http (else $CEREBELUM_HTTP) */
+    const char *log_format;   /* serve: --log-format (else $CEREBELUM_LOG_FORMAT) */
     /* publish */
     const char *data;
     const char *msg_id;
@@ -117,6 +119,7 @@ int cli_cmd_reject(const cli_opts_t *o);
 int cli_cmd_signal(const cli_opts_t *o);
 int cli_cmd_cancel(const cli_opts_t *o);
 int cli_cmd_workers(const cli_opts_t *o);
+int cli_cmd_health(const cli_opts_t *o);
 int cli_cmd_council_put(const cli_opts_t *o);
 int cli_cmd_council_list(const cli_opts_t *o);
 int cli_cmd_council_show(const cli_opts_t *o);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cbm_internal.h"
 #include "cli.h"
 
 
@@ -40,7 +41,9 @@ void cli_errorf(const char *fmt, ...)
     while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == '\r')) msg[--len] = '\0';
     for (char *p = msg; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
-    if (len > ERROR_MAX)
+    if (cbm_log_is_json()) /* serve --log-format json: every line is JSON */
+        cbm_log_write(CBM_LOG_ERROR, "cli", NULL, NULL, msg);
+    else if (len > ERROR_MAX)
         fprintf(stderr, "cerebelum: %.*s... (%zu bytes in all)\n", ERROR_MAX, msg, len);
     else
         fprintf(stderr, "cerebelum: %s\n", msg);
@@ -701,6 +704,46 @@ int cli_cmd_workers(const cli_opts_t *o)
         cbm_worker_infos_free(ws, n);
         rc = CLI_OK;
     }
+    cli_conn_close(&c);
+    return rc;
+}
+
+/* The server's health (GetHealth): a line per check, OK or NOT OK with
+ * why; exit 1 (CLI_REFUSED) when one is not ok, so a probe can use it. */
+int cli_cmd_health(const cli_opts_t *o)
+{
+    cbm_health_t *h = NULL;
+    cbm_error_t err = {0};
+    cli_conn_t c;
+    int rc;
+
+    if ((rc = cli_conn_open(o, &c)) != CLI_OK) return rc;
+    if ((rc = cbm_client_health(c.client, 0, &h, &err)) != 0) {
+        rc = cli_report(&c, rc, &err);
+        cli_conn_close(&c);
+        return rc;
+    }
+    if (o->json) {
+        cJSON *doc = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(doc, "checks");
+        char *text;
+        cJSON_AddBoolToObject(doc, "ok", h->ok);
+        for (size_t i = 0; arr != NULL && i < h->n; i++) {
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddItemToArray(arr, x);
+            cJSON_AddStringToObject(x, "name", h->checks[i].name);
+            cJSON_AddBoolToObject(x, "ok", h->checks[i].ok);
+            cJSON_AddStringToObject(x, "detail", h->checks[i].detail);
+        }
+        if ((text = cJSON_Print(doc)) != NULL) printf("%s\n", text);
+        free(text);
+        cJSON_Delete(doc);
+    } else {
+        for (size_t i = 0; i < h->n; i++)
+            printf("%-6s %-28s %s\n", h->checks[i].ok ? "OK" : "NOT OK", h->checks[i].name,
+                   h->checks[i].detail);
+    }
+    rc = h->ok ? CLI_OK : CLI_REFUSED;
+    cbm_health_free(h);
     cli_conn_close(&c);
     return rc;
 }

@@ -26,7 +26,8 @@ enum opt {
     O_INPUT, O_ID, O_STATUS, O_BLUEPRINT, O_LIMIT, O_AFTER,
     O_RESPONSE, O_WHO, O_REASON, O_PAYLOAD,
     O_LISTEN, O_DATABASE_URL, O_STATE_DIR, O_TLS_CERT, O_TLS_KEY, O_TLS_CLIENT_CA, O_MAX_MSG,
-    O_DEMO, O_BP_VERSION, O_FROM_FILE, O_NATS, O_DATA, O_MSG_ID, O_HEADER, O_COUNT, O_HELP = 'h', O_VERSION = 'V',
+    O_DEMO, O_BP_VERSION, O_FROM_FILE, O_NATS, O_DATA, O_MSG_ID, O_HEADER, O_COUNT, O_HTTP,
+    O_LOG_FORMAT, O_HELP = 'h', O_VERSION = 'V',
 };
 
 static const struct option long_opts[] = {
@@ -63,6 +64,8 @@ static const struct option long_opts[] = {
     {"msg-id", required_argument, NULL, O_MSG_ID},
     {"header", required_argument, NULL, O_HEADER},
     {"count", required_argument, NULL, O_COUNT},
+    {"http", required_argument, NULL, O_HTTP},
+    {"log-format", required_argument, NULL, O_LOG_FORMAT},
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
     {NULL, 0, NULL, 0},
@@ -87,10 +90,10 @@ static const command_t commands[] = {
     {"serve", 0, cli_serve,
      "serve [--listen ADDR] [--database-url URL | --state-dir DIR] [--token T]\n"
      "          [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--max-message-bytes N]\n"
-     "          [--nats URL]",
-     "run the engine and its gRPC server (and, with --nats, the stored triggers) until SIGTERM or SIGINT",
+     "          [--nats URL] [--http ADDR] [--log-format human|json]",
+     "run the engine and its gRPC server (with --nats the stored triggers, with --http the JSON API and /metrics) until SIGTERM or SIGINT",
      {O_LISTEN, O_DATABASE_URL, O_STATE_DIR, O_TLS_CERT, O_TLS_KEY, O_TLS_CLIENT_CA, O_TOKEN,
-      O_MAX_MSG, O_DEMO, O_NATS},
+      O_MAX_MSG, O_DEMO, O_NATS, O_HTTP, O_LOG_FORMAT},
      0},
     {"blueprint register", 1, cli_cmd_register, "blueprint register FILE",
      "validate and store the blueprint in FILE; prints its version", {0}, 1},
@@ -117,6 +120,9 @@ static const command_t commands[] = {
      {O_REASON}, 1},
     {"workers", 0, cli_cmd_workers, "workers",
      "the remote workers registered with the server: queues, tasks, liveness", {0}, 1},
+    {"health", 0, cli_cmd_health, "health",
+     "the server's health: its store, each NATS trigger, the outbox; exit 1 when one is not ok",
+     {0}, 1},
     {"council put", 1, cli_cmd_council_put, "council put FILE|-",
      "validate and store the council in FILE (- = stdin); prints its version", {0}, 1},
     {"council list", 0, cli_cmd_council_list, "council list",
@@ -279,6 +285,8 @@ int main(int argc, char **argv)
             break;
         case O_DEMO: o.demo_handlers = true; break;
         case O_NATS: o.nats_url = optarg; break;
+        case O_HTTP: o.http_listen = optarg; break;
+        case O_LOG_FORMAT: o.log_format = optarg; break;
         case O_COUNT:
             if ((n = parse_count("count", optarg, 1000000)) < 0) goto bad;
             o.count = (int)n;

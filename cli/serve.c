@@ -11,6 +11,11 @@
  * is destroyed, which lets its in-flight commits and running handlers
  * finish. A second signal exits at once with status 1.
  *
+ * With --http ADDR (or $CEREBELUM_HTTP) the server also serves HTTP
+ * (docs/http.md). With --log-format json (or $CEREBELUM_LOG_FORMAT=json)
+ * every line this process writes on stderr is a JSON object (sdk-c/log.c),
+ * its own lines ("serving on", errors) included.
+ *
  * Signals are blocked in every thread (the engine's and the server's
  * inherit the mask) and taken by the main thread with sigwait; once the
  * first one came, they are unblocked in the main thread only, with a
@@ -24,6 +29,7 @@
 #include <unistd.h>
 
 #include "bus/outbox.h"
+#include "cbm_internal.h"
 #include "cli.h"
 #include "sdk-c/engine_remote.h"
 #include "cerebelum/bus.h"
@@ -48,9 +54,14 @@ static void demo_fail(const cbm_step_call_t *call, cbm_step_out_t *out, void *ar
 
 static void on_second_signal(int signum)
 {
-    static const char msg[] = "cerebelum: second signal, exiting now\n";
+    static const char human[] = "cerebelum: second signal, exiting now\n";
+    static const char json[] = "{\"time\":null,\"level\":\"warn\",\"component\":\"serve\","
+                               "\"execution\":null,\"step\":null,"
+                               "\"message\":\"second signal, exiting now\"}\n";
+    const char *msg = cbm_log_is_json() ? json : human;
+    size_t n = cbm_log_is_json() ? sizeof(json) - 1 : sizeof(human) - 1;
     (void)signum;
-    if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) { /* nothing to do */ }
+    if (write(STDERR_FILENO, msg, n) < 0) { /* nothing to do */ }
     _exit(CLI_REFUSED);
 }
 
@@ -64,6 +75,14 @@ static int read_pem(const char *what, const char *path, char **out)
         return -1;
     }
     return 0;
+}
+
+/* A line of serve's own on stderr: "cerebelum: TEXT", or a JSON object
+ * (component "serve") with --log-format json. */
+static void serve_line(const char *text)
+{
+    if (cbm_log_is_json()) cbm_log_write(CBM_LOG_INFO, "serve", NULL, NULL, text);
+    else fprintf(stderr, "cerebelum: %s\n", text);
 }
 
 static const char *env_or(const char *flag, const char *env, const char *dflt)
@@ -86,10 +105,29 @@ int cli_serve(const cli_opts_t *o)
     cbm_bus_t *bus = NULL;
     bus_outbox_t *outbox = NULL;
     const char *nats = env_or(o->nats_url, "CEREBELUM_NATS_URL", NULL);
+    const char *http = env_or(o->http_listen, "CEREBELUM_HTTP", NULL);
+    const char *log_format = env_or(o->log_format, "CEREBELUM_LOG_FORMAT", "human");
+    char line[1200];
     cbm_error_t err = {0};
     sigset_t sigs;
     int rc = CLI_REFUSED, signum = 0;
 
+    if (strcmp(log_format, "json") == 0) {
+        cbm_log_set_json(true);
+    } else if (strcmp(log_format, "human") == 0) {
+        cbm_log_set_json(false);
+    } else {
+        cli_errorf("--log-format %s: want human or json", log_format);
+        return CLI_USAGE;
+    }
+    if (http != NULL && !cbm_server_http_available()) {
+        cli_errorf("--http: this cerebelum was built without HTTP (libmicrohttpd-dev)");
+        return CLI_USAGE;
+    }
+    if (http != NULL && http[0] == '\0') {
+        cli_errorf("--http is empty (want HOST:PORT, e.g. 127.0.0.1:8233)");
+        return CLI_USAGE;
+    }
     if (o->token != NULL && o->token[0] == '\0') {
         /* Not "no token": a server that was meant to require one. */
         cli_errorf("--token is empty (leave it out to serve without a token)");
@@ -142,6 +180,7 @@ int cli_serve(const cli_opts_t *o)
     so.tls_key_pem = key;
     so.tls_client_ca_pem = client_ca;
     so.max_message_bytes = o->max_message_bytes;
+    so.http_listen = http;
     if (cbm_server_create(&srv, engine, &so, &err) != 0) {
         cli_errorf("cannot create the server: %s", err.message);
         goto destroy;
@@ -151,7 +190,8 @@ int cli_serve(const cli_opts_t *o)
         goto destroy;
     }
     if (cbm_server_start(srv, &err) != 0) {
-        cli_errorf("cannot listen on %s: %s", listen, err.message);
+        cli_errorf("cannot listen on %s%s%s: %s", listen, http != NULL ? " or " : "",
+                   http != NULL ? http : "", err.message);
         goto destroy;
     }
     if (nats != NULL) {
@@ -172,13 +212,15 @@ int cli_serve(const cli_opts_t *o)
             goto destroy;
         }
     }
-    fprintf(stderr, "cerebelum: serving on %s%s%s%s%s\n", cbm_server_address(srv),
-            cert != NULL ? " (TLS)" : "", token != NULL ? " (token required)" : "",
-            nats != NULL ? ", triggers on " : "", nats != NULL ? nats : "");
+    snprintf(line, sizeof(line), "serving on %s%s%s%s%s%s%s", cbm_server_address(srv),
+             cert != NULL ? " (TLS)" : "", token != NULL ? " (token required)" : "",
+             nats != NULL ? ", triggers on " : "", nats != NULL ? nats : "",
+             http != NULL ? ", HTTP on " : "", http != NULL ? cbm_server_http_address(srv) : "");
+    serve_line(line);
 
     while (sigwait(&sigs, &signum) != 0) {}
-    fprintf(stderr, "cerebelum: %s received, shutting down\n",
-            signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    serve_line(signum == SIGTERM ? "SIGTERM received, shutting down"
+                                 : "SIGINT received, shutting down");
     signal(SIGTERM, on_second_signal);
     signal(SIGINT, on_second_signal);
     pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
@@ -196,7 +238,7 @@ destroy:
 #endif
     cbm_server_destroy(srv);
     cbm_engine_destroy(engine);
-    if (rc == CLI_OK) fprintf(stderr, "cerebelum: stopped\n");
+    if (rc == CLI_OK) serve_line("stopped");
 free_pem:
     free(cert);
     free(key);

@@ -100,6 +100,7 @@ static void commit_batch(committer_t *c, cm_req_t **batch, size_t n)
 {
     store_decision_t **ds = malloc(n * sizeof(*ds));
     size_t m;
+    uint64_t t0;
     cbm_error_t err;
 
     for (size_t i = 0; i < n; i++) batch[i]->d.result_code = CBM_EUNAVAIL;
@@ -109,8 +110,14 @@ static void commit_batch(committer_t *c, cm_req_t **batch, size_t n)
         for (size_t i = 0; i < n; i++)
             if (batch[i]->d.result_code == CBM_EUNAVAIL) ds[m++] = &batch[i]->d;
         if (m == 0) break;
+        t0 = uv_hrtime();
         rc = store_append(c->store, ds, m, &err);
         if (rc == 0 || rc != CBM_EUNAVAIL) {
+            /* A transaction that answered (committed, or refused some). */
+            cbm_hist_observe(&c->stats->m.batch, cbm_batch_bounds, cbm_batch_nbounds,
+                             (int64_t)m);
+            cbm_hist_observe(&c->stats->m.duration_us, cbm_commit_bounds_us,
+                             cbm_commit_nbounds, (int64_t)((uv_hrtime() - t0) / 1000));
             if (rc == CBM_EEXIST || rc == CBM_EINVAL) {
                 /* Only idempotency keys already taken, or decisions whose
                  * data the store refused, were turned down (each is
@@ -140,6 +147,7 @@ static void commit_batch(committer_t *c, cm_req_t **batch, size_t n)
         if (batch[i]->d.result_code == 0) {
             atomic_fetch_add(&c->stats->decisions, 1);
             atomic_fetch_add(&c->stats->events, batch[i]->d.nevents);
+            cbm_commit_metrics_events(&c->stats->m, batch[i]->d.events, batch[i]->d.nevents);
         }
     }
     free(ds);

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "engine/metrics.h"
 #include "mailbox.h"
 #include "store/store.h"
 
@@ -47,6 +48,7 @@ typedef struct cm_stats {
     _Atomic uint64_t events;
     _Atomic uint64_t errors;
     _Atomic uint64_t fenced;     /* batches refused: this engine was fenced */
+    cbm_commit_metrics_t m;      /* batch sizes, durations, events by type */
 } cm_stats_t;
 
 /* Takes ownership of store (an open, migrated connection). */

@@ -191,6 +191,9 @@ static char *encode_rare(const eng_event_t *ev, const char *step, const bp_bluep
     case EV_SIGNAL_RECEIVED:
         ADD_STR("name", ev->name);
         ADD_RAW("payload", ev->json);
+        /* The signal's idempotency key (cbm_execution_signal_key), when it
+         * was given one: store_signal_key_seq finds it here. */
+        if (ev->text != NULL) ADD_STR("key", ev->text);
         break;
     case EV_CANCEL_REQUESTED:
     case EV_EXECUTION_CANCELLED:
@@ -507,6 +510,8 @@ int ev_decode(const char *type, const char *payload, int64_t seq, int64_t at_us,
     case EV_SIGNAL_RECEIVED:
         if ((rc = take_str(p, "name", &out->name, out, err)) == 0)
             rc = take_json(p, "payload", out, err);
+        if (rc == 0 && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(p, "key")))
+            rc = take_str(p, "key", &out->text, out, err); /* optional */
         break;
     case EV_CANCEL_REQUESTED:
     case EV_EXECUTION_CANCELLED:

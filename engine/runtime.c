@@ -1034,6 +1034,90 @@ void rt_get_stats(rt_t *rt, cbm_engine_stats_t *out)
         if (atomic_load_explicit(&rt->otok[i], memory_order_relaxed) > 0) out->shards_held++;
 }
 
+void rt_get_metrics(rt_t *rt, cbm_metrics_snap_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    cbm_hist_snap(&rt->cmstats.m.batch, &out->batch);
+    cbm_hist_snap(&rt->cmstats.m.duration_us, &out->commit_us);
+    cbm_hist_snap(&rt->lateness, &out->lateness_us);
+    for (size_t i = 0; i < CBM_EV_TYPES; i++)
+        out->events[i] = atomic_load_explicit(&rt->cmstats.m.events[i], memory_order_relaxed);
+    out->timers_fired = atomic_load(&rt->timers_fired);
+    out->llm_calls = atomic_load(&rt->cmstats.m.llm_calls);
+    out->llm_prompt_tokens = atomic_load(&rt->cmstats.m.llm_prompt_tokens);
+    out->llm_completion_tokens = atomic_load(&rt->cmstats.m.llm_completion_tokens);
+    out->llm_cached_tokens = atomic_load(&rt->cmstats.m.llm_cached_tokens);
+}
+
+/* A ping: the call (freed by call_complete, as it is not waited) and a box
+ * the loop and the caller share, freed by whichever lets go last. */
+typedef struct ping_box {
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int done;
+    int refs;
+} ping_box_t;
+
+typedef struct ping_call {
+    rt_call_t c; /* first: call_complete frees it */
+    ping_box_t *box;
+} ping_call_t;
+
+static void ping_release(ping_box_t *b)
+{
+    int left;
+    uv_mutex_lock(&b->mu);
+    left = --b->refs;
+    uv_mutex_unlock(&b->mu);
+    if (left > 0) return;
+    uv_cond_destroy(&b->cv);
+    uv_mutex_destroy(&b->mu);
+    free(b);
+}
+
+static void do_ping(rt_t *rt, rt_call_t *c)
+{
+    ping_box_t *b = ((ping_call_t *)c)->box;
+    uv_mutex_lock(&b->mu);
+    b->done = 1;
+    uv_cond_signal(&b->cv);
+    uv_mutex_unlock(&b->mu);
+    ping_release(b);
+    call_complete(rt, c);
+}
+
+int rt_ping(rt_t *rt, int timeout_ms)
+{
+    ping_call_t *p;
+    ping_box_t *b;
+    uint64_t deadline;
+    int rc = 0;
+
+    if (!rt->started) return CBM_ESTATE;
+    if ((p = calloc(1, sizeof(*p))) == NULL || (b = calloc(1, sizeof(*b))) == NULL) {
+        free(p);
+        return CBM_ENOMEM;
+    }
+    uv_mutex_init(&b->mu);
+    uv_cond_init(&b->cv);
+    b->refs = 2;
+    p->box = b;
+    p->c.fn = do_ping;
+    post(rt, &p->c);
+    deadline = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+    uv_mutex_lock(&b->mu);
+    while (!b->done) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline || uv_cond_timedwait(&b->cv, &b->mu, deadline - now) != 0) {
+            if (!b->done) rc = CBM_ETIMEDOUT;
+            break;
+        }
+    }
+    uv_mutex_unlock(&b->mu);
+    ping_release(b);
+    return rc;
+}
+
 void rt_destroy(rt_t *rt)
 {
     if (rt == NULL) return;
@@ -1050,6 +1134,7 @@ void rt_destroy(rt_t *rt)
         while (m != NULL) {
             rt_call_t *c = CBM_MAIL_OWNER(m, rt_call_t, mail);
             m = m->next;
+            if (c->fn == do_ping) ping_release(((ping_call_t *)c)->box);
             if (c->on_done != NULL) {
                 c->on_done(c->done_arg, CBM_ESHUTDOWN, 0, "");
                 rt_call_free(c);

@@ -124,6 +124,15 @@ void rt_wait_end(rt_t *rt, rt_waiter_t *w);
 void rt_refresh(rt_t *rt, const char *id);
 
 void rt_get_stats(rt_t *rt, cbm_engine_stats_t *out);
+/* The commit and timer histograms and events by type (metrics.h). Any
+ * thread. */
+struct cbm_metrics_snap;
+void rt_get_metrics(rt_t *rt, struct cbm_metrics_snap *out);
+/* Post a no-op to the loop's inbox and wait up to timeout_ms for the loop
+ * to run it: 0, CBM_ETIMEDOUT (the loop is busy or stuck; the no-op still
+ * runs, or is dropped at destroy, later), CBM_ESTATE (not started or
+ * stopping), CBM_ENOMEM. Any thread but the loop's. */
+int rt_ping(rt_t *rt, int timeout_ms);
 
 /* ---- remote tasks -------------------------------------------------------
  * A task step whose queue is not "local" is not run here: the decision that

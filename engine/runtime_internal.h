@@ -321,6 +321,7 @@ struct rt {
     void *on_tasks_arg;
     _Atomic uint64_t steps_run, resumed, nactive, hibernated, woken, timers_fired;
     _Atomic int64_t lateness_sum_us;
+    cbm_hist_t lateness;       /* timers: fire time - due time, us */
 };
 
 

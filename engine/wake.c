@@ -240,6 +240,8 @@ static void fire(rt_t *rt, const sched_entry_t *e)
     if (ex != NULL && ex->dead) return; /* finished or dropped meanwhile */
     if (ex == NULL && rt->nshards > 0 && rt_token_of(rt, e->id) == 0) return; /* not ours */
     atomic_fetch_add(&rt->timers_fired, 1);
+    cbm_hist_observe(&rt->lateness, cbm_lateness_bounds_us, cbm_lateness_nbounds,
+                     clock_now_us(rt->clock) - e->due_us);
     ev.type = EV_TIMER_FIRED;
     ev.step = -1;
     ev.due_us = e->due_us;

@@ -5,6 +5,7 @@
 #ifndef CBM_INTERNAL_H
 #define CBM_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,15 @@ void cbm_log(int level, const char *fmt, ...) CBM_PRINTF(2, 3);
 #define cbm_log_warn(...) cbm_log(CBM_LOG_WARN, __VA_ARGS__)
 #define cbm_log_info(...) cbm_log(CBM_LOG_INFO, __VA_ARGS__)
 #define cbm_log_debug(...) cbm_log(CBM_LOG_DEBUG, __VA_ARGS__)
+/* The format (log.c): human lines (default) or one JSON object per line
+ * (time, level, component, execution, step, message), also chosen by
+ * CEREBELUM_LOG_FORMAT=json. Set it before any thread logs. */
+void cbm_log_set_json(bool on);
+bool cbm_log_is_json(void);
+/* Write one line now in the current format, whatever the level filter says
+ * (a program's own lines: "serving on ..."); NULL fields are null. */
+void cbm_log_write(int level, const char *component, const char *execution, const char *step,
+                   const char *message);
 
 /* The one string hash of the house (FNV-1a, 32 bits; hash.c): hash tables
  * keyed by execution ids. Not for anything an attacker could aim at. */

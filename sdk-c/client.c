@@ -549,6 +549,57 @@ int cbm_client_workers(cbm_client_t *c, const char *queue, cbm_worker_info_t **o
     return 0;
 }
 
+/* ---- health ------------------------------------------------------------------ */
+
+void cbm_health_free(cbm_health_t *h)
+{
+    if (h == NULL) return;
+    for (size_t i = 0; i < h->n; i++) {
+        free(h->checks[i].name);
+        free(h->checks[i].detail);
+    }
+    free(h->checks);
+    free(h);
+}
+
+int cbm_client_health(cbm_client_t *c, int64_t outbox_threshold_ms, cbm_health_t **out,
+                      cbm_error_t *err)
+{
+    Cerebelum__V1__GetHealthRequest req = CEREBELUM__V1__GET_HEALTH_REQUEST__INIT;
+    Cerebelum__V1__GetHealthResponse *rep = NULL;
+    cbm_health_t *h;
+    int rc;
+
+    if (c == NULL || out == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    *out = NULL;
+    if (outbox_threshold_ms < 0)
+        return cbm_error_set(err, CBM_EINVAL, "outbox threshold: a negative time");
+    req.outbox_threshold_ms = outbox_threshold_ms;
+    if ((rc = call(c, RPC_GET_HEALTH, &req.base, (ProtobufCMessage **)&rep, err)) != 0) return rc;
+    if ((h = calloc(1, sizeof(*h))) == NULL ||
+        (h->checks = calloc(rep->n_checks ? rep->n_checks : 1, sizeof(*h->checks))) == NULL) {
+        free(h);
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+        return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+    }
+    h->ok = rep->ok;
+    for (size_t i = 0; i < rep->n_checks; i++, h->n++) {
+        cbm_health_check_t *x = &h->checks[i];
+        x->ok = rep->checks[i]->ok;
+        x->name = strdup(rep->checks[i]->name);
+        x->detail = strdup(rep->checks[i]->detail);
+        if (x->name == NULL || x->detail == NULL) {
+            h->n++;
+            cbm_health_free(h);
+            protobuf_c_message_free_unpacked(&rep->base, NULL);
+            return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+        }
+    }
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    *out = h;
+    return 0;
+}
+
 /* ---- councils -------------------------------------------------------------- */
 
 int cbm_client_council_put(cbm_client_t *c, const char *json, char version_out[65],

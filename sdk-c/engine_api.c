@@ -22,6 +22,7 @@
 #include "engine/runtime_internal.h"
 #include "engine/state.h"
 #include "engine_internal.h"
+#include "engine/metrics.h"
 #include "engine_remote.h"
 #include "pgembed.h"
 #include "scheduler/clock.h"
@@ -603,6 +604,46 @@ int cbm_execution_start_opts(cbm_engine_t *e, const char *blueprint, const char 
     return 0;
 }
 
+/* For the NATS triggers (engine_internal.h): n keyed starts of one
+ * blueprint in one call: the blueprint's version resolved once, no read of
+ * the keys first (a trigger's message is new far more often than it is
+ * redelivered), the starts committed together; a key taken already
+ * (CBM_EEXIST from the unique index) is then looked up. */
+int cbm__execution_start_keyed(cbm_engine_t *e, const char *blueprint, const char *const *inputs,
+                               const char *const *keys, size_t n, char (*ids)[37], bool *created,
+                               cbm_error_t *err)
+{
+    int *codes;
+    int rc;
+
+    if (e == NULL || blueprint == NULL || keys == NULL || ids == NULL || created == NULL)
+        return cbm_error_set(err, CBM_EINVAL, "NULL argument");
+    for (size_t i = 0; i < n; i++) {
+        created[i] = false;
+        if (keys[i] == NULL || keys[i][0] == '\0' || strlen(keys[i]) > MAX_KEY_BYTES)
+            return cbm_error_set(err, CBM_EINVAL, "idempotency key must be 1 to %d bytes",
+                                 MAX_KEY_BYTES);
+        if ((rc = cbm_str_check(keys[i], "idempotency key", err)) != 0) return rc;
+    }
+    if (n == 0) return 0;
+    if ((codes = calloc(n, sizeof(*codes))) == NULL)
+        return cbm_error_set(err, CBM_ENOMEM, "out of memory");
+    rc = start_common(e, blueprint, NULL, inputs, keys, n, ids, codes, err);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (codes[i] != CBM_EEXIST) {
+            created[i] = true;
+            continue;
+        }
+        /* Started before (a redelivery), or by a concurrent start. */
+        rc = find_by_key(e, blueprint, keys[i], ids[i], err);
+        if (rc == CBM_ENOTFOUND)
+            rc = cbm_error_set(err, CBM_ESTORE, "idempotency key '%s' was taken, but no "
+                                                "execution holds it now", keys[i]);
+    }
+    free(codes);
+    return rc;
+}
+
 static int info_from(store_execution_t *x, cbm_execution_info_t *info)
 {
     memcpy(info->id, x->id, sizeof(info->id));
@@ -792,6 +833,18 @@ void cbm_engine_get_stats(cbm_engine_t *e, cbm_engine_stats_t *out)
     rt_get_stats(e->rt, out);
 }
 
+void cbm__engine_metrics(cbm_engine_t *e, cbm_engine_stats_t *stats, cbm_metrics_snap_t *m)
+{
+    rt_get_stats(e->rt, stats);
+    rt_get_metrics(e->rt, m);
+}
+
+int cbm__engine_ping(cbm_engine_t *e, int timeout_ms)
+{
+    if (e == NULL || e->rt == NULL) return CBM_EINVAL;
+    return rt_ping(e->rt, timeout_ms);
+}
+
 /* Internal, for tests (declared in tests): live state of an execution. */
 char *cbm__debug_state_json(cbm_engine_t *e, const char *id);
 char *cbm__debug_state_json(cbm_engine_t *e, const char *id)
@@ -826,6 +879,8 @@ typedef struct ext_cmd {
     const char *text;
     const char *who;
     int depth;            /* cancel: how deep in a cascade of children */
+    const char *key;      /* signal: its idempotency key, or NULL */
+    bool *existing;       /* signal with a key: set when it was delivered already */
 } ext_cmd_t;
 
 /* Children a cancelled execution leaves running: filled by ext_try. */
@@ -890,6 +945,7 @@ static int ext_event(const st_exec_t *st, const ext_cmd_t *c, const store_event_
         ev->type = EV_SIGNAL_RECEIVED;
         ev->name = strdup(c->name);
         ev->json = strdup(c->json);
+        if (c->key != NULL && (ev->text = strdup(c->key)) == NULL) return CBM_ENOMEM;
         return ev->name != NULL && ev->json != NULL ? 0 : CBM_ENOMEM;
     }
     idx = bp_step_index(st->bp, c->step);
@@ -943,6 +999,18 @@ static int ext_try(cbm_engine_t *e, const char *id, const ext_cmd_t *c, ext_kids
     }
     inited = 1;
     if ((rc = dec_fold(&st, x->id, bp, x->snapshot, evs, n, err)) != 0) goto out;
+    if (c->kind == EXT_SIGNAL && c->key != NULL) {
+        /* Delivered already (a redelivered trigger message, a client's
+         * retry)? Read after the load: a keyed signal committed since then
+         * is found here, one committed later moves the seq and this
+         * decision's append is refused and made again (store.h). */
+        int64_t seq = 0;
+        if ((rc = store_signal_key_seq(e->rd, x->id, c->key, &seq, err)) != 0) goto out;
+        if (seq > 0) {
+            *c->existing = true;
+            goto out;
+        }
+    }
     if ((rc = ext_event(&st, c, evs, n, &ev, err)) != 0) {
         /* Cancelled already: its children are cancelled (again: finishing
          * a cascade that a crash cut short). */
@@ -1007,7 +1075,7 @@ static int ext_decide(cbm_engine_t *e, const char *id, const ext_cmd_t *c, cbm_e
      * has ended), or that the next cancel of the parent finishes. */
     for (size_t i = 0; rc == 0 && i < kids.n && c->depth < MAX_CASCADE; i++) {
         char reason[96];
-        ext_cmd_t cc = {EXT_CANCEL, NULL, NULL, NULL, reason, NULL, c->depth + 1};
+        ext_cmd_t cc = {EXT_CANCEL, NULL, NULL, NULL, reason, NULL, c->depth + 1, NULL, NULL};
         cbm_error_t e2 = {0};
         snprintf(reason, sizeof(reason), "parent execution %s cancelled", id);
         if (ext_decide(e, kids.ids[i], &cc, &e2) != 0 && e2.code != CBM_ESTATE &&
@@ -1030,7 +1098,7 @@ static int normalize_arg(const char *json, const char *dflt, const char *field, 
 int cbm_execution_approve(cbm_engine_t *e, const char *id, const char *step,
                           const char *response_json, const char *who, cbm_error_t *err)
 {
-    ext_cmd_t c = {EXT_APPROVE, step, NULL, NULL, NULL, who, 0};
+    ext_cmd_t c = {EXT_APPROVE, step, NULL, NULL, NULL, who, 0, NULL, NULL};
     char *json;
     int rc;
     if (step == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL step");
@@ -1044,7 +1112,7 @@ int cbm_execution_approve(cbm_engine_t *e, const char *id, const char *step,
 int cbm_execution_reject(cbm_engine_t *e, const char *id, const char *step, const char *reason,
                          const char *who, cbm_error_t *err)
 {
-    ext_cmd_t c = {EXT_REJECT, step, NULL, NULL, reason, who, 0};
+    ext_cmd_t c = {EXT_REJECT, step, NULL, NULL, reason, who, 0, NULL, NULL};
     if (step == NULL) return cbm_error_set(err, CBM_EINVAL, "NULL step");
     return ext_decide(e, id, &c, err);
 }
@@ -1052,20 +1120,40 @@ int cbm_execution_reject(cbm_engine_t *e, const char *id, const char *step, cons
 int cbm_execution_signal(cbm_engine_t *e, const char *id, const char *name,
                          const char *payload_json, cbm_error_t *err)
 {
-    ext_cmd_t c = {EXT_SIGNAL, NULL, name, NULL, NULL, NULL, 0};
+    return cbm_execution_signal_key(e, id, name, payload_json, NULL, NULL, err);
+}
+
+/* Signal keys are kept short and text-only: they go into the event. */
+#define MAX_SIGNAL_KEY 256
+
+int cbm_execution_signal_key(cbm_engine_t *e, const char *id, const char *name,
+                             const char *payload_json, const char *key, bool *delivered,
+                             cbm_error_t *err)
+{
+    ext_cmd_t c = {EXT_SIGNAL, NULL, name, NULL, NULL, NULL, 0, key, NULL};
+    bool existing = false;
     char *json;
     int rc;
+    if (delivered != NULL) *delivered = false;
     if (name == NULL || *name == '\0') return cbm_error_set(err, CBM_EINVAL, "empty signal name");
+    if (key != NULL) {
+        if (*key == '\0' || strlen(key) > MAX_SIGNAL_KEY)
+            return cbm_error_set(err, CBM_EINVAL, "a signal's idempotency key has 1 to %d bytes",
+                                 MAX_SIGNAL_KEY);
+        if ((rc = cbm_str_check(key, "signal idempotency key", err)) != 0) return rc;
+    }
+    c.existing = &existing;
     if ((rc = normalize_arg(payload_json, "null", "signal payload", &json, err)) != 0) return rc;
     c.json = json;
     rc = ext_decide(e, id, &c, err);
     free(json);
+    if (rc == 0 && delivered != NULL) *delivered = !existing;
     return rc;
 }
 
 int cbm_execution_cancel(cbm_engine_t *e, const char *id, const char *reason, cbm_error_t *err)
 {
-    ext_cmd_t c = {EXT_CANCEL, NULL, NULL, NULL, reason, NULL, 0};
+    ext_cmd_t c = {EXT_CANCEL, NULL, NULL, NULL, reason, NULL, 0, NULL, NULL};
     return ext_decide(e, id, &c, err);
 }
 

@@ -21,6 +21,16 @@ int cbm__engine_read(cbm_engine_t *e, cbm__read_fn fn, void *arg, cbm_error_t *e
 /* Record a message a trigger refused (engine_triggers.c; store.h,
  * "Triggers"), on the read connection. Any thread. */
 int cbm__trigger_failure_add(cbm_engine_t *e, const store_trigger_failure_t *f, cbm_error_t *err);
+/* Start n executions of the latest version of blueprint, the i-th with
+ * inputs[i] and idempotency key keys[i] (required, distinct), committed
+ * together: the trigger runner's batch (bus/trigger_run.c). created[i] is
+ * false when keys[i] named an execution already (ids[i] is that one). No
+ * read of the keys before the start, and the version is resolved once, so a
+ * batch costs one commit. Errors as cbm_execution_start_many (a bad input
+ * fails the call: retry item by item to find it). Any thread. */
+int cbm__execution_start_keyed(cbm_engine_t *e, const char *blueprint, const char *const *inputs,
+                               const char *const *keys, size_t n, char (*ids)[37], bool *created,
+                               cbm_error_t *err);
 /* Write a running trigger's health report (the bus's watcher). */
 int cbm__trigger_health_put(cbm_engine_t *e, const store_trigger_health_t *h, cbm_error_t *err);
 
@@ -30,5 +40,16 @@ int cbm__trigger_health_put(cbm_engine_t *e, const store_trigger_health_t *h, cb
  * CBM_ENOMEM. Any thread. What GetExecution's state_json takes its results
  * from, instead of a second reading of events. */
 int cbm__engine_state(cbm_engine_t *e, const char *id, char **json, cbm_error_t *err);
+
+/* /metrics (server/http_metrics.c): the engine's counters (as
+ * cbm_engine_get_stats) and its histograms and committed events by type
+ * (engine/metrics.h). Any thread; cheap (atomic loads). */
+struct cbm_metrics_snap;
+void cbm__engine_metrics(cbm_engine_t *e, cbm_engine_stats_t *stats,
+                         struct cbm_metrics_snap *m);
+
+/* /readyz: does the engine's loop run a no-op posted to its inbox within
+ * timeout_ms? 0, CBM_ETIMEDOUT, CBM_ESTATE (not started). Any thread. */
+int cbm__engine_ping(cbm_engine_t *e, int timeout_ms);
 
 #endif

@@ -30,6 +30,7 @@
 #include "cbm_internal.h"
 #include "engine_remote.h"
 #include "grpc_transport.h"
+#include "http.h"
 #include "worker_service.h"
 #include "workflow_service.h"
 
@@ -48,6 +49,10 @@ struct cbm_server {
     wsvc_t *ws;
     rpc_server_t *rpc;
     char *listen, *token, *cert, *key, *client_ca;
+    char *http_listen;         /* NULL: no HTTP */
+    http_srv_t *http;          /* running while the server runs */
+    http_workers_t hw;         /* the HTTP threads' way to the loop */
+    int hw_ready;
     size_t max_message_bytes;
     int drain_ms;
     int state;
@@ -75,6 +80,7 @@ static void close_handles(cbm_server_t *s)
     s->closed = 1;
     uv_close((uv_handle_t *)&s->stop_async, NULL);
     uv_close((uv_handle_t *)&s->drain_timer, NULL);
+    if (s->hw_ready) http_workers_close(&s->hw);
     wsvc_close(s->ws);
 }
 
@@ -157,6 +163,7 @@ static void free_opts(cbm_server_t *s)
         free(s->key);
     }
     free(s->client_ca);
+    free(s->http_listen);
 }
 
 int cbm_server_create(cbm_server_t **out, cbm_engine_t *engine, const cbm_server_opts_t *opts,
@@ -181,6 +188,11 @@ int cbm_server_create(cbm_server_t **out, cbm_engine_t *engine, const cbm_server
         return cbm_error_set(err, CBM_EINVAL, "TLS needs both a certificate and its key (and a "
                                               "client CA needs them too)");
     if ((rc = cbm_str_check(opts->token, "token", err)) != 0) return rc;
+    if (opts->http_listen != NULL && opts->http_listen[0] == '\0')
+        return cbm_error_set(err, CBM_EINVAL, "empty http_listen (NULL serves no HTTP)");
+    if (opts->http_listen != NULL && !http_available())
+        return cbm_error_set(err, CBM_EINVAL,
+                             "http_listen: this build has no HTTP (libmicrohttpd-dev)");
     if ((s = calloc(1, sizeof(*s))) == NULL) return cbm_error_set(err, CBM_ENOMEM, "out of memory");
     s->engine = engine;
     s->listen = dup_opt(opts->listen != NULL ? opts->listen : DEFAULT_LISTEN, &bad);
@@ -188,6 +200,7 @@ int cbm_server_create(cbm_server_t **out, cbm_engine_t *engine, const cbm_server
     s->cert = dup_opt(opts->tls_cert_pem, &bad);
     s->key = dup_opt(opts->tls_key_pem, &bad);
     s->client_ca = dup_opt(opts->tls_client_ca_pem, &bad);
+    s->http_listen = dup_opt(opts->http_listen, &bad);
     s->max_message_bytes = opts->max_message_bytes;
     s->drain_ms = opts->drain_ms > 0 ? opts->drain_ms : DEFAULT_DRAIN_MS;
     if (bad || uv_loop_init(&s->loop) != 0) {
@@ -246,6 +259,14 @@ int cbm_server_start(cbm_server_t *s, cbm_error_t *err)
     uv_async_init(&s->loop, &s->stop_async, on_stop);
     uv_timer_init(&s->loop, &s->drain_timer);
     s->stop_async.data = s->drain_timer.data = s;
+    if (s->http_listen != NULL) {
+        if (http_workers_init(&s->hw, &s->loop, s->ws) != 0) {
+            close_handles(s);
+            uv_run(&s->loop, UV_RUN_DEFAULT);
+            return cbm_error_set(err, CBM_ENOMEM, "cannot set up the HTTP side");
+        }
+        s->hw_ready = 1;
+    }
     if (uv_thread_create(&s->thread, loop_main, s) != 0) {
         s->created = 1;
         s->create_rc = cbm_error_set(&s->create_err, CBM_ENOMEM, "cannot start the server's thread");
@@ -265,7 +286,26 @@ int cbm_server_start(cbm_server_t *s, cbm_error_t *err)
     }
     bound_address(s->listen, rpc_server_port(s->rpc), s->address, sizeof(s->address));
     s->state = SRV_RUNNING;
+    if (s->http_listen != NULL) {
+        http_opts_t ho = {.listen = s->http_listen, .token = s->token, .cert_pem = s->cert,
+                          .key_pem = s->key, .max_body = s->max_message_bytes,
+                          .engine = s->engine, .workers = &s->hw};
+        if ((rc = http_start(&ho, &s->http, err)) != 0) {
+            cbm_server_stop(s);
+            return rc;
+        }
+    }
     return 0;
+}
+
+const char *cbm_server_http_address(const cbm_server_t *s)
+{
+    return s != NULL && s->state == SRV_RUNNING ? http_address(s->http) : NULL;
+}
+
+bool cbm_server_http_available(void)
+{
+    return http_available();
 }
 
 const char *cbm_server_address(const cbm_server_t *s)
@@ -276,6 +316,9 @@ const char *cbm_server_address(const cbm_server_t *s)
 void cbm_server_stop(cbm_server_t *s)
 {
     if (s == NULL || s->state != SRV_RUNNING) return;
+    /* HTTP first: its threads may be waiting on the loop (workers). */
+    http_stop(s->http);
+    s->http = NULL;
     uv_async_send(&s->stop_async);
     uv_thread_join(&s->thread);
     rpc_server_destroy(s->rpc);
@@ -296,6 +339,7 @@ void cbm_server_destroy(cbm_server_t *s)
         uv_run(&s->loop, UV_RUN_DEFAULT);
     }
     if (uv_loop_close(&s->loop) != 0) cbm_log_error("server: handles left open at exit");
+    if (s->hw_ready) http_workers_finish(&s->hw);
     uv_cond_destroy(&s->cv);
     uv_mutex_destroy(&s->mu);
     /* From here the engine tells this server of no more tasks. */

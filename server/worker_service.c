@@ -8,6 +8,7 @@
  * a task claimed for a poll that is gone is given back (unclaimed).
  */
 #include "ws_internal.h"
+#include "http.h"
 
 #include <cJSON.h>
 #include <stdbool.h>
@@ -621,7 +622,10 @@ static void reap_work(wjob_t *j, store_t *s)
             cbm_log_info("serve: %zu leases held across the restart run one more lease", n);
     }
     j->rc = store_task_expired(s, NULL, REAP_LIMIT, &j->expired, &j->nexpired, &j->err);
-    if (j->rc == 0) fail_expired(j, "lease_expired", "the worker's lease ran out");
+    if (j->rc == 0) {
+        atomic_fetch_add(&j->ws->leases_expired, j->nexpired);
+        fail_expired(j, "lease_expired", "the worker's lease ran out");
+    }
 }
 
 static void reap_done(wjob_t *j)
@@ -692,6 +696,11 @@ static void on_unregister(rpc_call_t *call, const Cerebelum__V1__UnregisterWorke
         return;
     }
     job_queue(j, call);
+}
+
+uint64_t wsvc_leases_expired(wsvc_t *ws)
+{
+    return atomic_load(&ws->leases_expired);
 }
 
 /* ---- ListWorkers ------------------------------------------------------------------ */

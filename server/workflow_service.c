@@ -703,8 +703,30 @@ static void work_cb(uv_work_t *req)
     case RPC_DELETE_COUNCIL:
         j->rc = svc_council(j->svc->engine, j->method, j->in, &j->out, &j->err);
         break;
+    case RPC_GET_HEALTH: j->rc = svc_health(j->svc->engine, j->in, &j->out, &j->err); break;
     default: fail(j, CBM_EINVAL, "method not served"); break;
     }
+}
+
+int svc_run(cbm_engine_t *e, rpc_method_t m, const ProtobufCMessage *in, ProtobufCMessage **out,
+            cbm_error_t *err)
+{
+    svc_t svc = {0};
+    job_t j = {0};
+
+    svc.engine = e;
+    j.svc = &svc;
+    j.method = m;
+    j.in = (ProtobufCMessage *)in; /* read only: the work never changes it */
+    work_cb(&j.req);
+    if (j.rc == 0 && j.out == NULL) fail(&j, CBM_ESTORE, "no reply was built");
+    if (j.rc != 0) {
+        if (j.out != NULL) protobuf_c_message_free_unpacked(j.out, NULL);
+        j.out = NULL;
+        if (err != NULL) *err = j.err;
+    }
+    *out = j.out;
+    return j.rc;
 }
 
 static void job_free(job_t *j)
@@ -890,6 +912,7 @@ void svc_install(svc_t *svc, rpc_server_options_t *opts)
     opts->handlers[RPC_GET_COUNCIL] = on_call;
     opts->handlers[RPC_LIST_COUNCILS] = on_call;
     opts->handlers[RPC_DELETE_COUNCIL] = on_call;
+    opts->handlers[RPC_GET_HEALTH] = on_call;
     opts->user_data = svc;
 }
 

@@ -69,6 +69,22 @@ int svc_set_str(char **field, const char *s);
 int svc_council(cbm_engine_t *e, rpc_method_t m, const ProtobufCMessage *rq,
                 ProtobufCMessage **out, cbm_error_t *err);
 
+/* The work of GetHealth (workflow_health.c; thread pool): the server's
+ * health (server/health.h) as a GetHealthResponse into *out (malloc'd
+ * pieces only). 0, or CBM_ENOMEM/CBM_ESTATE with err filled and *out NULL;
+ * a store that does not answer is a check that is not ok, not an error. */
+int svc_health(cbm_engine_t *e, const ProtobufCMessage *in, ProtobufCMessage **out,
+               cbm_error_t *err);
+
+/* One WorkflowService method's work, synchronously on the calling thread
+ * (the HTTP API's threads, http_api.c: the same code path as gRPC's): @p in
+ * is a request of method @p m (borrowed), *out its reply (free it with
+ * protobuf_c_message_free_unpacked). The checks that precheck() makes on
+ * the loop for gRPC are the caller's. 0, or the engine's CBM_E* code with
+ * err filled and *out NULL. Not ListWorkers (the loop's). */
+int svc_run(cbm_engine_t *e, rpc_method_t m, const ProtobufCMessage *in, ProtobufCMessage **out,
+            cbm_error_t *err);
+
 /* The work of StartExecutions (workflow_batch.c; thread pool): start the
  * items of @p rq, each with its own result or error, into *out (a
  * StartExecutionsResponse, malloc'd pieces only: free it with

@@ -9,6 +9,7 @@
 #ifndef CBM_CLI_WS_INTERNAL_H
 #define CBM_CLI_WS_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -98,6 +99,7 @@ struct wsvc {
     int draining;
     int started;
     sticky_t sticky[STICKY_BUCKETS];
+    _Atomic uint64_t leases_expired; /* attempts failed as lease_expired (/metrics) */
 };
 
 typedef struct wjob wjob_t;

@@ -304,6 +304,16 @@ int store_timers_page(store_t *s, const store_timer_t *after, int64_t until_us, 
                       store_timer_t **out, size_t *n, cbm_error_t *err);
 void store_timers_free(store_timer_t *t, size_t n);
 
+/* The seq of the SignalReceived event of execution_id that carries signal
+ * idempotency key `key` (its payload's "key": cbm_execution_signal_key), or
+ * *seq = 0 when there is none. Reads cbm_events itself, so events covered by
+ * a snapshot count too: one range scan of the primary key (execution_id).
+ * Exact together with the optimistic lock: a signal that commits after
+ * this read moves the execution's last seq, so a decision appended with the
+ * seq read before it is refused (CBM_ECONFLICT) and made again. */
+int store_signal_key_seq(store_t *s, const char *execution_id, const char *key, int64_t *seq,
+                         cbm_error_t *err);
+
 /* The execution of blueprint started with idempotency key, as
  * store_get_execution returns it; CBM_ENOTFOUND (*out = NULL) if none. */
 int store_find_by_key(store_t *s, const char *blueprint, const char *key,

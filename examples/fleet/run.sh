@@ -12,7 +12,12 @@
 # publishes plan_approved.json with `cerebelum publish`, then publishes it
 # again under a new Nats-Msg-Id (a redelivery or a producer's retry):
 # exactly three executions, one per role, each completed by its role's
-# council. Prints a summary; exit 0 when all of that held.
+# council, and (bus) the republished message's three starts found existing.
+# Their results reach NATS through the outbox: the nats-server it starts
+# maps cerebelum.execution.fleet_role.completed to
+# agent.deliberation.completed (nats.conf), and a subscriber there
+# (natsctl.py) sees exactly three messages, one per role, each with its
+# winner. Prints a summary; exit 0 when all of that held.
 set -u
 cbm=$1 worker=$2
 dir=$(cd "$(dirname "$0")" && pwd)
@@ -35,16 +40,29 @@ cleanup() {
 trap cleanup EXIT
 die() { echo "run.sh: $*" >&2; for f in "$tmp"/*.err; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }
 
+mapped=0
 if [ -z "${CEREBELUM_NATS_URL:-}" ]; then
   command -v nats-server >/dev/null || die "no nats-server (apt-get install nats-server) and no CEREBELUM_NATS_URL"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-  nats-server -js -a 127.0.0.1 -p "$port" -sd "$tmp/js" >"$tmp/nats.out" 2>"$tmp/nats.err" &
+  nats-server -c "$dir/nats.conf" -js -a 127.0.0.1 -p "$port" -sd "$tmp/js" \
+    >"$tmp/nats.out" 2>"$tmp/nats.err" &
+  mapped=1
   pids+=($!)
   export CEREBELUM_NATS_URL="nats://127.0.0.1:$port"
   for i in $(seq 100); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
     sleep 0.1
   done
+fi
+
+# Where the fleet hears of finished deliberations: a stream (the outbox's
+# publish needs one to acknowledge it) and a subscriber.
+if [ $mapped = 1 ]; then
+  python3 "$dir/natsctl.py" "$CEREBELUM_NATS_URL" stream AGENT_DELIBERATIONS \
+    agent.deliberation.completed >/dev/null || die "cannot create the stream AGENT_DELIBERATIONS"
+  python3 "$dir/natsctl.py" "$CEREBELUM_NATS_URL" sub agent.deliberation.completed 900 \
+    >"$tmp/completed.out" 2>"$tmp/sub.err" &
+  pids+=($!)
 fi
 
 python3 "$stub" --port 0 --port-file "$tmp/stub.port" --models stub-model --ttft-ms 5 \
@@ -111,5 +129,34 @@ assert all(steps.get(r, {}).get("status") != "completed" for r in others), steps
 print("%s  role %-9s winner %s score %.3f" % (x["id"], role, w["agent"], w["score"]))
 ' || die "execution $id is not what was expected"
 done
+# The republished message found its three executions: 3 started, 3 existing.
+for i in $(seq 50); do
+  "$cbm" bus --json >"$tmp/bus.json" 2>/dev/null
+  python3 -c 'import json,sys; t=[t for t in json.load(open(sys.argv[1])) if t["trigger"] == "fleet-plan-approved"][0]; sys.exit(not (t.get("started") == 3 and t.get("existing") == 3))' "$tmp/bus.json" && break
+  sleep 0.2
+done
 "$cbm" bus
-echo "one plan.approved (published twice) -> 3 deliberations, one per role"
+python3 -c 'import json,sys; t=[t for t in json.load(open(sys.argv[1])) if t["trigger"] == "fleet-plan-approved"][0]; sys.exit(not (t.get("started") == 3 and t.get("existing") == 3))' "$tmp/bus.json" ||
+  die "bus: want 3 started and 3 existing (the republish): $(cat "$tmp/bus.json")"
+
+# Their results on agent.deliberation.completed, each once.
+if [ $mapped = 1 ]; then
+  for i in $(seq 150); do [ "$(wc -l <"$tmp/completed.out")" -ge 3 ] && break; sleep 0.2; done
+  sleep 2 # nothing more may come
+  python3 - "$tmp/completed.out" <<'PY' || die "agent.deliberation.completed: $(cat "$tmp/completed.out")"
+import json, sys
+msgs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+roles = []
+for m in msgs:
+    assert m["event"] == "completed" and m["blueprint"] == "fleet_role", m
+    result = m["payload"]["result"]
+    (role,) = [r for r in ("developer", "qa", "architect") if result.get(r)]
+    roles.append(role)
+    print("agent.deliberation.completed  %s  role %-9s winner %s" % (
+        m["execution_id"], role, result[role]["winner"]["agent"]))
+assert sorted(roles) == ["architect", "developer", "qa"], roles
+PY
+else
+  echo "(not checked: agent.deliberation.completed needs the mapping of nats.conf on your NATS server)"
+fi
+echo "one plan.approved (published twice) -> 3 deliberations, one per role, 3 results on agent.deliberation.completed"

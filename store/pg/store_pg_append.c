@@ -376,7 +376,7 @@ static int classify(store_t *s, store_decision_t *const *ds, size_t n, cbm_error
 {
     /* Free to reuse: the batch failed. */
     pg_array_t *ids = &s->cols[EV_ID], *bps = &s->cols[EV_SEQ], *keys = &s->cols[EV_TYPE];
-    store_decision_t **pending = malloc(n * sizeof(*pending));
+    store_decision_t **pending = calloc(n ? n : 1, sizeof(*pending));
     const char *vals[3];
     PGresult *res;
     size_t np = 0;
@@ -553,7 +553,7 @@ static bool data_error(const char *st)
  */
 static int isolate(store_t *s, store_decision_t *const *ds, size_t n, cbm_error_t *err)
 {
-    store_decision_t **pending = malloc(n * sizeof(*pending));
+    store_decision_t **pending = calloc(n ? n : 1, sizeof(*pending));
     size_t np = 0;
     int rc = 0;
 

@@ -37,6 +37,9 @@ static const char sql_get_exec[] = "SELECT " EXEC_COLS " FROM cbm_executions WHE
 /* One row at most: the unique index cbm_executions_idempotency. */
 static const char sql_find_key[] =
     "SELECT " EXEC_COLS " FROM cbm_executions WHERE blueprint = $1 AND idempotency_key = $2";
+static const char sql_signal_key[] =
+    "SELECT seq FROM cbm_events WHERE execution_id = $1 AND type = 'SignalReceived'"
+    " AND payload->>'key' = $2 ORDER BY seq LIMIT 1";
 static const char sql_exec_exists[] = "SELECT 1 FROM cbm_executions WHERE id = $1";
 /* Both resurrection queries order by execution id, so one walk pairs them.
  * Only the events after each execution's snapshot are read, and only those
@@ -739,6 +742,24 @@ int store_find_by_key(store_t *s, const char *blueprint, const char *key,
     rc = fill_execs(res, out, &n, err);
     PQclear(res);
     return rc;
+}
+
+int store_signal_key_seq(store_t *s, const char *execution_id, const char *key, int64_t *seq,
+                         cbm_error_t *err)
+{
+    const char *vals[2] = {execution_id, key};
+    PGresult *res;
+    int rc;
+
+    *seq = 0;
+    if (execution_id == NULL || key == NULL)
+        return cbm_error_set(err, CBM_EINVAL, "store_signal_key_seq: execution and key are required");
+    res = store_pg_query(s, STMT_SIGNAL_KEY, sql_signal_key, 2, vals, err, "store_signal_key_seq",
+                         &rc);
+    if (res == NULL) return rc;
+    if (PQntuples(res) > 0) *seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return 0;
 }
 
 int store_get_blueprint(store_t *s, const char *name, const char *version,

@@ -12,7 +12,9 @@
 #   messages: executions = distinct keys; `cerebelum bus` shows the killed
 #   serve's triggers stale (no fetch for three fetch waits) and exits 1;
 #   approve and signal triggers reach executions waiting (hibernated), a
-#   second approval counts as done, not refused;
+#   second approval counts as done, not refused; a signal message whose
+#   serve _exit()s between the signal's commit and the ack is delivered
+#   once (a blueprint waiting twice for the signal still waits);
 #   with PostgreSQL stopped a message is nak'ed (with a delay, the serve
 #   stays up) and starts its execution once the store is back.
 # Skips (77) without CEREBELUM_TEST_NATS_URL or CEREBELUM_TEST_DATABASE_URL.
@@ -60,7 +62,7 @@ cat >"$tmp/one.json" <<EOF2
 {"name": "one", "stream": "$S", "stream_subjects": ["$sub.>"], "consumer": "one",
  "subject": "$sub.one", "blueprint": "trig_echo", "key": "\$.msg.data.idempotency_key",
  "inputs": {"x": "\$.msg.data.x", "subject": "\$.msg.subject"},
- "wait_ms": 200, "ack_wait_ms": 2000, "nak_delay_ms": 200}
+ "wait_ms": 200, "ack_wait_ms": 2000, "nak_delay_ms": 200, "batch": 1}
 EOF2
 cat >"$tmp/roles.json" <<EOF2
 {"name": "roles", "stream": "$S", "stream_subjects": ["$sub.>"], "consumer": "roles",
@@ -75,6 +77,10 @@ cat >"$tmp/appr_bp.json" <<'EOF2'
 EOF2
 cat >"$tmp/sig_bp.json" <<'EOF2'
 {"name": "trig_sig", "steps": [{"name": "go", "kind": "signal", "signal": "go"}]}
+EOF2
+cat >"$tmp/sig2_bp.json" <<'EOF2'
+{"name": "trig_sig2", "steps": [{"name": "first", "kind": "signal", "signal": "go"},
+ {"name": "second", "kind": "signal", "signal": "go", "depends_on": ["first"]}]}
 EOF2
 cat >"$tmp/appr.json" <<EOF2
 {"name": "appr", "stream": "$S", "consumer": "appr", "subject": "$sub.approve",
@@ -102,12 +108,15 @@ export CEREBELUM_SERVER=$addr
 check 0 "register" blueprint register "$tmp/bp.json"
 check 0 "register trig_appr" blueprint register "$tmp/appr_bp.json"
 check 0 "register trig_sig" blueprint register "$tmp/sig_bp.json"
+check 0 "register trig_sig2" blueprint register "$tmp/sig2_bp.json"
 consumer_idle one
 consumer_idle roles
 consumer_idle appr
 consumer_idle sig
 sleep 2.2  # a health report from the serve
 check 0 "bus: healthy" bus && match out "^one +$S +one +0 +0 +[0-9]+ +[0-9.]+s .* fetching$" "bus line"
+check 0 "health (GetHealth)" health && match out "^OK +trigger one +fetching, " "health: trigger" &&
+  match out "^OK +outbox +on, " "health: the outbox is on (serve --nats)"
 
 # ---- one message, one execution; redelivery and republish: none more -------------
 check 0 "publish" publish "$sub.one" --data '{"idempotency_key": "k1", "x": 1}' --msg-id m1 &&
@@ -179,7 +188,45 @@ export CEREBELUM_SERVER=$addr
 consumer_idle one   # redelivered after ack_wait, landed on the execution, acked
 wait_count "trig:one:kx" 1
 
+# ---- a signal _exit between its commit and the ack: delivered once -----------------
+# trig_sig2 waits for "go" twice: a signal delivered twice would complete it.
+check 0 "start trig_sig2" start trig_sig2 && sig2_id=$out
+wait_status "$sig2_id" awaiting_signal
+signals() {
+  psql -qtA "$CEREBELUM_DATABASE_URL" -c \
+    "SELECT count(*) FROM cbm_events WHERE execution_id = '$1' AND type = 'SignalReceived'"
+}
+stop_server "$pid" TERM main2
+CEREBELUM_TEST_EXIT_BEFORE_ACK=1 "$exe" serve --listen 127.0.0.1:0 --nats "$CEREBELUM_NATS_URL" \
+  --demo-handlers 2>"$tmp/exit2.err" &
+xpid=$!
+pids+=("$xpid")
+sleep 1
+check 0 "publish a signal (the server will _exit)" publish "$sub.signal" \
+  --data "{\"execution\": \"$sig2_id\", \"v\": 1}" --msg-id sx1
+for i in $(seq 100); do kill -0 "$xpid" 2>/dev/null || break; sleep 0.1; done
+wait "$xpid"
+st=$?
+[ "$st" = 3 ] || fail "the test hook (signal): exit $st, want 3: $(cat "$tmp/exit2.err")"
+[ "$(signals "$sig2_id")" = 1 ] || fail "the signal committed before the _exit: $(signals "$sig2_id")"
+start_server main2 --listen 127.0.0.1:0 --nats "$CEREBELUM_NATS_URL" || exit 1
+export CEREBELUM_SERVER=$addr
+consumer_idle sig   # redelivered after ack_wait, found delivered, acked
+sleep 2.2           # a health report
+check 0 "bus --json after the signal's redelivery" bus --json &&
+  py "the redelivered signal counted as existing" "[t for t in j if t['trigger'] == 'sig'][0]['existing'] >= 1"
+[ "$(signals "$sig2_id")" = 1 ] || fail "signal delivered $(signals "$sig2_id") times, want once"
+wait_status "$sig2_id" awaiting_signal
+check 0 "a second signal, a new Msg-Id" publish "$sub.signal" \
+  --data "{\"execution\": \"$sig2_id\", \"v\": 2}" --msg-id sx2
+wait_status "$sig2_id" completed
+check 0 "show trig_sig2" show "$sig2_id" --json &&
+  py "each wait took one message" "j['result'] == {'second': {'v': 2}} and j['state']['steps']['first']['result'] == {'v': 1}"
+
 # ---- kill -9 during a burst of 500 --------------------------------------------------
+# Trigger one fetches one message at a time (batch 1): with batches of 10 a
+# burst of 500 is started within a few hundred ms, before a poll of the
+# database can see it begin and the kill land.
 "$exe" publish "$sub.one" --count 500 --data '{"idempotency_key": "b{n}", "x": {n}}' \
   --msg-id 'burst-{n}' >"$tmp/burst.out" 2>&1 &
 bpid=$!
@@ -198,6 +245,11 @@ for i in $(seq 100); do  # no report for three report periods (6 s)
 done
 check 1 "bus: the killed serve's trigger is stale" bus &&
   match out "^one .*STALE: no fetch for [0-9.]+ s \(3 waits are 0.6 s\); no report from " "stale line"
+# The health answer of a server without --nats on the same database says so too.
+CEREBELUM_NATS_URL= start_server plain --listen 127.0.0.1:0 || exit 1
+check 1 "health: the killed serve's trigger" health --server "${addr%,}" &&
+  match out "^NOT OK +trigger one +stale: no report for [0-9.]+ s from " "health: stale trigger"
+stop_server "$pid" TERM plain
 start_server main3 --listen 127.0.0.1:0 --nats "$CEREBELUM_NATS_URL" || exit 1
 export CEREBELUM_SERVER=$addr
 wait_count "trig:one:b" 500 60

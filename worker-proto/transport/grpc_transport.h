@@ -67,7 +67,8 @@
     XX(PUT_COUNCIL, WorkflowService, PutCouncil)                               \
     XX(GET_COUNCIL, WorkflowService, GetCouncil)                               \
     XX(LIST_COUNCILS, WorkflowService, ListCouncils)                           \
-    XX(DELETE_COUNCIL, WorkflowService, DeleteCouncil)
+    XX(DELETE_COUNCIL, WorkflowService, DeleteCouncil)                         \
+    XX(GET_HEALTH, WorkflowService, GetHealth)
 
 typedef enum rpc_method {
 #define XX(id, svc, name) RPC_##id,

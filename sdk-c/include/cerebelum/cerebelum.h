@@ -360,6 +360,16 @@ CBM_EXTERN int cbm_execution_reject(cbm_engine_t *e, const char *id, const char 
  *  consumed when the wait begins. */
 CBM_EXTERN int cbm_execution_signal(cbm_engine_t *e, const char *id, const char *name,
                                     const char *payload_json, cbm_error_t *err);
+/** cbm_execution_signal with an idempotency key: @p key (NULL: none, as
+ *  cbm_execution_signal; else 1-256 bytes of text) is recorded in the
+ *  SignalReceived event, in the same commit. A second signal with the same
+ *  key to the same execution delivers nothing and succeeds with
+ *  @p *delivered false (may be NULL; true when this call delivered it):
+ *  what a NATS signal trigger's message redelivered after a crash between
+ *  its commit and its ack finds (docs/bus.md). Keys are per execution. */
+CBM_EXTERN int cbm_execution_signal_key(cbm_engine_t *e, const char *id, const char *name,
+                                        const char *payload_json, const char *key,
+                                        bool *delivered, cbm_error_t *err);
 /** Cancel an execution: no new step is scheduled, its timers are cleared,
  *  running attempts are abandoned, and it ends "cancelled". Cancelling a
  *  cancelled execution succeeds and changes nothing; cancelling a completed

@@ -277,6 +277,33 @@ CBM_EXTERN int cbm_client_workers(cbm_client_t *c, const char *queue, cbm_worker
                                   size_t *n, cbm_error_t *err);
 CBM_EXTERN void cbm_worker_infos_free(cbm_worker_info_t *w, size_t n);
 
+/** One check of the server's health. */
+typedef struct cbm_health_check {
+    char *name;                /**< "store", "outbox", or "trigger NAME" */
+    int ok;
+    char *detail;              /**< one line: the state, or why it is not ok */
+} cbm_health_check_t;
+
+/** The server's health (GetHealth; docs/protocol.md). */
+typedef struct cbm_health {
+    int ok;                    /**< every check is ok */
+    cbm_health_check_t *checks; /**< store, each stored trigger by name, outbox */
+    size_t n;
+} cbm_health_t;
+
+/**
+ * The server's health: its store reachable; each stored NATS trigger as
+ * the serve running it last reported (not ok: never run, in error, or
+ * stale: its consumer had not fetched for three fetch waits, or its
+ * process stopped reporting); the outbox (not ok: its oldest row waits
+ * longer than @p outbox_threshold_ms, 0 = 60 s). A server that cannot
+ * reach its store answers with that check not ok. *out is owned by the
+ * caller (cbm_health_free).
+ */
+CBM_EXTERN int cbm_client_health(cbm_client_t *c, int64_t outbox_threshold_ms,
+                                 cbm_health_t **out, cbm_error_t *err);
+CBM_EXTERN void cbm_health_free(cbm_health_t *h);
+
 #ifdef __cplusplus
 }
 #endif

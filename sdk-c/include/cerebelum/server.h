@@ -29,6 +29,7 @@
 #ifndef CEREBELUM_SERVER_H
 #define CEREBELUM_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +69,15 @@ typedef struct cbm_server_opts {
     /** cbm_server_stop: how long calls in flight may take to finish, in ms;
      *  0: 10000. */
     int drain_ms;
+    /** HTTP (docs/http.md): "host:port" (port 0: any free port, see
+     *  cbm_server_http_address) where the JSON API, its server-sent events,
+     *  /metrics, /healthz and /readyz are served, on threads of their own.
+     *  NULL: no HTTP. It shares @ref token (Authorization: Bearer, or the
+     *  cerebelum_token cookie) and the TLS certificate with gRPC; bodies are
+     *  limited to @ref max_message_bytes (0: 1 MiB). CBM_EINVAL from
+     *  cbm_server_create for "" or when the library was built without
+     *  libmicrohttpd (cbm_server_http_available()). */
+    const char *http_listen;
 } cbm_server_opts_t;
 
 /**
@@ -80,10 +90,12 @@ CBM_EXTERN int cbm_server_create(cbm_server_t **out, cbm_engine_t *engine,
                                  const cbm_server_opts_t *opts, cbm_error_t *err);
 
 /**
- * Bind the listen address and start serving on the server's thread. The
- * engine must have been started (CBM_ESTATE). Errors: CBM_EIO (the address
- * cannot be bound: in use, bad form, bad certificate), CBM_EUNAVAIL (the
- * task store cannot be opened), CBM_ESTATE (already started).
+ * Bind the listen address and start serving on the server's thread (and
+ * HTTP on its own threads when http_listen is set). The engine must have
+ * been started (CBM_ESTATE). Errors: CBM_EIO (an address cannot be bound:
+ * in use, bad form, bad certificate), CBM_EINVAL (a malformed HTTP
+ * address), CBM_EUNAVAIL (the task store cannot be opened), CBM_ESTATE
+ * (already started).
  */
 CBM_EXTERN int cbm_server_start(cbm_server_t *srv, cbm_error_t *err);
 
@@ -91,6 +103,13 @@ CBM_EXTERN int cbm_server_start(cbm_server_t *srv, cbm_error_t *err);
  *  port 0), valid from cbm_server_start until cbm_server_destroy; NULL
  *  before. */
 CBM_EXTERN const char *cbm_server_address(const cbm_server_t *srv);
+
+/** The HTTP address being served ("127.0.0.1:8233"), while running with
+ *  http_listen set; NULL otherwise. */
+CBM_EXTERN const char *cbm_server_http_address(const cbm_server_t *srv);
+
+/** Whether this library was built with HTTP (libmicrohttpd). */
+CBM_EXTERN bool cbm_server_http_available(void);
 
 /**
  * Stop gracefully, and return when stopped: new calls are answered
