@@ -171,9 +171,12 @@ static void print_text(const delib_t *d)
             printf("  winner: %s (%s)%s%.3f\n", str(w, "agent"), str(w, "step") ? str(w, "step") : "",
                    cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(w, "score")) ? ", score " : "",
                    num(w, "score"));
-        cJSON_ArrayForEach(k, rank) printf("  rank: %-10s %.3f\n", str(k, "agent"), num(k, "score"));
+        cJSON_ArrayForEach(k, rank)
+            printf("  rank: %-10s %.3f\n", str(k, "agent") ? str(k, "agent") : "?",
+                   num(k, "score"));
         cJSON_ArrayForEach(k, failed)
-            printf("  failed: %s at %s: %s: %s\n", str(k, "agent"), str(k, "step"), str(k, "kind"),
+            printf("  failed: %s at %s: %s: %s\n", str(k, "agent") ? str(k, "agent") : "?",
+                   str(k, "step") ? str(k, "step") : "?", str(k, "kind") ? str(k, "kind") : "?",
                    str(k, "message") ? str(k, "message") : "");
     } else if (d->outcome != NULL) {
         char *o = cJSON_PrintUnformatted(d->outcome);
