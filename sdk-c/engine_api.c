@@ -88,8 +88,8 @@ int cbm_engine_create(cbm_engine_t **out, const cbm_engine_opts_t *opts, cbm_err
     e->connect_timeout_ms = opts->connect_timeout_ms != 0 ? opts->connect_timeout_ms : 30000;
     e->threads = opts->threads > 0 ? opts->threads : 4;
     e->lease_ms = opts->lease_ms;
-    if (e->lease_ms <= 0 && getenv("CEREBELUM_LEASE_MS") != NULL)
-        e->lease_ms = atoll(getenv("CEREBELUM_LEASE_MS"));
+    if (e->lease_ms <= 0 && getenv("CEREBELUM_SHARD_LEASE_MS") != NULL)
+        e->lease_ms = atoll(getenv("CEREBELUM_SHARD_LEASE_MS"));
     if (e->lease_ms <= 0) e->lease_ms = 5000;
     if (e->lease_ms < 100) e->lease_ms = 100;
     uv_mutex_init(&e->rd_mu);

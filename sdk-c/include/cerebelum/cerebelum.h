@@ -159,7 +159,7 @@ typedef struct cbm_engine_opts {
      *  no execution is resumed or woken here and no step handler runs. For
      *  tools and processes that act on executions an engine elsewhere runs. */
     bool client_only;
-    /** Shard lease time in ms (0: $CEREBELUM_LEASE_MS, else 5000; at least
+    /** Shard lease time in ms (0: $CEREBELUM_SHARD_LEASE_MS, else 5000; at least
      *  100). Several engines may run on one database: each runs the
      *  executions of the shards it leases, renews its leases every third of
      *  this, and another engine takes the shards of one that stopped
