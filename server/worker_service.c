@@ -616,7 +616,8 @@ static void reap_work(wjob_t *j, store_t *s)
 {
     if (!j->ws->graced) {
         size_t n = 0;
-        if ((j->rc = store_task_grace(s, j->ws->lease_ms, &n, &j->err)) != 0) return;
+        if ((j->rc = store_task_grace(s, j->ws->lease_ms, GRACE_EXTRA_MS, &n, &j->err)) != 0)
+            return;
         j->ws->graced = 1; /* read on the loop only after this job is done */
         if (n > 0)
             cbm_log_info("serve: %zu leases held across the restart run one more lease", n);

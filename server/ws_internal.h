@@ -22,6 +22,11 @@
 #define DEFAULT_LEASE_MS 30000
 #define MAX_WAIT_MS 60000
 #define REAP_MS 500
+/* The lease grace at start (store_task_grace) adds this to each held lease:
+ * a worker's channel reconnects after a back-off of up to 5 s times 1.5
+ * (worker.c, BACKOFF_MAX_MS with jitter), so a lease shorter than that
+ * would run out before the worker could even heartbeat the new server. */
+#define GRACE_EXTRA_MS 10000
 #define SWEEP_MS 1000
 #define REAP_LIMIT 1000
 #define EARLY_MS 50        /* answer a poll this long before its deadline */

@@ -500,13 +500,14 @@ int store_task_unclaim(store_t *s, int64_t id, const char *worker, cbm_error_t *
 /*
  * One lease of grace, taken once when a server starts, before its first
  * expiry scan: every lease a worker holds is made to run at least one lease
- * (its task's lease_ms, else default_lease_ms) from now, those that ran out
- * while no server ran included. A worker still running a task across the
- * restart (an LLM call of minutes) can then register again, heartbeat and
- * submit, instead of the call being paid for a second time. *n: leases
- * extended.
+ * (its task's lease_ms, else default_lease_ms) plus extra_ms from now, those
+ * that ran out while no server ran included. A worker still running a task
+ * across the restart (an LLM call of minutes) can then reconnect (extra_ms
+ * covers its reconnect back-off), register again, heartbeat and submit,
+ * instead of the call being paid for a second time. *n: leases extended.
  */
-int store_task_grace(store_t *s, int64_t default_lease_ms, size_t *n, cbm_error_t *err);
+int store_task_grace(store_t *s, int64_t default_lease_ms, int64_t extra_ms, size_t *n,
+                     cbm_error_t *err);
 
 /*
  * Leases that ran out (lease_expires_at <= now), at most limit, oldest

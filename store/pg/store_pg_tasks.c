@@ -82,10 +82,12 @@ static const char sql_unclaim[] =
  * from now (expired ones included, "!expired" ones excluded). */
 static const char sql_grace[] =
     "UPDATE cbm_tasks t SET lease_expires_at = clock_timestamp() +"
-    " (CASE WHEN t.lease_ms > 0 THEN t.lease_ms ELSE $1::int8 END) * interval '1 millisecond'"
+    " ((CASE WHEN t.lease_ms > 0 THEN t.lease_ms ELSE $1::int8 END) + $2::int8)"
+    "  * interval '1 millisecond'"
     " WHERE t.lease_owner IS NOT NULL AND t.lease_owner <> '!expired'"
     "  AND t.lease_expires_at < clock_timestamp() +"
-    "   (CASE WHEN t.lease_ms > 0 THEN t.lease_ms ELSE $1::int8 END) * interval '1 millisecond'";
+    "   ((CASE WHEN t.lease_ms > 0 THEN t.lease_ms ELSE $1::int8 END) + $2::int8)"
+    "   * interval '1 millisecond'";
 
 /* Expired leases, marked "!expired" for 30 s while the engine fails them.
  * The inner select reads cbm_tasks_leased in expiry order. */
@@ -253,16 +255,18 @@ int store_task_unclaim(store_t *s, int64_t id, const char *worker, cbm_error_t *
     return rc;
 }
 
-int store_task_grace(store_t *s, int64_t default_lease_ms, size_t *n, cbm_error_t *err)
+int store_task_grace(store_t *s, int64_t default_lease_ms, int64_t extra_ms, size_t *n,
+                     cbm_error_t *err)
 {
-    char ms[24];
-    const char *vals[1] = {ms};
+    char ms[24], extra[24];
+    const char *vals[2] = {ms, extra};
     PGresult *res;
     int rc = 0;
 
     *n = 0;
     snprintf(ms, sizeof(ms), "%lld", (long long)default_lease_ms);
-    res = store_pg_exec(s, STMT_TASK_GRACE, sql_grace, 1, vals);
+    snprintf(extra, sizeof(extra), "%lld", (long long)(extra_ms > 0 ? extra_ms : 0));
+    res = store_pg_exec(s, STMT_TASK_GRACE, sql_grace, 2, vals);
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
         rc = store_pg_fail(s, res, err, "store_task_grace");
     else
