@@ -471,6 +471,7 @@ static void test_chaos(void **state)
     register_blueprints(cl);
     for (int i = 0; i < 3; i++) eng[i] = spawn();
     wait_engines(3);
+    fprintf(stderr, "chaos: %d executions, %d kills of one engine of 3\n", CHAOS_N, CHAOS_KILLS);
     start_n(cl, "sh_main", CHAOS_N);
     srand((unsigned)time(NULL));
     for (int k = 0; k < CHAOS_KILLS; k++) {
