@@ -347,9 +347,16 @@ rt_exec_t *rt_map_get(rt_t *rt, const char *id);
 rt_exec_t *rt_exec_new(rt_t *rt, const char *id);
 int rt_pend_push(rt_exec_t *ex, eng_event_t *ev);
 void rt_maybe_free(rt_t *rt, rt_exec_t *ex);
+int rt_exec_set_bp(rt_exec_t *ex, const bp_blueprint_t *bp);
+void rt_dispatch(rt_t *rt, rt_exec_t *ex, size_t step);
+void rt_answer_start(rt_t *rt, rt_call_t *c, int rc);
+void rt_maybe_quiesce(rt_t *rt);
+void rt_call_complete(rt_t *rt, rt_call_t *c);
+
+/* runtime_decide.c */
 void rt_process(rt_t *rt, rt_exec_t *ex, int force);
 void rt_settle(rt_t *rt, rt_exec_t *ex);
-int rt_exec_set_bp(rt_exec_t *ex, const bp_blueprint_t *bp);
+void rt_on_commit(cm_req_t *req, void *ctx);
 
 /* wake.c */
 void rt_start_load(rt_t *rt, rt_exec_t *ex);
