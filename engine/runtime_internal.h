@@ -362,6 +362,8 @@ void rt_on_commit(cm_req_t *req, void *ctx);
 void rt_start_load(rt_t *rt, rt_exec_t *ex);
 int rt_fold(rt_exec_t *ex, const bp_blueprint_t *bp, const char *snapshot,
             const store_event_t *evs, size_t n, cbm_error_t *err);
+void rt_fold_loaded(store_t *s, rt_t *rt, const store_unfinished_t *u, size_t j,
+                    const bp_blueprint_t **bp, rt_loaded_t *g);
 void rt_job_load(store_t *s, cm_req_t *r);
 void rt_on_loaded(rt_t *rt, rt_load_t *l);
 void rt_arm_fire(rt_t *rt);

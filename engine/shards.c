@@ -243,22 +243,8 @@ void rt_job_take(store_t *s, cm_req_t *r)
     for (size_t j = 0; rc == 0 && j < u.nexecs; j++) {
         const store_execution_t *x = &u.execs[j];
         rt_loaded_t *g = &t->got[j];
-        cbm_error_t err = {0};
         memcpy(t->ids[j], x->id, sizeof(t->ids[j]));
-        if (bp == NULL || strcmp(bp->name, x->blueprint) != 0 || strcmp(bp->version, x->version) != 0)
-            bp = rt_load_blueprint(s, t->rt, x, &err);
-        if (bp == NULL) {
-            g->rc = CBM_ENOTFOUND;
-            g->why = cbm_strdup("its blueprint is missing");
-            continue;
-        }
-        g->rc = dec_fold(&g->st, x->id, bp, x->snapshot, u.events + u.first[j], u.count[j], &err);
-        if (g->rc != 0) {
-            st_finish(&g->st);
-            g->why = cbm_strdup(err.message);
-        } else {
-            g->bp = bp;
-        }
+        rt_fold_loaded(s, t->rt, &u, j, &bp, g);
     }
     if (rc == 0) {
         t->nids = u.nexecs;

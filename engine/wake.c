@@ -40,6 +40,34 @@ const bp_blueprint_t *rt_load_blueprint(store_t *s, rt_t *rt, const store_execut
  * pure: the blueprint is immutable, the state new) keeps the loop free to
  * fire timers while a batch is decoded; the loop only takes the states.
  */
+/* Reader thread: fold execution j of u (its events and snapshot) into g,
+ * with its blueprint (*bp caches the last one: executions come in runs of
+ * one blueprint). g->rc and g->why say why not. */
+void rt_fold_loaded(store_t *s, rt_t *rt, const store_unfinished_t *u, size_t j,
+                    const bp_blueprint_t **bp, rt_loaded_t *g)
+{
+    const store_execution_t *x = &u->execs[j];
+    cbm_error_t err = {0};
+
+    if (*bp == NULL || strcmp((*bp)->name, x->blueprint) != 0 ||
+        strcmp((*bp)->version, x->version) != 0)
+        *bp = rt_load_blueprint(s, rt, x, &err);
+    if (*bp == NULL) {
+        char why[200];
+        snprintf(why, sizeof(why), "blueprint %.64s %.64s missing", x->blueprint, x->version);
+        g->rc = CBM_ENOTFOUND;
+        g->why = cbm_strdup(why);
+        return;
+    }
+    g->rc = dec_fold(&g->st, x->id, *bp, x->snapshot, u->events + u->first[j], u->count[j], &err);
+    if (g->rc != 0) {
+        st_finish(&g->st);
+        g->why = cbm_strdup(err.message);
+    } else {
+        g->bp = *bp;
+    }
+}
+
 void rt_job_load(store_t *s, cm_req_t *r)
 {
     rt_load_t *l = (rt_load_t *)r;
@@ -56,31 +84,13 @@ void rt_job_load(store_t *s, cm_req_t *r)
      * pairs them. */
     for (size_t i = 0; rc == 0 && i < l->n; i++) {
         rt_loaded_t *g = &l->got[i];
-        const store_execution_t *x;
-        cbm_error_t err = {0};
 
         while (j < u.nexecs && strcmp(u.execs[j].id, l->ids[i]) < 0) j++;
         if (j == u.nexecs || strcmp(u.execs[j].id, l->ids[i]) != 0) {
             g->rc = CBM_ENOTFOUND;
             continue;
         }
-        x = &u.execs[j];
-        if (bp == NULL || strcmp(bp->name, x->blueprint) != 0 || strcmp(bp->version, x->version) != 0)
-            bp = rt_load_blueprint(s, l->rt, x, &err);
-        if (bp == NULL) {
-            char why[200];
-            snprintf(why, sizeof(why), "blueprint %.64s %.64s missing", x->blueprint, x->version);
-            g->rc = CBM_ENOTFOUND;
-            g->why = cbm_strdup(why);
-            continue;
-        }
-        g->rc = dec_fold(&g->st, x->id, bp, x->snapshot, u.events + u.first[j], u.count[j], &err);
-        if (g->rc != 0) {
-            st_finish(&g->st);
-            g->why = cbm_strdup(err.message);
-        } else {
-            g->bp = bp;
-        }
+        rt_fold_loaded(s, l->rt, &u, j, &bp, g);
     }
     if (rc == 0) store_unfinished_free(&u);
     r->d.result_code = rc;
